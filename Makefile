@@ -1,0 +1,34 @@
+# kapell developer commands. Every target creates the virtualenv it needs, so a fresh clone
+# needs nothing installed by hand: `make quickstart`, `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTHON ?= python3
+EXTRAS ?= dev,reference,plot,kubernetes
+
+.PHONY: venv test check lint unit integration quickstart clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[$(EXTRAS)]'
+	touch $@
+
+## check: formatting, lint, types and the layer contracts
+check: venv
+	$(VENV)/bin/ruff format --check src tests
+	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+## test: the checks, then unit and integration tests
+test: check
+	$(PY) -m pytest
+
+## quickstart: serve the bundled tiny Shakespeare model and print the gateway URL
+quickstart: venv
+	$(VENV)/bin/kapell up -f examples/quickstart.yaml
+
+clean:
+	rm -rf $(VENV) .kapell .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,199 @@
+"""Load multi-document YAML into resources, reporting every problem with its line.
+
+ruamel.yaml's round-trip loader keeps the line of every key and list item, so a pydantic
+error location such as ``('spec', 'scaling', 'minReplicas')`` maps back to the exact line
+a person has to edit. Unknown fields get the nearest valid name as a suggestion.
+"""
+
+from __future__ import annotations
+
+import difflib
+import types
+import typing
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import MarkedYAMLError
+
+from kapell.api.errors import Problem, SpecError
+from kapell.api.meta import API_VERSION, DNS1123_LABEL, Resource
+
+Loc = Sequence[str | int]
+
+
+def _kinds() -> dict[str, type[Resource]]:
+    from kapell.api import KINDS
+
+    return KINDS
+
+
+def load_files(paths: Iterable[str | Path]) -> list[Resource]:
+    """Every resource in the given files, or a ``SpecError`` listing every problem in all."""
+    resources: list[Resource] = []
+    problems: list[Problem] = []
+    for path in paths:
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            problems.append(Problem(str(path), 0, "", f"cannot read: {exc.strerror or exc}"))
+            continue
+        try:
+            resources.extend(load_text(text, str(path)))
+        except SpecError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        raise SpecError(problems)
+    return resources
+
+
+def load_text(text: str, filename: str = "<stdin>") -> list[Resource]:
+    """Every resource in one YAML text (``---``-separated documents)."""
+    try:
+        documents = list(YAML(typ="rt").load_all(text))
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else 0
+        raise SpecError([Problem(filename, line, "", f"invalid YAML: {exc.problem}")]) from None
+    resources: list[Resource] = []
+    problems: list[Problem] = []
+    seen: dict[str, int] = {}
+    for index, doc in enumerate(documents):
+        if doc is None:
+            continue
+        doc_problems, resource = _load_document(doc, filename, index)
+        problems.extend(doc_problems)
+        if resource is None:
+            continue
+        line = _line(doc, [])
+        if resource.key in seen:
+            problems.append(
+                Problem(filename, line, "metadata.name",
+                        f"{resource.key} is already defined on line {seen[resource.key]}")
+            )  # fmt: skip
+        seen[resource.key] = line
+        resources.append(resource)
+    if problems:
+        raise SpecError(problems)
+    return resources
+
+
+def _load_document(doc: Any, filename: str, index: int) -> tuple[list[Problem], Resource | None]:
+    if not isinstance(doc, CommentedMap):
+        line = doc.lc.line + 1 if hasattr(doc, "lc") else 1
+        return [Problem(filename, line, "", f"document {index + 1} is not a mapping")], None
+    kinds = _kinds()
+    if doc.get("apiVersion") != API_VERSION:
+        found = doc.get("apiVersion")
+        msg = f"expected '{API_VERSION}'" + (f", got {found!r}" if found is not None else "")
+        return [Problem(filename, _line(doc, ["apiVersion"]), "apiVersion", msg)], None
+    kind = doc.get("kind")
+    if kind not in kinds:
+        msg = f"unknown kind {kind!r}; expected one of {', '.join(kinds)}"
+        close = difflib.get_close_matches(str(kind), list(kinds), n=1)
+        if close:
+            msg += f" (did you mean {close[0]!r}?)"
+        return [Problem(filename, _line(doc, ["kind"]), "kind", msg)], None
+    model = kinds[kind]
+    if "status" in doc:
+        return [Problem(filename, _line(doc, ["status"]), "status",
+                        "status is written by kapell; remove it from the spec")], None  # fmt: skip
+    try:
+        return [], model.model_validate(_plain(doc))
+    except ValidationError as exc:
+        return [_problem(doc, model, err, filename) for err in exc.errors()], None
+
+
+def _plain(node: Any) -> Any:
+    """ruamel's commented containers as plain dicts and lists."""
+    if isinstance(node, dict):
+        return {str(k): _plain(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_plain(v) for v in node]
+    return node
+
+
+def _problem(doc: CommentedMap, model: type[BaseModel], err: Any, filename: str) -> Problem:
+    loc = _data_loc(doc, err["loc"])
+    path = ".".join(f"[{p}]" if isinstance(p, int) else p for p in loc).replace(".[", "[")
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        known = _field_names(model, loc[:-1])
+        close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
+        msg = "unknown field" + (f"; did you mean {close[0]!r}?" if close else "")
+        if not close and known:
+            msg += f"; expected one of: {', '.join(sorted(known))}"
+    elif err["type"] == "missing":
+        msg = "required field is missing"
+    elif err["type"] == "string_pattern_mismatch" and err["ctx"]["pattern"] == DNS1123_LABEL:
+        msg = (f"invalid name {err['input']!r}: use lower-case letters, digits and '-', "
+               "starting and ending with a letter or digit (DNS-1123)")  # fmt: skip
+    elif err["type"] == "literal_error":
+        msg = f"invalid value {err['input']!r}; {msg[0].lower()}{msg[1:]}"
+    return Problem(filename, _line(doc, loc), path, msg)
+
+
+def _data_loc(doc: Any, loc: Loc) -> list[str | int]:
+    """The parts of a pydantic location that name real keys (drops union-member tags)."""
+    out: list[str | int] = []
+    node: Any = doc
+    for part in loc:
+        if (isinstance(node, dict) and part in node) or (
+            isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
+        ):
+            out.append(part)
+            node = node[part]
+        elif isinstance(node, dict) and isinstance(part, str) and "[" not in part:
+            out.append(part)  # a missing key: name it, then stop
+            break
+    return out
+
+
+def _line(doc: Any, loc: Loc) -> int:
+    """1-based line of the deepest part of ``loc`` present in the document."""
+    line: int = doc.lc.line + 1
+    node = doc
+    for part in loc:
+        if isinstance(node, CommentedMap) and part in node:
+            line = int(node.lc.key(part)[0]) + 1
+            node = node[part]
+        elif isinstance(node, CommentedSeq) and isinstance(part, int) and part < len(node):
+            line = int(node.lc.item(part)[0]) + 1
+            node = node[part]
+        else:
+            break
+    return line
+
+
+def _field_names(model: type[BaseModel], loc: Loc) -> list[str]:
+    """The wire names of the fields valid at ``loc`` inside ``model``."""
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return []
+        field = next((f for n, f in current.model_fields.items() if (f.alias or n) == part), None)
+        if field is None:
+            return []
+        current = _model_in(field.annotation)
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return [f.alias or n for n, f in current.model_fields.items()]
+    return []
+
+
+def _model_in(annotation: Any) -> Any:
+    """The pydantic model inside ``X | None``, ``list[X]`` or ``dict[str, X]``, if any."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType, list, dict, typing.Annotated):
+        for arg in typing.get_args(annotation):
+            found = _model_in(arg)
+            if found is not None:
+                return found
+    return None

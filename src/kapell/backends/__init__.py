@@ -1,0 +1,1 @@
+"""Where things actually run: local processes, Kubernetes, or a simulator."""

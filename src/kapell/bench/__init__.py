@@ -1,0 +1,1 @@
+"""Benchmarks and trace readers: JSON out, baseline measured in the same run."""

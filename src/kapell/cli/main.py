@@ -1,0 +1,61 @@
+"""The ``kapell`` command: the composition root that wires each mode together.
+
+Every command imports what it needs inside its body, so ``kapell --help`` stays fast.
+User errors (``KapellError``) print as one line on stderr and exit 1, never a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from kapell.api.errors import KapellError, SpecError
+
+app = typer.Typer(
+    name="kapell",
+    help="An AI orchestrator: serve and train models from one declarative spec.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+bench_app = typer.Typer(help="Benchmarks: JSON out, baseline measured in the same run.",
+                        no_args_is_help=True)  # fmt: skip
+app.add_typer(bench_app, name="bench")
+
+Files = Annotated[list[Path], typer.Option("-f", "--file", help="Resource YAML files.")]
+
+
+@app.command()
+def validate(files: Files) -> None:
+    """Check resource files; print every problem as FILE:LINE: field: message."""
+    from kapell.api.loader import load_files
+
+    resources = load_files(files)
+    kinds = sorted({r.kind for r in resources})
+    typer.echo(f"{len(resources)} resource(s) valid in {len(files)} file(s): {', '.join(kinds)}")
+
+
+@app.command()
+def crds() -> None:
+    """Print the CustomResourceDefinitions of every kapell kind, as YAML."""
+    from kapell.api.crd import crd_documents
+
+    typer.echo(crd_documents(), nl=False)
+
+
+def main() -> None:
+    """Console entry point: run the app, turning user errors into one-line messages."""
+    try:
+        app()
+    except SpecError as exc:
+        for problem in exc.problems:
+            typer.echo(str(problem), err=True)
+        sys.exit(1)
+    except KapellError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)

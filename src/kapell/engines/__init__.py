@@ -1,0 +1,1 @@
+"""Engine adapters (launch command, readiness, metric names) and the servers kapell ships."""

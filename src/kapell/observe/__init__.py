@@ -1,0 +1,1 @@
+"""Metric names, drift detection, reports and plots."""

@@ -1,0 +1,1 @@
+"""Pure decisions: placement, autoscaling, routing, carbon, energy. No I/O, no wall clock."""

@@ -1,0 +1,103 @@
+"""Loading resources: every problem reported once, with its file, line and field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from kapell.api import Model
+from kapell.api.errors import SpecError
+from kapell.api.loader import load_files, load_text
+
+VALID = """\
+apiVersion: kapell.dev/v1alpha1
+kind: Model
+metadata:
+  name: tiny
+spec:
+  source:
+    uri: hf://org/tiny@main
+  resources:
+    gpu:
+      migProfile: 1g.10gb
+  scaling:
+    minReplicas: 0
+    maxReplicas: 3
+    targetTokensPerSecond: 2000
+"""
+
+THREE_ERRORS = """\
+apiVersion: kapell.dev/v1alpha1
+kind: Model
+metadata:
+  name: Bad_Name
+spec:
+  source:
+    uri: hf://org/model
+  scaling:
+    minReplica: 0
+  routing:
+    strategy: fastest
+"""
+
+
+def test_valid_model_loads_with_camel_case_fields() -> None:
+    [model] = load_text(VALID, "ok.yaml")
+    assert isinstance(model, Model)
+    assert model.spec.scaling.min_replicas == 0
+    assert model.spec.resources.gpu is not None
+    assert model.spec.resources.gpu.milli_gpus == 142
+    assert model.spec.source.scheme == "hf"
+
+
+def test_three_planted_errors_give_three_lines(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(THREE_ERRORS)
+    with pytest.raises(SpecError) as info:
+        load_files([path])
+    lines = [str(p) for p in info.value.problems]
+    assert lines == [
+        f"{path}:4: metadata.name: invalid name 'Bad_Name': use lower-case letters, digits "
+        "and '-', starting and ending with a letter or digit (DNS-1123)",
+        f"{path}:9: spec.scaling.minReplica: unknown field; did you mean 'minReplicas'?",
+        f"{path}:11: spec.routing.strategy: invalid value 'fastest'; input should be "
+        "'least-tokens', 'prefix-affinity' or 'round-robin'",
+    ]
+
+
+def test_problems_from_several_documents_are_all_reported() -> None:
+    text = (
+        VALID
+        + "---\napiVersion: v1\nkind: Model\n---\nkind: Modle\napiVersion: kapell.dev/v1alpha1\n"
+    )
+    with pytest.raises(SpecError) as info:
+        load_text(text, "multi.yaml")
+    assert [(p.line, p.path) for p in info.value.problems] == [(16, "apiVersion"), (19, "kind")]
+    assert "did you mean 'Model'" in info.value.problems[1].message
+
+
+def test_yaml_syntax_error_names_the_line() -> None:
+    with pytest.raises(SpecError) as info:
+        load_text("kind: Model\nmetadata: [\n", "broken.yaml")
+    [problem] = info.value.problems
+    assert problem.file == "broken.yaml" and problem.line >= 2
+    assert problem.message.startswith("invalid YAML")
+
+
+def test_missing_required_field_points_at_its_parent() -> None:
+    text = "apiVersion: kapell.dev/v1alpha1\nkind: Model\nmetadata:\n  name: a\nspec:\n  engine:\n    name: sim\n"
+    with pytest.raises(SpecError) as info:
+        load_text(text, "m.yaml")
+    [problem] = info.value.problems
+    assert (problem.line, problem.path, problem.message) == (
+        5,
+        "spec.source",
+        "required field is missing",
+    )
+
+
+def test_duplicate_resource_is_reported() -> None:
+    with pytest.raises(SpecError) as info:
+        load_text(VALID + "---\n" + VALID, "dup.yaml")
+    assert "already defined on line 1" in info.value.problems[0].message
