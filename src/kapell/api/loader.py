@@ -146,7 +146,7 @@ def _data_loc(doc: Any, loc: Loc) -> list[str | int]:
             isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
         ):
             out.append(part)
-            node = node[part]
+            node = node[part]  # type: ignore[index]
         elif isinstance(node, dict) and isinstance(part, str) and "[" not in part:
             out.append(part)  # a missing key: name it, then stop
             break
