@@ -1,0 +1,19 @@
+"""Prometheus metric names: the one place they are spelled.
+
+Engine metrics use vLLM's names, so every engine kapell runs (and vLLM itself) is read the
+same way by the gateway, the autoscaler and the energy accounting.
+"""
+
+from __future__ import annotations
+
+ENGINE_REQUESTS_RUNNING = "vllm:num_requests_running"
+ENGINE_REQUESTS_WAITING = "vllm:num_requests_waiting"
+ENGINE_PROMPT_TOKENS = "vllm:prompt_tokens_total"
+ENGINE_GENERATION_TOKENS = "vllm:generation_tokens_total"
+ENGINE_TTFT_SECONDS = "vllm:time_to_first_token_seconds"
+ENGINE_TPOT_SECONDS = "vllm:time_per_output_token_seconds"
+ENGINE_E2E_SECONDS = "vllm:e2e_request_latency_seconds"
+ENGINE_REQUEST_SUCCESS = "vllm:request_success_total"
+ENGINE_KV_CACHE_USAGE = "vllm:gpu_cache_usage_perc"
+ENGINE_PREFIX_CACHE_HITS = "vllm:prefix_cache_hits_total"
+ENGINE_PREFIX_CACHE_QUERIES = "vllm:prefix_cache_queries_total"
