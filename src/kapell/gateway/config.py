@@ -1,0 +1,62 @@
+"""Gateway settings: limits, timeouts and tenants. Plain frozen dataclasses, no I/O."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+def hash_api_key(api_key: str) -> str:
+    """The stored form of an API key: hex SHA-256.
+
+    Keys are long random tokens (not passwords), so a fast unsalted hash is enough: it cannot
+    be reversed and a leaked config does not leak usable keys.
+    """
+    return hashlib.sha256(api_key.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class TenantConfig:
+    """A tenant: who may call which models, how often and how much.
+
+    ``models`` empty means every model. Limits of 0 mean unlimited. ``api_key_sha256`` holds
+    ``hash_api_key(key)`` of each key that belongs to the tenant (never the key itself).
+    """
+
+    name: str
+    api_key_sha256: Sequence[str]
+    models: frozenset[str] = frozenset()
+    requests_per_minute: int = 0
+    tokens_per_minute: int = 0
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    """How the gateway protects itself and its replicas.
+
+    With no tenants, the gateway is open (no API key needed), as on a laptop. With tenants,
+    every request needs ``Authorization: Bearer <key>``.
+    """
+
+    tenants: Sequence[TenantConfig] = ()
+    max_body_bytes: int = 4 * 1024 * 1024
+    queue_max_per_model: int = 1024
+    """Requests a model may hold waiting for a replica or a free slot; beyond it, 429."""
+    max_in_flight_per_replica: int = 256
+    """Requests the gateway sends one replica at once; more wait in the model's queue."""
+    activation_timeout_s: float = 300.0
+    """How long a queued request may wait for a ready replica before a 503."""
+    upstream_connect_timeout_s: float = 5.0
+    upstream_read_timeout_s: float = 300.0
+    """Longest silence from a replica mid-response before the request fails (never hangs)."""
+    retries: int = 2
+    """Extra replicas tried when a replica fails before any response byte reached the client."""
+    default_max_tokens: int = 256
+    """Generated tokens assumed for routing when a request sets no ``max_tokens``."""
+    prefix_block_chars: int = 256
+    """Prompt characters per prefix block hashed for prefix-affinity routing (~64 tokens)."""
+    prefix_affinity_blocks: int = 4
+    """Leading blocks that decide a request's place on the hash ring."""
+    failed_endpoint_cooldown_s: float = 2.0
+    """How long a replica that refused a connection is skipped by routing."""

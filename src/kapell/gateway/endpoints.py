@@ -1,0 +1,162 @@
+"""Where the gateway learns which replicas serve a model: the ``EndpointSource`` seam.
+
+The gateway never starts or stops replicas. It reads endpoints from a source and, when a
+model has none ready, asks the source for capacity and waits. Sources:
+
+- the local backend (controllers, replica processes and the gateway in one asyncio process):
+  an in-memory implementation written by the backend;
+- ``StaticEndpointSource`` below: a fixed URL list from configuration, also what the
+  ``external`` engine uses, and what tests and benchmarks drive by hand;
+- later, Kubernetes EndpointSlices.
+
+Every method except ``wait_ready`` is called on the request hot path, so implementations
+return stored values without I/O. All methods are called from the gateway's event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from kapell.api import Model, ObjectMeta
+from kapell.api.model import ModelSource, ModelSpec
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One replica of one model, as the gateway sees it.
+
+    ``base_url`` is the replica's OpenAI-compatible root without ``/v1``, e.g.
+    ``http://127.0.0.1:8001``. ``replica_id`` is stable for the replica's life and unique within
+    the model; routing state (outstanding tokens, the prefix hash ring) is keyed by it.
+    """
+
+    model: str
+    replica_id: str
+    base_url: str
+    ready: bool = True
+
+
+@runtime_checkable
+class EndpointSource(Protocol):
+    """What the gateway needs from the platform. Model names are ``metadata.name``."""
+
+    def model_names(self) -> Sequence[str]:
+        """Names of every model clients may ask for (ready or scaled to zero)."""
+        ...
+
+    def model(self, name: str) -> Model | None:
+        """The Model resource for ``name`` (routing strategy, scaling, SLO), or None if unknown."""
+        ...
+
+    def ready_endpoints(self, name: str) -> Sequence[Endpoint]:
+        """The replicas of ``name`` that accept requests now; empty when scaled to zero.
+
+        Must be cheap (called once per request): return a stored tuple, do no I/O.
+        """
+        ...
+
+    async def wait_ready(self, name: str, timeout_s: float) -> bool:
+        """Wait until ``name`` has at least one ready endpoint; True at once if it has one.
+
+        Returns False after ``timeout_s`` without a ready endpoint. Implement with an
+        ``asyncio.Event``/``Condition`` set when endpoints change, never by sleep-polling:
+        the activator's first-token latency after a cold start depends on it.
+        """
+        ...
+
+    def request_capacity(self, name: str) -> None:
+        """Signal demand for ``name`` while it has no ready replica (scale from zero).
+
+        Called once per queued request; must be idempotent and return at once. The platform
+        is expected to start a replica and later make it appear in ``ready_endpoints``.
+        """
+        ...
+
+
+def external_model(name: str, url: str, *, served_name: str | None = None) -> Model:
+    """A minimal ``external`` Model for a name served at ``url`` (defaults everywhere else)."""
+    return Model(
+        metadata=ObjectMeta(name=name),
+        spec=ModelSpec(
+            source=ModelSource(url=url, served_name=served_name),
+            engine={"name": "external"},
+        ),
+    )
+
+
+class StaticEndpointSource:
+    """Endpoints held in memory and changed only by calling ``set_endpoints``.
+
+    Built from configuration (``{model: [url, ...]}``) for the ``external`` engine, and driven
+    by hand in tests and benchmarks: a test can start with no endpoints, watch
+    ``capacity_requests``, then call ``set_endpoints`` once its upstream is listening, which
+    wakes every ``wait_ready`` at once.
+    """
+
+    def __init__(
+        self,
+        urls: Mapping[str, Iterable[str]] | None = None,
+        *,
+        models: Iterable[Model] = (),
+        on_capacity_request: Callable[[str], None] | None = None,
+    ) -> None:
+        self._models: dict[str, Model] = {m.metadata.name: m for m in models}
+        self._endpoints: dict[str, tuple[Endpoint, ...]] = {}
+        self._ready_events: dict[str, asyncio.Event] = {}
+        self._on_capacity_request = on_capacity_request
+        self.capacity_requests: dict[str, int] = {}
+        """How many times ``request_capacity`` was called, per model."""
+        for name, model_urls in (urls or {}).items():
+            url_list = list(model_urls)
+            if name not in self._models:
+                self._models[name] = external_model(name, url_list[0] if url_list else "")
+            self.set_endpoints(name, url_list)
+        for name in self._models:
+            self._endpoints.setdefault(name, ())
+
+    def add_model(self, model: Model) -> None:
+        """Make ``model`` known (with no endpoints until ``set_endpoints``)."""
+        self._models[model.metadata.name] = model
+        self._endpoints.setdefault(model.metadata.name, ())
+
+    def set_endpoints(self, name: str, urls: Iterable[str]) -> None:
+        """Replace the ready endpoints of ``name``; replica ids are ``name-0``, ``name-1``..."""
+        endpoints = tuple(
+            Endpoint(model=name, replica_id=f"{name}-{i}", base_url=url.rstrip("/"))
+            for i, url in enumerate(urls)
+        )
+        if name not in self._models:
+            self._models[name] = external_model(name, endpoints[0].base_url if endpoints else "")
+        self._endpoints[name] = endpoints
+        event = self._ready_events.setdefault(name, asyncio.Event())
+        if endpoints:
+            event.set()
+        else:
+            event.clear()
+
+    def model_names(self) -> Sequence[str]:
+        return tuple(self._models)
+
+    def model(self, name: str) -> Model | None:
+        return self._models.get(name)
+
+    def ready_endpoints(self, name: str) -> Sequence[Endpoint]:
+        return self._endpoints.get(name, ())
+
+    async def wait_ready(self, name: str, timeout_s: float) -> bool:
+        if self._endpoints.get(name):
+            return True
+        event = self._ready_events.setdefault(name, asyncio.Event())
+        try:
+            await asyncio.wait_for(event.wait(), timeout_s)
+        except TimeoutError:
+            return False
+        return bool(self._endpoints.get(name))
+
+    def request_capacity(self, name: str) -> None:
+        self.capacity_requests[name] = self.capacity_requests.get(name, 0) + 1
+        if self._on_capacity_request is not None:
+            self._on_capacity_request(name)

@@ -1,0 +1,53 @@
+"""Per-model usage counters the gateway keeps in process.
+
+The autoscaler loop (in the same process for the local backend) reads ``Meter.snapshot``
+every tick and feeds ``kapell.policy.autoscale``; counters are cumulative so a reader computes
+rates from two snapshots without the gateway knowing the reader's period.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+
+@dataclass
+class ModelUsage:
+    """Usage of one model since the gateway started (cumulative) and right now (gauges)."""
+
+    requests: int = 0
+    """Requests admitted (answered or failed), counted once each at completion."""
+    prompt_tokens: int = 0
+    generated_tokens: int = 0
+    in_flight: int = 0
+    """Requests sent to a replica and not yet finished."""
+    queue_depth: int = 0
+    """Requests waiting in the activator for a ready replica or a free slot."""
+    rejected: int = 0
+    """Requests answered 429/503 by the activator (queue full, waited too long)."""
+
+    @property
+    def tokens(self) -> int:
+        """Prompt plus generated tokens: the autoscaler's demand signal."""
+        return self.prompt_tokens + self.generated_tokens
+
+
+class Meter:
+    """Usage per model name. Mutated only from the gateway's event loop."""
+
+    def __init__(self) -> None:
+        self._usage: dict[str, ModelUsage] = {}
+
+    def usage(self, model: str) -> ModelUsage:
+        """The live (mutable) record for ``model``; created on first use."""
+        record = self._usage.get(model)
+        if record is None:
+            record = self._usage[model] = ModelUsage()
+        return record
+
+    def snapshot(self, model: str) -> ModelUsage:
+        """A copy of ``model``'s usage, safe to keep (zeros for a model never seen)."""
+        return replace(self._usage.get(model) or ModelUsage())
+
+    def models(self) -> list[str]:
+        """Models with any recorded usage."""
+        return list(self._usage)

@@ -1,0 +1,373 @@
+"""How many replicas a model needs: pure arithmetic plus a thin stateful wrapper.
+
+Three policies share one interface, so the control loop and the discrete-event simulator
+drive them the same way::
+
+    scaler = autoscaler_for(model, cold_start_s=20.0)
+    scaler.observe(now_s, DemandSample(tokens_total=..., in_flight=..., ready_replicas=...))
+    decision = scaler.desired(now_s)          # ScaleDecision(replicas, panicking, reason)
+
+Time is always an argument (``now_s``, any monotonic origin); nothing here reads a clock.
+
+- ``TokenAutoscaler`` (kapell's default, ``scaling.autoscaler: tokens``): demand is prompt +
+  generated tokens per second over a sliding window, compared with what one replica can
+  process (``scaling.targetTokensPerSecond``, or learned from observed throughput). Tokens,
+  not requests or GPU utilisation, because an LLM replica's capacity is a token rate: one
+  8k-token prompt costs what fifty short chats cost.
+- ``ConcurrencyAutoscaler`` (``concurrency``): Knative KPA's signal, in-flight plus queued
+  requests per replica against a target. A baseline.
+- ``StaticAutoscaler`` (``static``): a fixed count. A baseline.
+
+The hysteresis both dynamic policies share (``WindowedHysteresis``) follows Knative's KPA:
+a 60 s stable window decides normally; a 6 s panic window reacts to bursts. Panic starts when
+the panic window asks for ``panic_threshold`` times the ready replicas, lasts until a full
+stable window passes without a new trigger, and never scales down while it lasts.
+Idle models go to zero only ``scale_to_zero_after_s`` after their last request, and only when
+``min_replicas`` is 0. ``warm_pool`` replicas are kept above demand while a model is active.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from kapell.api import Model
+from kapell.api.units import parse_duration
+
+
+@dataclass(frozen=True)
+class AutoscaleConfig:
+    """Knobs of the dynamic policies; ``config_from_model`` fills them from a Model."""
+
+    min_replicas: int = 0
+    max_replicas: int = 1
+    stable_window_s: float = 60.0
+    panic_window_s: float = 6.0
+    panic_threshold: float = 2.0
+    scale_to_zero_after_s: float = 300.0
+    warm_pool: int = 0
+    cold_start_s: float = 0.0
+    """Seconds from asking for a replica to it being ready; how far ahead to look."""
+    capacity_tokens_per_s: float | None = None
+    """Tokens/s one replica sustains; None learns it, starting at ``initial_capacity...``."""
+    initial_capacity_tokens_per_s: float = 1000.0
+    target_concurrency: float = 8.0
+    """Requests per replica the concurrency (KPA) policy aims for."""
+    default_tokens_per_request: float = 512.0
+    """Tokens assumed per queued request before any request has been measured."""
+
+
+@dataclass(frozen=True)
+class DemandSample:
+    """One observation of a model. Counters are cumulative; the scaler differences them.
+
+    ``engine_waiting`` (requests queued inside engines) tells the capacity learner that
+    replicas are saturated, so their throughput is their capacity.
+    """
+
+    tokens_total: float
+    requests_total: float = 0.0
+    in_flight: int = 0
+    queue_depth: int = 0
+    ready_replicas: int = 0
+    engine_waiting: int = 0
+
+
+@dataclass(frozen=True)
+class ScaleDecision:
+    """The replica count to converge to, and why."""
+
+    replicas: int
+    panicking: bool = False
+    reason: str = ""
+
+
+class Autoscaler(Protocol):
+    """The one interface of every policy here."""
+
+    def observe(self, now_s: float, sample: DemandSample) -> None:
+        """Record a sample taken at ``now_s`` (non-decreasing across calls)."""
+        ...
+
+    def desired(self, now_s: float) -> ScaleDecision:
+        """The replica count wanted at ``now_s`` given everything observed so far."""
+        ...
+
+
+# --- pure arithmetic -------------------------------------------------------------------------
+
+
+def replicas_for_rate(demand_per_s: float, capacity_per_s: float) -> int:
+    """Replicas needed to serve ``demand_per_s`` at ``capacity_per_s`` each (rounded up).
+
+    Worked example: 4,500 tokens/s of demand at 1,000 tokens/s per replica needs
+    ``ceil(4.5) = 5`` replicas; 4,000 tokens/s needs exactly 4.
+    """
+    if capacity_per_s <= 0:
+        raise ValueError("capacity must be positive")
+    return max(0, math.ceil(demand_per_s / capacity_per_s - 1e-9))
+
+
+def forecast_rate(
+    stable_rate: float,
+    panic_rate: float,
+    *,
+    stable_window_s: float,
+    panic_window_s: float,
+    horizon_s: float,
+) -> float:
+    """Demand expected ``horizon_s`` from now, extrapolating the recent trend linearly.
+
+    The stable-window mean sits at the stable window's centre and the panic-window mean at the
+    panic window's centre, ``(stable - panic) / 2`` seconds later, so the slope is their
+    difference over that gap. Worked example: 1,000 tokens/s over 60 s and 2,000 over the last
+    6 s give a slope of 1,000 / 27 = 37 tokens/s per second; with a 20 s cold start the
+    forecast is 2,000 + 37 x (20 + 3) = 2,852 tokens/s (from the panic window's centre, 3 s
+    ago). A falling trend never forecasts below zero.
+    """
+    gap_s = (stable_window_s - panic_window_s) / 2.0
+    if gap_s <= 0 or horizon_s <= 0:
+        return panic_rate
+    slope = (panic_rate - stable_rate) / gap_s
+    return max(0.0, panic_rate + slope * (horizon_s + panic_window_s / 2.0))
+
+
+def learn_capacity(
+    estimate_per_s: float, observed_per_s: float, *, saturated: bool, smoothing: float = 0.2
+) -> float:
+    """A replica's capacity after observing it process ``observed_per_s`` tokens/s.
+
+    Unsaturated replicas (nothing waiting) prove only a lower bound, so the estimate rises
+    to what was seen but never falls. Saturated replicas run at capacity, so the estimate
+    moves toward the observation by ``smoothing`` (an EWMA). Example: estimate 1,000, a
+    saturated replica doing 800 gives 1,000 + 0.2 x (800 - 1,000) = 960.
+    """
+    if saturated and observed_per_s > 0:
+        return estimate_per_s + smoothing * (observed_per_s - estimate_per_s)
+    return max(estimate_per_s, observed_per_s)
+
+
+# --- windows and hysteresis ------------------------------------------------------------------
+
+
+class _Window:
+    """Timestamped samples of a cumulative counter, or of a gauge, kept for ``span_s``."""
+
+    def __init__(self, span_s: float) -> None:
+        self._span_s = span_s
+        self._points: deque[tuple[float, float]] = deque()
+
+    def add(self, now_s: float, value: float) -> None:
+        self._points.append((now_s, value))
+        while len(self._points) > 2 and self._points[1][0] <= now_s - self._span_s:
+            self._points.popleft()
+
+    def rate(self, now_s: float, window_s: float) -> float:
+        """Per-second increase of a counter over the last ``window_s`` (0 with < 2 samples).
+
+        Measured from the newest sample at or before the window's start (or the oldest one,
+        while history is shorter than the window) to the newest sample.
+        """
+        if len(self._points) < 2:
+            return 0.0
+        first = self._points[0]
+        for point in self._points:
+            if point[0] > now_s - window_s:
+                break
+            first = point
+        last = self._points[-1]
+        elapsed_s = last[0] - first[0]
+        return max(0.0, last[1] - first[1]) / elapsed_s if elapsed_s > 0 else 0.0
+
+    def mean(self, now_s: float, window_s: float) -> float:
+        """Mean of a gauge's samples taken in the last ``window_s`` (0 with none)."""
+        values = [v for t, v in self._points if t >= now_s - window_s]
+        return sum(values) / len(values) if values else 0.0
+
+    def latest(self) -> float:
+        return self._points[-1][1] if self._points else 0.0
+
+
+class WindowedHysteresis:
+    """Turns a stable-window and a panic-window replica count into a decision over time.
+
+    Rules, in order: scale from zero at once when requests wait; panic when the panic window
+    asks for ``panic_threshold`` x ready replicas, for at least one stable window, without
+    scaling down meanwhile; go to zero only after ``scale_to_zero_after_s`` idle (and
+    ``min_replicas == 0``); otherwise follow the stable window; add ``warm_pool`` while
+    active; clamp to ``[min_replicas, max_replicas]``.
+    """
+
+    def __init__(self, config: AutoscaleConfig) -> None:
+        self._config = config
+        self._panic_until_s = -math.inf
+        self._last_active_s = -math.inf
+        self._last_replicas = config.min_replicas
+
+    def mark_active(self, now_s: float) -> None:
+        """Note that requests were seen at ``now_s`` (postpones scale to zero)."""
+        self._last_active_s = now_s
+
+    def decide(
+        self, now_s: float, *, stable: int, panic: int, ready: int, waiting: int
+    ) -> ScaleDecision:
+        config = self._config
+        if ready > 0 and panic >= config.panic_threshold * ready and panic > ready:
+            self._panic_until_s = now_s + config.stable_window_s
+        panicking = now_s < self._panic_until_s
+        if panicking:
+            wanted, reason = max(stable, panic, self._last_replicas), "panic window"
+        else:
+            wanted, reason = stable, "stable window"
+        if waiting > 0 and wanted == 0:
+            wanted, reason = 1, "requests waiting for a replica"
+        idle_s = now_s - self._last_active_s
+        if wanted == 0:
+            if config.min_replicas == 0 and idle_s >= config.scale_to_zero_after_s:
+                reason = f"idle {idle_s:.0f}s >= scaleToZeroAfter"
+            else:
+                wanted, reason = 1, "idle, within scaleToZeroAfter"
+        if wanted > 0:
+            wanted += config.warm_pool
+        replicas = min(max(wanted, config.min_replicas), config.max_replicas)
+        self._last_replicas = replicas
+        return ScaleDecision(replicas=replicas, panicking=panicking, reason=reason)
+
+
+# --- policies --------------------------------------------------------------------------------
+
+
+class TokenAutoscaler:
+    """kapell's policy: token demand against per-replica token capacity.
+
+    Demand over each window is the token rate plus the backlog (queued requests times the
+    measured tokens per request) drained over the panic window. The stable count also looks
+    ``cold_start_s`` ahead on the current trend, so a replica starts early enough to be ready
+    when demand crosses capacity.
+    """
+
+    def __init__(self, config: AutoscaleConfig) -> None:
+        self._config = config
+        self._tokens = _Window(config.stable_window_s)
+        self._requests = _Window(config.stable_window_s)
+        self._hysteresis = WindowedHysteresis(config)
+        self._sample = DemandSample(tokens_total=0.0)
+        self.capacity_tokens_per_s = (
+            config.capacity_tokens_per_s or config.initial_capacity_tokens_per_s
+        )
+
+    def observe(self, now_s: float, sample: DemandSample) -> None:
+        config = self._config
+        active = sample.in_flight > 0 or sample.queue_depth > 0
+        active |= sample.tokens_total > self._tokens.latest() or sample.requests_total > (
+            self._requests.latest()
+        )
+        if active:
+            self._hysteresis.mark_active(now_s)
+        self._tokens.add(now_s, sample.tokens_total)
+        self._requests.add(now_s, sample.requests_total)
+        self._sample = sample
+        if config.capacity_tokens_per_s is None and sample.ready_replicas > 0:
+            per_replica = self._tokens.rate(now_s, config.panic_window_s) / sample.ready_replicas
+            self.capacity_tokens_per_s = learn_capacity(
+                self.capacity_tokens_per_s,
+                per_replica,
+                saturated=sample.engine_waiting > 0 or sample.queue_depth > 0,
+            )
+
+    def desired(self, now_s: float) -> ScaleDecision:
+        config = self._config
+        stable_rate = self._tokens.rate(now_s, config.stable_window_s)
+        panic_rate = self._tokens.rate(now_s, config.panic_window_s)
+        request_rate = self._requests.rate(now_s, config.stable_window_s)
+        per_request = (
+            stable_rate / request_rate if request_rate > 0 else config.default_tokens_per_request
+        )
+        backlog_rate = self._sample.queue_depth * per_request / config.panic_window_s
+        ahead = forecast_rate(
+            stable_rate,
+            panic_rate,
+            stable_window_s=config.stable_window_s,
+            panic_window_s=config.panic_window_s,
+            horizon_s=config.cold_start_s,
+        )
+        capacity = self.capacity_tokens_per_s
+        stable = replicas_for_rate(max(stable_rate, ahead) + backlog_rate, capacity)
+        panic = replicas_for_rate(panic_rate + backlog_rate, capacity)
+        return self._hysteresis.decide(
+            now_s,
+            stable=stable,
+            panic=panic,
+            ready=self._sample.ready_replicas,
+            waiting=self._sample.queue_depth,
+        )
+
+
+class ConcurrencyAutoscaler:
+    """Knative KPA's policy: mean in-flight + queued requests over ``target_concurrency``."""
+
+    def __init__(self, config: AutoscaleConfig) -> None:
+        self._config = config
+        self._concurrency = _Window(config.stable_window_s)
+        self._hysteresis = WindowedHysteresis(config)
+        self._sample = DemandSample(tokens_total=0.0)
+
+    def observe(self, now_s: float, sample: DemandSample) -> None:
+        concurrency = sample.in_flight + sample.queue_depth
+        if concurrency > 0 or sample.requests_total > self._sample.requests_total:
+            self._hysteresis.mark_active(now_s)
+        self._concurrency.add(now_s, float(concurrency))
+        self._sample = sample
+
+    def desired(self, now_s: float) -> ScaleDecision:
+        config = self._config
+        stable_mean = self._concurrency.mean(now_s, config.stable_window_s)
+        panic_mean = self._concurrency.mean(now_s, config.panic_window_s)
+        return self._hysteresis.decide(
+            now_s,
+            stable=replicas_for_rate(stable_mean, config.target_concurrency),
+            panic=replicas_for_rate(panic_mean, config.target_concurrency),
+            ready=self._sample.ready_replicas,
+            waiting=self._sample.queue_depth,
+        )
+
+
+class StaticAutoscaler:
+    """A fixed replica count whatever the demand (provisioned for peak)."""
+
+    def __init__(self, replicas: int) -> None:
+        self._replicas = replicas
+
+    def observe(self, now_s: float, sample: DemandSample) -> None:
+        del now_s, sample
+
+    def desired(self, now_s: float) -> ScaleDecision:
+        del now_s
+        return ScaleDecision(replicas=self._replicas, reason="static")
+
+
+def config_from_model(model: Model, *, cold_start_s: float = 0.0) -> AutoscaleConfig:
+    """The autoscaler knobs a Model's ``spec.scaling`` sets; windows keep their defaults."""
+    scaling = model.spec.scaling
+    return AutoscaleConfig(
+        min_replicas=scaling.min_replicas,
+        max_replicas=scaling.max_replicas,
+        scale_to_zero_after_s=parse_duration(scaling.scale_to_zero_after),
+        warm_pool=scaling.warm_pool,
+        cold_start_s=cold_start_s,
+        capacity_tokens_per_s=scaling.target_tokens_per_second,
+    )
+
+
+def autoscaler_for(model: Model, *, cold_start_s: float = 0.0) -> Autoscaler:
+    """The policy ``model.spec.scaling.autoscaler`` names, configured from the Model."""
+    config = config_from_model(model, cold_start_s=cold_start_s)
+    factories: dict[str, Callable[[], Autoscaler]] = {
+        "tokens": lambda: TokenAutoscaler(config),
+        "concurrency": lambda: ConcurrencyAutoscaler(config),
+        "static": lambda: StaticAutoscaler(config.max_replicas),
+    }
+    return factories[model.spec.scaling.autoscaler]()
