@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 
 from kapell.api.errors import KapellError, SpecError
+from kapell.cli import local
 
 app = typer.Typer(
     name="kapell",
@@ -44,6 +45,10 @@ def crds() -> None:
     from kapell.api.crd import crd_documents
 
     typer.echo(crd_documents(), nl=False)
+
+
+for _command in ("up", "down", "apply", "get", "delete", "logs", "status"):
+    app.command(_command)(getattr(local, _command))
 
 
 def main() -> None:

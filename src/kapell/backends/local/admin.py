@@ -1,0 +1,125 @@
+"""The local admin API: what `kapell apply | get | delete | logs | status | down` talk to.
+
+It listens on loopback only. Bodies are JSON; resources arrive already validated by the CLI
+(which knows file names and lines) and are validated again here, since any local process may call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict
+from typing import Any
+
+from pydantic import ValidationError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from kapell.api import KINDS, Resource
+from kapell.backends.local.replicas import LocalReplicas
+from kapell.backends.local.store import SQLiteStore
+
+ADMIN_PREFIX = "/admin/v1"
+
+
+class AdminContext:
+    """What the admin API reads and acts on, wired by the composition root."""
+
+    def __init__(
+        self,
+        store: SQLiteStore,
+        replicas: LocalReplicas,
+        enqueue: Callable[[str], None],
+        shutdown: Callable[[], Awaitable[None] | None],
+        info: dict[str, Any],
+        usage: Callable[[], list[dict[str, Any]]] = list,
+    ) -> None:
+        self.store = store
+        self.replicas = replicas
+        self.enqueue = enqueue
+        self.shutdown = shutdown
+        self.info = info
+        self.usage = usage
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def _body(resource: Resource) -> dict[str, Any]:
+    return resource.model_dump(mode="json", by_alias=True)
+
+
+def create_admin_app(ctx: AdminContext) -> Starlette:
+    async def status(request: Request) -> Response:
+        replicas = [asdict(r) for r in ctx.replicas.all()]
+        return JSONResponse({**ctx.info, "replicas": replicas,
+                             "resources": [_body(r) for r in ctx.store.resources()]})  # fmt: skip
+
+    async def apply(request: Request) -> Response:
+        try:
+            documents = (await request.json())["resources"]
+            resources = [KINDS[doc["kind"]].model_validate(doc) for doc in documents]
+        except (ValueError, KeyError, TypeError, ValidationError) as exc:
+            return _error(400, f"invalid apply request: {exc}")
+        results = []
+        for resource in resources:
+            outcome = ctx.store.apply(resource)
+            ctx.enqueue(resource.key)
+            results.append({"key": resource.key, "outcome": outcome})
+        return JSONResponse({"results": results})
+
+    async def list_resources(request: Request) -> Response:
+        kind = request.query_params.get("kind")
+        if kind is not None and kind not in KINDS:
+            return _error(400, f"unknown kind {kind!r}; expected one of {', '.join(KINDS)}")
+        return JSONResponse({"items": [_body(r) for r in ctx.store.resources(kind)]})
+
+    async def one_resource(request: Request) -> Response:
+        p = request.path_params
+        key = f"{p['kind']}/{p['namespace']}/{p['name']}"
+        if request.method == "DELETE":
+            if not ctx.store.delete(key):
+                return _error(404, f"{key} not found")
+            ctx.enqueue(key)
+            return JSONResponse({"deleted": key})
+        resource = ctx.store.get(key)
+        if resource is None:
+            return _error(404, f"{key} not found")
+        return JSONResponse({**_body(resource), "events": ctx.store.events(key)})
+
+    async def logs(request: Request) -> Response:
+        replica_id = request.path_params["replica"]
+        tail = int(request.query_params.get("tail", "200"))
+        path = ctx.replicas.log_path(replica_id)
+        if not path.exists():
+            return _error(404, f"no log for replica {replica_id}")
+        lines = path.read_text(errors="replace").splitlines()
+        return JSONResponse({"replica": replica_id, "path": str(path), "lines": lines[-tail:]})
+
+    async def usage(request: Request) -> Response:
+        return JSONResponse({"models": ctx.usage()})
+
+    async def shutdown(request: Request) -> Response:
+        result = ctx.shutdown()
+        if asyncio.iscoroutine(result):
+            asyncio.get_running_loop().create_task(result)
+        return JSONResponse({"shutting_down": True})
+
+    return Starlette(
+        routes=[
+            Route(f"{ADMIN_PREFIX}/status", status),
+            Route(f"{ADMIN_PREFIX}/apply", apply, methods=["POST"]),
+            Route(f"{ADMIN_PREFIX}/resources", list_resources),
+            Route(
+                f"{ADMIN_PREFIX}/resources/{{kind}}/{{namespace}}/{{name}}",
+                one_resource,
+                methods=["GET", "DELETE"],
+            ),  # fmt: skip
+            Route(f"{ADMIN_PREFIX}/logs/{{replica}}", logs),
+            Route(f"{ADMIN_PREFIX}/usage", usage),
+            Route(f"{ADMIN_PREFIX}/shutdown", shutdown, methods=["POST"]),
+        ]
+    )

@@ -1,0 +1,151 @@
+"""Desired and observed state in one SQLite file under the state directory.
+
+SQLite gives atomic, durable writes for free: a crash or a bad ``apply`` never leaves a
+half-written resource behind. Resources are stored as the JSON users would see from
+``kapell get -o json``; status is stored apart so controllers never overwrite a spec.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+from kapell.api import KINDS, Resource
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS resources (
+    key         TEXT PRIMARY KEY,
+    kind        TEXT NOT NULL,
+    namespace   TEXT NOT NULL,
+    name        TEXT NOT NULL,
+    generation  INTEGER NOT NULL,
+    body        TEXT NOT NULL,
+    status      TEXT NOT NULL DEFAULT '{}',
+    created_at  TEXT NOT NULL,
+    updated_at  TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS replica_events (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    at          TEXT NOT NULL,
+    model_key   TEXT NOT NULL,
+    replica     TEXT NOT NULL,
+    event       TEXT NOT NULL,
+    message     TEXT NOT NULL DEFAULT ''
+);
+"""
+
+
+def utc_now() -> str:
+    """RFC 3339 UTC timestamp with seconds, as Kubernetes writes them."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class SQLiteStore:
+    """Resources and replica events in ``<state_dir>/state.db`` (WAL mode, one writer)."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def apply(self, resource: Resource) -> str:
+        """Create or update; returns ``created``, ``configured`` or ``unchanged``."""
+        body = resource.model_dump_json(by_alias=True, exclude={"status"})
+        now = utc_now()
+        with self._tx() as db:
+            row = db.execute(
+                "SELECT body, generation FROM resources WHERE key = ?", (resource.key,)
+            ).fetchone()
+            if row is None:
+                db.execute(
+                    "INSERT INTO resources VALUES (?, ?, ?, ?, 1, ?, '{}', ?, ?)",
+                    (resource.key, resource.kind, resource.metadata.namespace,
+                     resource.metadata.name, body, now, now),
+                )  # fmt: skip
+                return "created"
+            if row[0] == body:
+                return "unchanged"
+            db.execute(
+                "UPDATE resources SET body = ?, generation = ?, updated_at = ? WHERE key = ?",
+                (body, row[1] + 1, now, resource.key),
+            )
+            return "configured"
+
+    def delete(self, key: str) -> bool:
+        with self._tx() as db:
+            return db.execute("DELETE FROM resources WHERE key = ?", (key,)).rowcount > 0
+
+    def get(self, key: str) -> Resource | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT kind, body, status FROM resources WHERE key = ?", (key,)
+            ).fetchone()
+        return None if row is None else _resource(*row)
+
+    def resources(self, kind: str | None = None) -> list[Resource]:
+        query = "SELECT kind, body, status FROM resources"
+        args: tuple[str, ...] = ()
+        if kind is not None:
+            query += " WHERE kind = ?"
+            args = (kind,)
+        with self._lock:
+            rows = self._db.execute(query + " ORDER BY key", args).fetchall()
+        return [_resource(*row) for row in rows]
+
+    def keys(self, kind: str) -> list[str]:
+        with self._lock:
+            rows = self._db.execute("SELECT key FROM resources WHERE kind = ?", (kind,)).fetchall()
+        return [row[0] for row in rows]
+
+    def set_status(self, key: str, status: dict[str, object]) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE resources SET status = ? WHERE key = ?", (json.dumps(status), key))
+
+    def record_event(self, model_key: str, replica: str, event: str, message: str = "") -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO replica_events (at, model_key, replica, event, message) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (utc_now(), model_key, replica, event, message),
+            )
+
+    def events(self, model_key: str, limit: int = 50) -> list[dict[str, str]]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT at, replica, event, message FROM replica_events WHERE model_key = ? "
+                "ORDER BY id DESC LIMIT ?",
+                (model_key, limit),
+            ).fetchall()
+        return [dict(zip(("at", "replica", "event", "message"), r, strict=True)) for r in rows][
+            ::-1
+        ]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+def _resource(kind: str, body: str, status: str) -> Resource:
+    data = json.loads(body)
+    data["status"] = json.loads(status)
+    return KINDS[kind].model_validate(data)

@@ -1,0 +1,153 @@
+"""``kapell up``: wire the local mode together and run it until Ctrl-C or ``kapell down``.
+
+One asyncio process holds the SQLite store, the reconcile loop with the Model controller, the
+replica supervisor, the admin API and the gateway. Replicas are child processes that die with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import time
+from collections.abc import Generator
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from rich.console import Console
+
+from kapell import __version__
+from kapell.api import Model, Resource
+from kapell.api.errors import BackendError
+from kapell.backends.local.admin import AdminContext, create_admin_app
+from kapell.backends.local.endpoints import LocalEndpoints
+from kapell.backends.local.replicas import HOST, LocalReplicas, free_port
+from kapell.backends.local.store import SQLiteStore, utc_now
+from kapell.cli.client import INSTANCE_FILE
+from kapell.control.loop import ReconcileLoop
+from kapell.control.model import ModelController
+from kapell.control.scaling import DemandScaler
+from kapell.gateway.app import create_app
+from kapell.gateway.config import GatewayConfig
+
+console = Console(stderr=True, highlight=False)
+
+
+class _Server(uvicorn.Server):
+    """A uvicorn server that leaves signal handling to ``kapell up``."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+def _bind(port: int, what: str) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((HOST, port))
+    except OSError:
+        sock.close()
+        raise BackendError(
+            f"{what} port {port} is in use; pass --port with another number, or 0 for any"
+        ) from None
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
+def _server(app: Any, sock: socket.socket) -> tuple[_Server, socket.socket]:
+    config = uvicorn.Config(app, log_level="warning", lifespan="off", loop="none",
+                            access_log=False, timeout_graceful_shutdown=5)  # fmt: skip
+    return _Server(config), sock
+
+
+async def run(resources: list[Resource], state_dir: Path, port: int) -> None:
+    """Serve until SIGINT/SIGTERM or an admin shutdown; leaves no child process behind."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    instance_path = state_dir / INSTANCE_FILE
+    gateway_sock = _bind(port, "gateway")
+    admin_sock = _bind(free_port(), "admin")
+    store = SQLiteStore(state_dir / "state.db")
+    scaler = DemandScaler()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+    def on_change(key: str) -> None:
+        endpoints.refresh()
+        reconciler.enqueue(key)
+
+    def on_demand(key: str) -> None:
+        scaler.note_demand(key, time.monotonic())
+        reconciler.enqueue(key)
+
+    replicas = LocalReplicas(state_dir / "logs", on_change, store.record_event)
+    controller = ModelController(store, replicas, scaler, time.monotonic, utc_now)
+    reconciler = ReconcileLoop(controller.reconcile)
+    endpoints = LocalEndpoints(store, replicas, on_demand)
+    gateway = create_app(endpoints, GatewayConfig())
+
+    gateway_url = f"http://{HOST}:{gateway_sock.getsockname()[1]}"
+    admin_url = f"http://{HOST}:{admin_sock.getsockname()[1]}"
+    info = {"version": __version__, "pid": os.getpid(), "gateway_url": gateway_url,
+            "admin_url": admin_url, "state_dir": str(state_dir.resolve())}  # fmt: skip
+    admin = create_admin_app(AdminContext(store, replicas, on_change, stop.set, info))
+
+    for resource in resources:
+        store.apply(resource)
+    endpoints.refresh()
+    for key in store.keys("Model"):
+        reconciler.enqueue(key)
+
+    servers = [_server(gateway, gateway_sock), _server(admin, admin_sock)]
+    tasks = [loop.create_task(s.serve(sockets=[sock])) for s, sock in servers]
+    tasks.append(loop.create_task(reconciler.run()))
+    instance_path.write_text(json.dumps(info, indent=2))
+    console.print(f"kapell {__version__}: state in {state_dir}, admin API on {admin_url}")
+    reporter = loop.create_task(_report_ready(store, gateway_url))
+    try:
+        await stop.wait()
+    finally:
+        console.print("kapell: shutting down replicas...")
+        reporter.cancel()
+        for server, _ in servers:
+            server.should_exit = True
+        await replicas.shutdown()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        store.close()
+        with contextlib.suppress(FileNotFoundError):
+            instance_path.unlink()
+        console.print("kapell: stopped; no replica left running")
+
+
+async def _report_ready(store: SQLiteStore, gateway_url: str) -> None:
+    """Print each Model once when it first has a ready replica, with an example call."""
+    announced: set[str] = set()
+    first = True
+    while True:
+        for model in store.resources("Model"):
+            assert isinstance(model, Model)
+            if model.key in announced or model.status.ready_replicas == 0:
+                continue
+            announced.add(model.key)
+            name = model.metadata.name
+            console.print(f"[green]ready[/green] model {name}: {model.status.ready_replicas} "
+                          f"replica(s) behind {gateway_url}/v1")  # fmt: skip
+            if first:
+                first = False
+                console.print(
+                    f"\nGateway: {gateway_url}\nTry:\n  curl -s {gateway_url}/v1/chat/completions "
+                    "-H 'Content-Type: application/json' \\\n"
+                    f"    -d '{{\"model\": \"{name}\", \"messages\": "
+                    "[{\"role\": \"user\", \"content\": \"ROMEO:\"}], \"max_tokens\": 60}'\n"
+                    "Stop with Ctrl-C or `kapell down`.\n"
+                )  # fmt: skip
+        await asyncio.sleep(0.5)

@@ -1,0 +1,71 @@
+"""A work queue that drives ``reconcile(key) -> requeue_after_s`` calls.
+
+Keys are deduplicated: however many events arrive for a key, it is reconciled once per wake-up,
+which is what makes level-based controllers cheap. A controller that raises is retried with
+exponential backoff and the error is kept for `kapell status`, never lost in a log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+import time
+from collections.abc import Callable
+
+log = logging.getLogger(__name__)
+
+Reconcile = Callable[[str], float | None]
+RETRY_FIRST_S = 0.2
+RETRY_MAX_S = 30.0
+
+
+class ReconcileLoop:
+    """Runs a reconcile function for keys when they are enqueued or their requeue time comes."""
+
+    def __init__(self, reconcile: Reconcile) -> None:
+        self._reconcile = reconcile
+        self._due: list[tuple[float, str]] = []
+        self._wake = asyncio.Event()
+        self._failures: dict[str, int] = {}
+        self.errors: dict[str, str] = {}
+
+    def enqueue(self, key: str, after_s: float = 0.0) -> None:
+        heapq.heappush(self._due, (time.monotonic() + after_s, key))
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            now = time.monotonic()
+            ready: set[str] = set()
+            while self._due and self._due[0][0] <= now:
+                ready.add(heapq.heappop(self._due)[1])
+            for key in sorted(ready):
+                self._run_one(key)
+            self._wake.clear()
+            timeout = self._due[0][0] - time.monotonic() if self._due else None
+            if timeout is None or timeout > 0:
+                try:
+                    await asyncio.wait_for(self._wake.wait(), timeout)
+                except TimeoutError:
+                    pass
+            else:
+                await asyncio.sleep(0)
+
+    def _run_one(self, key: str) -> None:
+        # Drop later entries for this key: this reconcile sees the latest state anyway.
+        self._due = [(t, k) for t, k in self._due if k != key]
+        heapq.heapify(self._due)
+        try:
+            requeue = self._reconcile(key)
+        except Exception as exc:  # a controller bug must not stop the others
+            failures = self._failures.get(key, 0) + 1
+            self._failures[key] = failures
+            self.errors[key] = f"{type(exc).__name__}: {exc}"
+            log.exception("reconcile %s failed (attempt %d)", key, failures)
+            self.enqueue(key, min(RETRY_FIRST_S * 2 ** (failures - 1), RETRY_MAX_S))
+            return
+        self._failures.pop(key, None)
+        self.errors.pop(key, None)
+        if requeue is not None:
+            self.enqueue(key, requeue)

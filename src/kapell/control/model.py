@@ -1,0 +1,136 @@
+"""The Model controller: keep the right number of replicas of the current revision running.
+
+Level-based: every call reads the Model and the replicas that exist and moves one step toward
+the desired set, whatever happened before. A changed spec is rolled out one replica at a time
+(surge one, never fewer ready replicas than before), so re-applying a Model fails no request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+
+from kapell.api import Condition, KapellError
+from kapell.api.model import Model
+from kapell.control.protocol import Replica, ReplicaBackend, ReplicaPhase, Scaler, Store, condition
+
+RESYNC_S = 5.0
+PROGRESS_S = 0.5
+
+
+def revision_of(model: Model) -> str:
+    """A short, stable hash of the spec: replicas of another revision are out of date."""
+    spec = json.dumps(model.spec.model_dump(mode="json", by_alias=True), sort_keys=True)
+    return hashlib.sha256(spec.encode()).hexdigest()[:10]
+
+
+class ModelController:
+    """``reconcile(key) -> requeue_after_s`` for Models."""
+
+    def __init__(
+        self,
+        store: Store,
+        backend: ReplicaBackend,
+        scaler: Scaler,
+        clock: Callable[[], float],
+        timestamp: Callable[[], str],
+    ) -> None:
+        self._store = store
+        self._backend = backend
+        self._scaler = scaler
+        self._clock = clock
+        self._timestamp = timestamp
+
+    def reconcile(self, key: str) -> float | None:
+        resource = self._store.get(key)
+        replicas = self._backend.replicas(key)
+        if not isinstance(resource, Model):
+            for replica in replicas:
+                self._backend.stop_replica(replica.id)
+            return None
+        revision = revision_of(resource)
+        current = [r for r in replicas if r.revision == revision]
+        old = [r for r in replicas if r.revision != revision]
+        ready = sum(r.ready for r in replicas)
+        desired = self._scaler.desired_replicas(resource, ready, self._clock())
+        try:
+            changed = self._step(resource, revision, desired, current, old)
+        except KapellError as exc:  # e.g. a missing engine binary: report, retry later
+            self._write_status(resource, desired, self._backend.replicas(key), revision, str(exc))
+            return RESYNC_S
+        self._write_status(resource, desired, self._backend.replicas(key), revision)
+        return PROGRESS_S if changed or old or any(not r.ready for r in current) else RESYNC_S
+
+    def _step(
+        self, model: Model, revision: str, desired: int, current: list[Replica], old: list[Replica]
+    ) -> bool:
+        """One move toward ``desired`` replicas of ``revision``; True if anything changed."""
+        for replica in old:
+            if not replica.ready or desired == 0:
+                self._backend.stop_replica(replica.id)
+                return True
+        ready_current = [r for r in current if r.ready]
+        if old:
+            # Rolling update: surge one new replica, retire one old once it is ready.
+            if len(ready_current) + len(old) > desired and ready_current:
+                self._backend.stop_replica(old[0].id)
+                return True
+            if len(current) < desired and len(current) == len(ready_current):
+                self._backend.start_replica(model, revision)
+                return True
+            return False
+        if len(current) < desired:
+            for _ in range(desired - len(current)):
+                self._backend.start_replica(model, revision)
+            return True
+        if len(current) > desired:
+            # Retire replicas that serve nothing first, then the newest.
+            surplus = sorted(current, key=lambda r: (r.ready, r.id))[: len(current) - desired]
+            for replica in surplus:
+                self._backend.stop_replica(replica.id)
+            return True
+        return False
+
+    def _write_status(
+        self, model: Model, desired: int, replicas: list[Replica], revision: str, error: str = ""
+    ) -> None:
+        ready = [r for r in replicas if r.ready]
+        updated = [r for r in replicas if r.revision == revision]
+        failing = [r for r in replicas if r.phase is ReplicaPhase.BACKOFF]
+        now = self._timestamp()
+        rolling = len(updated) != len(replicas) or len(updated) != desired
+        conditions = [
+            condition("Ready", bool(ready) or desired == 0,
+                      "ScaledToZero" if desired == 0 and not ready else
+                      ("ReplicasReady" if ready else "NoReadyReplica"),
+                      f"{len(ready)}/{desired} replicas ready", now),
+            condition("Progressing", rolling or len(ready) < desired,
+                      "RollingUpdate" if len(updated) != len(replicas) else "Scaling",
+                      f"{len(updated)} of {len(replicas)} replicas at revision {revision}", now),
+            condition("Degraded", bool(failing or error),
+                      "StartFailed" if error else ("CrashLoop" if failing else "Healthy"),
+                      error or "; ".join(f"{r.id}: {r.message}" for r in failing)
+                      or "no replica failing", now),
+        ]  # fmt: skip
+        previous = {c.type: c for c in model.status.conditions}
+        self._store.set_status(
+            model.key,
+            {
+                "replicas": len(replicas),
+                "readyReplicas": len(ready),
+                "desiredReplicas": desired,
+                "endpoints": [r.url for r in ready],
+                "conditions": [
+                    _keep_transition_time(c, previous.get(c.type)).model_dump(by_alias=True)
+                    for c in conditions
+                ],
+            },
+        )
+
+
+def _keep_transition_time(new: Condition, old: Condition | None) -> Condition:
+    """A condition's transition time changes only when its status does."""
+    if old is not None and old.status == new.status:
+        return new.model_copy(update={"last_transition_time": old.last_transition_time})
+    return new

@@ -1,0 +1,47 @@
+"""What controllers need from the world: a store of desired state and a backend that runs replicas.
+
+Controllers import only these protocols; the local, Kubernetes and sim backends implement them
+structurally, so the same reconcile code runs in every mode.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from kapell.api import Condition, Resource
+from kapell.api.model import Model
+from kapell.api.replica import Replica, ReplicaPhase
+
+__all__ = ["Replica", "ReplicaBackend", "ReplicaPhase", "Scaler", "Store", "condition"]
+
+
+class Store(Protocol):
+    """Desired state, keyed by ``Resource.key``."""
+
+    def get(self, key: str) -> Resource | None: ...
+
+    def set_status(self, key: str, status: dict[str, object]) -> None: ...
+
+
+class ReplicaBackend(Protocol):
+    """Runs and observes replicas of Models."""
+
+    def replicas(self, model_key: str) -> list[Replica]: ...
+
+    def start_replica(self, model: Model, revision: str) -> Replica: ...
+
+    def stop_replica(self, replica_id: str) -> None: ...
+
+
+class Scaler(Protocol):
+    """Says how many replicas a Model should have now (the autoscaler's seam)."""
+
+    def desired_replicas(self, model: Model, ready: int, now_s: float) -> int: ...
+
+
+def condition(type_: str, ok: bool, reason: str, message: str, now: str) -> Condition:
+    """A status condition; ``now`` is an RFC 3339 timestamp supplied by the caller."""
+    return Condition(
+        type=type_, status="True" if ok else "False", reason=reason, message=message,
+        last_transition_time=now,
+    )  # fmt: skip
