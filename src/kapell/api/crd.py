@@ -15,10 +15,20 @@ from ruamel.yaml import YAML
 from kapell.api.meta import API_GROUP, Resource
 
 _DROP = {"title", "examples", "additionalProperties_false"}
-_PLURALS = {"Model": "models", "TrainingJob": "trainingjobs", "Prompt": "prompts",
-            "VectorStore": "vectorstores", "GPUPool": "gpupools"}  # fmt: skip
-_SHORT = {"Model": ["km"], "TrainingJob": ["ktj"], "Prompt": ["kp"], "VectorStore": ["kvs"],
-          "GPUPool": ["kgp"]}  # fmt: skip
+_PLURALS = {
+    "Model": "models",
+    "TrainingJob": "trainingjobs",
+    "Prompt": "prompts",
+    "VectorStore": "vectorstores",
+    "GPUPool": "gpupools",
+}
+_SHORT = {
+    "Model": ["km"],
+    "TrainingJob": ["ktj"],
+    "Prompt": ["kp"],
+    "VectorStore": ["kvs"],
+    "GPUPool": ["kgp"],
+}
 
 
 def structural_schema(model: type[Resource]) -> dict[str, Any]:

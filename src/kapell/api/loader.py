@@ -72,9 +72,13 @@ def load_text(text: str, filename: str = "<stdin>") -> list[Resource]:
         line = _line(doc, [])
         if resource.key in seen:
             problems.append(
-                Problem(filename, line, "metadata.name",
-                        f"{resource.key} is already defined on line {seen[resource.key]}")
-            )  # fmt: skip
+                Problem(
+                    filename,
+                    line,
+                    "metadata.name",
+                    f"{resource.key} is already defined on line {seen[resource.key]}",
+                )
+            )
         seen[resource.key] = line
         resources.append(resource)
     if problems:
@@ -100,8 +104,14 @@ def _load_document(doc: Any, filename: str, index: int) -> tuple[list[Problem], 
         return [Problem(filename, _line(doc, ["kind"]), "kind", msg)], None
     model = kinds[kind]
     if "status" in doc:
-        return [Problem(filename, _line(doc, ["status"]), "status",
-                        "status is written by kapell; remove it from the spec")], None  # fmt: skip
+        return [
+            Problem(
+                filename,
+                _line(doc, ["status"]),
+                "status",
+                "status is written by kapell; remove it from the spec",
+            )
+        ], None
     try:
         return [], model.model_validate(_plain(doc))
     except ValidationError as exc:
@@ -130,8 +140,10 @@ def _problem(doc: CommentedMap, model: type[BaseModel], err: Any, filename: str)
     elif err["type"] == "missing":
         msg = "required field is missing"
     elif err["type"] == "string_pattern_mismatch" and err["ctx"]["pattern"] == DNS1123_LABEL:
-        msg = (f"invalid name {err['input']!r}: use lower-case letters, digits and '-', "
-               "starting and ending with a letter or digit (DNS-1123)")  # fmt: skip
+        msg = (
+            f"invalid name {err['input']!r}: use lower-case letters, digits and '-', "
+            "starting and ending with a letter or digit (DNS-1123)"
+        )
     elif err["type"] == "literal_error":
         msg = f"invalid value {err['input']!r}; {msg[0].lower()}{msg[1:]}"
     return Problem(filename, _line(doc, loc), path, msg)

@@ -16,10 +16,30 @@ from kapell.api.meta import Resource, Spec, Status
 from kapell.api.units import Duration, Quantity, parse_duration
 
 MIG_PROFILES = (
-    "1g.5gb", "1g.10gb", "1g.10gb+me", "1g.12gb", "1g.20gb", "2g.10gb", "2g.20gb", "2g.24gb",
-    "3g.20gb", "3g.40gb", "3g.48gb", "4g.20gb", "4g.40gb", "4g.48gb", "7g.40gb", "7g.80gb",
-    "7g.96gb", "1g.18gb", "1g.35gb", "2g.35gb", "3g.71gb", "4g.71gb", "7g.141gb",
-)  # fmt: skip
+    "1g.5gb",
+    "1g.10gb",
+    "1g.10gb+me",
+    "1g.12gb",
+    "1g.20gb",
+    "2g.10gb",
+    "2g.20gb",
+    "2g.24gb",
+    "3g.20gb",
+    "3g.40gb",
+    "3g.48gb",
+    "4g.20gb",
+    "4g.40gb",
+    "4g.48gb",
+    "7g.40gb",
+    "7g.80gb",
+    "7g.96gb",
+    "1g.18gb",
+    "1g.35gb",
+    "2g.35gb",
+    "3g.71gb",
+    "4g.71gb",
+    "7g.141gb",
+)
 
 EngineName = Literal["reference", "sim", "vllm", "sglang", "llama.cpp", "external"]
 RoutingStrategy = Literal["least-tokens", "prefix-affinity", "round-robin"]

@@ -37,9 +37,11 @@ def call(state_dir: Path, method: str, path: str, body: Any = None, timeout_s: f
     base = admin_url(state_dir)
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(
-        base + "/admin/v1" + path, data=data, method=method,
+        base + "/admin/v1" + path,
+        data=data,
+        method=method,
         headers={"Content-Type": "application/json"},
-    )  # fmt: skip
+    )
     try:
         with urllib.request.urlopen(request, timeout=timeout_s) as response:
             return json.loads(response.read())

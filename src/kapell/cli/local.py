@@ -94,8 +94,11 @@ def down(
 def apply(files: Files, state_dir: StateDir = DEFAULT_STATE_DIR) -> None:
     """Create or update resources in the running instance."""
     resources = load(files)
-    body = {"resources": [r.model_dump(mode="json", by_alias=True, exclude={"status"})
-                          for r in resources]}  # fmt: skip
+    body = {
+        "resources": [
+            r.model_dump(mode="json", by_alias=True, exclude={"status"}) for r in resources
+        ]
+    }
     for result in call(state_dir, "POST", "/apply", body)["results"]:
         kind, _, name = result["key"].split("/")
         console.print(f"{kind.lower()}/{name} {result['outcome']}")
@@ -144,26 +147,34 @@ def _print_yaml(items: list[dict[str, Any]]) -> None:
 
 def _print_table(kind: str, items: list[dict[str, Any]]) -> None:
     table = Table(box=None, header_style="bold")
-    for column in ("NAME", "READY", "REASON", "AGE") if kind != "Model" else (
-        "NAME", "ENGINE", "READY", "DESIRED", "REASON", "MESSAGE"
-    ):  # fmt: skip
+    for column in (
+        ("NAME", "READY", "REASON", "AGE")
+        if kind != "Model"
+        else ("NAME", "ENGINE", "READY", "DESIRED", "REASON", "MESSAGE")
+    ):
         table.add_column(column)
     for item in items:
         status = item.get("status", {})
         ready = next((c for c in status.get("conditions", []) if c["type"] == "Ready"), None)
         degraded = next(
-            (c for c in status.get("conditions", [])
-             if c["type"] == "Degraded" and c["status"] == "True"), None
-        )  # fmt: skip
+            (
+                c
+                for c in status.get("conditions", [])
+                if c["type"] == "Degraded" and c["status"] == "True"
+            ),
+            None,
+        )
         shown = degraded or ready
         reason = shown["reason"] if shown else "Pending"
         if kind == "Model":
             table.add_row(
-                item["metadata"]["name"], item["spec"]["engine"]["name"],
+                item["metadata"]["name"],
+                item["spec"]["engine"]["name"],
                 f"{status.get('readyReplicas', 0)}/{status.get('replicas', 0)}",
-                str(status.get("desiredReplicas", 0)), reason,
+                str(status.get("desiredReplicas", 0)),
+                reason,
                 shown["message"] if shown else "",
-            )  # fmt: skip
+            )
         else:
             table.add_row(item["metadata"]["name"], ready["status"] if ready else "-", reason, "")
     console.print(table)
@@ -219,6 +230,12 @@ def status(state_dir: StateDir = DEFAULT_STATE_DIR) -> None:
     for column in ("REPLICA", "MODEL", "PHASE", "URL", "RESTARTS", "MESSAGE"):
         table.add_column(column)
     for r in info["replicas"]:
-        table.add_row(r["id"], r["model_key"].rsplit("/", 1)[-1], r["phase"], r["url"],
-                      str(r["restarts"]), r["message"])  # fmt: skip
+        table.add_row(
+            r["id"],
+            r["model_key"].rsplit("/", 1)[-1],
+            r["phase"],
+            r["url"],
+            str(r["restarts"]),
+            r["message"],
+        )
     console.print(table)

@@ -22,8 +22,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-bench_app = typer.Typer(help="Benchmarks: JSON out, baseline measured in the same run.",
-                        no_args_is_help=True)  # fmt: skip
+bench_app = typer.Typer(
+    help="Benchmarks: JSON out, baseline measured in the same run.", no_args_is_help=True
+)
 app.add_typer(bench_app, name="bench")
 
 Files = Annotated[list[Path], typer.Option("-f", "--file", help="Resource YAML files.")]

@@ -61,8 +61,14 @@ def _bind(port: int, what: str) -> socket.socket:
 
 
 def _server(app: Any, sock: socket.socket) -> tuple[_Server, socket.socket]:
-    config = uvicorn.Config(app, log_level="warning", lifespan="off", loop="none",
-                            access_log=False, timeout_graceful_shutdown=5)  # fmt: skip
+    config = uvicorn.Config(
+        app,
+        log_level="warning",
+        lifespan="off",
+        loop="none",
+        access_log=False,
+        timeout_graceful_shutdown=5,
+    )
     return _Server(config), sock
 
 
@@ -95,8 +101,13 @@ async def run(resources: list[Resource], state_dir: Path, port: int) -> None:
 
     gateway_url = f"http://{HOST}:{gateway_sock.getsockname()[1]}"
     admin_url = f"http://{HOST}:{admin_sock.getsockname()[1]}"
-    info = {"version": __version__, "pid": os.getpid(), "gateway_url": gateway_url,
-            "admin_url": admin_url, "state_dir": str(state_dir.resolve())}  # fmt: skip
+    info = {
+        "version": __version__,
+        "pid": os.getpid(),
+        "gateway_url": gateway_url,
+        "admin_url": admin_url,
+        "state_dir": str(state_dir.resolve()),
+    }
     admin = create_admin_app(AdminContext(store, replicas, on_change, stop.set, info))
 
     for resource in resources:
@@ -139,15 +150,17 @@ async def _report_ready(store: SQLiteStore, gateway_url: str) -> None:
                 continue
             announced.add(model.key)
             name = model.metadata.name
-            console.print(f"[green]ready[/green] model {name}: {model.status.ready_replicas} "
-                          f"replica(s) behind {gateway_url}/v1")  # fmt: skip
+            console.print(
+                f"[green]ready[/green] model {name}: {model.status.ready_replicas} "
+                f"replica(s) behind {gateway_url}/v1"
+            )
             if first:
                 first = False
                 console.print(
                     f"\nGateway: {gateway_url}\nTry:\n  curl -s {gateway_url}/v1/chat/completions "
                     "-H 'Content-Type: application/json' \\\n"
-                    f"    -d '{{\"model\": \"{name}\", \"messages\": "
-                    "[{\"role\": \"user\", \"content\": \"ROMEO:\"}], \"max_tokens\": 60}'\n"
+                    f'    -d \'{{"model": "{name}", "messages": '
+                    '[{"role": "user", "content": "ROMEO:"}], "max_tokens": 60}\'\n'
                     "Stop with Ctrl-C or `kapell down`.\n"
-                )  # fmt: skip
+                )
         await asyncio.sleep(0.5)

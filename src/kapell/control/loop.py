@@ -8,6 +8,7 @@ exponential backoff and the error is kept for `kapell status`, never lost in a l
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import logging
 import time
@@ -45,10 +46,8 @@ class ReconcileLoop:
             self._wake.clear()
             timeout = self._due[0][0] - time.monotonic() if self._due else None
             if timeout is None or timeout > 0:
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout)
-                except TimeoutError:
-                    pass
             else:
                 await asyncio.sleep(0)
 

@@ -101,18 +101,30 @@ class ModelController:
         now = self._timestamp()
         rolling = len(updated) != len(replicas) or len(updated) != desired
         conditions = [
-            condition("Ready", bool(ready) or desired == 0,
-                      "ScaledToZero" if desired == 0 and not ready else
-                      ("ReplicasReady" if ready else "NoReadyReplica"),
-                      f"{len(ready)}/{desired} replicas ready", now),
-            condition("Progressing", rolling or len(ready) < desired,
-                      "RollingUpdate" if len(updated) != len(replicas) else "Scaling",
-                      f"{len(updated)} of {len(replicas)} replicas at revision {revision}", now),
-            condition("Degraded", bool(failing or error),
-                      "StartFailed" if error else ("CrashLoop" if failing else "Healthy"),
-                      error or "; ".join(f"{r.id}: {r.message}" for r in failing)
-                      or "no replica failing", now),
-        ]  # fmt: skip
+            condition(
+                "Ready",
+                bool(ready) or desired == 0,
+                "ScaledToZero"
+                if desired == 0 and not ready
+                else ("ReplicasReady" if ready else "NoReadyReplica"),
+                f"{len(ready)}/{desired} replicas ready",
+                now,
+            ),
+            condition(
+                "Progressing",
+                rolling or len(ready) < desired,
+                "RollingUpdate" if len(updated) != len(replicas) else "Scaling",
+                f"{len(updated)} of {len(replicas)} replicas at revision {revision}",
+                now,
+            ),
+            condition(
+                "Degraded",
+                bool(failing or error),
+                "StartFailed" if error else ("CrashLoop" if failing else "Healthy"),
+                error or "; ".join(f"{r.id}: {r.message}" for r in failing) or "no replica failing",
+                now,
+            ),
+        ]
         previous = {c.type: c for c in model.status.conditions}
         self._store.set_status(
             model.key,

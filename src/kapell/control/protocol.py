@@ -42,6 +42,9 @@ class Scaler(Protocol):
 def condition(type_: str, ok: bool, reason: str, message: str, now: str) -> Condition:
     """A status condition; ``now`` is an RFC 3339 timestamp supplied by the caller."""
     return Condition(
-        type=type_, status="True" if ok else "False", reason=reason, message=message,
+        type=type_,
+        status="True" if ok else "False",
+        reason=reason,
+        message=message,
         last_transition_time=now,
-    )  # fmt: skip
+    )

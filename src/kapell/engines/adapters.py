@@ -65,8 +65,19 @@ class _Kapell(EngineAdapter):
     """An engine shipped inside kapell, run with this Python."""
 
     def _base(self, model: Model, ctx: LaunchContext, served: str) -> list[str]:
-        return [sys.executable, "-m", f"kapell.engines.{self.name}", "--model", ctx.weights,
-                "--served-name", served, "--host", ctx.host, "--port", str(ctx.port)]  # fmt: skip
+        return [
+            sys.executable,
+            "-m",
+            f"kapell.engines.{self.name}",
+            "--model",
+            ctx.weights,
+            "--served-name",
+            served,
+            "--host",
+            ctx.host,
+            "--port",
+            str(ctx.port),
+        ]
 
 
 @dataclass(frozen=True)
@@ -75,8 +86,18 @@ class _VLLM(EngineAdapter):
         return "vllm"
 
     def _base(self, model: Model, ctx: LaunchContext, served: str) -> list[str]:
-        return ["vllm", "serve", ctx.weights, "--host", ctx.host, "--port", str(ctx.port),
-                "--served-model-name", served, *_gpu_memory_args(model)]  # fmt: skip
+        return [
+            "vllm",
+            "serve",
+            ctx.weights,
+            "--host",
+            ctx.host,
+            "--port",
+            str(ctx.port),
+            "--served-model-name",
+            served,
+            *_gpu_memory_args(model),
+        ]
 
 
 @dataclass(frozen=True)
@@ -85,9 +106,19 @@ class _SGLang(EngineAdapter):
         return sys.executable
 
     def _base(self, model: Model, ctx: LaunchContext, served: str) -> list[str]:
-        return [sys.executable, "-m", "sglang.launch_server", "--model-path", ctx.weights,
-                "--host", ctx.host, "--port", str(ctx.port),
-                "--served-model-name", served]  # fmt: skip
+        return [
+            sys.executable,
+            "-m",
+            "sglang.launch_server",
+            "--model-path",
+            ctx.weights,
+            "--host",
+            ctx.host,
+            "--port",
+            str(ctx.port),
+            "--served-model-name",
+            served,
+        ]
 
 
 @dataclass(frozen=True)
@@ -96,8 +127,18 @@ class _LlamaCpp(EngineAdapter):
         return "llama-server"
 
     def _base(self, model: Model, ctx: LaunchContext, served: str) -> list[str]:
-        return ["llama-server", "--model", ctx.weights, "--host", ctx.host,
-                "--port", str(ctx.port), "--alias", served, "--metrics"]  # fmt: skip
+        return [
+            "llama-server",
+            "--model",
+            ctx.weights,
+            "--host",
+            ctx.host,
+            "--port",
+            str(ctx.port),
+            "--alias",
+            served,
+            "--metrics",
+        ]
 
 
 @dataclass(frozen=True)

@@ -55,8 +55,13 @@ def _body(resource: Resource) -> dict[str, Any]:
 def create_admin_app(ctx: AdminContext) -> Starlette:
     async def status(request: Request) -> Response:
         replicas = [asdict(r) for r in ctx.replicas.all()]
-        return JSONResponse({**ctx.info, "replicas": replicas,
-                             "resources": [_body(r) for r in ctx.store.resources()]})  # fmt: skip
+        return JSONResponse(
+            {
+                **ctx.info,
+                "replicas": replicas,
+                "resources": [_body(r) for r in ctx.store.resources()],
+            }
+        )
 
     async def apply(request: Request) -> Response:
         try:
@@ -117,7 +122,7 @@ def create_admin_app(ctx: AdminContext) -> Starlette:
                 f"{ADMIN_PREFIX}/resources/{{kind}}/{{namespace}}/{{name}}",
                 one_resource,
                 methods=["GET", "DELETE"],
-            ),  # fmt: skip
+            ),
             Route(f"{ADMIN_PREFIX}/logs/{{replica}}", logs),
             Route(f"{ADMIN_PREFIX}/usage", usage),
             Route(f"{ADMIN_PREFIX}/shutdown", shutdown, methods=["POST"]),

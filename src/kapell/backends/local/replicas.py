@@ -164,9 +164,13 @@ class LocalReplicas:
             log.flush()
             try:
                 proc = await asyncio.create_subprocess_exec(
-                    *argv, stdout=log, stderr=asyncio.subprocess.STDOUT,
-                    stdin=asyncio.subprocess.DEVNULL, env=env, preexec_fn=_die_with_parent,
-                )  # fmt: skip
+                    *argv,
+                    stdout=log,
+                    stderr=asyncio.subprocess.STDOUT,
+                    stdin=asyncio.subprocess.DEVNULL,
+                    env=env,
+                    preexec_fn=_die_with_parent,
+                )
             except OSError as exc:
                 running.message = f"cannot start {argv[0]}: {exc.strerror}"
                 return
@@ -227,7 +231,11 @@ async def _terminate(proc: asyncio.subprocess.Process, exited: asyncio.Task[int]
 
 def _snapshot(running: _Running) -> Replica:
     return Replica(
-        id=running.id, model_key=running.model_key, revision=running.revision,
-        phase=ReplicaPhase(running.phase), url=running.url, restarts=running.restarts,
+        id=running.id,
+        model_key=running.model_key,
+        revision=running.revision,
+        phase=ReplicaPhase(running.phase),
+        url=running.url,
+        restarts=running.restarts,
         message=running.message,
-    )  # fmt: skip
+    )

@@ -79,9 +79,16 @@ class SQLiteStore:
             if row is None:
                 db.execute(
                     "INSERT INTO resources VALUES (?, ?, ?, ?, 1, ?, '{}', ?, ?)",
-                    (resource.key, resource.kind, resource.metadata.namespace,
-                     resource.metadata.name, body, now, now),
-                )  # fmt: skip
+                    (
+                        resource.key,
+                        resource.kind,
+                        resource.metadata.namespace,
+                        resource.metadata.name,
+                        body,
+                        now,
+                        now,
+                    ),
+                )
                 return "created"
             if row[0] == body:
                 return "unchanged"
