@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.error import MarkedYAMLError
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from kapell.api.errors import Problem, SpecError
 from kapell.api.meta import API_VERSION, DNS1123_LABEL, Resource
@@ -57,8 +57,13 @@ def load_text(text: str, filename: str = "<stdin>") -> list[Resource]:
         documents = list(YAML(typ="rt").load_all(text))
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark is not None else 0
+        line = mark.line + 1 if mark is not None else 1
         raise SpecError([Problem(filename, line, "", f"invalid YAML: {exc.problem}")]) from None
+    except YAMLError as exc:  # e.g. a control character the reader refuses
+        position = getattr(exc, "position", 0)
+        line = text.count("\n", 0, position) + 1
+        reason = getattr(exc, "reason", None) or str(exc).splitlines()[0]
+        raise SpecError([Problem(filename, line, "", f"invalid YAML: {reason}")]) from None
     resources: list[Resource] = []
     problems: list[Problem] = []
     seen: dict[str, int] = {}
@@ -96,7 +101,7 @@ def _load_document(doc: Any, filename: str, index: int) -> tuple[list[Problem], 
         msg = f"expected '{API_VERSION}'" + (f", got {found!r}" if found is not None else "")
         return [Problem(filename, _line(doc, ["apiVersion"]), "apiVersion", msg)], None
     kind = doc.get("kind")
-    if kind not in kinds:
+    if not isinstance(kind, str) or kind not in kinds:
         msg = f"unknown kind {kind!r}; expected one of {', '.join(kinds)}"
         close = difflib.get_close_matches(str(kind), list(kinds), n=1)
         if close:
