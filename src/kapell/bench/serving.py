@@ -1,0 +1,324 @@
+"""``kapell sim serve``: replay a trace through the twin per autoscaler, summarise, sweep, plot.
+
+Every autoscaler sees the same trace, router, latency profile and seed, in one run, so the
+GPU-hour ratios it prints compare like with like. ``--sweep`` moves each policy's main knob
+from generous to frugal and keeps the cheapest setting that still meets the SLO for 99% of
+requests (``gpu_hours_at_99``); it stops a policy's sweep after two settings in a row miss.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kapell.api.errors import KapellError
+from kapell.backends.sim.twin import ROUTERS, Twin, TwinConfig, TwinRun
+from kapell.bench.traces import Trace
+from kapell.engines.sim.latency import load_profile
+from kapell.policy.autoscale import (
+    AutoscaleConfig,
+    Autoscaler,
+    ConcurrencyAutoscaler,
+    StaticAutoscaler,
+    TokenAutoscaler,
+)
+
+AUTOSCALERS = ("kapell", "kpa", "static")
+ATTAINMENT_GOAL = 0.99
+# Knob grids, generous first. kapell: tokens/s one replica is asked to carry; KPA: requests in
+# flight per replica; static: replicas (counted up until the goal is met).
+SWEEPS: dict[str, tuple[float, ...]] = {
+    "kapell": tuple(round(250 * 2 ** (i / 2)) for i in range(15)),  # 250 .. 32,000
+    "kpa": (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128),
+    "static": tuple(range(1, 65)),
+}
+KNOB_NAMES = {"kapell": "target_tokens_per_s", "kpa": "target_concurrency", "static": "replicas"}
+
+
+class ServingBenchError(KapellError):
+    """A ``kapell sim serve`` argument is invalid."""
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """The arguments of one ``kapell sim serve`` run."""
+
+    profile: str
+    router: str = "least-tokens"
+    slo_ttft_s: float = 1.0
+    slo_tpot_s: float = 0.1
+    min_replicas: int = 1
+    max_replicas: int = 64
+    cold_start_s: float | None = None
+    warm_tier: int = 0
+    scale_to_zero_after_s: float = 300.0
+    seed: int = 0
+    knobs: dict[str, float | None] = field(default_factory=dict)
+    """Knob per autoscaler when not sweeping (None: the policy's default)."""
+
+
+def parse_autoscalers(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in AUTOSCALERS]
+    if unknown or not names:
+        raise ServingBenchError(
+            f"--autoscaler: unknown {', '.join(unknown) or '(none)'}: expected a comma list of "
+            f"{', '.join(AUTOSCALERS)}"
+        )
+    return names
+
+
+def make_autoscaler(
+    name: str, knob: float | None, options: ServeOptions, cold_start_s: float
+) -> Autoscaler:
+    """The real policy object ``name`` with its main knob set to ``knob``."""
+    if name == "static":
+        return StaticAutoscaler(int(knob if knob is not None else max(options.min_replicas, 1)))
+    config = AutoscaleConfig(
+        min_replicas=options.min_replicas,
+        max_replicas=options.max_replicas,
+        cold_start_s=cold_start_s,
+        scale_to_zero_after_s=options.scale_to_zero_after_s,
+    )
+    if name == "kapell":
+        return TokenAutoscaler(_replace(config, capacity_tokens_per_s=knob))
+    if knob is not None:
+        config = _replace(config, target_concurrency=knob)
+    return ConcurrencyAutoscaler(config)
+
+
+def _replace(config: AutoscaleConfig, **changes: Any) -> AutoscaleConfig:
+    from dataclasses import replace
+
+    return replace(config, **changes)
+
+
+def replay(
+    trace: Trace,
+    options: ServeOptions,
+    name: str,
+    knob: float | None,
+    progress: Callable[[float], None] | None = None,
+) -> TwinRun:
+    """One replay of ``trace`` under autoscaler ``name`` at ``knob``."""
+    if options.router not in ROUTERS:
+        raise ServingBenchError(
+            f"--router: unknown {options.router!r}: expected one of {', '.join(ROUTERS)}"
+        )
+    profile = load_profile(options.profile)
+    cold_start_s = (
+        options.cold_start_s if options.cold_start_s is not None else profile.cold_start_s
+    )
+    initial = int(knob) if name == "static" and knob is not None else max(options.min_replicas, 1)
+    config = TwinConfig(
+        profile=profile,
+        router=options.router,
+        prefix_block_tokens=trace.block_tokens,
+        max_replicas=options.max_replicas,
+        initial_replicas=min(initial, options.max_replicas),
+        cold_start_s=cold_start_s,
+        warm_tier=options.warm_tier,
+        seed=options.seed,
+    )
+    autoscaler = make_autoscaler(name, knob, options, cold_start_s)
+    return Twin(config, trace.requests, autoscaler, progress=progress).replay()
+
+
+def summarize(run: TwinRun, options: ServeOptions) -> dict[str, Any]:
+    """The per-autoscaler numbers ``kapell sim serve --json`` prints."""
+    records = run.requests
+    arrival = np.array([r.arrival_s for r in records])
+    ttft = np.array([r.first_token_s - r.arrival_s for r in records])
+    decode_tokens = np.array([max(r.output_tokens - 1, 1) for r in records])
+    tpot = np.array([(r.finish_s - r.first_token_s) for r in records]) / decode_tokens
+    good = (ttft <= options.slo_ttft_s) & (tpot <= options.slo_tpot_s)
+    waited = np.array([r.waited_for_replica for r in records])
+    gpu_s = run.gpu_seconds_by_window[-1][1] if run.gpu_seconds_by_window else 0.0
+    hits, queries = run.prefix_hit_tokens, run.prefix_query_tokens
+    return {
+        "requests": len(records),
+        "slo_attainment": round(float(good.mean()), 5) if len(records) else 0.0,
+        "ttft_p50_s": _pct(ttft, 50),
+        "ttft_p99_s": _pct(ttft, 99),
+        "tpot_p50_s": _pct(tpot, 50),
+        "tpot_p99_s": _pct(tpot, 99),
+        "gpu_hours": round(gpu_s / 3600, 4),
+        "sleeping_gpu_hours": round(run.sleeping_gpu_seconds / 3600, 4),
+        "cold_starts": run.cold_starts,
+        "wakes": run.wakes,
+        "requests_waited_for_replica": int(waited.sum()),
+        "waited_ttft_p50_s": _pct(ttft[waited], 50),
+        "prefix_cache_hit_rate": round(hits / queries, 4) if queries else 0.0,
+        "max_replicas_used": max((t[2] for t in run.timeline), default=0),
+        "duration_s": round(float(arrival.max()) if len(arrival) else 0.0, 1),
+    }
+
+
+def _pct(values: np.ndarray, q: float) -> float:
+    return round(float(np.percentile(values, q)), 4) if len(values) else 0.0
+
+
+def timeline(run: TwinRun, every_s: float = 60.0) -> list[list[float]]:
+    """``[t_s, ready, gpu_holding, desired]`` about every ``every_s`` seconds."""
+    out: list[list[float]] = []
+    next_s = 0.0
+    for t_s, ready, holding, desired in run.timeline:
+        if t_s >= next_s:
+            out.append([t_s, ready, holding, desired])
+            next_s = t_s + every_s
+    return out
+
+
+def sweep(
+    trace: Trace,
+    options: ServeOptions,
+    name: str,
+    progress: Callable[[str, float], None] | None = None,
+) -> tuple[list[dict[str, Any]], TwinRun | None]:
+    """Every knob tried for ``name`` with its summary, and the run at the cheapest 99% knob."""
+    points: list[dict[str, Any]] = []
+    best: tuple[float, TwinRun] | None = None
+    misses = 0
+    for knob in SWEEPS[name]:
+        if name == "static" and knob > options.max_replicas:
+            break
+        label = f"{name} {KNOB_NAMES[name]}={knob:g}"
+        run = replay(trace, options, name, knob, _bind(progress, label))
+        summary = summarize(run, options)
+        points.append({KNOB_NAMES[name]: knob, **summary})
+        if summary["slo_attainment"] >= ATTAINMENT_GOAL:
+            misses = 0
+            if best is None or summary["gpu_hours"] < best[0]:
+                best = (summary["gpu_hours"], run)
+            if name == "static":
+                break  # more replicas only cost more
+        elif best is not None or name == "static":
+            misses += 1
+            if misses >= 2 and name != "static":
+                break
+    return points, best[1] if best else None
+
+
+def _bind(
+    progress: Callable[[str, float], None] | None, label: str
+) -> Callable[[float], None] | None:
+    if progress is None:
+        return None
+    return lambda fraction: progress(label, fraction)
+
+
+def serve_report(
+    trace: Trace,
+    options: ServeOptions,
+    autoscalers: Sequence[str],
+    *,
+    do_sweep: bool,
+    progress: Callable[[str, float], None] | None = None,
+) -> tuple[dict[str, Any], dict[str, TwinRun]]:
+    """The JSON report and, per autoscaler, the run its timeline plot shows."""
+    report: dict[str, Any] = {
+        "trace": trace.name,
+        "profile": options.profile,
+        "router": options.router,
+        "slo": {"ttft_s": options.slo_ttft_s, "tpot_s": options.slo_tpot_s},
+        "min_replicas": options.min_replicas,
+        "seed": options.seed,
+        "autoscalers": {},
+    }
+    runs: dict[str, TwinRun] = {}
+    for name in autoscalers:
+        if do_sweep:
+            points, best = sweep(trace, options, name, progress)
+            cheapest = min(
+                (p for p in points if p["slo_attainment"] >= ATTAINMENT_GOAL),
+                key=lambda p: p["gpu_hours"],
+                default=None,
+            )
+            entry = dict(cheapest) if cheapest else dict(points[-1])
+            entry["gpu_hours_at_99"] = cheapest["gpu_hours"] if cheapest else None
+            entry["sweep"] = [
+                {
+                    k: p[k]
+                    for k in (
+                        KNOB_NAMES[name],
+                        "gpu_hours",
+                        "slo_attainment",
+                        "ttft_p99_s",
+                        "tpot_p99_s",
+                    )
+                }
+                for p in points
+            ]
+            run = best
+        else:
+            knob = options.knobs.get(name)
+            run = replay(trace, options, name, knob, _bind(progress, name))
+            entry = {KNOB_NAMES[name]: knob, **summarize(run, options)}
+        if run is not None:
+            entry["timeline"] = timeline(run)
+            runs[name] = run
+        report["autoscalers"][name] = entry
+    if do_sweep:
+        report["ratios"] = _ratios(report["autoscalers"])
+    return report, runs
+
+
+def _ratios(entries: dict[str, dict[str, Any]]) -> dict[str, float | None]:
+    base = entries.get("kapell", {}).get("gpu_hours_at_99")
+    ratios: dict[str, float | None] = {}
+    for other in ("kpa", "static"):
+        theirs = entries.get(other, {}).get("gpu_hours_at_99")
+        if other in entries and "kapell" in entries:
+            ratios[f"kapell_over_{other}"] = round(base / theirs, 3) if base and theirs else None
+    return ratios
+
+
+def plot(report: dict[str, Any], runs: dict[str, TwinRun], path: Path) -> None:
+    """Replica timelines and, after a sweep, SLO attainment against GPU-hours."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    swept = any("sweep" in e for e in report["autoscalers"].values())
+    fig, axes = plt.subplots(1, 2 if swept else 1, figsize=(11 if swept else 6, 3.6), squeeze=False)
+    ax = axes[0][0]
+    for name, run in runs.items():
+        ts = [t[0] / 60 for t in run.timeline]
+        ax.step(ts, [t[2] for t in run.timeline], where="post", label=name, linewidth=1)
+    ax.set_xlabel("time (min)")
+    ax.set_ylabel("replicas holding a GPU")
+    ax.set_title(f"{report['trace']} · {report['profile']}", fontsize=9)
+    ax.legend(fontsize=8)
+    if swept:
+        ax2 = axes[0][1]
+        for name, entry in report["autoscalers"].items():
+            pts = sorted(entry.get("sweep", []), key=lambda p: p["gpu_hours"])
+            ax2.plot(
+                [p["gpu_hours"] for p in pts],
+                [100 * p["slo_attainment"] for p in pts],
+                "o-",
+                label=name,
+                markersize=3,
+            )
+        ax2.axhline(100 * ATTAINMENT_GOAL, color="grey", linestyle=":", linewidth=1)
+        ax2.set_xlabel("GPU-hours")
+        ax2.set_ylabel("SLO attainment (%)")
+        lowest = min(
+            (
+                100 * p["slo_attainment"]
+                for e in report["autoscalers"].values()
+                for p in e.get("sweep", [])
+            ),
+            default=90.0,
+        )
+        ax2.set_ylim(max(0.0, math.floor(lowest) - 1), 100.5)
+        ax2.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)

@@ -1,0 +1,112 @@
+"""``kapell sim``: the serving digital twin on the command line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+sim_app = typer.Typer(help="Replay LLM traces through kapell's router and autoscalers (simulated).",
+                      no_args_is_help=True)  # fmt: skip
+
+
+@sim_app.command()
+def serve(
+    trace: Annotated[Path, typer.Option(help="Azure LLM .csv or Mooncake .jsonl trace.")],
+    profile: Annotated[str, typer.Option(help="Latency profile, e.g. h100-llama3-8b.")],
+    autoscaler: Annotated[
+        str, typer.Option(help="Comma list of kapell, kpa, static.")
+    ] = "kapell,kpa,static",
+    router: Annotated[
+        str, typer.Option(help="least-tokens, prefix-affinity or round-robin.")
+    ] = "least-tokens",
+    min_replicas: Annotated[int, typer.Option(min=0)] = 1,
+    max_replicas: Annotated[int, typer.Option(min=1)] = 64,
+    slo_ttft_ms: Annotated[float, typer.Option(min=1)] = 1000.0,
+    slo_tpot_ms: Annotated[float, typer.Option(min=1)] = 100.0,
+    sweep: Annotated[
+        bool, typer.Option("--sweep", help="Sweep each autoscaler's main knob.")
+    ] = False,
+    seed: int = 0,
+    cold_start_s: Annotated[float | None, typer.Option(help="Default: the profile's.")] = None,
+    warm_tier: Annotated[
+        int, typer.Option(min=0, help="Replicas kept asleep after scale-down.")
+    ] = 0,
+    scale_to_zero_after_s: Annotated[float, typer.Option(min=0)] = 300.0,
+    target_tokens_per_s: Annotated[
+        float | None, typer.Option(help="kapell's knob; default: learned.")
+    ] = None,
+    target_concurrency: Annotated[float | None, typer.Option(help="KPA's knob; default 8.")] = None,
+    static_replicas: Annotated[
+        int | None, typer.Option(help="static's knob; default min-replicas.")
+    ] = None,
+    time_scale: Annotated[
+        float, typer.Option(help="Multiply arrival times (<1: more load).")
+    ] = 1.0,
+    start_s: Annotated[float, typer.Option(help="Slice: first arrival second kept.")] = 0.0,
+    duration_s: Annotated[float | None, typer.Option(help="Slice: seconds kept.")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    plot: Annotated[
+        Path | None, typer.Option(help="Write replica timelines (and sweep curves) to a PNG.")
+    ] = None,
+) -> None:
+    """Replay TRACE per autoscaler; print SLO attainment, latency percentiles and GPU-hours."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from kapell.bench import serving
+    from kapell.bench.traces import read_trace, scale_time, slice_trace
+
+    names = serving.parse_autoscalers(autoscaler)
+    loaded = slice_trace(scale_time(read_trace(trace), time_scale), start_s, duration_s)
+    if not loaded.requests:
+        raise serving.ServingBenchError(f"{trace}: no requests in the selected slice")
+    options = serving.ServeOptions(
+        profile=profile,
+        router=router,
+        slo_ttft_s=slo_ttft_ms / 1e3,
+        slo_tpot_s=slo_tpot_ms / 1e3,
+        min_replicas=min_replicas,
+        max_replicas=max_replicas,
+        cold_start_s=cold_start_s,
+        warm_tier=warm_tier,
+        scale_to_zero_after_s=scale_to_zero_after_s,
+        seed=seed,
+        knobs={"kapell": target_tokens_per_s, "kpa": target_concurrency, "static": static_replicas},
+    )
+    from kapell.engines.sim.latency import load_profile
+
+    load_profile(profile)  # fail on a bad name before reading anything else
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), transient=True
+    ) as bar:
+        task = bar.add_task("replay", total=1.0)
+
+        def progress(label: str, fraction: float) -> None:
+            bar.update(task, description=label, completed=fraction)
+
+        report, runs = serving.serve_report(
+            loaded, options, names, do_sweep=sweep, progress=progress
+        )
+    if plot is not None:
+        serving.plot(report, runs, plot)
+    if json_out:
+        typer.echo(json.dumps(report, indent=1))
+    else:
+        _print_table(report)
+
+
+def _print_table(report: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{report['trace']} · {report['profile']} · {report['router']}")
+    columns = ("requests", "slo_attainment", "ttft_p50_s", "ttft_p99_s", "tpot_p50_s", "tpot_p99_s",
+               "gpu_hours", "cold_starts", "gpu_hours_at_99")  # fmt: skip
+    table.add_column("autoscaler")
+    for column in columns:
+        table.add_column(column, justify="right")
+    for name, entry in report["autoscalers"].items():
+        table.add_row(name, *(str(entry.get(c, "")) for c in columns))
+    Console().print(table)
