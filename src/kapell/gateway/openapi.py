@@ -1,0 +1,102 @@
+"""The gateway's OpenAPI description: the OpenAI subset it serves, and its error shape.
+
+Only the fields the gateway itself reads are constrained; the rest pass through to the
+engine (``additionalProperties: true``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_ERROR = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["message", "type"],
+            "properties": {
+                "message": {"type": "string"},
+                "type": {"type": "string"},
+                "param": {"type": ["string", "null"]},
+                "code": {"type": ["string", "null"]},
+            },
+        }
+    },
+}
+
+_COMMON = {
+    "model": {"type": "string", "minLength": 1},
+    "stream": {"type": "boolean"},
+    "max_tokens": {"type": "integer", "minimum": 0},
+}
+
+_REQUESTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "/v1/chat/completions": (
+        "messages",
+        {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["role", "content"],
+                "properties": {"role": {"type": "string"}, "content": {"type": "string"}},
+            },
+        },
+    ),
+    "/v1/completions": ("prompt", {"oneOf": [{"type": "string"}, {"type": "array"}]}),
+    "/v1/embeddings": ("input", {"oneOf": [{"type": "string"}, {"type": "array"}]}),
+}
+
+
+def _responses() -> dict[str, Any]:
+    error = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    return {
+        "200": {"description": "The engine's answer (JSON, or server-sent events when streaming)"},
+        **{
+            code: {"description": why, **error}
+            for code, why in (
+                ("400", "malformed request"),
+                ("401", "missing or unknown API key"),
+                ("403", "the key may not use this model"),
+                ("404", "unknown model"),
+                ("413", "body too large"),
+                ("429", "quota used up or model queue full (see Retry-After)"),
+                ("502", "every replica tried failed"),
+                ("503", "no ready replica in time (see Retry-After)"),
+            )
+        },
+    }
+
+
+def openapi_document() -> dict[str, Any]:
+    """The OpenAPI 3.1 document served at ``/openapi.json``."""
+    paths: dict[str, Any] = {}
+    for path, (field, schema) in _REQUESTS.items():
+        body = {
+            "type": "object",
+            "required": ["model", field],
+            "properties": {**_COMMON, field: schema},
+            "additionalProperties": True,
+        }
+        paths[path] = {
+            "post": {
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": body}},
+                },
+                "responses": _responses(),
+            }
+        }
+    paths["/v1/models"] = {
+        "get": {"responses": {"200": {"description": "models visible to the key"}}}
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "kapell gateway", "version": "v1"},
+        "paths": paths,
+        "components": {
+            "schemas": {"Error": _ERROR},
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+        "security": [{"bearer": []}],
+    }
