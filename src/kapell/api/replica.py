@@ -26,6 +26,7 @@ class Replica:
     url: str = ""
     restarts: int = 0
     message: str = ""
+    pid: int | None = None
 
     @property
     def ready(self) -> bool:

@@ -238,4 +238,5 @@ def _snapshot(running: _Running) -> Replica:
         url=running.url,
         restarts=running.restarts,
         message=running.message,
+        pid=running.pid,
     )

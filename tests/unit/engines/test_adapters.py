@@ -1,0 +1,82 @@
+"""Engine adapters render the commands each engine expects (the engines run where installed)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from kapell.api import Model
+from kapell.api.errors import BackendError
+from kapell.api.loader import load_text
+from kapell.engines.adapters import ADAPTERS, LaunchContext, adapter_for, resolve_weights
+
+
+def model(engine: str, source: str = "uri: hf://meta-llama/Llama-3.1-8B", extra: str = "") -> Model:
+    [m] = load_text(
+        "apiVersion: kapell.dev/v1alpha1\nkind: Model\nmetadata: {name: llama}\n"
+        f"spec:\n  source: {{{source}}}\n  engine: {{name: {engine}, args: ['--x', '1']}}\n{extra}"
+    )
+    assert isinstance(m, Model)
+    return m
+
+
+CTX = LaunchContext("127.0.0.1", 9001, "/w")
+
+
+def test_vllm_command_caps_memory_for_a_fractional_gpu() -> None:
+    m = model("vllm", extra="  resources: {gpu: {milli: 500}}\n")
+    assert adapter_for(m).command(m, CTX) == [
+        "vllm", "serve", "/w", "--host", "127.0.0.1", "--port", "9001",
+        "--served-model-name", "llama", "--gpu-memory-utilization", "0.45", "--x", "1",
+    ]  # fmt: skip
+
+
+def test_sglang_and_llama_cpp_commands() -> None:
+    m = model("sglang")
+    assert adapter_for(m).command(m, CTX)[:4] == [
+        sys.executable,
+        "-m",
+        "sglang.launch_server",
+        "--model-path",
+    ]
+    m = model("llama.cpp")
+    cmd = adapter_for(m).command(m, CTX)
+    assert cmd[0] == "llama-server" and cmd[cmd.index("--alias") + 1] == "llama"
+    assert cmd[-2:] == ["--x", "1"]
+
+
+def test_kapell_engines_run_with_this_python() -> None:
+    for engine in ("reference", "sim"):
+        m = model(engine)
+        assert adapter_for(m).command(m, CTX)[:3] == [
+            sys.executable,
+            "-m",
+            f"kapell.engines.{engine}",
+        ]
+
+
+def test_every_adapter_maps_the_core_metrics() -> None:
+    for name, adapter in ADAPTERS.items():
+        if adapter.runs_process:
+            assert "ENGINE_REQUESTS_RUNNING" in adapter.metric_names, name
+            assert "ENGINE_GENERATION_TOKENS" in adapter.metric_names, name
+
+
+def test_missing_engine_binary_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(BackendError, match="needs 'vllm' on PATH"):
+        ADAPTERS["vllm"].check_installed()
+
+
+def test_weights_resolution(tmp_path: Path) -> None:
+    assert resolve_weights(model("vllm")) == "meta-llama/Llama-3.1-8B"
+    with pytest.raises(BackendError, match="need the Kubernetes backend"):
+        resolve_weights(model("vllm", "uri: s3://bucket/llama"))
+    with pytest.raises(BackendError, match="does not exist"):
+        resolve_weights(model("reference", f"uri: {tmp_path}/none"))
+    assert (
+        resolve_weights(model("external", "url: http://10.0.0.1:8000/v1"))
+        == "http://10.0.0.1:8000/v1"
+    )
