@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PYTHON ?= python3
 EXTRAS ?= dev,reference,plot,kubernetes
 
-.PHONY: venv test check lint unit integration quickstart clean
+.PHONY: venv test check lint unit integration quickstart clean k8s-bin e2e
 
 venv: $(VENV)/.installed
 
@@ -25,6 +25,14 @@ check: venv
 ## test: the checks, then unit and integration tests
 test: check
 	$(PY) -m pytest
+
+## k8s-bin: build etcd, kube-apiserver, -scheduler, -controller-manager, kubectl, kwok into k8s-bin/
+k8s-bin:
+	hack/k8s/build.sh
+
+## e2e: end-to-end tests against a local control plane with fake GPU nodes (builds what is missing)
+e2e: venv k8s-bin
+	$(PY) -m pytest tests/e2e
 
 ## quickstart: serve the bundled tiny Shakespeare model and print the gateway URL
 quickstart: venv

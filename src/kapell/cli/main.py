@@ -31,6 +31,10 @@ from kapell.cli.sim import sim_app  # noqa: E402  (light: its commands import la
 
 app.add_typer(sim_app, name="sim")
 
+from kapell.cli.devcluster import dev_app  # noqa: E402  (light: imports on use)
+
+app.add_typer(dev_app, name="dev")
+
 Files = Annotated[list[Path], typer.Option("-f", "--file", help="Resource YAML files.")]
 
 

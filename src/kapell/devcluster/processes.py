@@ -1,0 +1,137 @@
+"""Host processes of a dev cluster: start them detached, remember them, stop them all.
+
+Each component runs in its own session, so it outlives the ``kapell dev cluster up`` command
+that started it and can be signalled as a group. The state file records each pid with the
+process start time read from ``/proc``, so ``down`` never signals a recycled pid.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from kapell.api.errors import BackendError
+
+_STOP_GRACE_S = 10.0
+
+
+@dataclass(frozen=True)
+class Started:
+    name: str
+    pid: int
+    start_ticks: int
+
+
+def start_ticks(pid: int) -> int | None:
+    """The process start time in clock ticks since boot, or None if no such process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces; fields after its closing paren are plain.
+    return int(stat[stat.rindex(")") + 2 :].split()[19])
+
+
+def is_alive(process: Started) -> bool:
+    _reap(process.pid)
+    if start_ticks(process.pid) != process.start_ticks:
+        return False
+    state = Path(f"/proc/{process.pid}/stat").read_text()
+    return state[state.rindex(")") + 2] != "Z"
+
+
+class ProcessGroup:
+    """The processes of one cluster, persisted in ``state.json`` inside its state directory."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
+        self.logs = state_dir / "logs"
+        self._state_file = state_dir / "processes.json"
+
+    def load(self) -> list[Started]:
+        if not self._state_file.exists():
+            return []
+        return [Started(**entry) for entry in json.loads(self._state_file.read_text())]
+
+    def _save(self, processes: Sequence[Started]) -> None:
+        self._state_file.write_text(json.dumps([p.__dict__ for p in processes], indent=1))
+
+    def start(
+        self, name: str, argv: Sequence[str], env: Mapping[str, str] | None = None
+    ) -> Started:
+        """Start ``argv`` detached, logging to ``logs/<name>.log``; fail fast if it exits at once."""
+        self.logs.mkdir(parents=True, exist_ok=True)
+        log_path = self.logs / f"{name}.log"
+        with log_path.open("ab") as log:
+            child = subprocess.Popen(
+                list(argv),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env={**os.environ, **(env or {})},
+            )
+        ticks = start_ticks(child.pid)
+        if ticks is None or child.poll() is not None:
+            raise BackendError(f"{name} exited at start; see {log_path}")
+        started = Started(name, child.pid, ticks)
+        self._save([*self.load(), started])
+        return started
+
+    def check_running(self) -> None:
+        """Raise with the log path of the first component that died."""
+        for process in self.load():
+            if not is_alive(process):
+                raise BackendError(
+                    f"{process.name} stopped; see {self.logs / (process.name + '.log')}"
+                )
+
+    def stop_all(self) -> list[str]:
+        """Stop every recorded process, newest first: SIGTERM, then SIGKILL after a grace."""
+        processes = list(reversed(self.load()))
+        alive = [p for p in processes if is_alive(p)]
+        for process in alive:
+            _signal_group(process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + _STOP_GRACE_S
+        while any(is_alive(p) for p in alive) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        for process in alive:
+            if is_alive(process):
+                _signal_group(process.pid, signal.SIGKILL)
+        while any(is_alive(p) for p in alive):
+            time.sleep(0.05)
+        self._state_file.unlink(missing_ok=True)
+        return [p.name for p in alive]
+
+
+def _reap(pid: int) -> None:
+    """Collect the exit status if ``pid`` is our own child (the fixture's case), else nothing."""
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, sig)
+
+
+def processes_mentioning(text: str) -> list[int]:
+    """Pids of every process whose command line contains ``text`` (for leak checks)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in cmdline:
+            found.append(int(entry.name))
+    return found

@@ -1,0 +1,84 @@
+"""The e2e suite's cluster: one real control plane per session, with fake GPU nodes.
+
+Four nodes: three with eight whole H100s, one with two A100s split into 1g.10gb MIG devices.
+Each test works in its own namespace. The ecosystem CRDs are installed only for the tests that
+ask for them (``ecosystem_crds``). Binaries come from ``make k8s-bin``; a missing one fails the
+session with that hint rather than skipping, because `make e2e` is meant to prove something.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from lightkube import Client, KubeConfig
+from lightkube.resources.core_v1 import Namespace
+
+from kapell.devcluster import DevCluster, GpuPool, find_bin_dir
+
+REPO = Path(__file__).resolve().parents[2]
+CRDS_DIR = REPO / "../shared/data/crds"
+NODES = 4
+POOLS = ("h100:8", "h100:8", "h100:8", "a100:2:1g.10gb")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture(scope="session")
+def dev_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevCluster]:
+    cluster = DevCluster(tmp_path_factory.mktemp("dev-cluster"), find_bin_dir())
+    cluster.up(NODES, [GpuPool.parse(p) for p in POOLS])
+    try:
+        yield cluster
+    finally:
+        cluster.down()
+
+
+@pytest.fixture(scope="session")
+def kube(dev_cluster: DevCluster) -> Client:
+    return Client(KubeConfig.from_file(dev_cluster.kubeconfig), field_manager="kapell-e2e")
+
+
+@pytest.fixture
+def namespace(kube: Client) -> Iterator[str]:
+    name = f"e2e-{uuid.uuid4().hex[:8]}"
+    kube.create(Namespace(metadata={"name": name}))  # type: ignore[arg-type]
+    yield name
+    kube.delete(Namespace, name)
+
+
+@pytest.fixture(scope="session")
+def kubectl(dev_cluster: DevCluster) -> Callable[..., str]:
+    """Run the built kubectl against the cluster; returns stdout, raises with stderr on failure."""
+    binary = find_bin_dir() / "kubectl"
+
+    def run(*args: str, stdin: str | None = None) -> str:
+        done = subprocess.run(
+            [str(binary), f"--kubeconfig={dev_cluster.kubeconfig}", *args],
+            input=stdin, capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        if done.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed: {done.stderr}")
+        return done.stdout
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def ecosystem_crds(kubectl: Callable[..., str]) -> list[str]:
+    """Install every CRD under shared/data/crds; returns their names once all are Established."""
+    files = sorted(CRDS_DIR.resolve().rglob("*.yaml"))
+    assert files, f"no CRDs found under {CRDS_DIR}"
+    args = [arg for f in files for arg in ("-f", str(f))]
+    kubectl("apply", "--server-side", *args)
+    names = kubectl("get", *args, "-o", "name").split()
+    kubectl("wait", "--for=condition=Established", "--timeout=60s", *names)
+    return names

@@ -1,0 +1,73 @@
+"""The real apiserver accepts kapell's generated CRDs and validates objects against them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from kapell.api.loader import load_text
+
+SAMPLE_MODEL = """\
+apiVersion: kapell.dev/v1alpha1
+kind: Model
+metadata:
+  name: tiny
+spec:
+  source:
+    uri: hf://org/tiny@main
+  resources:
+    gpu:
+      migProfile: 1g.10gb
+  scaling:
+    minReplicas: 0
+    maxReplicas: 3
+    targetTokensPerSecond: 2000
+"""
+
+
+@pytest.fixture(scope="module")
+def kapell_crds(kubectl: Callable[..., str]) -> str:
+    """Install the CRDs that `kapell crds` prints, exactly as a user would pipe them."""
+    kapell = Path(sys.executable).with_name("kapell")
+    crds = subprocess.run(
+        [str(kapell), "crds"], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
+    kubectl("apply", "--server-side", "-f", "-", stdin=crds)
+    names = kubectl("get", "-f", "-", "-o", "name", stdin=crds).split()
+    kubectl("wait", "--for=condition=Established", "--timeout=60s", *names)
+    return crds
+
+
+def test_kapell_crds_are_established_and_a_sample_model_is_stored(
+    kapell_crds: str, kubectl: Callable[..., str], namespace: str
+) -> None:
+    [model] = load_text(SAMPLE_MODEL, "sample.yaml")
+    manifest = model.model_dump(by_alias=True, exclude_none=True, mode="json")
+    kubectl("create", "-n", namespace, "-f", "-", stdin=json.dumps(manifest))
+
+    stored = json.loads(kubectl("get", "models.kapell.dev", "tiny", "-n", namespace, "-o", "json"))
+    assert stored["spec"]["source"]["uri"] == "hf://org/tiny@main"
+    assert stored["spec"]["scaling"]["maxReplicas"] == 3
+
+
+def test_apiserver_rejects_a_model_that_breaks_the_generated_schema(
+    kapell_crds: str, kubectl: Callable[..., str], namespace: str
+) -> None:
+    bad = SAMPLE_MODEL.replace("maxReplicas: 3", "maxReplicas: many")
+    with pytest.raises(AssertionError, match=r"spec\.scaling\.maxReplicas"):
+        kubectl("create", "-n", namespace, "-f", "-", stdin=bad)
+
+
+def test_ecosystem_crds_install_and_become_established(
+    ecosystem_crds: list[str], kubectl: Callable[..., str]
+) -> None:
+    groups = {name.split("/", 1)[1].split(".", 1)[1] for name in ecosystem_crds}
+    assert {"ray.io", "serving.kserve.io", "kueue.x-k8s.io", "scheduling.volcano.sh", "keda.sh",
+            "gateway.networking.k8s.io", "inference.networking.k8s.io"} <= groups  # fmt: skip
+    served = kubectl("api-resources", "--api-group=ray.io", "-o", "name").split()
+    assert "rayjobs.ray.io" in served

@@ -1,0 +1,156 @@
+"""The real kube-scheduler allocates DRA claims against the fake driver's ResourceSlices."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kubeobjects import busybox_pod, eventually
+from lightkube import Client
+from lightkube.codecs import from_dict
+from lightkube.resources.core_v1 import Event, Pod
+from lightkube.resources.resource_v1 import ResourceClaim, ResourceSlice
+
+DRIVER = "gpu.nvidia.com"
+
+
+def published_devices(kube: Client) -> dict[tuple[str, str], dict[str, Any]]:
+    """(pool, device name) -> the device's attributes as plain values, from every slice."""
+    devices = {}
+    for slice_ in kube.list(ResourceSlice):
+        for device in slice_.spec.devices or []:
+            attributes = {
+                name: value.string or value.version or value.int or value.bool
+                for name, value in (device.attributes or {}).items()
+            }
+            devices[(slice_.spec.pool.name, device.name)] = {
+                "node": slice_.spec.nodeName,
+                **attributes,
+            }
+    return devices
+
+
+def running_pod(kube: Client, namespace: str, name: str) -> Pod:
+    def probe() -> Pod | None:
+        pod = kube.get(Pod, name, namespace=namespace)
+        return pod if pod.status and pod.status.phase == "Running" else None
+
+    return eventually(probe, f"pod {namespace}/{name} Running")
+
+
+def allocated_devices(kube: Client, namespace: str, claim_name: str) -> list[tuple[str, str]]:
+    claim = kube.get(ResourceClaim, claim_name, namespace=namespace)
+    assert claim.status and claim.status.allocation, f"claim {claim_name} is not allocated"
+    results = claim.status.allocation.devices.results
+    assert all(r.driver == DRIVER for r in results)
+    return [(r.pool, r.device) for r in results]
+
+
+def test_pod_with_claim_template_is_scheduled_on_a_gpu_node_with_a_published_device(
+    kube: Client, namespace: str
+) -> None:
+    template = {
+        "apiVersion": "resource.k8s.io/v1",
+        "kind": "ResourceClaimTemplate",
+        "metadata": {"name": "one-gpu"},
+        "spec": {"spec": {"devices": {"requests": [
+            {"name": "gpu", "exactly": {"deviceClassName": "gpu.nvidia.com"}}
+        ]}}},
+    }  # fmt: skip
+    kube.create(from_dict(template), namespace=namespace)
+    pod_manifest = busybox_pod("trainer", {"gpu": {"resourceClaimTemplateName": "one-gpu"}})
+    kube.create(from_dict(pod_manifest), namespace=namespace)
+
+    pod = running_pod(kube, namespace, "trainer")
+    [claim_status] = pod.status.resourceClaimStatuses
+    [(pool, device)] = allocated_devices(kube, namespace, claim_status.resourceClaimName)
+    published = published_devices(kube)[(pool, device)]
+    assert published["node"] == pod.spec.nodeName
+    assert published["type"] == "gpu"
+    assert published["productName"] == "NVIDIA H100 80GB HBM3"
+    claim = kube.get(ResourceClaim, claim_status.resourceClaimName, namespace=namespace)
+    assert [ref.name for ref in claim.status.reservedFor] == ["trainer"]
+
+
+def test_claim_pinned_by_cel_selector_gets_exactly_that_device(
+    kube: Client, namespace: str
+) -> None:
+    whole_gpus = {k: v for k, v in published_devices(kube).items() if v["type"] == "gpu"}
+    (pool, device), wanted = sorted(whole_gpus.items())[-1]  # the last GPU of the last node
+    claim = {
+        "apiVersion": "resource.k8s.io/v1",
+        "kind": "ResourceClaim",
+        "metadata": {"name": "pinned"},
+        "spec": {"devices": {"requests": [{"name": "gpu", "exactly": {
+            "deviceClassName": "gpu.nvidia.com",
+            "selectors": [{"cel": {
+                "expression": f"device.attributes['{DRIVER}'].uuid == '{wanted['uuid']}'"
+            }}],
+        }}]}},
+    }  # fmt: skip
+    kube.create(from_dict(claim), namespace=namespace)
+    kube.create(
+        from_dict(busybox_pod("pinned", {"gpu": {"resourceClaimName": "pinned"}})),
+        namespace=namespace,
+    )
+
+    pod = running_pod(kube, namespace, "pinned")
+    assert allocated_devices(kube, namespace, "pinned") == [(pool, device)]
+    assert pod.spec.nodeName == wanted["node"]
+
+
+def test_mig_claim_gets_a_mig_device_of_the_asked_profile(kube: Client, namespace: str) -> None:
+    template = {
+        "apiVersion": "resource.k8s.io/v1",
+        "kind": "ResourceClaimTemplate",
+        "metadata": {"name": "one-slice"},
+        "spec": {"spec": {"devices": {"requests": [{"name": "mig", "exactly": {
+            "deviceClassName": "mig.nvidia.com",
+            "selectors": [{"cel": {"expression": f"device.attributes['{DRIVER}'].profile == '1g.10gb'"}}],
+        }}]}}},
+    }  # fmt: skip
+    kube.create(from_dict(template), namespace=namespace)
+    kube.create(
+        from_dict(busybox_pod("small", {"mig": {"resourceClaimTemplateName": "one-slice"}})),
+        namespace=namespace,
+    )
+
+    pod = running_pod(kube, namespace, "small")
+    [claim_status] = pod.status.resourceClaimStatuses
+    [key] = allocated_devices(kube, namespace, claim_status.resourceClaimName)
+    published = published_devices(kube)[key]
+    assert (published["type"], published["profile"]) == ("mig", "1g.10gb")
+    assert published["node"] == pod.spec.nodeName
+    assert published["parentUUID"].startswith("GPU-")
+
+
+def test_unsatisfiable_claim_leaves_the_pod_pending_with_the_scheduler_reason(
+    kube: Client, namespace: str
+) -> None:
+    claim = {
+        "apiVersion": "resource.k8s.io/v1",
+        "kind": "ResourceClaim",
+        "metadata": {"name": "too-many"},
+        "spec": {"devices": {"requests": [{"name": "gpus", "exactly": {
+            "deviceClassName": "gpu.nvidia.com", "allocationMode": "ExactCount", "count": 9,
+        }}]}},
+    }  # fmt: skip
+    kube.create(from_dict(claim), namespace=namespace)
+    kube.create(
+        from_dict(busybox_pod("greedy", {"gpus": {"resourceClaimName": "too-many"}})),
+        namespace=namespace,
+    )
+
+    def unschedulable() -> Any:
+        pod = kube.get(Pod, "greedy", namespace=namespace)
+        conditions = pod.status.conditions or [] if pod.status else []
+        scheduled = [c for c in conditions if c.type == "PodScheduled"]
+        return scheduled[0] if scheduled and scheduled[0].status == "False" else None
+
+    condition = eventually(unschedulable, "PodScheduled=False on pod greedy")
+    assert condition.reason == "Unschedulable"
+    assert "cannot allocate all claims" in condition.message
+    pod = kube.get(Pod, "greedy", namespace=namespace)
+    assert pod.status.phase == "Pending" and not pod.spec.nodeName
+    events = kube.list(Event, namespace=namespace, fields={"involvedObject.name": "greedy"})
+    assert any(e.reason == "FailedScheduling" for e in events)
+    assert not kube.get(ResourceClaim, "too-many", namespace=namespace).status.allocation
