@@ -141,7 +141,9 @@ def _print_yaml(items: list[dict[str, Any]]) -> None:
     from ruamel.yaml import YAML
 
     buffer = io.StringIO()
-    YAML(typ="safe", pure=True).dump_all(items, buffer)
+    yaml = YAML(typ="safe", pure=True)
+    yaml.default_flow_style = False
+    yaml.dump_all(items, buffer)
     typer.echo(buffer.getvalue(), nl=False)
 
 
@@ -239,3 +241,7 @@ def status(state_dir: StateDir = DEFAULT_STATE_DIR) -> None:
             r["message"],
         )
     console.print(table)
+    if info["events"]:
+        console.print("\n[bold]recent events[/bold]")
+        for e in info["events"]:
+            console.print(f"  {e['at']}  {e['replica']:<24} {e['event']:<9} {e['message']}")

@@ -117,22 +117,24 @@ async def run(resources: list[Resource], state_dir: Path, port: int) -> None:
         reconciler.enqueue(key)
 
     servers = [_server(gateway, gateway_sock), _server(admin, admin_sock)]
-    tasks = [loop.create_task(s.serve(sockets=[sock])) for s, sock in servers]
-    tasks.append(loop.create_task(reconciler.run()))
+    server_tasks = [loop.create_task(s.serve(sockets=[sock])) for s, sock in servers]
+    reconcile_task = loop.create_task(reconciler.run())
     instance_path.write_text(json.dumps(info, indent=2))
     console.print(f"kapell {__version__}: state in {state_dir}, admin API on {admin_url}")
     reporter = loop.create_task(_report_ready(store, gateway_url))
     try:
         await stop.wait()
     finally:
+        # Order matters: no reconcile may start a replica once replicas are being stopped,
+        # and the servers stop before the store closes under them.
         console.print("kapell: shutting down replicas...")
-        reporter.cancel()
+        for task in (reporter, reconcile_task):
+            task.cancel()
+        await asyncio.gather(reporter, reconcile_task, return_exceptions=True)
+        await replicas.shutdown()
         for server, _ in servers:
             server.should_exit = True
-        await replicas.shutdown()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*server_tasks, return_exceptions=True)
         store.close()
         with contextlib.suppress(FileNotFoundError):
             instance_path.unlink()

@@ -60,6 +60,7 @@ def create_admin_app(ctx: AdminContext) -> Starlette:
                 **ctx.info,
                 "replicas": replicas,
                 "resources": [_body(r) for r in ctx.store.resources()],
+                "events": ctx.store.events(20),
             }
         )
 
@@ -93,7 +94,7 @@ def create_admin_app(ctx: AdminContext) -> Starlette:
         resource = ctx.store.get(key)
         if resource is None:
             return _error(404, f"{key} not found")
-        return JSONResponse({**_body(resource), "events": ctx.store.events(key)})
+        return JSONResponse(_body(resource))
 
     async def logs(request: Request) -> Response:
         replica_id = request.path_params["replica"]

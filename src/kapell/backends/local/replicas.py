@@ -186,6 +186,7 @@ class LocalReplicas:
         finally:
             probe.cancel()
             stop.cancel()
+            await asyncio.gather(probe, stop, return_exceptions=True)
         if not exited.done():  # asked to stop: leave the endpoint list, drain, then SIGTERM
             await asyncio.sleep(DRAIN_S)
             await _terminate(proc, exited)
@@ -195,8 +196,11 @@ class LocalReplicas:
     async def _watch_external(self, running: _Running, url: str) -> None:
         running.url = url.rstrip("/").removesuffix("/v1")
         probe = asyncio.create_task(self._probe_until_ready(running, "/v1/models"))
-        await running.wake.wait()
-        probe.cancel()
+        try:
+            await running.wake.wait()
+        finally:
+            probe.cancel()
+            await asyncio.gather(probe, return_exceptions=True)
 
     async def _probe_until_ready(self, running: _Running, path: str) -> None:
         if self._session is None:

@@ -136,16 +136,16 @@ class SQLiteStore:
                 (utc_now(), model_key, replica, event, message),
             )
 
-    def events(self, model_key: str, limit: int = 50) -> list[dict[str, str]]:
+    def events(self, limit: int = 50) -> list[dict[str, str]]:
+        """The latest replica events, oldest first: starts, crashes, readiness, stops."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT at, replica, event, message FROM replica_events WHERE model_key = ? "
+                "SELECT at, model_key, replica, event, message FROM replica_events "
                 "ORDER BY id DESC LIMIT ?",
-                (model_key, limit),
+                (limit,),
             ).fetchall()
-        return [dict(zip(("at", "replica", "event", "message"), r, strict=True)) for r in rows][
-            ::-1
-        ]
+        fields = ("at", "model_key", "replica", "event", "message")
+        return [dict(zip(fields, row, strict=True)) for row in reversed(rows)]
 
     def close(self) -> None:
         with self._lock:
