@@ -31,3 +31,18 @@ class Replica:
     @property
     def ready(self) -> bool:
         return self.phase is ReplicaPhase.READY
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One replica of one model, as the gateway sees it.
+
+    ``base_url`` is the replica's OpenAI-compatible root without ``/v1``, e.g.
+    ``http://127.0.0.1:8001``. ``replica_id`` is stable for the replica's life and unique within
+    the model; routing state (outstanding tokens, the prefix hash ring) is keyed by it.
+    """
+
+    model: str
+    replica_id: str
+    base_url: str
+    ready: bool = True

@@ -17,26 +17,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from kapell.api import Model, ObjectMeta
+from kapell.api.replica import Endpoint
 from kapell.api.model import ModelSource, ModelSpec
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    """One replica of one model, as the gateway sees it.
-
-    ``base_url`` is the replica's OpenAI-compatible root without ``/v1``, e.g.
-    ``http://127.0.0.1:8001``. ``replica_id`` is stable for the replica's life and unique within
-    the model; routing state (outstanding tokens, the prefix hash ring) is keyed by it.
-    """
-
-    model: str
-    replica_id: str
-    base_url: str
-    ready: bool = True
 
 
 @runtime_checkable

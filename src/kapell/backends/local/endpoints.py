@@ -8,21 +8,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 from kapell.api.model import Model
+from kapell.api.replica import Endpoint
 from kapell.backends.local.replicas import LocalReplicas
 from kapell.backends.local.store import SQLiteStore
-
-
-@dataclass(frozen=True)
-class LocalEndpoint:
-    """One ready replica (structurally the gateway's ``Endpoint``)."""
-
-    model: str
-    replica_id: str
-    base_url: str
-    ready: bool = True
 
 
 class LocalEndpoints:
@@ -38,7 +28,7 @@ class LocalEndpoints:
         self._replicas = replicas
         self._on_demand = on_demand
         self._models: dict[str, Model] = {}
-        self._endpoints: dict[str, tuple[LocalEndpoint, ...]] = {}
+        self._endpoints: dict[str, tuple[Endpoint, ...]] = {}
         self._events: dict[str, asyncio.Event] = {}
         self.refresh()
 
@@ -47,11 +37,11 @@ class LocalEndpoints:
         self._models = {
             m.metadata.name: m for m in self._store.resources("Model") if isinstance(m, Model)
         }
-        ready: dict[str, list[LocalEndpoint]] = {}
+        ready: dict[str, list[Endpoint]] = {}
         for replica in self._replicas.all():
             name = replica.model_key.rsplit("/", 1)[-1]
             if replica.ready and name in self._models:
-                ready.setdefault(name, []).append(LocalEndpoint(name, replica.id, replica.url))
+                ready.setdefault(name, []).append(Endpoint(name, replica.id, replica.url))
         self._endpoints = {name: tuple(eps) for name, eps in ready.items()}
         for name, event in self._events.items():
             if self._endpoints.get(name):
@@ -65,7 +55,7 @@ class LocalEndpoints:
     def model(self, name: str) -> Model | None:
         return self._models.get(name)
 
-    def ready_endpoints(self, name: str) -> Sequence[LocalEndpoint]:
+    def ready_endpoints(self, name: str) -> Sequence[Endpoint]:
         return self._endpoints.get(name, ())
 
     async def wait_ready(self, name: str, timeout_s: float) -> bool:
