@@ -1,0 +1,1 @@
+"""Pure placement decisions: inventory, requests, fit, policies, gangs, preemption, MIG."""
