@@ -43,6 +43,10 @@ class LoopThread:
 
     def serve(self, app: Any) -> str:
         """Serve ``app`` on a fresh localhost port; returns its base URL."""
+        return self.run(self.start_server(app))
+
+    async def start_server(self, app: Any) -> str:
+        """On the loop: serve ``app`` on a fresh localhost port; returns its base URL."""
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -50,13 +54,9 @@ class LoopThread:
             uvicorn.Config(app, log_level="warning", lifespan="on", access_log=False)
         )
         self._servers.append(server)
-        asyncio.run_coroutine_threadsafe(server.serve(sockets=[sock]), self.loop)
-
-        async def started() -> None:
-            while not server.started:
-                await asyncio.sleep(0.005)
-
-        self.run(started())
+        asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
+        while not server.started:
+            await asyncio.sleep(0.005)
         return f"http://127.0.0.1:{port}"
 
     def stop(self) -> None:

@@ -44,7 +44,7 @@ class StubEngine:
     async def _complete(self, request: Request) -> Response:
         payload = await request.json()
         self.received.append(payload)
-        generated = int(payload.get("max_tokens") or self.tokens)
+        generated = min(int(payload.get("max_tokens") or self.tokens), 64)
         chat = request.url.path.endswith("/chat/completions")
         if payload.get("stream"):
             return StreamingResponse(
