@@ -64,7 +64,7 @@ def _server(app: Any, sock: socket.socket) -> tuple[_Server, socket.socket]:
     config = uvicorn.Config(
         app,
         log_level="warning",
-        lifespan="off",
+        lifespan="auto",
         loop="none",
         access_log=False,
         timeout_graceful_shutdown=5,
@@ -158,11 +158,12 @@ async def _report_ready(store: SQLiteStore, gateway_url: str) -> None:
             )
             if first:
                 first = False
-                console.print(
+                print(
                     f"\nGateway: {gateway_url}\nTry:\n  curl -s {gateway_url}/v1/chat/completions "
                     "-H 'Content-Type: application/json' \\\n"
                     f'    -d \'{{"model": "{name}", "messages": '
                     '[{"role": "user", "content": "ROMEO:"}], "max_tokens": 60}\'\n'
-                    "Stop with Ctrl-C or `kapell down`.\n"
+                    "Stop with Ctrl-C or `kapell down`.\n",
+                    flush=True,
                 )
         await asyncio.sleep(0.5)
