@@ -35,6 +35,10 @@ from kapell.cli.devcluster import dev_app  # noqa: E402  (light: imports on use)
 
 app.add_typer(dev_app, name="dev")
 
+from kapell.cli.gateway import bench_gateway  # noqa: E402  (light: imports on use)
+
+bench_app.command("gateway")(bench_gateway)
+
 Files = Annotated[list[Path], typer.Option("-f", "--file", help="Resource YAML files.")]
 
 
