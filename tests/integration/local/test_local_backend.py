@@ -152,7 +152,7 @@ def test_cli_get_logs_delete_and_down_leave_no_process(kapell_up: StartFn) -> No
     down = instance.kapell("down")
     assert down.returncode == 0, down.stderr
     instance.process.wait(timeout=30)
-    gone, alive = psutil.wait_procs(children, timeout=5)
+    _, alive = psutil.wait_procs(children, timeout=5)
     assert not alive
 
 
