@@ -2,8 +2,9 @@
 
 Every autoscaler sees the same trace, router, latency profile and seed, in one run, so the
 GPU-hour ratios it prints compare like with like. ``--sweep`` moves each policy's main knob
-from generous to frugal and keeps the cheapest setting that still meets the SLO for 99% of
-requests (``gpu_hours_at_99``); it stops a policy's sweep after two settings in a row miss.
+from frugal to generous and keeps the cheapest setting that meets the SLO for 99% of requests
+(``gpu_hours_at_99``). More generous settings cost more GPU-hours, so a policy's sweep stops
+one setting after its first success (the extra one guards against a non-monotone policy).
 """
 
 from __future__ import annotations
@@ -30,11 +31,11 @@ from kapell.policy.autoscale import (
 
 AUTOSCALERS = ("kapell", "kpa", "static")
 ATTAINMENT_GOAL = 0.99
-# Knob grids, generous first. kapell: tokens/s one replica is asked to carry; KPA: requests in
-# flight per replica; static: replicas (counted up until the goal is met).
+# Knob grids, frugal first. kapell: tokens/s one replica is asked to carry; KPA: requests in
+# flight per replica; static: replicas.
 SWEEPS: dict[str, tuple[float, ...]] = {
-    "kapell": tuple(round(250 * 2 ** (i / 2)) for i in range(15)),  # 250 .. 32,000
-    "kpa": (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128),
+    "kapell": tuple(round(250 * 2 ** (i / 2)) for i in reversed(range(15))),  # 32,000 .. 250
+    "kpa": (128, 96, 64, 48, 32, 24, 16, 12, 8, 6, 4, 3, 2, 1),
     "static": tuple(range(1, 65)),
 }
 KNOB_NAMES = {"kapell": "target_tokens_per_s", "kpa": "target_concurrency", "static": "replicas"}
@@ -183,7 +184,7 @@ def sweep(
     """Every knob tried for ``name`` with its summary, and the run at the cheapest 99% knob."""
     points: list[dict[str, Any]] = []
     best: tuple[float, TwinRun] | None = None
-    misses = 0
+    successes = 0
     for knob in SWEEPS[name]:
         if name == "static" and knob > options.max_replicas:
             break
@@ -192,14 +193,10 @@ def sweep(
         summary = summarize(run, options)
         points.append({KNOB_NAMES[name]: knob, **summary})
         if summary["slo_attainment"] >= ATTAINMENT_GOAL:
-            misses = 0
+            successes += 1
             if best is None or summary["gpu_hours"] < best[0]:
                 best = (summary["gpu_hours"], run)
-            if name == "static":
-                break  # more replicas only cost more
-        elif best is not None or name == "static":
-            misses += 1
-            if misses >= 2 and name != "static":
+            if successes >= (1 if name == "static" else 2):
                 break
     return points, best[1] if best else None
 

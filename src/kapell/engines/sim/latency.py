@@ -31,6 +31,7 @@ class LatencyProfile:
     gpu: str
     model: str
     n_layers: int
+    max_model_len: int
     n_head: int
     n_kv_head: int
     n_embd: int

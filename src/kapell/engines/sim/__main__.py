@@ -1,0 +1,36 @@
+"""``python -m kapell.engines.sim --model PROFILE --port N``: the simulated engine server."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from kapell.engines.openai_server import engine_argument_parser, run_engine
+from kapell.engines.sim.latency import load_profile
+from kapell.engines.sim.server import SimBackend
+
+
+def _backend(args: argparse.Namespace) -> SimBackend:
+    profile = load_profile(args.model)
+    cold_start_s = profile.cold_start_s if args.cold_start_s is None else args.cold_start_s
+    return SimBackend(profile, cold_start_s=cold_start_s, speedup=args.speedup)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = engine_argument_parser(
+        "kapell.engines.sim", "OpenAI-compatible server with simulated timings (no GPU, no model)."
+    )
+    parser.add_argument("--cold-start-s", type=float, default=None,
+                        help="seconds before /health turns ready (default: the profile's)")  # fmt: skip
+    parser.add_argument("--speedup", type=float, default=1.0,
+                        help="divide every modelled duration by this")  # fmt: skip
+    try:
+        return run_engine(parser, _backend, argv)
+    except Exception as exc:  # a bad profile name: one line, exit 1
+        print(f"kapell.engines.sim: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
