@@ -30,9 +30,10 @@ from kapell.backends.local.store import SQLiteStore, utc_now
 from kapell.cli.client import INSTANCE_FILE
 from kapell.control.loop import ReconcileLoop
 from kapell.control.model import ModelController
-from kapell.control.scaling import DemandScaler
+from kapell.control.scaling import PolicyScaler
 from kapell.gateway.app import create_app
 from kapell.gateway.config import GatewayConfig
+from kapell.policy.autoscale import DemandSample
 
 console = Console(stderr=True, highlight=False)
 
@@ -79,7 +80,18 @@ async def run(resources: list[Resource], state_dir: Path, port: int) -> None:
     gateway_sock = _bind(port, "gateway")
     admin_sock = _bind(free_port(), "admin")
     store = SQLiteStore(state_dir / "state.db")
-    scaler = DemandScaler()
+
+    def demand(model: Model, ready: int) -> DemandSample:
+        usage = gateway.state.gateway.meter.snapshot(model.metadata.name)
+        return DemandSample(
+            tokens_total=usage.tokens,
+            requests_total=usage.requests,
+            in_flight=usage.in_flight,
+            queue_depth=usage.queue_depth,
+            ready_replicas=ready,
+        )
+
+    scaler = PolicyScaler(demand)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -90,8 +102,7 @@ async def run(resources: list[Resource], state_dir: Path, port: int) -> None:
         reconciler.enqueue(key)
 
     def on_demand(key: str) -> None:
-        scaler.note_demand(key, time.monotonic())
-        reconciler.enqueue(key)
+        reconciler.enqueue(key)  # the controller samples the activator's queue at once
 
     replicas = LocalReplicas(state_dir / "logs", on_change, store.record_event)
     controller = ModelController(store, replicas, scaler, time.monotonic, utc_now)

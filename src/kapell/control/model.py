@@ -15,7 +15,7 @@ from kapell.api import Condition, KapellError
 from kapell.api.model import Model
 from kapell.control.protocol import Replica, ReplicaBackend, ReplicaPhase, Scaler, Store, condition
 
-RESYNC_S = 5.0
+RESYNC_S = 2.0  # also the autoscaler's sampling period when nothing else happens
 PROGRESS_S = 0.5
 
 

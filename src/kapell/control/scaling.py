@@ -1,33 +1,38 @@
-"""The replica count the Model controller aims for, from the spec and recent demand.
+"""The replica count the Model controller aims for: ``policy.autoscale`` fed live demand.
 
-``minReplicas: 0`` means scale to zero: a model that has seen no request for
-``scaleToZeroAfter`` gets zero replicas; a request for it (the gateway's activator calls
-``note_demand``) brings one back. ``warmPool`` keeps extra loaded replicas.
+One autoscaler per Model (rebuilt when its ``spec.scaling`` changes), fed a ``DemandSample``
+each time the controller asks, so scale-from-zero reacts the moment the gateway's activator
+reports a waiting request rather than at the next sampling tick. The sample source is injected:
+locally it reads the gateway's meter, in the simulator the twin's counters.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from kapell.api.model import Model
-from kapell.api.units import parse_duration
+from kapell.policy.autoscale import Autoscaler, DemandSample, autoscaler_for
+
+SampleFn = Callable[[Model, int], DemandSample]
+"""Demand for a model now, given its ready replica count."""
 
 
-class DemandScaler:
-    """``minReplicas`` plus warm pool, with scale from and to zero on observed demand."""
+class PolicyScaler:
+    """Implements the controller's ``Scaler`` over the autoscale policy a Model names."""
 
-    def __init__(self) -> None:
-        self._last_demand_s: dict[str, float] = {}
+    def __init__(self, sample: SampleFn) -> None:
+        self._sample = sample
+        self._scalers: dict[str, tuple[str, Autoscaler]] = {}
 
-    def note_demand(self, model_key: str, now_s: float) -> None:
-        """A request for the model arrived (or is waiting) at ``now_s``."""
-        self._last_demand_s[model_key] = now_s
+    def _scaler(self, model: Model) -> Autoscaler:
+        spec = model.spec.scaling.model_dump_json()
+        known = self._scalers.get(model.key)
+        if known is None or known[0] != spec:
+            known = (spec, autoscaler_for(model))
+            self._scalers[model.key] = known
+        return known[1]
 
     def desired_replicas(self, model: Model, ready: int, now_s: float) -> int:
-        scaling = model.spec.scaling
-        base = scaling.min_replicas
-        last = self._last_demand_s.get(model.key)
-        idle_limit_s = parse_duration(scaling.scale_to_zero_after)
-        if base == 0 and last is not None and now_s - last < idle_limit_s:
-            base = 1
-        if base == 0:
-            return 0
-        return min(base + scaling.warm_pool, scaling.max_replicas)
+        scaler = self._scaler(model)
+        scaler.observe(now_s, self._sample(model, ready))
+        return scaler.desired(now_s).replicas

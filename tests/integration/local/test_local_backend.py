@@ -164,3 +164,13 @@ def test_sigint_stops_every_replica(kapell_up: StartFn) -> None:
     assert instance.process.wait(timeout=30) == 0
     _, alive = psutil.wait_procs(children, timeout=5)
     assert not alive
+
+
+def test_scale_from_zero_holds_the_request_until_a_replica_is_ready(kapell_up: StartFn) -> None:
+    instance = kapell_up(spec(0), 0)
+    assert instance.replicas(ready_only=False) == []
+    reply = client(instance).chat.completions.create(
+        model="chat", max_tokens=4, messages=[{"role": "user", "content": "wake up"}], timeout=60
+    )
+    assert reply.choices[0].message.content
+    assert len(instance.replicas()) == 1

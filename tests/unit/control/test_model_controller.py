@@ -16,7 +16,8 @@ from kapell.api.loader import load_text
 from kapell.api.replica import Replica, ReplicaPhase
 from kapell.backends.local.store import SQLiteStore
 from kapell.control.model import ModelController, revision_of
-from kapell.control.scaling import DemandScaler
+from kapell.control.scaling import PolicyScaler
+from kapell.policy.autoscale import DemandSample
 
 SPEC = """\
 apiVersion: kapell.dev/v1alpha1
@@ -65,14 +66,28 @@ class ReplicaTable:
         return sum(r.ready for r in self.rows.values())
 
 
+class Demand:
+    """What the gateway's meter would report: settable queue depth and request count."""
+
+    def __init__(self) -> None:
+        self.queue_depth = 0
+        self.requests = 0
+
+    def __call__(self, model: Model, ready: int) -> DemandSample:
+        return DemandSample(
+            tokens_total=self.requests * 100.0, requests_total=self.requests,
+            queue_depth=self.queue_depth, ready_replicas=ready,
+        )  # fmt: skip
+
+
 @pytest.fixture
-def setup(tmp_path: Path) -> tuple[SQLiteStore, ReplicaTable, ModelController, DemandScaler]:
+def setup(tmp_path: Path) -> tuple[SQLiteStore, ReplicaTable, ModelController, Demand]:
     store = SQLiteStore(tmp_path / "state.db")
     table = ReplicaTable()
-    scaler = DemandScaler()
+    demand = Demand()
     clock = [0.0]
-    controller = ModelController(store, table, scaler, lambda: clock[0], lambda: "t")
-    return store, table, controller, scaler
+    controller = ModelController(store, table, PolicyScaler(demand), lambda: clock[0], lambda: "t")
+    return store, table, controller, demand
 
 
 def test_scales_up_to_min_replicas_and_reports_ready(setup) -> None:  # type: ignore[no-untyped-def]
@@ -108,19 +123,24 @@ def test_changed_spec_rolls_one_at_a_time_without_losing_ready_replicas(setup) -
     assert revisions == {revision_of(new)} and len(table.rows) == 2
 
 
-def test_scale_from_zero_on_demand_then_back_to_zero(setup) -> None:  # type: ignore[no-untyped-def]
-    store, table, _, scaler = setup
-    clock = [0.0]
-    controller = ModelController(store, table, scaler, lambda: clock[0], lambda: "t")
+def test_scale_from_zero_on_demand_then_back_to_zero(tmp_path: Path) -> None:
+    store, table, demand, clock = SQLiteStore(tmp_path / "s.db"), ReplicaTable(), Demand(), [0.0]
+    controller = ModelController(store, table, PolicyScaler(demand), lambda: clock[0], lambda: "t")
     m = model(0)
     store.apply(m)
     controller.reconcile(m.key)
     assert table.rows == {}
-    scaler.note_demand(m.key, 1.0)
-    clock[0] = 2.0
+    demand.queue_depth = 3  # the activator holds requests
+    clock[0] = 1.0
     controller.reconcile(m.key)
     assert len(table.rows) == 1
-    clock[0] = 40.0  # idle for longer than scaleToZeroAfter (30s)
+    table.make_ready()
+    demand.queue_depth, demand.requests = 0, 3
+    for t in (2.0, 10.0, 20.0):  # served, then idle but within scaleToZeroAfter (30 s)
+        clock[0] = t
+        controller.reconcile(m.key)
+        assert len(table.rows) == 1
+    clock[0] = 100.0  # idle past scaleToZeroAfter and past the 60 s stable window
     controller.reconcile(m.key)
     assert table.rows == {}
 
