@@ -59,6 +59,7 @@ class _Running:
     restarts: int = 0
     message: str = ""
     pid: int | None = None
+    ready_since: float | None = None
     stopping: bool = False
     task: asyncio.Task[None] | None = None
     wake: asyncio.Event = field(default_factory=asyncio.Event)
@@ -78,6 +79,7 @@ class LocalReplicas:
         self._record = record
         self._replicas: dict[str, _Running] = {}
         self._ids = itertools.count(1)
+        self._ready_seconds: dict[str, float] = {}
         self._session: aiohttp.ClientSession | None = None
 
     # -- ReplicaBackend -------------------------------------------------------------------
@@ -102,11 +104,21 @@ class LocalReplicas:
         running.stopping = True
         running.phase = "Stopping"
         running.wake.set()
-        self._on_change(running.model_key)
+        self._changed(running, "Stopping", "")
 
     # -- queries for the gateway and the CLI ----------------------------------------------
     def all(self) -> list[Replica]:
         return [_snapshot(r) for r in self._replicas.values()]
+
+    def ready_seconds(self, model_key: str) -> float:
+        """Replica-seconds the model's replicas have spent ready (for energy accounting)."""
+        now = time.monotonic()
+        running = sum(
+            now - r.ready_since
+            for r in self._replicas.values()
+            if r.model_key == model_key and r.ready_since is not None
+        )
+        return self._ready_seconds.get(model_key, 0.0) + running
 
     def pids(self) -> list[int]:
         return [r.pid for r in self._replicas.values() if r.pid is not None]
@@ -217,6 +229,15 @@ class LocalReplicas:
             await asyncio.sleep(PROBE_INTERVAL_S)
 
     def _changed(self, running: _Running, event: str, message: str) -> None:
+        now = time.monotonic()
+        if running.phase == "Ready" and running.ready_since is None:
+            running.ready_since = now
+        elif running.phase != "Ready" and running.ready_since is not None:
+            elapsed = now - running.ready_since
+            self._ready_seconds[running.model_key] = (
+                self._ready_seconds.get(running.model_key, 0.0) + elapsed
+            )
+            running.ready_since = None
         self._record(running.model_key, running.id, event, message)
         self._on_change(running.model_key)
 
