@@ -150,8 +150,11 @@ def discrete_curve(result: RunResult, total_milli: int, last: int = 130) -> dict
     return curve
 
 
-def summarize(results: Sequence[RunResult], total_milli: int) -> dict[str, object]:
-    """The JSON block of one policy: mean ratios at the report points, per seed, latency."""
+def summarize(
+    results: Sequence[RunResult], total_milli: int
+) -> tuple[dict[str, object], dict[int, float]]:
+    """The JSON block of one policy (mean ratios at the report points, per seed, latency)
+    and its mean allocation curve for plotting."""
     curves = [discrete_curve(r, total_milli) for r in results]
     per_seed = [
         {
@@ -164,15 +167,15 @@ def summarize(results: Sequence[RunResult], total_milli: int) -> dict[str, objec
     ]
     latency_ms = np.array([s for r in results for s in r.decision_s]) * 1000.0
     mean_curve = {k: round(float(np.mean([c[k] for c in curves if k in c])), 2) for k in curves[0]}
-    return {
+    block: dict[str, object] = {
         "alloc_ratio": {str(k): mean_curve.get(k) for k in REPORT_POINTS},
         "per_seed": per_seed,
         "decision_ms": {
             "p50": round(float(np.percentile(latency_ms, 50)), 4),
             "p99": round(float(np.percentile(latency_ms, 99)), 4),
         },
-        "curve": mean_curve,
     }
+    return block, mean_curve
 
 
 def total_gpu_milli(nodes: Sequence[NodeSpec]) -> int:

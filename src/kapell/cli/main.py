@@ -27,6 +27,10 @@ bench_app = typer.Typer(
 )
 app.add_typer(bench_app, name="bench")
 
+from kapell.cli.placement import bench_placement  # noqa: E402  (light: imports on use)
+
+bench_app.command("placement")(bench_placement)
+
 from kapell.cli.sim import sim_app  # noqa: E402  (light: its commands import lazily)
 
 app.add_typer(sim_app, name="sim")

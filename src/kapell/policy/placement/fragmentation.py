@@ -43,13 +43,18 @@ def shape_of(req: PodRequest) -> PodShape:
 
 
 def typical_shapes(
-    requests: Iterable[PodRequest], coverage: float = 0.95
+    requests: Iterable[PodRequest], coverage: float = 0.95, by_gpu_demand: bool = False
 ) -> list[tuple[PodShape, float]]:
     """The most popular shapes that together make up ``coverage`` of the pods, renormalised.
 
-    Ties in popularity go to the larger shape first, so the cut is deterministic.
+    With ``by_gpu_demand`` a shape's weight is its pods' GPU demand rather than their
+    count: the weight of a shape then says how much allocation is lost when it cannot be
+    placed. Ties in popularity go to the larger shape first, so the cut is deterministic.
     """
-    counts = Counter(shape_of(r) for r in requests)
+    counts: Counter[PodShape] = Counter()
+    for r in requests:
+        counts[shape_of(r)] += r.total_gpu_milli if by_gpu_demand else 1
+    counts = Counter({s: c for s, c in counts.items() if c > 0})
     total = sum(counts.values())
     ranked = sorted(
         counts.items(),

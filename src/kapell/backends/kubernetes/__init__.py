@@ -1,0 +1,1 @@
+"""Kubernetes backend: server-side apply of kapell's children (Pods, ResourceClaims, ...)."""
