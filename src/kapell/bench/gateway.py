@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -259,8 +260,9 @@ def run(
             for name, bases in paths.items():
                 progress(f"{mode} {name} at {rate:g} req/s")
                 fixed = asyncio.run(_load(bases, rate, duration_s, stream, max_tokens))
+                label = f"{mode} {name} ladder"
                 ladder = _highest_sustained(
-                    bases, stream, max_tokens, step_s, lambda: progress(f"{mode} {name} ladder")
+                    bases, stream, max_tokens, step_s, functools.partial(progress, label)
                 )
                 section[name] = {"at_rate": fixed.summary(), **ladder}
             kapell, direct = section["kapell"]["at_rate"], section["direct"]["at_rate"]

@@ -29,9 +29,10 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from kapell.api import Model
+from kapell.api.replica import Endpoint
 from kapell.gateway.activator import ModelGate
 from kapell.gateway.config import GatewayConfig
-from kapell.gateway.endpoints import Endpoint, EndpointSource
+from kapell.gateway.endpoints import EndpointSource
 from kapell.gateway.errors import GatewayError, send_error
 from kapell.gateway.metering import Meter
 from kapell.gateway.openapi import openapi_document
@@ -69,11 +70,11 @@ class Gateway:
         self.config = config or GatewayConfig()
         self.meter = Meter()
         self.tenants = Tenants(self.config.tenants)
-        self.metrics = GatewayMetrics(self._gauges)
         self._gates: dict[str, ModelGate] = {}
         self._counts: dict[str, dict[str, _ReplicaCounts]] = {}
         self._round_robin: dict[str, int] = {}
         self._desired: dict[str, int] = {}
+        self.metrics = GatewayMetrics(self._gauges)
         self._session: aiohttp.ClientSession | None = None
         routes = [Route(path, _ProxyRoute(self, path), methods=["POST"]) for path in PROXIED_PATHS]
         routes += [

@@ -20,8 +20,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
 from kapell.api import Model, ObjectMeta
-from kapell.api.replica import Endpoint
 from kapell.api.model import ModelSource, ModelSpec
+from kapell.api.replica import Endpoint
 
 
 @runtime_checkable

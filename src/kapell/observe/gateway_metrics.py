@@ -66,7 +66,7 @@ class GatewayMetrics:
     """Everything ``/metrics`` shows for one gateway."""
 
     def __init__(self, gauges: ModelGauges) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
+        self.registry = CollectorRegistry()
         labels = ["model", "tenant"]
         self._requests = Counter(
             names.GATEWAY_REQUESTS, "Requests answered", [*labels, "code"], registry=self.registry

@@ -23,7 +23,7 @@ a 60 s stable window decides normally; a 6 s panic window reacts to bursts. Pani
 the panic window asks for ``panic_threshold`` times the ready replicas, lasts until a full
 stable window passes without a new trigger, and never scales down while it lasts.
 Idle models go to zero only ``scale_to_zero_after_s`` after their last request, and only when
-``min_replicas`` is 0. ``warm_pool`` replicas are kept above demand while a model is active.
+``min_replicas`` is 0. ``warm_pool`` replicas are kept above demand until a model scales to zero.
 """
 
 from __future__ import annotations
