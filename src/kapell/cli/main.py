@@ -43,6 +43,11 @@ from kapell.cli.gateway import bench_gateway  # noqa: E402  (light: imports on u
 
 bench_app.command("gateway")(bench_gateway)
 
+from kapell.cli.energy import bench_carbon, energy_app  # noqa: E402  (light: imports on use)
+
+app.add_typer(energy_app, name="energy")
+bench_app.command("carbon")(bench_carbon)
+
 Files = Annotated[list[Path], typer.Option("-f", "--file", help="Resource YAML files.")]
 
 

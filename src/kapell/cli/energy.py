@@ -1,0 +1,108 @@
+"""``kapell energy report`` and the body of ``kapell bench carbon``.
+
+Both import their heavy parts inside the function so ``kapell --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from kapell.api.errors import KapellError, NotRunningError
+
+DEFAULT_ADMIN = "http://127.0.0.1:8470"
+
+energy_app = typer.Typer(help="Energy per model and request (modelled or measured).",
+                         no_args_is_help=True)  # fmt: skip
+
+
+def fetch_usage(admin_url: str, timeout_s: float = 5.0) -> list[dict[str, object]]:
+    """The ``models`` list of ``GET {admin}/admin/v1/usage``."""
+    import urllib.error
+    import urllib.request
+
+    url = f"{admin_url.rstrip('/')}/admin/v1/usage"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:
+            payload = json.loads(response.read().decode("utf-8"))
+    except (urllib.error.URLError, OSError) as exc:
+        raise NotRunningError(
+            f"no kapell instance at {admin_url}; start one with `kapell up -f FILE`"
+        ) from exc
+    models = payload.get("models") if isinstance(payload, dict) else None
+    if not isinstance(models, list):
+        raise KapellError(f"{url} answered without a 'models' list")
+    return [m for m in models if isinstance(m, dict)]
+
+
+@energy_app.command("report")
+def report(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    admin: Annotated[
+        str | None, typer.Option("--admin", help="Admin API URL (default $KAPELL_ADMIN or :8470).")
+    ] = None,
+    pue: Annotated[float, typer.Option("--pue", help="Power usage effectiveness, >= 1.")] = 1.0,
+) -> None:
+    """Joules per request and per 1k tokens for each model of a running instance."""
+    from dataclasses import asdict
+
+    from kapell.policy.energy import ModelUsage, default_power_models, energy_report
+
+    url = admin or os.environ.get("KAPELL_ADMIN") or DEFAULT_ADMIN
+    usages = [ModelUsage.from_json(row) for row in fetch_usage(url)]
+    if pue < 1.0:
+        raise KapellError(f"--pue must be at least 1.0, got {pue}")
+    rows = energy_report(usages, default_power_models(), pue=pue)
+    if as_json:
+        typer.echo(json.dumps({"pue": pue, "models": [asdict(r) for r in rows]}, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    def num(value: float | None, digits: int = 1) -> str:
+        return "-" if value is None else f"{value:,.{digits}f}"
+
+    table = Table(title=f"Energy per model (PUE {pue:g})")
+    for column in ("model", "engine", "hardware", "source", "energy J", "avg W", "J/request",
+                   "J/1k tokens", "requests", "tokens"):  # fmt: skip
+        table.add_column(column, justify="left" if column in {"model", "engine", "hardware",
+                                                               "source"} else "right")  # fmt: skip
+    for r in rows:
+        table.add_row(r.model, r.engine, r.hardware, r.source, num(r.energy_j),
+                      num(r.avg_power_w, 2), num(r.joules_per_request),
+                      num(r.joules_per_1k_tokens), str(r.requests), str(r.tokens))  # fmt: skip
+    Console().print(table)
+
+
+def bench_carbon(
+    intensity: Annotated[
+        str, typer.Option("--intensity", help="Intensity CSV file(s), comma separated.")
+    ],
+    job_hours: Annotated[int, typer.Option("--job-hours", min=1, help="Job length in hours.")],
+    window_hours: Annotated[
+        int, typer.Option("--window-hours", min=0, help="Hours a job may wait to start.")
+    ],
+    pausable: Annotated[bool, typer.Option("--pausable", help="The job may pause.")] = False,
+    forecast: Annotated[
+        str | None, typer.Option("--forecast", help="seasonal-ridge (default), seasonal-naive.")
+    ] = None,
+    signal: Annotated[
+        str, typer.Option("--signal", help="Electricity Maps column: lca (default) or direct.")
+    ] = "lca",
+    as_json: Annotated[bool, typer.Option("--json", help="Compact JSON (else indented).")] = False,
+    plot: Annotated[Path | None, typer.Option("--plot", help="Write a PNG here.")] = None,
+) -> None:
+    """Savings of carbon-aware shifting with a forecast, vs the perfect-foresight oracle."""
+    from kapell.bench.carbon import run_carbon_bench
+    from kapell.policy.carbon.forecast import DEFAULT_FORECAST
+
+    paths = [Path(p.strip()) for p in intensity.split(",") if p.strip()]
+    result = run_carbon_bench(
+        paths, job_hours, window_hours, pausable, forecast or DEFAULT_FORECAST, signal, plot,
+        show_progress=True,
+    )  # fmt: skip
+    typer.echo(json.dumps(result, indent=None if as_json else 2))
