@@ -26,12 +26,26 @@ def bench_placement(
     ] = 1.3,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
     plot: Annotated[Path | None, typer.Option(help="Write allocation curves to this PNG.")] = None,
+    variant: Annotated[
+        str | None,
+        typer.Option(
+            help="Stress variant of the pod list: share-heavy, gpu-model, multi-gpu, cpu-heavy."
+        ),
+    ] = None,
 ) -> None:
     """Allocation ratio at 100% and 130% arrived GPU demand, per policy, mean over seeds."""
     from rich.console import Console
     from rich.progress import MofNCompleteColumn, Progress, TimeElapsedColumn
 
-    from kapell.bench.placement import read_nodes, read_pods, run_once, summarize, total_gpu_milli
+    from kapell.bench.placement import (
+        VARIANTS,
+        make_variant,
+        read_nodes,
+        read_pods,
+        run_once,
+        summarize,
+        total_gpu_milli,
+    )
     from kapell.policy.placement.policies import POLICY_NAMES
 
     names = list(POLICY_NAMES) if policy == "all" else [p.strip() for p in policy.split(",")]
@@ -43,6 +57,12 @@ def bench_placement(
     if seeds < 1:
         raise KapellError("--seeds: expected a positive number of seeds")
     node_specs, pod_requests = read_nodes(nodes), read_pods(pods)
+    if variant is not None:
+        if variant not in VARIANTS:
+            raise KapellError(
+                f"--variant: unknown {variant!r}; expected one of {', '.join(VARIANTS)}"
+            )
+        pod_requests = make_variant(pod_requests, node_specs, variant)
     total = total_gpu_milli(node_specs)
     report: dict[str, object] = {}
     curves: dict[str, dict[int, float]] = {}

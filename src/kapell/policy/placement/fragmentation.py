@@ -93,6 +93,9 @@ class FragmentationModel:
         self.room = np.zeros((n, len(shapes)), dtype=np.int64)
         self.frag = np.zeros(n, dtype=np.float64)
         self.seen = np.full(n, -1, dtype=np.int64)
+        # nodes in the same state (model, CPU left, multiset of GPU left) score alike
+        self.state_id = np.zeros(n, dtype=np.int64)
+        self._states: dict[tuple[int, int, tuple[int, ...]], int] = {}
         self.refresh()
 
     def refresh(self) -> None:
@@ -112,6 +115,13 @@ class FragmentationModel:
             self.room[changed],
         )
         self.seen[changed] = self.inv.version[changed]
+        for i in changed.tolist():
+            key = (
+                int(self.inv.gpu_model_id[i]),
+                int(self.inv.cpu_left[i]),
+                tuple(sorted(self.inv.gpu_left[i].tolist())),
+            )
+            self.state_id[i] = self._states.setdefault(key, len(self._states))
 
     def fragmentation(
         self,

@@ -15,14 +15,14 @@ at random, as kube-scheduler does), so their numbers are comparable with the pap
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 
 from kapell.policy.placement.fit import decision_for, feasible_nodes
-from kapell.policy.placement.fragmentation import FragmentationModel, typical_shapes
+from kapell.policy.placement.fragmentation import FragmentationModel, PodShape, typical_shapes
 from kapell.policy.placement.inventory import Decision, Inventory
 from kapell.policy.placement.requests import GPU_MILLI, PodRequest
 
@@ -180,6 +180,8 @@ class GpuClusteringPolicy:
 
 
 class GpuPackingPolicy(_ScoredPolicy):
+    """Partly used GPUs first, then free GPUs on partly used nodes, then idle nodes."""
+
     name = "gpu-packing"
 
     def score(
@@ -187,21 +189,18 @@ class GpuPackingPolicy(_ScoredPolicy):
     ) -> npt.NDArray[np.int64]:
         if req.gpu_count == 0:
             return np.zeros(nodes.size, dtype=np.int64)
-        scores = np.empty(nodes.size, dtype=np.int64)
-        for j, node in enumerate(nodes):
-            left = inv.gpu_left[node, : inv.gpu_count[node]]
-            free = int((left == GPU_MILLI).sum())
-            if free == left.size:
-                scores[j] = max(MAX_SCORE // 3 - free, free)
-                continue
-            order = np.argsort(left, kind="stable")
-            chosen = [g for g in order if left[g] >= req.gpu_milli][: req.gpu_count]
-            whole = sum(1 for g in chosen if left[g] == GPU_MILLI)
-            if whole > 0:
-                scores[j] = max(MAX_SCORE // 2 - whole, MAX_SCORE // 3)
-            else:
-                spare = sum(int(left[g]) * 100 // GPU_MILLI for g in chosen)
-                scores[j] = max(MAX_SCORE - spare // 10, MAX_SCORE // 2)
+        left = inv.gpu_left[nodes]
+        free = (left == GPU_MILLI).sum(axis=1)
+        idle = free == inv.gpu_count[nodes]
+        idle_score = np.maximum(MAX_SCORE // 3 - free, free)
+        if req.is_share:
+            tightest = np.where(left >= req.gpu_milli, left, GPU_MILLI + 1).min(axis=1)
+            shared = np.maximum(MAX_SCORE - (tightest * 100 // GPU_MILLI) // 10, MAX_SCORE // 2)
+            opens = np.maximum(MAX_SCORE // 2 - 1, MAX_SCORE // 3)
+            busy_score = np.where(tightest == GPU_MILLI, opens, shared)
+        else:
+            busy_score = np.full(nodes.size, max(MAX_SCORE // 2 - req.gpu_count, MAX_SCORE // 3))
+        scores: npt.NDArray[np.int64] = np.where(idle, idle_score, busy_score)
         return scores
 
 
@@ -229,16 +228,27 @@ class FgdPolicy:
     def candidates(
         self, inv: Inventory, req: PodRequest
     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float64]]:
-        """(node, share GPU or -1, fragmentation increase) for every feasible placement."""
+        """(node, share GPU or -1, fragmentation increase) for every feasible placement.
+
+        Candidates in the same state (node state, and for shares the GPU's free milli)
+        have the same growth, so it is computed once per distinct state.
+        """
         model = self._model(inv)
         nodes = np.flatnonzero(feasible_nodes(inv, req))
-        if req.is_share and nodes.size:
+        if nodes.size == 0:
+            return nodes, nodes, np.zeros(0)
+        if req.is_share:
             node_idx, gpus = np.nonzero(inv.gpu_left[nodes] >= req.gpu_milli)
             nodes = nodes[node_idx]
-            after = model.after_share(nodes, gpus, req)
+            key = model.state_id[nodes] * (GPU_MILLI + 1) + inv.gpu_left[nodes, gpus]
+            _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+            after = model.after_share(nodes[first], gpus[first], req)[inverse]
         else:
             gpus = np.full(nodes.size, -1, dtype=np.int64)
-            after = model.after_whole(nodes, req) if nodes.size else np.zeros(0)
+            _, first, inverse = np.unique(
+                model.state_id[nodes], return_index=True, return_inverse=True
+            )
+            after = model.after_whole(nodes[first], req)[inverse]
         return nodes, gpus, after - model.frag[nodes]
 
     def select(self, inv: Inventory, req: PodRequest, rng: np.random.Generator) -> Decision | None:
@@ -260,22 +270,43 @@ class FgdPolicy:
         return decision_for(inv, req, int(nodes[pick]), gpu)
 
 
-class KapellPolicy(FgdPolicy):
-    """kapell's default: exact fragmentation growth, then packing, then best fit.
+def terminal_waste(shapes: Sequence[tuple[PodShape, float]]) -> npt.NDArray[np.float64]:
+    """Expected milli a GPU with ``r`` milli free ends up wasting, for r in 0..1000.
 
-    FGD rounds its score through a sigmoid to an integer, which makes hundreds of nodes tie
-    and leaves the choice to chance. kapell ranks by the exact expected fragmentation growth
-    over all observed shapes (no popularity cut), and breaks what still ties in a fixed,
-    reasoned order: keep fully free GPUs intact (fewest GPUs touched that were idle), then
-    the placement that leaves the least free GPU milli on the node (pack), then the least
-    CPU left (best fit), then the lowest node index. Nothing here depends on a trace's
-    numbers; the shape distribution is whatever workload the policy is given.
+    A GPU keeps receiving pods drawn from the shapes that still fit it, until none does;
+    what is then left is waste: ``W(r) = r`` when no shape fits, else the popularity-
+    weighted mean of ``W(r - m_k)`` over the shapes with ``m_k <= r``. This is the
+    per-GPU Bellman lookahead of the fragmentation measure, over the observed shapes.
+    """
+    sizes = np.array([s.gpu_milli for s, _ in shapes if s.gpu_milli > 0], dtype=np.int64)
+    weights = np.array([f for s, f in shapes if s.gpu_milli > 0], dtype=np.float64)
+    waste = np.zeros(GPU_MILLI + 1, dtype=np.float64)
+    for r in range(1, GPU_MILLI + 1):
+        fits = sizes <= r
+        if not fits.any():
+            waste[r] = r
+        else:
+            waste[r] = (weights[fits] * waste[r - sizes[fits]]).sum() / weights[fits].sum()
+    return waste
+
+
+class KapellPolicy(FgdPolicy):
+    """kapell's default: FGD's fragmentation score, then a lookahead for shared GPUs.
+
+    Nodes are ranked by FGD's score (the one-step growth of expected fragmentation at the
+    paper's resolution). Among the placements that score best, a share pod goes to the
+    GPU whose expected terminal waste (``terminal_waste``) grows least, so a GPU is left
+    with room that the observed share sizes can still fill; what still ties goes to the
+    first node of a fixed order, which consolidates load and keeps other nodes whole.
+    Nothing is fitted to a trace: the only input is the shape distribution of the
+    workload the policy is given.
     """
 
     name = "kapell"
 
-    def __init__(self, workload: Iterable[PodRequest], coverage: float = 1.0) -> None:
+    def __init__(self, workload: Iterable[PodRequest], coverage: float = 0.95) -> None:
         super().__init__(workload, coverage)
+        self.waste = terminal_waste(self.shapes)
 
     def select(self, inv: Inventory, req: PodRequest, rng: np.random.Generator) -> Decision | None:
         if req.is_mig:
@@ -283,14 +314,15 @@ class KapellPolicy(FgdPolicy):
         nodes, gpus, growth = self.candidates(inv, req)
         if nodes.size == 0:
             return None
-        gpu_free_after = inv.gpu_left[nodes].sum(axis=1) - req.total_gpu_milli
+        scores = _sigmoid_score(-growth)
+        if self.ties.rank is None or self.ties.rank.size != len(inv.nodes):
+            self.ties.rank = rng.permutation(len(inv.nodes))
         if req.is_share:
-            opened = inv.gpu_left[nodes, gpus] == GPU_MILLI
+            left = inv.gpu_left[nodes, gpus]
+            lookahead = np.round(self.waste[left - req.gpu_milli] - self.waste[left], 6)
         else:
-            opened = np.zeros(nodes.size, dtype=bool)
-        cpu_after = inv.cpu_left[nodes] - req.cpu_milli
-        growth_key = np.round(growth, 6)
-        pick = int(np.lexsort((nodes, cpu_after, gpu_free_after, opened, growth_key))[0])
+            lookahead = np.zeros(nodes.size)
+        pick = int(np.lexsort((self.ties.rank[nodes], lookahead, -scores))[0])
         gpu = int(gpus[pick]) if req.is_share else None
         return decision_for(inv, req, int(nodes[pick]), gpu)
 
