@@ -66,14 +66,15 @@ def report(
     def num(value: float | None, digits: int = 1) -> str:
         return "-" if value is None else f"{value:,.{digits}f}"
 
-    table = Table(title=f"Energy per model (PUE {pue:g})")
-    for column in ("model", "engine", "hardware", "source", "energy J", "avg W", "J/request",
-                   "J/1k tokens", "requests", "tokens"):  # fmt: skip
-        table.add_column(column, justify="left" if column in {"model", "engine", "hardware",
-                                                               "source"} else "right")  # fmt: skip
+    table = Table(title=f"Energy per model (PUE {pue:g}; W is per replica)")
+    table.add_column("model", overflow="fold")
+    table.add_column("hardware", overflow="fold")
+    table.add_column("source")
+    for column in ("kJ", "W", "J/req", "J/1k tok", "requests", "tokens"):
+        table.add_column(column, justify="right")
     for r in rows:
-        table.add_row(r.model, r.engine, r.hardware, r.source, num(r.energy_j),
-                      num(r.avg_power_w, 2), num(r.joules_per_request),
+        table.add_row(r.model, f"{r.engine} on {r.hardware}", r.source, num(r.energy_j / 1e3, 2),
+                      num(r.avg_power_w, 1), num(r.joules_per_request),
                       num(r.joules_per_1k_tokens), str(r.requests), str(r.tokens))  # fmt: skip
     Console().print(table)
 
