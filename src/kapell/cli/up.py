@@ -23,8 +23,9 @@ from rich.console import Console
 from kapell import __version__
 from kapell.api import Model, Resource
 from kapell.api.errors import BackendError
+from kapell.api.units import parse_quantity
 from kapell.backends.local.admin import AdminContext, create_admin_app
-from kapell.backends.local.endpoints import LocalEndpoints
+from kapell.backends.local.endpoints import routable
 from kapell.backends.local.replicas import HOST, LocalReplicas, free_port
 from kapell.backends.local.store import SQLiteStore, utc_now
 from kapell.cli.client import INSTANCE_FILE
@@ -33,6 +34,7 @@ from kapell.control.model import ModelController
 from kapell.control.scaling import PolicyScaler
 from kapell.gateway.app import create_app
 from kapell.gateway.config import GatewayConfig
+from kapell.gateway.endpoints import StaticEndpointSource
 from kapell.policy.autoscale import DemandSample
 
 console = Console(stderr=True, highlight=False)
@@ -98,16 +100,21 @@ async def run(resources: list[Resource], state_dir: Path, port: int) -> None:
         loop.add_signal_handler(sig, stop.set)
 
     def on_change(key: str) -> None:
-        endpoints.refresh()
+        models, ready = routable(store, replicas)
+        endpoints.set_models(models)
+        for name, ready_endpoints in ready.items():
+            endpoints.set_endpoints(name, ready_endpoints)
         reconciler.enqueue(key)
 
-    def on_demand(key: str) -> None:
-        reconciler.enqueue(key)  # the controller samples the activator's queue at once
+    def on_demand(name: str) -> None:
+        model = endpoints.model(name)
+        if model is not None:  # the controller samples the activator's queue at once
+            reconciler.enqueue(model.key)
 
     replicas = LocalReplicas(state_dir / "logs", on_change, store.record_event)
     controller = ModelController(store, replicas, scaler, time.monotonic, utc_now)
     reconciler = ReconcileLoop(controller.reconcile)
-    endpoints = LocalEndpoints(store, replicas, on_demand)
+    endpoints = StaticEndpointSource(on_capacity_request=on_demand)
     gateway = create_app(endpoints, GatewayConfig())
 
     gateway_url = f"http://{HOST}:{gateway_sock.getsockname()[1]}"
@@ -119,13 +126,35 @@ async def run(resources: list[Resource], state_dir: Path, port: int) -> None:
         "admin_url": admin_url,
         "state_dir": str(state_dir.resolve()),
     }
-    admin = create_admin_app(AdminContext(store, replicas, on_change, stop.set, info))
+
+    def usage() -> list[dict[str, Any]]:
+        """Per-model usage for `kapell energy report`: what ran, how long, how many tokens."""
+        rows = []
+        for model in store.resources("Model"):
+            assert isinstance(model, Model)
+            metered = gateway.state.gateway.meter.snapshot(model.metadata.name)
+            gpu = model.spec.resources.gpu
+            rows.append({
+                "model": model.metadata.name,
+                "engine": model.spec.engine.name,
+                "gpu_model": gpu.models[0] if gpu is not None and gpu.models else None,
+                "gpu_milli": gpu.milli_gpus if gpu is not None else 0,
+                "cpu_cores": parse_quantity(model.spec.resources.cpu),
+                "replicas": model.status.ready_replicas,
+                "replica_seconds": replicas.ready_seconds(model.key),
+                "busy_seconds": metered.busy_seconds(time.monotonic()),
+                "requests": metered.requests,
+                "prompt_tokens": metered.prompt_tokens,
+                "generated_tokens": metered.generated_tokens,
+            })  # fmt: skip
+        return rows
+
+    admin = create_admin_app(AdminContext(store, replicas, on_change, stop.set, info, usage))
 
     for resource in resources:
         store.apply(resource)
-    endpoints.refresh()
     for key in store.keys("Model"):
-        reconciler.enqueue(key)
+        on_change(key)
 
     servers = [_server(gateway, gateway_sock), _server(admin, admin_sock)]
     server_tasks = [loop.create_task(s.serve(sockets=[sock])) for s, sock in servers]

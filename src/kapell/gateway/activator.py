@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from collections import deque
 
 from kapell.gateway.endpoints import EndpointSource
@@ -50,7 +51,7 @@ class ModelGate:
         """Return once this request may go upstream, or raise a 429/503 ``GatewayError``."""
         usage = self._usage
         if not self._waiters and usage.in_flight < self._capacity():
-            usage.in_flight += 1
+            usage.admit(time.monotonic())
             return
         if len(self._waiters) >= self._queue_max:
             usage.rejected += 1
@@ -102,7 +103,7 @@ class ModelGate:
 
     def release(self) -> None:
         """Give back a slot taken by ``acquire`` and admit waiters that now fit."""
-        self._usage.in_flight -= 1
+        self._usage.finish(time.monotonic())
         self._pump()
 
     def _pump(self) -> None:
@@ -113,7 +114,7 @@ class ModelGate:
             usage.queue_depth -= 1
             if not waiter.done():
                 waiter.set_result(None)
-                usage.in_flight += 1
+                usage.admit(time.monotonic())
 
     async def _await_replica(self) -> None:
         while self._waiters and not self._source.ready_endpoints(self._name):

@@ -107,10 +107,27 @@ class StaticEndpointSource:
         self._models[model.metadata.name] = model
         self._endpoints.setdefault(model.metadata.name, ())
 
-    def set_endpoints(self, name: str, urls: Iterable[str]) -> None:
-        """Replace the ready endpoints of ``name``; replica ids are ``name-0``, ``name-1``..."""
+    def set_models(self, models: Iterable[Model]) -> None:
+        """Replace the known models; endpoints of models no longer known are dropped."""
+        self._models = {m.metadata.name: m for m in models}
+        for name in list(self._endpoints):
+            if name not in self._models:
+                del self._endpoints[name]
+                if name in self._ready_events:
+                    self._ready_events[name].clear()
+        for name in self._models:
+            self._endpoints.setdefault(name, ())
+
+    def set_endpoints(self, name: str, urls: Iterable[str | Endpoint]) -> None:
+        """Replace the ready endpoints of ``name``.
+
+        Plain URLs get replica ids ``name-0``, ``name-1``...; a backend that knows its
+        replicas passes ``Endpoint`` objects so ids (and routing state) survive changes.
+        """
         endpoints = tuple(
-            Endpoint(model=name, replica_id=f"{name}-{i}", base_url=url.rstrip("/"))
+            url
+            if isinstance(url, Endpoint)
+            else Endpoint(model=name, replica_id=f"{name}-{i}", base_url=url.rstrip("/"))
             for i, url in enumerate(urls)
         )
         if name not in self._models:

@@ -24,6 +24,28 @@ class ModelUsage:
     """Requests waiting in the activator for a ready replica or a free slot."""
     rejected: int = 0
     """Requests answered 429/503 by the activator (queue full, waited too long)."""
+    busy_closed_s: float = 0.0
+    """Seconds with at least one request in flight, over finished busy periods."""
+    busy_since_s: float | None = None
+    """Monotonic start of the current busy period, if one is open."""
+
+    def admit(self, now_s: float) -> None:
+        """A request goes upstream at ``now_s``."""
+        if self.in_flight == 0:
+            self.busy_since_s = now_s
+        self.in_flight += 1
+
+    def finish(self, now_s: float) -> None:
+        """A request that went upstream is done at ``now_s``."""
+        self.in_flight -= 1
+        if self.in_flight == 0 and self.busy_since_s is not None:
+            self.busy_closed_s += now_s - self.busy_since_s
+            self.busy_since_s = None
+
+    def busy_seconds(self, now_s: float) -> float:
+        """Seconds the model had requests in flight: how long its replicas did useful work."""
+        open_s = now_s - self.busy_since_s if self.busy_since_s is not None else 0.0
+        return self.busy_closed_s + open_s
 
     @property
     def tokens(self) -> int:
