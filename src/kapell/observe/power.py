@@ -27,12 +27,12 @@ KEPLER_ZONES = frozenset({"package", "dram"})
 
 @dataclass(frozen=True)
 class GpuReading:
-    """One GPU's instantaneous power and cumulative energy from NVML."""
+    """One GPU's instantaneous power and cumulative energy (None where the GPU lacks it)."""
 
     index: int
     name: str
     power_w: float
-    energy_j: float
+    energy_j: float | None
 
 
 def read_nvml() -> list[GpuReading]:
@@ -52,12 +52,16 @@ def read_nvml() -> list[GpuReading]:
         for index in range(pynvml.nvmlDeviceGetCount()):
             handle = pynvml.nvmlDeviceGetHandleByIndex(index)
             name = pynvml.nvmlDeviceGetName(handle)
+            try:
+                energy_j = pynvml.nvmlDeviceGetTotalEnergyConsumption(handle) / 1000.0  # mJ
+            except pynvml.NVMLError:  # pre-Volta GPUs and some virtualised drivers
+                energy_j = None
             readings.append(
                 GpuReading(
                     index=index,
                     name=name.decode() if isinstance(name, bytes) else str(name),
                     power_w=pynvml.nvmlDeviceGetPowerUsage(handle) / 1000.0,  # mW
-                    energy_j=pynvml.nvmlDeviceGetTotalEnergyConsumption(handle) / 1000.0,  # mJ
+                    energy_j=energy_j,
                 )
             )
         return readings

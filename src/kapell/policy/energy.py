@@ -103,8 +103,8 @@ def replica_energy_j(
     """Joules of one replica holding ``share`` of ``device`` for ``wall_s``, busy for ``busy_s``.
 
     Idle power is paid for the whole time held; the dynamic part only while busy. Example: a
-    1g MIG slice (share 1/7) of an H100 SXM (70 W idle, 700 W peak) held 700 s, busy 70 s:
-    1/7 * (70 * 700 + 630 * 70) = 13,300 J.
+    1g MIG slice (share 1/7) of an H100 SXM (120 W idle, 700 W peak) held 700 s, busy 70 s:
+    1/7 * (120 * 700 + 580 * 70) = 17,800 J.
     """
     if not 0.0 <= share <= 1.0:
         raise ValueError(f"share must be in [0, 1], got {share}")
