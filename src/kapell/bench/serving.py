@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from dataclasses import replace as dc_replace
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,8 @@ class ServeOptions:
     warm_tier: int = 0
     scale_to_zero_after_s: float = 300.0
     seed: int = 0
+    warmup_s: float | None = None
+    """Pre-roll seconds (see ``replay``); None: 300 s, or the whole trace if shorter."""
     knobs: dict[str, float | None] = field(default_factory=dict)
     """Knob per autoscaler when not sweeping (None: the policy's default)."""
 
@@ -94,9 +97,7 @@ def make_autoscaler(
 
 
 def _replace(config: AutoscaleConfig, **changes: Any) -> AutoscaleConfig:
-    from dataclasses import replace
-
-    return replace(config, **changes)
+    return dc_replace(config, **changes)
 
 
 def replay(
@@ -105,8 +106,13 @@ def replay(
     name: str,
     knob: float | None,
     progress: Callable[[float], None] | None = None,
-) -> TwinRun:
-    """One replay of ``trace`` under autoscaler ``name`` at ``knob``."""
+) -> tuple[TwinRun, float]:
+    """One replay of ``trace`` under autoscaler ``name`` at ``knob``, after a pre-roll.
+
+    The first ``warmup`` seconds of the trace are played once before the trace itself, so every
+    policy meets the measured part in its steady state (a static fleet is born at full size,
+    dynamic ones at ``min_replicas``). Returns the run and when its measured part begins.
+    """
     if options.router not in ROUTERS:
         raise ServingBenchError(
             f"--router: unknown {options.router!r}: expected one of {', '.join(ROUTERS)}"
@@ -127,19 +133,25 @@ def replay(
         seed=options.seed,
     )
     autoscaler = make_autoscaler(name, knob, options, cold_start_s)
-    return Twin(config, trace.requests, autoscaler, progress=progress).replay()
+    preroll_s = warmup_for(options, trace.duration_s)
+    requests = [r for r in trace.requests if r.arrival_s < preroll_s]
+    requests += [dc_replace(r, arrival_s=r.arrival_s + preroll_s) for r in trace.requests]
+    run = Twin(config, requests, autoscaler, progress=progress).replay()
+    return run, preroll_s
 
 
-def summarize(run: TwinRun, options: ServeOptions) -> dict[str, Any]:
+def summarize(run: TwinRun, options: ServeOptions, measured_from_s: float = 0.0) -> dict[str, Any]:
     """The per-autoscaler numbers ``kapell sim serve --json`` prints."""
-    records = run.requests
+    end_s = run.requests[-1].arrival_s if run.requests else 0.0
+    warmup_s = measured_from_s
+    records = [r for r in run.requests if r.arrival_s >= warmup_s]
     arrival = np.array([r.arrival_s for r in records])
     ttft = np.array([r.first_token_s - r.arrival_s for r in records])
     decode_tokens = np.array([max(r.output_tokens - 1, 1) for r in records])
     tpot = np.array([(r.finish_s - r.first_token_s) for r in records]) / decode_tokens
     good = (ttft <= options.slo_ttft_s) & (tpot <= options.slo_tpot_s)
-    waited = np.array([r.waited_for_replica for r in records])
-    gpu_s = run.gpu_seconds_by_window[-1][1] if run.gpu_seconds_by_window else 0.0
+    waited = np.array([r.waited_for_replica for r in records], dtype=bool)
+    gpu_s = _gpu_seconds_since(run, warmup_s)
     hits, queries = run.prefix_hit_tokens, run.prefix_query_tokens
     return {
         "requests": len(records),
@@ -156,8 +168,24 @@ def summarize(run: TwinRun, options: ServeOptions) -> dict[str, Any]:
         "waited_ttft_p50_s": _pct(ttft[waited], 50),
         "prefix_cache_hit_rate": round(hits / queries, 4) if queries else 0.0,
         "max_replicas_used": max((t[2] for t in run.timeline), default=0),
-        "duration_s": round(float(arrival.max()) if len(arrival) else 0.0, 1),
+        "measured_from_s": round(warmup_s, 1),
+        "duration_s": round(end_s - warmup_s, 1),
     }
+
+
+def warmup_for(options: ServeOptions, duration_s: float) -> float:
+    """Seconds of pre-roll: ``--warmup-s``, else 300 s (or the whole trace, if shorter)."""
+    if options.warmup_s is not None:
+        return options.warmup_s
+    return min(300.0, duration_s)
+
+
+def _gpu_seconds_since(run: TwinRun, start_s: float) -> float:
+    points = run.gpu_seconds_by_window
+    if not points:
+        return 0.0
+    before = [gpu_s for t_s, gpu_s in points if t_s <= start_s]
+    return points[-1][1] - (before[-1] if before else 0.0)
 
 
 def _pct(values: np.ndarray, q: float) -> float:
@@ -189,8 +217,8 @@ def sweep(
         if name == "static" and knob > options.max_replicas:
             break
         label = f"{name} {KNOB_NAMES[name]}={knob:g}"
-        run = replay(trace, options, name, knob, _bind(progress, label))
-        summary = summarize(run, options)
+        run, measured_from_s = replay(trace, options, name, knob, _bind(progress, label))
+        summary = summarize(run, options, measured_from_s)
         points.append({KNOB_NAMES[name]: knob, **summary})
         if summary["slo_attainment"] >= ATTAINMENT_GOAL:
             successes += 1
@@ -254,8 +282,8 @@ def serve_report(
             run = best
         else:
             knob = options.knobs.get(name)
-            run = replay(trace, options, name, knob, _bind(progress, name))
-            entry = {KNOB_NAMES[name]: knob, **summarize(run, options)}
+            run, measured_from_s = replay(trace, options, name, knob, _bind(progress, name))
+            entry = {KNOB_NAMES[name]: knob, **summarize(run, options, measured_from_s)}
         if run is not None:
             entry["timeline"] = timeline(run)
             runs[name] = run

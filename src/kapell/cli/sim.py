@@ -30,6 +30,12 @@ def serve(
         bool, typer.Option("--sweep", help="Sweep each autoscaler's main knob.")
     ] = False,
     seed: int = 0,
+    warmup_s: Annotated[
+        float | None,
+        typer.Option(
+            help="Pre-roll: seconds of the trace played once, uncounted, before it; default 300."
+        ),
+    ] = None,
     cold_start_s: Annotated[float | None, typer.Option(help="Default: the profile's.")] = None,
     warm_tier: Annotated[
         int, typer.Option(min=0, help="Replicas kept asleep after scale-down.")
@@ -73,6 +79,7 @@ def serve(
         warm_tier=warm_tier,
         scale_to_zero_after_s=scale_to_zero_after_s,
         seed=seed,
+        warmup_s=warmup_s,
         knobs={"kapell": target_tokens_per_s, "kpa": target_concurrency, "static": static_replicas},
     )
     from kapell.engines.sim.latency import load_profile
