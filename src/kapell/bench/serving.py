@@ -145,7 +145,6 @@ def summarize(run: TwinRun, options: ServeOptions, measured_from_s: float = 0.0)
     end_s = run.requests[-1].arrival_s if run.requests else 0.0
     warmup_s = measured_from_s
     records = [r for r in run.requests if r.arrival_s >= warmup_s]
-    arrival = np.array([r.arrival_s for r in records])
     ttft = np.array([r.first_token_s - r.arrival_s for r in records])
     decode_tokens = np.array([max(r.output_tokens - 1, 1) for r in records])
     tpot = np.array([(r.finish_s - r.first_token_s) for r in records]) / decode_tokens
