@@ -85,9 +85,15 @@ def draw_plot(
     hours = min(24 * 14, len(series[0].values))
     for s in series:
         ax_ci.plot(np.arange(hours), s.values[:hours], label=s.region, lw=1)
-    starts = [r + d for r, d in enumerate(result.start_delays_h[:hours]) if r + d < hours]
-    home = series[0].values
-    ax_ci.scatter(starts, home[starts], s=8, c="k", label="chosen start", zorder=3)
+    by_region = {s.region: s.values for s in series}
+    chosen = [
+        (r + d, by_region[region][r + d])
+        for r, (d, region) in enumerate(
+            zip(result.start_delays_h, result.start_regions, strict=True)
+        )
+        if r + d < hours
+    ]
+    ax_ci.scatter(*zip(*chosen, strict=True), s=8, c="k", label="chosen start", zorder=3)
     ax_ci.set_xlabel("hour")
     ax_ci.set_ylabel("gCO2eq/kWh")
     ax_ci.set_title(f"{job_h} h job, {window_h} h window: first two weeks")

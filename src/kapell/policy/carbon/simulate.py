@@ -30,6 +30,7 @@ class ShiftResult:
     oracle: float
     deadlines_met: int
     start_delays_h: tuple[int, ...]
+    start_regions: tuple[str, ...]
 
     @property
     def savings_pct(self) -> float:
@@ -57,11 +58,12 @@ def _run_online(
     job: DeferrableJob,
     truth: dict[str, Array],
     forecasts: dict[str, Array],
-) -> tuple[float, int, int]:
-    """Emissions, finishing hour and first run hour of one job under the online rule."""
+) -> tuple[float, int, int, str]:
+    """Emissions, finishing hour, first run hour and first region of one job, run online."""
     progress = Progress()
     emitted = 0.0
     first_run = -1
+    first_region = ""
     finished = job.deadline_h + 1  # never reached by a correct planner
     for now in range(job.release_h, job.deadline_h):
         horizon = job.deadline_h - now
@@ -70,12 +72,13 @@ def _run_online(
         if region is None:
             continue
         emitted += float(truth[region][now])
-        first_run = now if first_run < 0 else first_run
+        if first_run < 0:
+            first_run, first_region = now, region
         progress = Progress(progress.done_h + 1, region)
         if progress.done_h == job.duration_h:
             finished = now + 1
             break
-    return emitted, finished, first_run
+    return emitted, finished, first_run, first_region
 
 
 def simulate_shifting(
@@ -95,15 +98,19 @@ def simulate_shifting(
     baseline = oracle = emitted = 0.0
     met = 0
     delays: list[int] = []
+    regions: list[str] = []
     submissions = range(n - horizon + 1)
     for i, release in enumerate(submissions):
         job = DeferrableJob(job_h, release, release + horizon, pausable, tuple(truth))
         baseline += float(home[release : release + job_h].sum())
         oracle += plan(job, release, {r: v[release:] for r, v in truth.items()}).intensity_sum
-        used, finished, first_run = _run_online(job, truth, forecasts)
+        used, finished, first_run, first_region = _run_online(job, truth, forecasts)
         emitted += used
         met += finished <= job.deadline_h
         delays.append(first_run - release)
+        regions.append(first_region)
         if progress is not None and i % 256 == 0:
             progress(i, len(submissions))
-    return ShiftResult(len(submissions), baseline, emitted, oracle, met, tuple(delays))
+    return ShiftResult(
+        len(submissions), baseline, emitted, oracle, met, tuple(delays), tuple(regions)
+    )
