@@ -14,8 +14,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from lightkube import Client, KubeConfig
-from lightkube.resources.core_v1 import Namespace
+from kubeobjects import eventually
+from lightkube import ApiError, Client, KubeConfig
+from lightkube.resources.core_v1 import Namespace, ServiceAccount
 
 from kapell.devcluster import DevCluster, GpuPool, find_bin_dir
 
@@ -51,6 +52,14 @@ def kube(dev_cluster: DevCluster) -> Client:
 def namespace(kube: Client) -> Iterator[str]:
     name = f"e2e-{uuid.uuid4().hex[:8]}"
     kube.create(Namespace(metadata={"name": name}))  # type: ignore[arg-type]
+
+    def default_account() -> ServiceAccount | None:  # pods are refused until it exists
+        try:
+            return kube.get(ServiceAccount, "default", namespace=name)
+        except ApiError:
+            return None
+
+    eventually(default_account, f"ServiceAccount {name}/default")
     yield name
     kube.delete(Namespace, name)
 

@@ -48,6 +48,9 @@ def test_kapell_crds_are_established_and_a_sample_model_is_stored(
 ) -> None:
     [model] = load_text(SAMPLE_MODEL, "sample.yaml")
     manifest = model.model_dump(by_alias=True, exclude_none=True, mode="json")
+    manifest["metadata"].pop(
+        "namespace"
+    )  # kapell's default; the test's namespace is given to kubectl
     kubectl("create", "-n", namespace, "-f", "-", stdin=json.dumps(manifest))
 
     stored = json.loads(kubectl("get", "models.kapell.dev", "tiny", "-n", namespace, "-o", "json"))

@@ -123,10 +123,10 @@ def _signal_group(pid: int, sig: signal.Signals) -> None:
 
 
 def processes_mentioning(text: str) -> list[int]:
-    """Pids of every process whose command line contains ``text`` (for leak checks)."""
+    """Pids of every other process whose command line contains ``text`` (for leak checks)."""
     found = []
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         try:
             cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
