@@ -17,6 +17,7 @@ ENGINE_REQUEST_SUCCESS = "vllm:request_success_total"
 ENGINE_KV_CACHE_USAGE = "vllm:gpu_cache_usage_perc"
 ENGINE_PREFIX_CACHE_HITS = "vllm:prefix_cache_hits_total"
 ENGINE_PREFIX_CACHE_QUERIES = "vllm:prefix_cache_queries_total"
+ENGINE_BATCH_SIZE = "kapell_engine_batch_size"  # sequences per decode step (kapell engines)
 
 GATEWAY_REQUESTS = "kapell_gateway_requests_total"
 GATEWAY_PROMPT_TOKENS = "kapell_gateway_prompt_tokens_total"

@@ -16,6 +16,7 @@ import sys
 from collections.abc import Callable, Generator, Sequence
 
 import uvicorn
+from prometheus_client import CollectorRegistry
 
 from kapell.engines.openai_server.app import create_app
 from kapell.engines.openai_server.protocol import Backend
@@ -63,12 +64,20 @@ async def _serve(server: uvicorn.Server, backend: Backend) -> None:
 
 
 def run_engine(
-    parser: argparse.ArgumentParser, build_backend: BackendFactory, argv: Sequence[str] | None
+    parser: argparse.ArgumentParser,
+    build_backend: BackendFactory,
+    argv: Sequence[str] | None,
+    *,
+    registry: CollectorRegistry | None = None,
 ) -> int:
-    """Parse ``argv``, build the backend and serve it until a signal; the process exit status."""
+    """Parse ``argv``, build the backend and serve it until a signal; the process exit status.
+
+    ``registry`` is where ``/metrics`` reads from; pass the one the backend registers its own
+    series in.
+    """
     args = parser.parse_args(argv)
     backend = build_backend(args)
-    app = create_app(backend, args.served_name or args.model)
+    app = create_app(backend, args.served_name or args.model, registry)
     config = uvicorn.Config(
         app, host=args.host, port=args.port, log_level="warning", access_log=False
     )

@@ -1,0 +1,44 @@
+"""``python -m kapell.engines.reference``: serve a local transformers model."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from prometheus_client import CollectorRegistry
+
+from kapell.engines.openai_server import engine_argument_parser, run_engine
+from kapell.engines.reference.backend import ReferenceBackend, ReferenceOptions
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = engine_argument_parser(
+        "python -m kapell.engines.reference",
+        "Serve a Hugging Face causal LM (local files only) with an OpenAI-compatible API.",
+    )
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: auto)")
+    parser.add_argument("--dtype", default="auto", help="float32, bfloat16 ... (default: auto)")
+    parser.add_argument(
+        "--max-num-seqs", type=int, default=16, help="most sequences decoded together"
+    )
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+
+    registry = CollectorRegistry()
+
+    def build(args: argparse.Namespace) -> ReferenceBackend:
+        options = ReferenceOptions(
+            model=args.model,
+            served_name=args.served_name or args.model,
+            device=args.device,
+            dtype=args.dtype,
+            max_num_seqs=args.max_num_seqs,
+            threads=args.threads,
+        )
+        return ReferenceBackend(options, registry)
+
+    return run_engine(parser, build, argv, registry=registry)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

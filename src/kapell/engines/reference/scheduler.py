@@ -1,0 +1,164 @@
+"""The reference engine's scheduler: which sequences run, one batched step at a time.
+
+Each :meth:`Scheduler.step` drops cancelled sequences, admits waiting ones up to
+``max_num_seqs`` (prefilled together, which also yields their first token), then decodes one
+token for every running sequence in a single forward pass. It runs on the worker thread only.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+import torch.nn.functional as F
+
+from kapell.engines.openai_server import GenerationChunk, GenerationRequest
+from kapell.engines.reference.batch import DecodeBatch, Row
+from kapell.engines.reference.detokenize import IncrementalDetokenizer
+from kapell.engines.reference.sampling import sample_token
+
+
+class Submitted(Protocol):
+    """A request as the scheduler sees it: the request, a way to answer, a cancel flag."""
+
+    request: GenerationRequest
+    cancelled: bool
+
+    def deliver(self, item: GenerationChunk | BaseException) -> None: ...
+
+
+@dataclass
+class _Running:
+    """A sequence in the batch and its sampling state."""
+
+    sequence: Submitted
+    detokenizer: IncrementalDetokenizer
+    generator: torch.Generator
+    generated: int = 0
+
+
+def _generator(seed: int | None) -> torch.Generator:
+    return torch.Generator().manual_seed(secrets.randbits(63) if seed is None else seed)
+
+
+class Scheduler:
+    """Waiting and running sequences of one model."""
+
+    def __init__(self, batch: DecodeBatch, tokenizer: Any, max_num_seqs: int, max_len: int) -> None:
+        self._batch = batch
+        self._tokenizer = tokenizer
+        self._max_num_seqs = max_num_seqs
+        self._capacity_tokens = max_num_seqs * max_len
+        self._eos = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
+        self._waiting: deque[Submitted] = deque()
+        self._running: dict[int, _Running] = {}
+        self._next_key = 0
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._waiting or self._running)
+
+    @property
+    def running(self) -> int:
+        return len(self._running)
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiting)
+
+    @property
+    def cache_usage(self) -> float:
+        return self._batch.cache_tokens / self._capacity_tokens
+
+    def enqueue(self, sequence: Submitted) -> None:
+        self._waiting.append(sequence)
+
+    def step(self) -> int:
+        """Admit and decode once; how many sequences the decode forward pass carried."""
+        self._retire({k for k, r in self._running.items() if r.sequence.cancelled})
+        self._waiting = deque(s for s in self._waiting if not s.cancelled)
+        self._admit()
+        if not self._batch.rows:
+            return 0
+        rows = list(self._batch.rows)
+        self._emit(rows, self._batch.step().float().cpu())
+        return len(rows)
+
+    def abort(self, error: BaseException) -> None:
+        """Fail every waiting and running sequence, e.g. after a failed forward pass."""
+        for sequence in [*self._waiting, *(r.sequence for r in self._running.values())]:
+            sequence.deliver(error)
+        self._waiting.clear()
+        self._retire(set(self._running))
+
+    @torch.inference_mode()
+    def embed(
+        self,
+        inputs: Sequence[Sequence[int]],
+        deliver: Callable[[list[list[float]] | BaseException], None],
+    ) -> None:
+        """Mean of the last hidden states over each input's tokens, L2-normalised."""
+        try:
+            width = max(len(ids) for ids in inputs)
+            device = self._batch.device
+            ids = torch.zeros((len(inputs), width), dtype=torch.long, device=device)
+            mask = torch.zeros_like(ids)
+            for i, tokens in enumerate(inputs):
+                ids[i, : len(tokens)] = torch.tensor(list(tokens), device=device)
+                mask[i, : len(tokens)] = 1
+            hidden = self._batch.model(
+                input_ids=ids, attention_mask=mask, output_hidden_states=True
+            ).hidden_states[-1]
+            weights = mask.unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * weights).sum(1) / weights.sum(1)
+            vectors: list[list[float]] = F.normalize(pooled.float(), dim=-1).cpu().tolist()
+        except Exception as exc:
+            deliver(exc)
+            return
+        deliver(vectors)
+
+    def _retire(self, keys: set[int]) -> None:
+        self._batch.remove(keys)
+        for key in keys:
+            del self._running[key]
+
+    def _admit(self) -> None:
+        room = self._max_num_seqs - len(self._running)
+        admitted = [self._waiting.popleft() for _ in range(min(room, len(self._waiting)))]
+        if not admitted:
+            return
+        rows = []
+        for sequence in admitted:
+            key, self._next_key = self._next_key, self._next_key + 1
+            rows.append(Row(key=key, length=len(sequence.request.prompt_token_ids)))
+            self._running[key] = _Running(
+                sequence,
+                IncrementalDetokenizer(self._tokenizer),
+                _generator(sequence.request.params.seed),
+            )
+        prompts = [list(s.request.prompt_token_ids) for s in admitted]
+        self._emit(rows, self._batch.admit(rows, prompts).float().cpu())
+
+    def _emit(self, rows: list[Row], logits: torch.Tensor) -> None:
+        """Sample each row's next token, send its text, and retire the rows that finished."""
+        finished = set()
+        for row, row_logits in zip(rows, logits, strict=True):
+            running = self._running[row.key]
+            params = running.sequence.request.params
+            token = sample_token(row_logits, params.temperature, params.top_p, running.generator)
+            running.generated += 1
+            if token in self._eos:
+                chunk = GenerationChunk("", 1, "stop")
+            else:
+                text = running.detokenizer.add(token)
+                done = running.generated >= params.max_tokens
+                chunk = GenerationChunk(text, 1, "length" if done else None)
+            row.next_token = token
+            if chunk.finish_reason is not None:
+                finished.add(row.key)
+            running.sequence.deliver(chunk)
+        self._retire(finished)
