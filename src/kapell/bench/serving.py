@@ -315,6 +315,12 @@ def plot(report: dict[str, Any], runs: dict[str, TwinRun], path: Path) -> None:
     for name, run in runs.items():
         ts = [t[0] / 60 for t in run.timeline]
         ax.step(ts, [t[2] for t in run.timeline], where="post", label=name, linewidth=1)
+    entries: list[dict[str, Any]] = list(report["autoscalers"].values())
+    measured_from_s = float(entries[0].get("measured_from_s", 0.0)) if entries else 0.0
+    if measured_from_s:
+        ax.axvline(measured_from_s / 60, color="grey", linestyle=":", linewidth=1)
+        ax.annotate("measured →", (measured_from_s / 60, ax.get_ylim()[1]), fontsize=7,
+                    ha="left", va="top", color="grey")  # fmt: skip
     ax.set_xlabel("time (min)")
     ax.set_ylabel("replicas holding a GPU")
     ax.set_title(f"{report['trace']} · {report['profile']}", fontsize=9)
@@ -322,7 +328,7 @@ def plot(report: dict[str, Any], runs: dict[str, TwinRun], path: Path) -> None:
     if swept:
         ax2 = axes[0][1]
         for name, entry in report["autoscalers"].items():
-            pts = sorted(entry.get("sweep", []), key=lambda p: p["gpu_hours"])
+            pts = entry.get("sweep", [])  # in sweep order: frugal to generous
             ax2.plot(
                 [p["gpu_hours"] for p in pts],
                 [100 * p["slo_attainment"] for p in pts],

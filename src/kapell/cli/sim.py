@@ -59,6 +59,7 @@ def serve(
     ] = None,
 ) -> None:
     """Replay TRACE per autoscaler; print SLO attainment, latency percentiles and GPU-hours."""
+    from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from kapell.bench import serving
@@ -86,7 +87,11 @@ def serve(
 
     load_profile(profile)  # fail on a bad name before reading anything else
     with Progress(
-        TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), transient=True
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=True,
     ) as bar:
         task = bar.add_task("replay", total=1.0)
 
