@@ -151,7 +151,8 @@ def summarize(run: TwinRun, options: ServeOptions, measured_from_s: float = 0.0)
     good = (ttft <= options.slo_ttft_s) & (tpot <= options.slo_tpot_s)
     waited = np.array([r.waited_for_replica for r in records], dtype=bool)
     gpu_s = _gpu_seconds_since(run, warmup_s)
-    hits, queries = run.prefix_hit_tokens, run.prefix_query_tokens
+    hits = sum(r.cached_tokens for r in records)
+    queries = sum(r.prompt_tokens for r in records)
     return {
         "requests": len(records),
         "slo_attainment": round(float(good.mean()), 5) if len(records) else 0.0,
