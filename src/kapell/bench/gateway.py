@@ -1,86 +1,81 @@
 """``kapell bench gateway``: latency kapell's gateway adds, against direct calls and LiteLLM.
 
-The same open-loop load (requests at fixed intervals, not waiting for answers) goes to ``sim``
-engine replicas (a) directly, (b) through kapell's gateway, (c) through LiteLLM's proxy, each
-server in its own process, non-streaming and streaming. For each path it reports p50/p99
-latency at a fixed rate and the highest rate of a ladder it sustains with p99 under 50 ms,
-then ``added_p50_ms``/``added_p99_ms`` (kapell minus direct) and
-``throughput_ratio_vs_litellm``. Run as a module with ``--serve`` it is the gateway process.
+Built to give credible numbers on a small machine shared with other jobs:
+
+- every server runs in its own process: two ``sim`` replicas with a fixed, short upstream
+  latency (``--speedup``), kapell's gateway in front of them, LiteLLM's proxy in front of the
+  same replicas; the load generator (``kapell.bench.gateway_load``) is a process of its own;
+- load is open loop at a constant rate, latency counted from each request's due time;
+- the paths are measured INTERLEAVED in short alternating rounds (direct, kapell, kapell,
+  direct, ...), each round with a discarded warm-up, so a noisy neighbour hits both alike;
+  the reported p50/p99 are the medians over rounds of each round's percentiles, and
+  ``added_p50_ms``/``added_p99_ms`` are the medians of the per-round differences;
+- the highest rate with p99 under 50 ms comes from a rate ladder run interleaved the same way
+  (a rate counts as sustained if one of two tries meets the limit, for every path alike);
+- an overload phase sends 10x a small configured capacity to a gateway with limits and then
+  drops the load, checking 429s, no 5xx, memory and recovery;
+- a scale-from-zero phase (``kapell.bench.gateway_coldstart``) times first tokens after a
+  replica's cold start.
+
+Run as a module with ``--serve`` it is the gateway process.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import functools
 import json
 import os
-import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-import numpy as np
-
 MODEL = "bench"
 P99_LIMIT_MS = 50.0
-LADDER = (25, 50, 100, 200, 300, 400, 600, 800, 1000, 1400)
+LADDER = (50, 100, 200, 300, 400, 500, 600, 800, 1000, 1200, 1500)
+LITELLM_VERSION = "1.81.13"
+"""Pinned before the compromised 1.82.7/1.82.8 releases."""
+REPO = Path(__file__).resolve().parents[3]
+
+Progress = Callable[[str], None]
 
 
-@dataclass
-class LoadResult:
-    """Latencies of one constant-rate run."""
-
-    rate: float
-    sent: int
-    errors: int
-    p50_ms: float
-    p99_ms: float
-    ttft_p50_ms: float | None
-    achieved_rate: float
-
-    @property
-    def sustained(self) -> bool:
-        return (
-            self.p99_ms <= P99_LIMIT_MS
-            and self.errors <= self.sent * 0.01
-            and self.achieved_rate >= 0.9 * self.rate
-        )
-
-    def summary(self) -> dict[str, Any]:
-        out = {"rate": self.rate, "sent": self.sent, "errors": self.errors,
-               "p50_ms": round(self.p50_ms, 3), "p99_ms": round(self.p99_ms, 3)}  # fmt: skip
-        if self.ttft_p50_ms is not None:
-            out["ttft_p50_ms"] = round(self.ttft_p50_ms, 3)
-        return out
-
-
-def _free_port() -> int:
+def free_port() -> int:
+    """A localhost TCP port free right now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
 
-def _wait_http(url: str, timeout_s: float = 60.0) -> None:
+def wait_http(url: str, timeout_s: float = 60.0, interval_s: float = 0.1) -> None:
+    """Block until ``url`` answers 200, or raise after ``timeout_s``."""
     import httpx
 
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url, timeout=1.0).status_code < 500:
+            if httpx.get(url, timeout=1.0).status_code == 200:
                 return
-        time.sleep(0.1)
+        time.sleep(interval_s)
     raise RuntimeError(f"{url} did not answer within {timeout_s:g}s")
 
 
-def _rss_mb(pid: int) -> float:
+def cpu_s(pid: int) -> float:
+    """User plus system CPU seconds process ``pid`` has used."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of process ``pid`` in MiB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
@@ -102,194 +97,374 @@ def _processes() -> Iterator[list[subprocess.Popen[bytes]]]:
                 process.kill()
 
 
-def _start_sims(procs: list[subprocess.Popen[bytes]], count: int, profile: str) -> list[str]:
+def sim_command(port: int, *, speedup: float, cold_start_s: float, profile: str) -> list[str]:
+    """The command line of one ``sim`` replica serving ``MODEL`` on ``port``."""
+    return [sys.executable, "-m", "kapell.engines.sim", "--model", profile, "--served-name",
+            MODEL, "--host", "127.0.0.1", "--port", str(port), "--cold-start-s",
+            str(cold_start_s), "--speedup", str(speedup)]  # fmt: skip
+
+
+def _start_sims(
+    procs: list[subprocess.Popen[bytes]], count: int, profile: str, speedup: float
+) -> list[str]:
     urls = []
     for _ in range(count):
-        port = _free_port()
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "kapell.engines.sim", "--model", profile, "--served-name",
-             MODEL, "--host", "127.0.0.1", "--port", str(port), "--cold-start-s", "0",
-             "--speedup", "1000"],
-            stdout=subprocess.DEVNULL,
-        ))  # fmt: skip
+        port = free_port()
+        command = sim_command(port, speedup=speedup, cold_start_s=0.0, profile=profile)
+        procs.append(subprocess.Popen(command, stdout=subprocess.DEVNULL))
         urls.append(f"http://127.0.0.1:{port}")
     for url in urls:
-        _wait_http(url + "/health")
+        wait_http(url + "/health")
     return urls
 
 
-def _start_kapell(procs: list[subprocess.Popen[bytes]], upstreams: list[str]) -> str:
-    port = _free_port()
+def _start_kapell(
+    procs: list[subprocess.Popen[bytes]], upstreams: list[str], *limits: str
+) -> tuple[str, int]:
+    port = free_port()
     procs.append(subprocess.Popen(
-        [sys.executable, "-m", "kapell.bench.gateway", "--serve", str(port), *upstreams]
+        [sys.executable, "-m", "kapell.bench.gateway", "--serve", str(port), *limits, *upstreams]
     ))  # fmt: skip
     url = f"http://127.0.0.1:{port}"
-    _wait_http(url + "/healthz")
-    return url
+    wait_http(url + "/healthz")
+    return url, procs[-1].pid
+
+
+def litellm_config(upstreams: list[str]) -> dict[str, Any]:
+    """LiteLLM's proxy config: one deployment per replica under ``MODEL``, nothing else."""
+    return {
+        "model_list": [
+            {
+                "model_name": MODEL,
+                "litellm_params": {
+                    "model": f"openai/{MODEL}",
+                    "api_base": url + "/v1",
+                    "api_key": "unused",
+                },
+            }
+            for url in upstreams
+        ],
+        "litellm_settings": {"telemetry": False, "drop_params": True},
+    }
+
+
+LITELLM_ENV = {
+    "LITELLM_LOCAL_MODEL_COST_MAP": "True",  # no download of the model cost map at start-up
+    "LITELLM_TELEMETRY": "False",
+    "LITELLM_LOG": "ERROR",
+    "DISABLE_SCHEMA_UPDATE": "True",
+}
+"""Environment that keeps LiteLLM's proxy offline and quiet (no database is configured)."""
 
 
 def _start_litellm(
     procs: list[subprocess.Popen[bytes]], upstreams: list[str], binary: str, workdir: Path
 ) -> str:
     config = workdir / "litellm.yaml"
-    entries = [
-        {"model_name": MODEL,
-         "litellm_params": {"model": f"openai/{MODEL}", "api_base": url + "/v1", "api_key": "x"}}
-        for url in upstreams
-    ]  # fmt: skip
-    config.write_text(json.dumps({"model_list": entries,
-                                  "litellm_settings": {"set_verbose": False}}))  # fmt: skip
-    port = _free_port()
-    env = {**os.environ, "LITELLM_LOG": "ERROR", "LITELLM_TELEMETRY": "False"}
+    config.write_text(json.dumps(litellm_config(upstreams)))
+    port = free_port()
+    env = {**os.environ, **LITELLM_ENV}
+    log = (workdir / "litellm.log").open("wb")
     procs.append(subprocess.Popen(
         [binary, "--config", str(config), "--host", "127.0.0.1", "--port", str(port),
          "--num_workers", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+        stdout=log, stderr=subprocess.STDOUT, env=env, cwd=workdir,
     ))  # fmt: skip
     url = f"http://127.0.0.1:{port}"
-    _wait_http(url + "/health/liveliness", timeout_s=180)
+    wait_http(url + "/health/liveliness", timeout_s=240, interval_s=0.5)
     return url
 
 
-async def _load(
-    bases: list[str], rate: float, duration_s: float, stream: bool, max_tokens: int
-) -> LoadResult:
-    """Send ``rate`` req/s for ``duration_s`` (open loop), rotating over ``bases``."""
-    body = json.dumps({"model": MODEL, "max_tokens": max_tokens, "stream": stream,
-                       "messages": [{"role": "user", "content": "Say hi."}]}).encode()  # fmt: skip
-    latencies: list[float] = []
-    ttfts: list[float] = []
-    errors = 0
-    count = max(1, int(rate * duration_s))
-    timeout = aiohttp.ClientTimeout(total=30)
-    async with aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=0), timeout=timeout
-    ) as session:
+def ensure_litellm(progress: Progress = lambda _: None) -> str:
+    """The LiteLLM proxy executable; creates ``.venv-litellm`` (pinned) when missing.
 
-        async def one(i: int) -> None:
-            nonlocal errors
-            start = time.perf_counter()
-            url = bases[i % len(bases)] + "/v1/chat/completions"
-            try:
-                async with session.post(
-                    url, data=body, headers={"content-type": "application/json"}
-                ) as reply:
-                    first = None
-                    async for _ in reply.content.iter_any():
-                        first = first or time.perf_counter()
-                    if reply.status != 200:
-                        errors += 1
-                        return
-            except (aiohttp.ClientError, TimeoutError):
-                errors += 1
-                return
-            end = time.perf_counter()
-            latencies.append(end - start)
-            if stream and first is not None:
-                ttfts.append(first - start)
+    LiteLLM pins older uvicorn and rich than kapell, so it gets a virtualenv of its own.
+    """
+    venv = REPO / ".venv-litellm"
+    binary = venv / "bin" / "litellm"
+    if not binary.exists():
+        progress("creating .venv-litellm (one-time)")
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run(
+            [str(venv / "bin" / "pip"), "install", "--quiet", f"litellm[proxy]=={LITELLM_VERSION}"],
+            check=True,
+        )
+    return str(binary)
 
-        loop = asyncio.get_running_loop()
-        began = loop.time()
-        tasks = []
-        for i in range(count):
-            delay = began + i / rate - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(i)))
-        await asyncio.gather(*tasks)
-        elapsed = loop.time() - began
-    values = np.array(latencies or [float("inf")]) * 1000
-    return LoadResult(
-        rate=rate,
-        sent=count,
-        errors=errors,
-        p50_ms=float(np.percentile(values, 50)),
-        p99_ms=float(np.percentile(values, 99)),
-        ttft_p50_ms=float(np.percentile(np.array(ttfts) * 1000, 50)) if ttfts else None,
-        achieved_rate=len(latencies) / elapsed if elapsed > 0 else 0.0,
+
+class LoadGenerator:
+    """The load-generator process (``kapell.bench.gateway_load``), driven by JSON lines."""
+
+    def __init__(self) -> None:
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "kapell.bench.gateway_load"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+
+    def run(
+        self, urls: list[str], rate: float, duration_s: float, **options: Any
+    ) -> dict[str, Any]:
+        assert self._process.stdin is not None and self._process.stdout is not None
+        command = {"urls": urls, "rate": rate, "duration_s": duration_s, **options}
+        self._process.stdin.write(json.dumps(command).encode() + b"\n")
+        self._process.stdin.flush()
+        line = self._process.stdout.readline()
+        if not line:
+            raise RuntimeError("the load generator exited")
+        result: dict[str, Any] = json.loads(line)
+        return result
+
+    def close(self) -> None:
+        if self._process.stdin is not None:
+            self._process.stdin.close()
+        try:
+            self._process.wait(15)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+
+
+def sustained(result: dict[str, Any]) -> bool:
+    """Met the latency limit with under 1% errors, and the generator kept the rate."""
+    return bool(
+        result["p99_ms"] <= P99_LIMIT_MS
+        and result["errors"] <= 0.01 * result["sent"]
+        and result["send_rate"] >= 0.9 * result["rate"]
     )
 
 
-def _highest_sustained(
-    bases: list[str], stream: bool, max_tokens: int, step_s: float, tick: Callable[[], None]
+def _median(values: list[float]) -> float:
+    return round(statistics.median(values), 3)
+
+
+def _run_metered(
+    load: LoadGenerator, urls: list[str], rate: float, pid: int | None, options: dict[str, Any]
 ) -> dict[str, Any]:
-    best = 0.0
-    steps = []
-    for rate in LADDER:
-        result = asyncio.run(_load(bases, rate, step_s, stream, max_tokens))
-        tick()
-        steps.append(result.summary())
-        if not result.sustained:
+    """``load.run`` plus the CPU the proxy process ``pid`` spent per request (noise-robust:
+    a busy machine stretches latency, not CPU time)."""
+    before_s = cpu_s(pid) if pid is not None else 0.0
+    result = load.run(urls, rate, **options)
+    if pid is not None:
+        requests = round(rate * (options["duration_s"] + options.get("warmup_s", 0.0)))
+        result["proxy_cpu_ms_per_request"] = round((cpu_s(pid) - before_s) * 1000 / requests, 3)
+    return result
+
+
+def _fixed_rate(
+    load: LoadGenerator,
+    paths: dict[str, list[str]],
+    pids: dict[str, int],
+    options: dict[str, Any],
+    rate: float,
+    rounds: int,
+    progress: Progress,
+) -> dict[str, Any]:
+    """Interleaved rounds of direct and kapell, then one round of LiteLLM (it may back up)."""
+    per_path: dict[str, list[dict[str, Any]]] = {name: [] for name in paths}
+    paired: list[str] = [name for name in ("direct", "kapell") if name in paths]
+    for round_index in range(rounds):
+        order = paired if round_index % 2 == 0 else paired[::-1]
+        for name in order:
+            progress(f"{rate:g} req/s, round {round_index + 1}/{rounds}: {name}")
+            per_path[name].append(_run_metered(load, paths[name], rate, pids.get(name), options))
+    if "litellm" in paths:
+        progress(f"{rate:g} req/s: litellm")
+        per_path["litellm"].append(
+            _run_metered(load, paths["litellm"], rate, pids.get("litellm"), options)
+        )
+    section: dict[str, Any] = {}
+    for name, results in per_path.items():
+        section[name] = {
+            "rounds": len(results),
+            "p50_ms": _median([r["p50_ms"] for r in results]),
+            "p99_ms": _median([r["p99_ms"] for r in results]),
+            "errors": sum(r["errors"] for r in results),
+            "sent": sum(r["sent"] for r in results),
+            "round_p50_ms": [r["p50_ms"] for r in results],
+            "round_p99_ms": [r["p99_ms"] for r in results],
+        }
+        if "proxy_cpu_ms_per_request" in results[0]:
+            section[name]["proxy_cpu_ms_per_request"] = _median(
+                [r["proxy_cpu_ms_per_request"] for r in results]
+            )
+        if "ttft_p50_ms" in results[0]:
+            section[name]["ttft_p50_ms"] = _median([r["ttft_p50_ms"] for r in results])
+    direct, kapell = per_path["direct"], per_path["kapell"]
+    for q in ("p50", "p99"):
+        diffs = [k[f"{q}_ms"] - d[f"{q}_ms"] for k, d in zip(kapell, direct, strict=True)]
+        section[f"added_{q}_ms"] = _median(diffs)
+    return section
+
+
+def _ladder(
+    load: LoadGenerator,
+    paths: dict[str, list[str]],
+    options: dict[str, Any],
+    progress: Progress,
+) -> dict[str, Any]:
+    """Climb ``LADDER`` with every path still sustaining, interleaved; best of two tries."""
+    best = dict.fromkeys(paths, 0.0)
+    steps: dict[str, list[dict[str, Any]]] = {name: [] for name in paths}
+    active = list(paths)
+    for step, rate in enumerate(LADDER):
+        order = active if step % 2 == 0 else active[::-1]
+        for name in order:
+            for attempt in range(2):
+                progress(f"ladder {rate} req/s: {name} (try {attempt + 1})")
+                result = load.run(paths[name], rate, **options)
+                steps[name].append({k: result[k] for k in ("rate", "p50_ms", "p99_ms", "errors",
+                                                           "send_rate")})  # fmt: skip
+                if sustained(result):
+                    best[name] = rate
+                    break
+        active = [name for name in active if best[name] == rate]
+        if not active:
             break
-        best = rate
-    return {"max_rate_p99_under_50ms": best, "ladder": steps}
+    return {name: {"max_rate_p99_under_50ms": best[name], "ladder": steps[name]} for name in paths}
+
+
+def _overload(
+    load: LoadGenerator, sims: list[str], *, in_flight: int, queue: int, duration_s: float,
+    progress: Progress,
+) -> dict[str, Any]:  # fmt: skip
+    """10x the configured capacity through a gateway with limits, then back to half of it.
+
+    Capacity is ``in_flight`` x replicas requests at once over the latency of one request at
+    light load (measured first), so the offered 10x is relative to what the limits allow.
+    """
+    with _processes() as procs:
+        limits = ("--max-in-flight-per-replica", str(in_flight), "--queue-max", str(queue))
+        url, pid = _start_kapell(procs, sims, *limits)
+        light = load.run([url], 5, 2.0, max_tokens=32, warmup_s=0.5)
+        capacity = in_flight * len(sims) / (light["p50_ms"] / 1000)
+        before_mb = rss_mb(pid)
+        progress(f"overload: {capacity * 10:.0f} req/s (10x capacity)")
+        over = load.run([url], capacity * 10, duration_s, max_tokens=32, timeout_s=60)
+        after_mb = rss_mb(pid)
+        progress(f"overload: recovery at {capacity / 2:.0f} req/s")
+        recovery = load.run([url], capacity / 2, duration_s, max_tokens=32, timeout_s=60)
+    statuses = over["statuses"]
+    return {
+        "capacity_req_s": round(capacity, 1),
+        "offered_req_s": round(capacity * 10, 1),
+        "limits": {"max_in_flight_per_replica": in_flight, "queue_max_per_model": queue},
+        "overload": {
+            k: over[k]
+            for k in ("sent", "statuses", "transport_errors", "p50_ms", "p99_ms", "send_rate")
+        },
+        "gateway_5xx": sum(n for code, n in statuses.items() if code.startswith("5")),
+        "rss_growth_mb": round(after_mb - before_mb, 1),
+        "recovery": {
+            k: recovery[k] for k in ("rate", "sent", "statuses", "errors", "p50_ms", "p99_ms")
+        },
+        "recovered": recovery["errors"] == 0 and recovery["sent"] > 0,
+    }
+
+
+def _labelled(progress: Progress, prefix: str, text: str) -> None:
+    progress(prefix + text)
 
 
 def run(
     *,
     rate: float = 300.0,
-    duration_s: float = 10.0,
-    step_s: float = 3.0,
+    rounds: int = 5,
+    round_s: float = 2.0,
+    warmup_s: float = 0.5,
     replicas: int = 2,
     max_tokens: int = 8,
+    speedup: float = 1000.0,
     profile: str = "h100-llama3-8b",
+    litellm: bool = True,
     litellm_bin: str | None = None,
-    progress: Callable[[str], None] = lambda _: None,
+    phases: tuple[str, ...] = ("fixed", "ladder", "overload", "cold_start"),
+    cold_start_s: float = 2.0,
+    progress: Progress = lambda _: None,
 ) -> dict[str, Any]:
     """Run the whole benchmark and return its JSON-ready result."""
-    litellm = litellm_bin or _find_litellm()
-    result: dict[str, Any] = {"rate": rate, "duration_s": duration_s, "replicas": replicas,
-                              "max_tokens": max_tokens, "cpus": os.cpu_count(),
-                              "p99_limit_ms": P99_LIMIT_MS}  # fmt: skip
-    with _processes() as procs, tempfile.TemporaryDirectory() as workdir:
-        sims = _start_sims(procs, replicas, profile)
-        paths: dict[str, list[str]] = {"direct": sims, "kapell": [_start_kapell(procs, sims)]}
-        kapell_pid = procs[-1].pid
-        if litellm is None:
-            result["litellm_error"] = "litellm not found: pip install '.[bench]' (see pyproject)"
-        else:
-            try:
-                paths["litellm"] = [_start_litellm(procs, sims, litellm, Path(workdir))]
-            except RuntimeError as exc:
-                result["litellm_error"] = str(exc)
-        for base in (b for urls in paths.values() for b in urls):  # warm connections and JITs
-            asyncio.run(_load([base], 50, 1.0, False, max_tokens))
-        rss_before = _rss_mb(kapell_pid)
-        for mode, stream in (("non_streaming", False), ("streaming", True)):
-            section: dict[str, Any] = {}
-            for name, bases in paths.items():
-                progress(f"{mode} {name} at {rate:g} req/s")
-                fixed = asyncio.run(_load(bases, rate, duration_s, stream, max_tokens))
-                label = f"{mode} {name} ladder"
-                ladder = _highest_sustained(
-                    bases, stream, max_tokens, step_s, functools.partial(progress, label)
+    result: dict[str, Any] = {
+        "rate": rate, "rounds": rounds, "round_s": round_s, "warmup_s": warmup_s,
+        "replicas": replicas, "max_tokens": max_tokens, "sim_speedup": speedup,
+        "cpus": os.cpu_count(), "load_avg_at_start": os.getloadavg()[0],
+        "p99_limit_ms": P99_LIMIT_MS,
+    }  # fmt: skip
+    load = LoadGenerator()
+    try:
+        with _processes() as procs, tempfile.TemporaryDirectory() as workdir:
+            progress("starting sim replicas and kapell")
+            sims = _start_sims(procs, replicas, profile, speedup)
+            kapell_url, kapell_pid = _start_kapell(procs, sims)
+            paths: dict[str, list[str]] = {"direct": sims, "kapell": [kapell_url]}
+            pids = {"kapell": kapell_pid}
+            if litellm:
+                progress("starting LiteLLM's proxy")
+                try:
+                    binary = litellm_bin or ensure_litellm(progress)
+                    paths["litellm"] = [_start_litellm(procs, sims, binary, Path(workdir))]
+                    pids["litellm"] = procs[-1].pid
+                except (RuntimeError, subprocess.CalledProcessError) as exc:
+                    result["litellm_error"] = str(exc)
+            for urls in paths.values():  # connections, imports and first-call work
+                load.run(urls, 50, 1.0, max_tokens=max_tokens)
+            rss_before = rss_mb(kapell_pid)
+            for mode, stream in (("non_streaming", False), ("streaming", True)):
+                options = {"duration_s": round_s, "warmup_s": warmup_s, "stream": stream,
+                           "max_tokens": max_tokens}  # fmt: skip
+                section: dict[str, Any] = {}
+                labelled = functools.partial(_labelled, progress, f"{mode}: ")
+                if "fixed" in phases:
+                    section["at_rate"] = _fixed_rate(
+                        load, paths, pids, options, rate, rounds, labelled
+                    )
+                if "ladder" in phases:
+                    ladder = _ladder(load, paths, options, labelled)
+                    section["max_rate"] = ladder
+                    theirs = ladder.get("litellm", {}).get("max_rate_p99_under_50ms")
+                    ours = ladder["kapell"]["max_rate_p99_under_50ms"]
+                    if theirs is not None:
+                        section["throughput_ratio_vs_litellm"] = (
+                            round(ours / theirs, 2) if theirs else None
+                        )
+                result[mode] = section
+            result["kapell_rss_growth_mb"] = round(rss_mb(kapell_pid) - rss_before, 1)
+        if "overload" in phases:
+            with _processes() as procs:
+                slow = _start_sims(procs, replicas, profile, 1.0)
+                result["overload"] = _overload(
+                    load, slow, in_flight=4, queue=16, duration_s=3.0, progress=progress
                 )
-                section[name] = {"at_rate": fixed.summary(), **ladder}
-            kapell, direct = section["kapell"]["at_rate"], section["direct"]["at_rate"]
-            section["added_p50_ms"] = round(kapell["p50_ms"] - direct["p50_ms"], 3)
-            section["added_p99_ms"] = round(kapell["p99_ms"] - direct["p99_ms"], 3)
-            if "litellm" in section:
-                theirs = section["litellm"]["max_rate_p99_under_50ms"]
-                ours = section["kapell"]["max_rate_p99_under_50ms"]
-                section["throughput_ratio_vs_litellm"] = round(ours / theirs, 2) if theirs else None
-            result[mode] = section
-        result["kapell_rss_growth_mb"] = round(_rss_mb(kapell_pid) - rss_before, 1)
+    finally:
+        load.close()
+    if "cold_start" in phases:
+        from kapell.bench.gateway_coldstart import scale_from_zero
+
+        progress(f"scale from zero: sim cold start {cold_start_s:g}s, 200 concurrent")
+        result["scale_from_zero"] = asyncio.run(
+            scale_from_zero(cold_start_s=cold_start_s, requests=200, profile=profile)
+        ).summary()
     return result
 
 
-def _find_litellm() -> str | None:
-    local = Path(__file__).resolve().parents[3] / ".venv-litellm" / "bin" / "litellm"
-    return str(local) if local.exists() else shutil.which("litellm")
-
-
-def _serve(port: int, upstreams: list[str]) -> None:
+def _serve(argv: list[str]) -> None:
     from kapell.gateway.app import create_app
+    from kapell.gateway.config import GatewayConfig
     from kapell.gateway.endpoints import StaticEndpointSource
     from kapell.gateway.server import serve
 
-    serve(create_app(StaticEndpointSource({MODEL: upstreams})), "127.0.0.1", port)
+    parser = argparse.ArgumentParser(prog="kapell.bench.gateway --serve")
+    parser.add_argument("port", type=int)
+    parser.add_argument("upstreams", nargs="+")
+    parser.add_argument("--max-in-flight-per-replica", type=int, default=256)
+    parser.add_argument("--queue-max", type=int, default=1024)
+    args = parser.parse_args(argv)
+    config = GatewayConfig(
+        max_in_flight_per_replica=args.max_in_flight_per_replica,
+        queue_max_per_model=args.queue_max,
+    )
+    app = create_app(StaticEndpointSource({MODEL: args.upstreams}), config)
+    serve(app, "127.0.0.1", args.port)
 
 
 if __name__ == "__main__":
     if len(sys.argv) >= 3 and sys.argv[1] == "--serve":
-        _serve(int(sys.argv[2]), sys.argv[3:])
+        _serve(sys.argv[2:])

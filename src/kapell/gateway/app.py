@@ -15,8 +15,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +43,14 @@ from kapell.observe.gateway_metrics import GatewayMetrics, RequestMetrics
 from kapell.policy import routing
 
 PROXIED_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
+INTERNAL_ERROR = GatewayError(
+    500,
+    "internal gateway error (logged by the gateway)",
+    type="server_error",
+    code="internal_error",
+)
+_JSON_HEADERS = {"content-type": "application/json"}
+logger = logging.getLogger(__name__)
 _UPSTREAM_FAILURES = (aiohttp.ClientError, TimeoutError, ConnectionError)
 
 
@@ -74,19 +83,23 @@ class Gateway:
         self._counts: dict[str, dict[str, _ReplicaCounts]] = {}
         self._round_robin: dict[str, int] = {}
         self._desired: dict[str, int] = {}
+        self._cooling_until_s = 0.0
+        """Latest end of any replica's failure cooldown; 0 when none is cooling."""
         self.metrics = GatewayMetrics(self._gauges)
         self._session: aiohttp.ClientSession | None = None
-        routes = [Route(path, _ProxyRoute(self, path), methods=["POST"]) for path in PROXIED_PATHS]
+        proxies = {path: _ProxyRoute(self, path) for path in PROXIED_PATHS}
+        routes = [Route(path, proxy, methods=["POST"]) for path, proxy in proxies.items()]
         routes += [
             Route("/v1/models", self._list_models, methods=["GET"]),
             Route("/metrics", self._metrics, methods=["GET"]),
             Route("/healthz", self._health, methods=["GET"]),
             Route("/openapi.json", self._openapi, methods=["GET"]),
         ]
-        self.app = Starlette(
+        self.app = _GatewayApp(
+            proxies,
             routes=routes,
             lifespan=self._lifespan,
-            exception_handlers={HTTPException: _http_error},
+            exception_handlers={HTTPException: _http_error, Exception: _internal_error},
         )
         self.app.state.gateway = self
 
@@ -193,16 +206,12 @@ class Gateway:
     ) -> Endpoint | None:
         """The replica for ``request`` by the model's routing strategy (None if none left)."""
         name = model.metadata.name
-        now_s = time.monotonic()
         counts = self._counts.setdefault(name, {})
-        ready = self.source.ready_endpoints(name)
-        candidates = [e for e in ready if e.replica_id not in exclude]
-        cooled = [
-            e
-            for e in candidates
-            if counts.get(e.replica_id, _ReplicaCounts()).cooldown_until_s <= now_s
-        ]
-        candidates = cooled or candidates
+        candidates = self.source.ready_endpoints(name)
+        if exclude:
+            candidates = [e for e in candidates if e.replica_id not in exclude]
+        if self._cooling_until_s > 0.0:
+            candidates = self._not_cooling(candidates, counts)
         if not candidates:
             return None
         strategy = model.spec.routing.strategy
@@ -224,6 +233,23 @@ class Gateway:
             index = routing.least_tokens(loads)
         return candidates[index]
 
+    def _not_cooling(
+        self, candidates: Sequence[Endpoint], counts: dict[str, _ReplicaCounts]
+    ) -> Sequence[Endpoint]:
+        """``candidates`` without replicas in their failure cooldown (all if none is left)."""
+        now_s = time.monotonic()
+        if now_s >= self._cooling_until_s:
+            self._cooling_until_s = 0.0
+            return candidates
+        idle = _ReplicaCounts()
+        cooled = [e for e in candidates if counts.get(e.replica_id, idle).cooldown_until_s <= now_s]
+        return cooled or candidates
+
+    def cool_down(self, counts: _ReplicaCounts) -> None:
+        """Skip a replica that just failed for ``failed_endpoint_cooldown_s``."""
+        counts.cooldown_until_s = time.monotonic() + self.config.failed_endpoint_cooldown_s
+        self._cooling_until_s = max(self._cooling_until_s, counts.cooldown_until_s)
+
     def counts(self, endpoint: Endpoint) -> _ReplicaCounts:
         """The outstanding counts of ``endpoint`` (created on first use)."""
         per_model = self._counts.setdefault(endpoint.model, {})
@@ -239,6 +265,27 @@ class Gateway:
         return self._session
 
 
+class _GatewayApp(Starlette):
+    """Starlette, except that a POST to a proxied path goes straight to its route.
+
+    Routing by exact path in a dict, without Starlette's route matching and middleware
+    stack, is most of what the hot path can save in the ASGI layer; every other request
+    (and every error page) still goes through Starlette.
+    """
+
+    def __init__(self, proxies: dict[str, _ProxyRoute], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._proxies = proxies
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            proxy = self._proxies.get(scope["path"])
+            if proxy is not None:
+                await proxy(scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
+
+
 def _load(endpoint: Endpoint, counts: dict[str, _ReplicaCounts]) -> routing.ReplicaLoad:
     found = counts.get(endpoint.replica_id)
     if found is None:
@@ -246,10 +293,19 @@ def _load(endpoint: Endpoint, counts: dict[str, _ReplicaCounts]) -> routing.Repl
     return routing.ReplicaLoad(endpoint.replica_id, found.tokens, found.requests)
 
 
+_HTTP_ERROR_CODES = {404: "not_found", 405: "method_not_allowed"}
+
+
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    error = GatewayError(exc.status_code, exc.detail, code="not_found")
+    code = _HTTP_ERROR_CODES.get(exc.status_code, "http_error")
+    error = GatewayError(exc.status_code, exc.detail, code=code)
     return Response(error.body(), exc.status_code, exc.headers, "application/json")
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    logger.error("gateway error on %s", request.url.path, exc_info=exc)
+    return Response(INTERNAL_ERROR.body(), 500, media_type="application/json")
 
 
 async def _read_body(receive: Receive, scope: Scope, max_bytes: int) -> bytes:
@@ -284,11 +340,23 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
+_DECODER = json.JSONDecoder()
+
+
 def _usage_from(body: bytes) -> tuple[int, int] | None:
-    """``(prompt_tokens, completion_tokens)`` from a JSON body's ``usage``, if present."""
+    """``(prompt_tokens, completion_tokens)`` from a JSON body's ``usage``, if present.
+
+    Only the object after the last ``"usage":`` key is decoded: engines put usage last, and
+    decoding a long completion just to read two integers is the gateway's largest avoidable
+    per-response cost.
+    """
+    key = body.rfind(b'"usage":')
+    if key < 0:
+        return None
     try:
-        usage = json.loads(body).get("usage")
-    except (ValueError, AttributeError):
+        text = body[key + 8 :].decode()
+        usage, _ = _DECODER.raw_decode(text, len(text) - len(text.lstrip()))
+    except (ValueError, UnicodeDecodeError):
         return None
     if not isinstance(usage, dict):
         return None
@@ -296,17 +364,6 @@ def _usage_from(body: bytes) -> tuple[int, int] | None:
     if not isinstance(prompt, int) or not isinstance(generated, int):
         return None
     return prompt, generated
-
-
-def _stream_usage(tail: bytes) -> tuple[int, int] | None:
-    """Usage from the last ``data:`` event of a stream that carried one (include_usage)."""
-    if b'"usage":' not in tail and b'"usage": ' not in tail:
-        return None
-    for event in reversed(tail.split(b"data:")):
-        event = event.strip()
-        if event.startswith(b"{"):
-            return _usage_from(event)
-    return None
 
 
 class _ProxyRoute:
@@ -390,6 +447,11 @@ class _Exchange:
             if not self.responding:
                 await send_error(self.send, error)
             status = error.status
+        except Exception:
+            logger.exception("gateway error proxying %s", self.path)
+            if not self.responding:
+                await send_error(self.send, INTERNAL_ERROR)
+            status = 500
         except asyncio.CancelledError:
             if not watcher.done() or watcher.cancelled() or task.cancelling() > 1:
                 raise
@@ -436,9 +498,7 @@ class _Exchange:
                     raise
                 failure = f"replica {endpoint.replica_id} failed: {type(exc).__name__}"
                 tried.add(endpoint.replica_id)
-                counts.cooldown_until_s = (
-                    time.monotonic() + gateway.config.failed_endpoint_cooldown_s
-                )
+                gateway.cool_down(counts)
             finally:
                 counts.tokens -= self.request_tokens
                 counts.requests -= 1
@@ -454,7 +514,7 @@ class _Exchange:
         async with session.post(
             endpoint.base_url + self.path,
             data=self.body,
-            headers={"content-type": "application/json"},
+            headers=_JSON_HEADERS,
         ) as upstream:
             if self.request.stream and upstream.status == 200:
                 return await self._relay_stream(upstream, endpoint, started_s)
@@ -496,7 +556,7 @@ class _Exchange:
             }
         )
         events = 0
-        tail = b""
+        tail = previous = b""
         first = True
         try:
             async for chunk in upstream.content.iter_any():
@@ -504,7 +564,7 @@ class _Exchange:
                     self.metrics.ttft_s.observe(time.perf_counter() - started_s)
                     first = False
                 events += chunk.count(b"data:")
-                tail = chunk
+                previous, tail = tail, chunk
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
         except _UPSTREAM_FAILURES as exc:
             error = GatewayError(
@@ -514,7 +574,7 @@ class _Exchange:
                 code="upstream_failed",
             )
             await send({"type": "http.response.body", "body": error.sse_event(), "more_body": True})
-        usage = _stream_usage(tail)
+        usage = _usage_from(previous + tail)  # the usage chunk may precede [DONE]'s
         if usage is not None:
             self.prompt_tokens, self.generated_tokens = usage
         else:

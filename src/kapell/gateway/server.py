@@ -7,7 +7,9 @@ from starlette.types import ASGIApp
 
 
 def uvicorn_config(app: ASGIApp, host: str, port: int) -> uvicorn.Config:
-    """The uvicorn settings kapell serves with: uvloop, httptools, no access log."""
+    """The uvicorn settings kapell serves with: uvloop, httptools, no access log, and no
+    X-Forwarded-* rewriting (``proxy_headers``: a middleware on every request that the
+    gateway, which reads no client address, does not need)."""
     return uvicorn.Config(
         app,
         host=host,
@@ -15,6 +17,8 @@ def uvicorn_config(app: ASGIApp, host: str, port: int) -> uvicorn.Config:
         loop="uvloop",
         http="httptools",
         access_log=False,
+        proxy_headers=False,
+        server_header=False,
         log_level="warning",
         lifespan="on",
         backlog=4096,
