@@ -291,15 +291,13 @@ def terminal_waste(shapes: Sequence[tuple[PodShape, float]]) -> npt.NDArray[np.f
 
 
 class KapellPolicy(FgdPolicy):
-    """kapell's default: FGD's fragmentation score, then a lookahead for shared GPUs.
+    """kapell's default: FGD's node choice, then a lookahead for the GPU a share takes.
 
-    Nodes are ranked by FGD's score (the one-step growth of expected fragmentation at the
-    paper's resolution). Among the placements that score best, a share pod goes to the
-    GPU whose expected terminal waste (``terminal_waste``) grows least, so a GPU is left
-    with room that the observed share sizes can still fill; what still ties goes to the
-    first node of a fixed order, which consolidates load and keeps other nodes whole.
-    Nothing is fitted to a trace: the only input is the shape distribution of the
-    workload the policy is given.
+    The node is FGD's (best one-step fragmentation score, ties to the first node of a
+    fixed order, which consolidates load). On that node, among the GPUs that score as
+    well, a share pod takes the one whose expected terminal waste (``terminal_waste``)
+    grows least, so the GPU keeps room the observed share sizes can fill. Nothing is
+    fitted to a trace: the only input is the shape distribution of the workload given.
     """
 
     name = "kapell"
@@ -315,15 +313,14 @@ class KapellPolicy(FgdPolicy):
         if nodes.size == 0:
             return None
         scores = _sigmoid_score(-growth)
-        if self.ties.rank is None or self.ties.rank.size != len(inv.nodes):
-            self.ties.rank = rng.permutation(len(inv.nodes))
-        if req.is_share:
-            left = inv.gpu_left[nodes, gpus]
-            lookahead = np.round(self.waste[left - req.gpu_milli] - self.waste[left], 6)
-        else:
-            lookahead = np.zeros(nodes.size)
-        pick = int(np.lexsort((self.ties.rank[nodes], lookahead, -scores))[0])
-        gpu = int(gpus[pick]) if req.is_share else None
+        pick = self.ties.pick(nodes, scores, rng, len(inv.nodes))
+        if not req.is_share:
+            return decision_for(inv, req, int(nodes[pick]), None)
+        # on the chosen node, among its best-scored GPUs, the one whose waste grows least
+        same = np.flatnonzero((nodes == nodes[pick]) & (scores == scores[pick]))
+        left = inv.gpu_left[nodes[same], gpus[same]]
+        lookahead = np.round(self.waste[left - req.gpu_milli] - self.waste[left], 6)
+        gpu = int(gpus[same[int(np.argmin(lookahead))]])
         return decision_for(inv, req, int(nodes[pick]), gpu)
 
 
