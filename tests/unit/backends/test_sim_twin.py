@@ -110,3 +110,19 @@ def test_prefix_affinity_raises_cache_hits_over_round_robin() -> None:
         run = Twin(config, _shared_prefix_trace(), StaticAutoscaler(4)).replay()
         rates[router] = run.prefix_hit_tokens / run.prefix_query_tokens
     assert rates["prefix-affinity"] > rates["round-robin"] + 0.1
+
+
+def test_routing_goes_through_kapell_policy(monkeypatch: pytest.MonkeyPatch) -> None:
+    from kapell.policy import routing
+
+    calls: list[int] = []
+    real = routing.least_tokens
+
+    def spy(loads):  # type: ignore[no-untyped-def]
+        calls.append(len(loads))
+        return real(loads)
+
+    monkeypatch.setattr(routing, "least_tokens", spy)
+    requests = _steady(50, 0.05)
+    Twin(TwinConfig(profile=PROFILE, initial_replicas=3), requests, StaticAutoscaler(3)).replay()
+    assert calls == [3] * 50
