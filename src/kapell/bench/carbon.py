@@ -43,9 +43,10 @@ def run_carbon_bench(
     series = load_series(paths, signal)
     forecaster = forecaster_named(forecast)
     if show_progress:
+        from rich.console import Console
         from rich.progress import Progress
 
-        with Progress(transient=True) as bar:
+        with Progress(console=Console(stderr=True), transient=True) as bar:
             task = bar.add_task(f"carbon {forecast}", total=len(series[0].values))
             result = simulate_shifting(
                 series, job_h, window_h, forecaster, pausable,
