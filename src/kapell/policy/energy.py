@@ -200,8 +200,10 @@ def modelled_energy_j(usage: ModelUsage, models: PowerModels) -> tuple[float, st
         energy += replica_energy_j(gpu, part, usage.replica_seconds, busy_s)
         return energy, f"{gpu.name} x{share:g}"
     core = models.cpu_core
-    energy = usage.cpu_cores * replica_energy_j(core, 1.0, usage.replica_seconds, busy_s)
-    return energy, f"cpu x{usage.cpu_cores:g} cores"
+    # A replica that declares no cores still runs on at least one.
+    cores = usage.cpu_cores if usage.cpu_cores > 0 else 1.0
+    label = f"cpu x{cores:g} cores" + ("" if usage.cpu_cores > 0 else " (assumed)")
+    return cores * replica_energy_j(core, 1.0, usage.replica_seconds, busy_s), label
 
 
 def energy_report(

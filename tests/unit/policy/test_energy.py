@@ -131,6 +131,12 @@ def test_cpu_replica_is_modelled_per_core() -> None:
     assert "cpu" in row.hardware
 
 
+def test_a_replica_without_declared_cores_is_charged_one_core() -> None:
+    (row,) = energy_report([_usage(cpu_cores=0)], default_power_models())
+    (one,) = energy_report([_usage(cpu_cores=1)], default_power_models())
+    assert row.energy_j == pytest.approx(one.energy_j) and "assumed" in row.hardware
+
+
 def test_gpu_share_and_multi_gpu_replicas() -> None:
     models = default_power_models()
     half = energy_report([_usage(gpu_model="L4", gpu_milli=500)], models)[0].energy_j
