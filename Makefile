@@ -40,3 +40,16 @@ quickstart: venv
 
 clean:
 	rm -rf $(VENV) .kapell .mypy_cache .ruff_cache .pytest_cache
+
+.PHONY: bench-env bench-gateway
+
+## bench-env: LiteLLM's proxy in a virtualenv of its own (its pins clash with kapell's)
+bench-env: .venv-litellm/bin/litellm
+
+.venv-litellm/bin/litellm:
+	$(PYTHON) -m venv .venv-litellm
+	.venv-litellm/bin/pip install -q 'litellm[proxy]==1.81.13'
+
+## bench-gateway: kapell's gateway against direct calls and LiteLLM (about 5 minutes)
+bench-gateway: venv bench-env
+	nice -n 5 $(VENV)/bin/kapell bench gateway --json

@@ -32,6 +32,8 @@ MODEL = "bench"
 class _Tally:
     latencies_s: list[float] = field(default_factory=list)
     ttfts_s: list[float] = field(default_factory=list)
+    refused_s: list[float] = field(default_factory=list)
+    """Latencies of 429 answers: how promptly an overloaded server says no."""
     statuses: dict[str, int] = field(default_factory=dict)
     transport_errors: int = 0
 
@@ -91,6 +93,8 @@ async def run_load(session: aiohttp.ClientSession, command: dict[str, Any]) -> d
         if not counted:
             return
         tally.status(status)
+        if status == 429:
+            tally.refused_s.append(done_s - sent_s)
         if status == 200:
             tally.latencies_s.append(done_s - sent_s)
             if stream and first_s is not None:
@@ -125,6 +129,10 @@ async def run_load(session: aiohttp.ClientSession, command: dict[str, Any]) -> d
         "send_rate": round(count / max(send_end_s - began_s, 1e-9), 1),
         "late_sends": late,
     }
+    if tally.refused_s:
+        refused_ms = [v * 1000 for v in tally.refused_s]
+        result["refused_p50_ms"] = round(percentile(refused_ms, 50), 3)
+        result["refused_p99_ms"] = round(percentile(refused_ms, 99), 3)
     if stream:
         result["ttft_p50_ms"] = round(percentile([v * 1000 for v in tally.ttfts_s], 50), 3)
     return result

@@ -45,7 +45,7 @@ def doomed_replica() -> Iterator[tuple[subprocess.Popen[bytes], str]]:
             "0.05",
             "--tokens",
             "60",
-        ]  # fmt: skip
+        ]
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 20
