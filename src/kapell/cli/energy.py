@@ -6,45 +6,24 @@ Both import their heavy parts inside the function so ``kapell --help`` stays fas
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from kapell.api.errors import KapellError, NotRunningError
-
-DEFAULT_ADMIN = "http://127.0.0.1:8470"
+from kapell.api.errors import KapellError
+from kapell.cli.client import DEFAULT_STATE_DIR, call
 
 energy_app = typer.Typer(help="Energy per model and request (modelled or measured).",
                          no_args_is_help=True)  # fmt: skip
 
 
-def fetch_usage(admin_url: str, timeout_s: float = 5.0) -> list[dict[str, object]]:
-    """The ``models`` list of ``GET {admin}/admin/v1/usage``."""
-    import urllib.error
-    import urllib.request
-
-    url = f"{admin_url.rstrip('/')}/admin/v1/usage"
-    try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as response:
-            payload = json.loads(response.read().decode("utf-8"))
-    except (urllib.error.URLError, OSError) as exc:
-        raise NotRunningError(
-            f"no kapell instance at {admin_url}; start one with `kapell up -f FILE`"
-        ) from exc
-    models = payload.get("models") if isinstance(payload, dict) else None
-    if not isinstance(models, list):
-        raise KapellError(f"{url} answered without a 'models' list")
-    return [m for m in models if isinstance(m, dict)]
-
-
 @energy_app.command("report")
 def report(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
-    admin: Annotated[
-        str | None, typer.Option("--admin", help="Admin API URL (default $KAPELL_ADMIN or :8470).")
-    ] = None,
+    state_dir: Annotated[
+        Path, typer.Option("--state-dir", help="Where the local instance keeps its state.")
+    ] = DEFAULT_STATE_DIR,
     pue: Annotated[float, typer.Option("--pue", help="Power usage effectiveness, >= 1.")] = 1.0,
 ) -> None:
     """Joules per request and per 1k tokens for each model of a running instance."""
@@ -52,10 +31,9 @@ def report(
 
     from kapell.policy.energy import ModelUsage, default_power_models, energy_report
 
-    url = admin or os.environ.get("KAPELL_ADMIN") or DEFAULT_ADMIN
-    usages = [ModelUsage.from_json(row) for row in fetch_usage(url)]
     if pue < 1.0:
         raise KapellError(f"--pue must be at least 1.0, got {pue}")
+    usages = [ModelUsage.from_json(row) for row in call(state_dir, "GET", "/usage")["models"]]
     rows = energy_report(usages, default_power_models(), pue=pue)
     if as_json:
         typer.echo(json.dumps({"pue": pue, "models": [asdict(r) for r in rows]}, indent=2))

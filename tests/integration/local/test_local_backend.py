@@ -6,6 +6,7 @@ notice: answers, restarts after a crash, rollouts without failed requests, nothi
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
@@ -86,6 +87,12 @@ def test_openai_client_gets_plain_and_streamed_chat(kapell_up: StartFn) -> None:
     )  # fmt: skip
     text = "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
     assert len(chunks) > 2 and text
+
+    report = instance.kapell("energy", "report", "--json")
+    assert report.returncode == 0, report.stderr
+    [row] = json.loads(report.stdout)["models"]
+    assert (row["model"], row["source"], row["requests"]) == ("chat", "modelled", 2)
+    assert row["tokens"] > 24 and row["joules_per_1k_tokens"] > 0
 
 
 def test_sigkilled_replica_restarts_within_10s_and_no_request_fails(kapell_up: StartFn) -> None:

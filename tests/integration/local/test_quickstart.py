@@ -6,6 +6,7 @@ reference engine (transformers on CPU), so this needs torch and no network.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -43,3 +44,9 @@ def test_quickstart_serves_shakespeare_to_the_openai_client(
     )  # type: ignore[arg-type]
     pieces = [c.choices[0].delta.content or "" for c in stream if c.choices]
     assert len([p for p in pieces if p]) > 5 and "".join(pieces).strip()
+
+    report = instance.kapell("energy", "report", "--json")
+    assert report.returncode == 0, report.stderr
+    [row] = json.loads(report.stdout)["models"]
+    assert row["model"] == "tiny-shakespeare" and row["source"] == "modelled"
+    assert row["joules_per_1k_tokens"] > 0 and row["tokens"] > 0
