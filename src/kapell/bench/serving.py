@@ -32,11 +32,11 @@ from kapell.policy.autoscale import (
 
 AUTOSCALERS = ("kapell", "kpa", "static")
 ATTAINMENT_GOAL = 0.99
-# Knob grids, frugal first. kapell: tokens/s one replica is asked to carry; KPA: requests in
-# flight per replica; static: replicas.
+# Knob grids, frugal first, both dynamic policies in steps of 2^(1/4) (19%). kapell: tokens/s
+# one replica is asked to carry; KPA: requests in flight per replica; static: replicas.
 SWEEPS: dict[str, tuple[float, ...]] = {
-    "kapell": tuple(round(250 * 2 ** (i / 2)) for i in reversed(range(15))),  # 32,000 .. 250
-    "kpa": (128, 96, 64, 48, 32, 24, 16, 12, 8, 6, 4, 3, 2, 1),
+    "kapell": tuple(round(250 * 2 ** (i / 4)) for i in reversed(range(31))),  # 45,255 .. 250
+    "kpa": tuple(round(128 * 2 ** (-i / 4), 2) for i in range(29)),  # 128 .. 1
     "static": tuple(range(1, 65)),
 }
 KNOB_NAMES = {"kapell": "target_tokens_per_s", "kpa": "target_concurrency", "static": "replicas"}

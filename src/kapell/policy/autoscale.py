@@ -10,10 +10,15 @@ drive them the same way::
 Time is always an argument (``now_s``, any monotonic origin); nothing here reads a clock.
 
 - ``TokenAutoscaler`` (kapell's default, ``scaling.autoscaler: tokens``): demand is prompt +
-  generated tokens per second over a sliding window, compared with what one replica can
-  process (``scaling.targetTokensPerSecond``, or learned from observed throughput). Tokens,
-  not requests or GPU utilisation, because an LLM replica's capacity is a token rate: one
-  8k-token prompt costs what fifty short chats cost.
+  generated tokens per second over a sliding window, counted when requests are admitted (prompt
+  plus expected output) where the source can, compared with what one replica can process
+  (``scaling.targetTokensPerSecond``, or learned from observed throughput). Tokens, not
+  requests or GPU utilisation, because an LLM replica's capacity is a token rate: one
+  8k-token prompt costs what fifty short chats cost. It looks one cold start ahead only on a
+  sustained trend (two whole stable windows), by at most ``max_forecast_growth``, and keeps a
+  replica until it has been unneeded for a cold start (``scale_down_delay_s``): releasing a
+  replica that is wanted back within a cold start costs more GPU time than keeping it (the
+  ski-rental break-even).
 - ``ConcurrencyAutoscaler`` (``concurrency``): Knative KPA's signal, in-flight plus queued
   requests per replica against a target. A baseline.
 - ``StaticAutoscaler`` (``static``): a fixed count. A baseline.
@@ -22,6 +27,8 @@ The hysteresis both dynamic policies share (``WindowedHysteresis``) follows Knat
 a 60 s stable window decides normally; a 6 s panic window reacts to bursts. Panic starts when
 the panic window asks for ``panic_threshold`` times the ready replicas, lasts until a full
 stable window passes without a new trigger, and never scales down while it lasts.
+A scale-down takes effect only when every recommendation of the last ``scale_down_delay_s``
+agrees (Kubernetes HPA's stabilisation window; Knative's ``scale-down-delay``, 0 by default).
 Idle models go to zero only ``scale_to_zero_after_s`` after their last request, and only when
 ``min_replicas`` is 0. ``warm_pool`` replicas are kept above demand until a model scales to zero.
 """
@@ -54,6 +61,12 @@ class AutoscaleConfig:
     capacity_tokens_per_s: float | None = None
     """Tokens/s one replica sustains; None learns it, starting at ``initial_capacity...``."""
     initial_capacity_tokens_per_s: float = 1000.0
+    scale_down_delay_s: float | None = None
+    """Seconds a lower count must be recommended throughout before it applies. None: the
+    policy's default (tokens: ``max(stable_window_s, cold_start_s)``; concurrency: 0, as
+    Knative's KPA)."""
+    max_forecast_growth: float = 0.25
+    """The cold-start forecast adds at most this fraction to the stable-window rate."""
     target_concurrency: float = 8.0
     """Requests per replica the concurrency (KPA) policy aims for."""
     default_tokens_per_request: float = 512.0
@@ -64,8 +77,12 @@ class AutoscaleConfig:
 class DemandSample:
     """One observation of a model. Counters are cumulative; the scaler differences them.
 
-    ``engine_waiting`` (requests queued inside engines) tells the capacity learner that
-    replicas are saturated, so their throughput is their capacity.
+    ``tokens_total`` and ``requests_total`` count at completion (what replicas processed).
+    ``admitted_tokens_total`` counts prompt plus expected output tokens when a request is
+    admitted (what the router adds to its outstanding-token counters): demand as it arrives,
+    rather than a request's duration later and bunched by completions; None when the source
+    has only completion counts. ``engine_waiting`` (requests queued inside engines) tells the
+    capacity learner that replicas are saturated, so their throughput is their capacity.
     """
 
     tokens_total: float
@@ -74,6 +91,7 @@ class DemandSample:
     queue_depth: int = 0
     ready_replicas: int = 0
     engine_waiting: int = 0
+    admitted_tokens_total: float | None = None
 
 
 @dataclass(frozen=True)
@@ -112,27 +130,29 @@ def replicas_for_rate(demand_per_s: float, capacity_per_s: float) -> int:
 
 
 def forecast_rate(
-    stable_rate: float,
-    panic_rate: float,
+    previous_rate: float,
+    current_rate: float,
     *,
-    stable_window_s: float,
-    panic_window_s: float,
+    window_s: float,
     horizon_s: float,
+    max_growth: float,
 ) -> float:
-    """Demand expected ``horizon_s`` from now, extrapolating the recent trend linearly.
+    """Demand expected ``horizon_s`` from now, on the trend between two adjacent windows.
 
-    The stable-window mean sits at the stable window's centre and the panic-window mean at the
-    panic window's centre, ``(stable - panic) / 2`` seconds later, so the slope is their
-    difference over that gap. Worked example: 1,000 tokens/s over 60 s and 2,000 over the last
-    6 s give a slope of 1,000 / 27 = 37 tokens/s per second; with a 20 s cold start the
-    forecast is 2,000 + 37 x (20 + 3) = 2,852 tokens/s (from the panic window's centre, 3 s
-    ago). A falling trend never forecasts below zero.
+    ``previous_rate`` and ``current_rate`` are the means of the two last ``window_s`` windows,
+    whose centres are ``window_s`` apart; the current one sits ``window_s / 2`` in the past.
+    Only a rise is extrapolated (a falling trend is the scale-down delay's business), and by at
+    most ``max_growth`` times the current rate: two whole windows average out a short spike,
+    and the cap bounds what noise in their difference can add. Worked example: 1,000
+    tokens/s in the previous 60 s, 1,200 in the last 60 s, 60 s cold start: slope 200 / 60 =
+    3.33 tokens/s per second, forecast 1,200 + 3.33 x (60 + 30) = 1,500 tokens/s, just
+    within a 25% cap (1,200 x 1.25 = 1,500); 1,000 then 2,000 would give 3,500, capped at 2,500.
     """
-    gap_s = (stable_window_s - panic_window_s) / 2.0
-    if gap_s <= 0 or horizon_s <= 0:
-        return panic_rate
-    slope = (panic_rate - stable_rate) / gap_s
-    return max(0.0, panic_rate + slope * (horizon_s + panic_window_s / 2.0))
+    if horizon_s <= 0 or window_s <= 0 or current_rate <= previous_rate:
+        return current_rate
+    slope = (current_rate - previous_rate) / window_s
+    ahead = current_rate + slope * (horizon_s + window_s / 2.0)
+    return min(ahead, current_rate * (1.0 + max_growth))
 
 
 def learn_capacity(
@@ -165,22 +185,22 @@ class _Window:
         while len(self._points) > 2 and self._points[1][0] <= now_s - self._span_s:
             self._points.popleft()
 
-    def rate(self, now_s: float, window_s: float) -> float:
-        """Per-second increase of a counter over the last ``window_s`` (0 with < 2 samples).
+    def rate(self, now_s: float, window_s: float, *, ago_s: float = 0.0) -> float:
+        """Per-second increase of a counter over ``window_s`` ending ``ago_s`` before now.
 
-        Measured from the newest sample at or before the window's start (or the oldest one,
-        while history is shorter than the window) to the newest sample.
+        Measured between the newest samples at or before the window's two ends (the oldest
+        sample stands in for a start older than the history); 0 with no time between them.
         """
-        if len(self._points) < 2:
-            return 0.0
-        first = self._points[0]
+        end_s = now_s - ago_s
+        first = last = None
         for point in self._points:
-            if point[0] > now_s - window_s:
-                break
-            first = point
-        last = self._points[-1]
-        elapsed_s = last[0] - first[0]
-        return max(0.0, last[1] - first[1]) / elapsed_s if elapsed_s > 0 else 0.0
+            if first is None or point[0] <= end_s - window_s:
+                first = point
+            if point[0] <= end_s:
+                last = point
+        if first is None or last is None or last[0] <= first[0]:
+            return 0.0
+        return max(0.0, last[1] - first[1]) / (last[0] - first[0])
 
     def mean(self, now_s: float, window_s: float) -> float:
         """Mean of a gauge's samples taken in the last ``window_s`` (0 with none)."""
@@ -194,22 +214,35 @@ class _Window:
 class WindowedHysteresis:
     """Turns a stable-window and a panic-window replica count into a decision over time.
 
-    Rules, in order: scale from zero at once when requests wait; panic when the panic window
-    asks for ``panic_threshold`` x ready replicas, for at least one stable window, without
-    scaling down meanwhile; go to zero only after ``scale_to_zero_after_s`` idle (and
-    ``min_replicas == 0``); otherwise follow the stable window; add ``warm_pool`` while
-    active; clamp to ``[min_replicas, max_replicas]``.
+    Rules, in order: panic when the panic window asks for ``panic_threshold`` x ready
+    replicas, for at least one stable window, without scaling down meanwhile; otherwise follow
+    the stable window, but scale down only to the highest count recommended over the last
+    ``scale_down_delay_s``; scale from zero at once when requests wait; go to zero only after
+    ``scale_to_zero_after_s`` idle (and ``min_replicas == 0``); add ``warm_pool`` while active;
+    clamp to ``[min_replicas, max_replicas]``.
     """
 
-    def __init__(self, config: AutoscaleConfig) -> None:
+    def __init__(self, config: AutoscaleConfig, *, scale_down_delay_s: float) -> None:
         self._config = config
+        self._scale_down_delay_s = scale_down_delay_s
         self._panic_until_s = -math.inf
         self._last_active_s = -math.inf
-        self._last_replicas = config.min_replicas
+        self._last_wanted = 0
+        self._recommended: deque[tuple[float, int]] = deque()
 
     def mark_active(self, now_s: float) -> None:
         """Note that requests were seen at ``now_s`` (postpones scale to zero)."""
         self._last_active_s = now_s
+
+    def _stabilised(self, now_s: float, recommended: int) -> int:
+        """The highest count recommended in the last ``scale_down_delay_s`` (HPA-style)."""
+        history = self._recommended
+        while history and history[-1][1] <= recommended:
+            history.pop()  # dominated: it can never be the maximum again
+        history.append((now_s, recommended))
+        while history[0][0] < now_s - self._scale_down_delay_s:
+            history.popleft()
+        return history[0][1]
 
     def decide(
         self, now_s: float, *, stable: int, panic: int, ready: int, waiting: int
@@ -219,9 +252,13 @@ class WindowedHysteresis:
             self._panic_until_s = now_s + config.stable_window_s
         panicking = now_s < self._panic_until_s
         if panicking:
-            wanted, reason = max(stable, panic, self._last_replicas), "panic window"
+            recommended, reason = max(stable, panic, self._last_wanted), "panic window"
         else:
-            wanted, reason = stable, "stable window"
+            recommended, reason = stable, "stable window"
+        wanted = self._stabilised(now_s, recommended)
+        if wanted > recommended:
+            reason = f"scale-down delay {self._scale_down_delay_s:.0f}s"
+        self._last_wanted = wanted
         if waiting > 0 and wanted == 0:
             wanted, reason = 1, "requests waiting for a replica"
         idle_s = now_s - self._last_active_s
@@ -233,7 +270,6 @@ class WindowedHysteresis:
         if wanted > 0:
             wanted += config.warm_pool
         replicas = min(max(wanted, config.min_replicas), config.max_replicas)
-        self._last_replicas = replicas
         return ScaleDecision(replicas=replicas, panicking=panicking, reason=reason)
 
 
@@ -243,31 +279,42 @@ class WindowedHysteresis:
 class TokenAutoscaler:
     """kapell's policy: token demand against per-replica token capacity.
 
-    Demand over each window is the token rate plus the backlog (queued requests times the
-    measured tokens per request) drained over the panic window. The stable count also looks
-    ``cold_start_s`` ahead on the current trend, so a replica starts early enough to be ready
-    when demand crosses capacity.
+    Demand over each window is the admitted token rate (the completed one when the source has
+    no admission counts) plus the backlog (queued requests times the measured tokens per
+    request) drained over the panic window. The stable count looks ``cold_start_s`` ahead on a
+    sustained rise (``forecast_rate``), so a replica starts early enough to be ready when demand
+    crosses capacity; a lower count waits ``scale_down_delay_s`` (default: a cold start).
     """
 
     def __init__(self, config: AutoscaleConfig) -> None:
         self._config = config
-        self._tokens = _Window(config.stable_window_s)
-        self._requests = _Window(config.stable_window_s)
-        self._hysteresis = WindowedHysteresis(config)
+        span_s = 2 * config.stable_window_s
+        self._tokens = _Window(span_s)
+        self._admitted = _Window(span_s)
+        self._requests = _Window(span_s)
+        delay_s = config.scale_down_delay_s
+        if delay_s is None:
+            delay_s = max(config.stable_window_s, config.cold_start_s)
+        self._hysteresis = WindowedHysteresis(config, scale_down_delay_s=delay_s)
         self._sample = DemandSample(tokens_total=0.0)
+        self._first_s: float | None = None
         self.capacity_tokens_per_s = (
             config.capacity_tokens_per_s or config.initial_capacity_tokens_per_s
         )
 
     def observe(self, now_s: float, sample: DemandSample) -> None:
         config = self._config
+        admitted = sample.admitted_tokens_total
+        demand_total = admitted if admitted is not None else sample.tokens_total
         active = sample.in_flight > 0 or sample.queue_depth > 0
-        active |= sample.tokens_total > self._tokens.latest() or sample.requests_total > (
-            self._requests.latest()
-        )
+        active |= demand_total > self._admitted.latest()
+        active |= sample.requests_total > self._requests.latest()
         if active:
             self._hysteresis.mark_active(now_s)
+        if self._first_s is None:
+            self._first_s = now_s
         self._tokens.add(now_s, sample.tokens_total)
+        self._admitted.add(now_s, demand_total)
         self._requests.add(now_s, sample.requests_total)
         self._sample = sample
         if config.capacity_tokens_per_s is None and sample.ready_replicas > 0:
@@ -280,22 +327,26 @@ class TokenAutoscaler:
 
     def desired(self, now_s: float) -> ScaleDecision:
         config = self._config
-        stable_rate = self._tokens.rate(now_s, config.stable_window_s)
-        panic_rate = self._tokens.rate(now_s, config.panic_window_s)
-        request_rate = self._requests.rate(now_s, config.stable_window_s)
+        window_s = config.stable_window_s
+        stable_rate = self._admitted.rate(now_s, window_s)
+        previous_rate = self._admitted.rate(now_s, window_s, ago_s=window_s)
+        panic_rate = self._admitted.rate(now_s, config.panic_window_s)
+        completed_rate = self._tokens.rate(now_s, window_s)
+        request_rate = self._requests.rate(now_s, window_s)
         per_request = (
-            stable_rate / request_rate if request_rate > 0 else config.default_tokens_per_request
+            completed_rate / request_rate if request_rate > 0 else config.default_tokens_per_request
         )
         backlog_rate = self._sample.queue_depth * per_request / config.panic_window_s
+        history_s = now_s - self._first_s if self._first_s is not None else 0.0
         ahead = forecast_rate(
+            previous_rate,
             stable_rate,
-            panic_rate,
-            stable_window_s=config.stable_window_s,
-            panic_window_s=config.panic_window_s,
-            horizon_s=config.cold_start_s,
+            window_s=window_s,
+            horizon_s=config.cold_start_s if history_s >= 2 * window_s else 0.0,
+            max_growth=config.max_forecast_growth,
         )
         capacity = self.capacity_tokens_per_s
-        stable = replicas_for_rate(max(stable_rate, ahead) + backlog_rate, capacity)
+        stable = replicas_for_rate(ahead + backlog_rate, capacity)
         panic = replicas_for_rate(panic_rate + backlog_rate, capacity)
         return self._hysteresis.decide(
             now_s,
@@ -312,7 +363,9 @@ class ConcurrencyAutoscaler:
     def __init__(self, config: AutoscaleConfig) -> None:
         self._config = config
         self._concurrency = _Window(config.stable_window_s)
-        self._hysteresis = WindowedHysteresis(config)
+        self._hysteresis = WindowedHysteresis(
+            config, scale_down_delay_s=config.scale_down_delay_s or 0.0
+        )
         self._sample = DemandSample(tokens_total=0.0)
 
     def observe(self, now_s: float, sample: DemandSample) -> None:

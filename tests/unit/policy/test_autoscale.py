@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -21,7 +23,8 @@ from kapell.policy.autoscale import (
 
 def drive(scaler: TokenAutoscaler, rates: list[tuple[float, float]], ready: int,
           start_s: float = 0.0, tokens: float = 0.0) -> tuple[float, float]:  # fmt: skip
-    """Feed one sample a second at each (duration_s, tokens_per_s); returns (now, tokens)."""
+    """One sample and one decision a second at each (duration_s, tokens_per_s), as the control
+    loop does; returns (now, tokens)."""
     now = start_s
     for duration_s, rate in rates:
         for _ in range(int(duration_s)):
@@ -29,14 +32,17 @@ def drive(scaler: TokenAutoscaler, rates: list[tuple[float, float]], ready: int,
             tokens += rate
             scaler.observe(now, DemandSample(tokens_total=tokens, in_flight=int(rate > 0),
                                              ready_replicas=ready))  # fmt: skip
+            scaler.desired(now)
     return now, tokens
 
 
 def test_worked_examples() -> None:
     assert replicas_for_rate(4500, 1000) == 5
     assert replicas_for_rate(4000, 1000) == 4
-    assert round(forecast_rate(1000, 2000, stable_window_s=60, panic_window_s=6,
-                               horizon_s=20)) == 2852  # fmt: skip
+    assert round(forecast_rate(1000, 1200, window_s=60, horizon_s=60, max_growth=0.5)) == 1500
+    assert forecast_rate(1000, 2000, window_s=60, horizon_s=60, max_growth=0.25) == 2500, "cap"
+    assert forecast_rate(2000, 1000, window_s=60, horizon_s=60, max_growth=0.5) == 1000, "falls"
+    assert forecast_rate(1000, 1200, window_s=60, horizon_s=0, max_growth=0.5) == 1200
     assert learn_capacity(1000, 800, saturated=True) == 960
     assert learn_capacity(1000, 1500, saturated=False) == 1500
     assert learn_capacity(1000, 500, saturated=False) == 1000
@@ -95,11 +101,11 @@ def test_warm_pool_adds_replicas_above_demand_until_zero() -> None:
     assert scaler.desired(now).replicas == 3, "idle but not at zero: min 1 + warm pool 2"
 
 
-def test_cold_start_aware_scales_ahead_of_a_ramp() -> None:
+def test_cold_start_aware_scales_ahead_of_a_sustained_ramp() -> None:
     def final(cold_start_s: float) -> int:
         scaler = TokenAutoscaler(AutoscaleConfig(max_replicas=50, capacity_tokens_per_s=1000,
                                                  cold_start_s=cold_start_s))  # fmt: skip
-        now, tokens = 0.0, 0.0
+        now, tokens = drive(scaler, [(90, 1000)], ready=3)  # the trend needs two full windows
         for second in range(60):
             now, tokens = drive(scaler, [(1, 1000 + 50 * second)], ready=3, start_s=now,
                                 tokens=tokens)  # fmt: skip
@@ -132,3 +138,64 @@ def test_autoscaler_for_reads_the_model() -> None:
                  "scaling": {"minReplicas": 0, "maxReplicas": 3, "autoscaler": "concurrency"}},
     })  # fmt: skip
     assert isinstance(autoscaler_for(model), ConcurrencyAutoscaler)
+
+
+def test_a_short_spike_is_not_extrapolated() -> None:
+    """Six seconds at 3x the mean move the 60 s mean by 20%; the forecast must not add more."""
+    config = AutoscaleConfig(max_replicas=50, capacity_tokens_per_s=1000, cold_start_s=60,
+                             panic_threshold=100)  # fmt: skip
+    scaler = TokenAutoscaler(config)
+    now, _ = drive(scaler, [(180, 2000), (6, 6000)], ready=2)
+    assert scaler.desired(now).replicas == 3, "2,400 tokens/s x at most 1.25, no 3.3x trend"
+
+
+def test_scale_down_waits_a_cold_start_of_lower_recommendations() -> None:
+    def replicas_after_drop(delay_s: float | None, seconds: int) -> int:
+        config = AutoscaleConfig(max_replicas=20, capacity_tokens_per_s=1000, cold_start_s=90,
+                                 scale_down_delay_s=delay_s)  # fmt: skip
+        scaler = TokenAutoscaler(config)
+        now, tokens = drive(scaler, [(240, 4500)], ready=5)
+        now, _ = drive(scaler, [(seconds, 1500)], ready=5, start_s=now, tokens=tokens)
+        return scaler.desired(now).replicas
+
+    # 100 s after the drop the delay (one cold start, 90 s) still holds what was recommended 10 s
+    # after it: the 60 s mean was (50 x 4,500 + 10 x 1,500) / 60 = 4,000 tokens/s, 4 replicas.
+    assert replicas_after_drop(None, 100) == 4
+    assert replicas_after_drop(0.0, 100) == 2, "no delay: the 60 s window has moved on"
+    assert replicas_after_drop(None, 200) == 2, "lower counts held 90 s after the window moved"
+
+
+@given(st.lists(st.integers(0, 8000), min_size=5, max_size=40))
+def test_a_replica_asked_for_is_kept_for_the_scale_down_delay(rates: list[int]) -> None:
+    config = AutoscaleConfig(min_replicas=1, max_replicas=20, capacity_tokens_per_s=1000,
+                             cold_start_s=30, stable_window_s=20, panic_window_s=4)  # fmt: skip
+    scaler = TokenAutoscaler(config)
+    now, tokens, decisions = 0.0, 0.0, []
+    for rate in rates:  # 10 s per step, one sample and one decision a second
+        for _ in range(10):
+            now, tokens = drive(scaler, [(1, rate)], ready=5, start_s=now, tokens=tokens)
+            decisions.append(scaler.desired(now).replicas)  # the same as drive's
+    for t, (before, after) in enumerate(pairwise(decisions), start=1):
+        if after > before:
+            assert min(decisions[t : t + 30]) >= after
+
+
+def test_admitted_tokens_count_demand_before_completion() -> None:
+    """Long requests in flight: nothing has completed yet, the admitted rate already shows."""
+    config = AutoscaleConfig(max_replicas=20, capacity_tokens_per_s=1000)
+    scaler = TokenAutoscaler(config)
+    for now in range(1, 61):
+        scaler.observe(now, DemandSample(tokens_total=0, in_flight=now, ready_replicas=1,
+                                         admitted_tokens_total=4500.0 * now))  # fmt: skip
+    assert scaler.desired(60).replicas == 5
+
+
+def test_concurrency_baseline_scales_down_without_delay() -> None:
+    """Knative's KPA default: scale-down-delay 0, only the 60 s window."""
+    scaler = ConcurrencyAutoscaler(AutoscaleConfig(max_replicas=10, target_concurrency=4,
+                                                   cold_start_s=600))  # fmt: skip
+    for now in range(1, 121):
+        scaler.observe(now, DemandSample(tokens_total=0, in_flight=20, ready_replicas=5))
+    for now in range(121, 182):
+        scaler.observe(now, DemandSample(tokens_total=0, in_flight=4, ready_replicas=5))
+    assert scaler.desired(181).replicas == 1

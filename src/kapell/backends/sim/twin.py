@@ -4,7 +4,9 @@ A virtual clock moves from event to event (arrivals, iteration ends, replicas be
 autoscaler ticks). Decisions are kapell's own: ``kapell.policy.routing`` picks the replica for
 every request from the same load counters the gateway keeps, and a
 ``kapell.policy.autoscale.Autoscaler`` gets the same ``DemandSample`` the control loop feeds
-it, every ``tick_s``. Requests that find no ready replica wait in an activator queue, as in
+it, every ``tick_s``: tokens and requests counted at completion, as the gateway's meter does,
+and tokens counted at admission (prompt plus the mean output of finished requests, as the
+router estimates before a request runs). Requests that find no ready replica wait in an activator queue, as in
 the gateway, and are dispatched when one becomes ready.
 
 Replicas come from the latency model (``kapell.engines.sim``), the one the ``sim`` engine
@@ -29,6 +31,8 @@ from kapell.policy import routing
 from kapell.policy.autoscale import Autoscaler, DemandSample
 
 ROUTERS = ("least-tokens", "prefix-affinity", "round-robin")
+EXPECTED_OUTPUT_TOKENS = 256
+"""Output tokens assumed per request before any has finished (the gateway's default)."""
 
 
 class TraceRequestLike(Protocol):
@@ -131,6 +135,8 @@ class Twin:
         self.round_robin_counter = 0
         self.tokens_total = 0
         self.requests_total = 0
+        self.generated_total = 0
+        self.admitted_tokens = 0.0
         self.in_flight = 0
         self.gpu_seconds = 0.0
         self.sleeping_gpu_seconds = 0.0
@@ -211,12 +217,19 @@ class Twin:
     # -- requests -------------------------------------------------------------------------
 
     def _arrive(self, index: int) -> None:
+        self.admitted_tokens += self.requests[index].prompt_tokens + self._expected_output()
         ready = self._routable()
         if not ready:
             self.records[index].waited_for_replica = True
             self.activator.append(index)
             return
         self._dispatch(index, ready)
+
+    def _expected_output(self) -> float:
+        """Output tokens the gateway can expect of a new request: the mean of finished ones."""
+        if self.requests_total == 0:
+            return float(EXPECTED_OUTPUT_TOKENS)
+        return self.generated_total / self.requests_total
 
     def _routable(self) -> list[SimReplica]:
         return [r for r in self.replicas if r.state is ReplicaState.READY]
@@ -288,6 +301,7 @@ class Twin:
             replica.outstanding_requests -= 1
             self.in_flight -= 1
             self.requests_total += 1
+            self.generated_total += record.output_tokens
             self.tokens_total += record.prompt_tokens + record.output_tokens
         self._start_step(replica)
 
@@ -306,6 +320,7 @@ class Twin:
                 queue_depth=len(self.activator),
                 ready_replicas=ready,
                 engine_waiting=waiting,
+                admitted_tokens_total=self.admitted_tokens,
             ),
         )
         self.desired = min(self.autoscaler.desired(now_s).replicas, self.config.max_replicas)
