@@ -49,6 +49,15 @@ def build_tokenizer(text: str) -> PreTrainedTokenizerFast:
     )
 
 
+def portable_tokenizer_config(path: Path) -> None:
+    """Name the tokenizer class and carry the chat template the way transformers 4.x reads
+    them too (5.x writes its own class name and keeps the template in a separate file)."""
+    config = json.loads(path.read_text())
+    config["tokenizer_class"] = "PreTrainedTokenizerFast"
+    config["chat_template"] = CHAT_TEMPLATE
+    path.write_text(json.dumps(config, indent=2) + "\n")
+
+
 def learning_rate(step: int, steps: int, peak: float, warmup: int) -> float:
     """Linear warm-up, then cosine decay to a tenth of the peak."""
     if step < warmup:
@@ -59,13 +68,20 @@ def learning_rate(step: int, steps: int, peak: float, warmup: int) -> float:
 
 def context_for_step(step: int, steps: int, final: int) -> int:
     """Sequence-length warm-up: a quarter of the final context for the first half of training,
-    half of it for the next quarter, the full context at the end. Short sequences make early
-    steps cheap; the late long ones teach every position embedding the server will use."""
+    half of it for the next quarter, the full context at the end (short sequences make early
+    steps cheap)."""
     if step < steps // 2:
         return final // 4
     if step < steps * 3 // 4:
         return final // 2
     return final
+
+
+def positions(size: int, block: int, final: int, gen: torch.Generator) -> torch.Tensor:
+    """Position ids that start at a random offset, so short training sequences still teach
+    every position embedding the server will use (up to ``final``)."""
+    offsets = torch.randint(0, final - block + 1, (size, 1), generator=gen)
+    return offsets + torch.arange(block)
 
 
 def batch(data: torch.Tensor, size: int, block: int, gen: torch.Generator) -> torch.Tensor:
@@ -89,7 +105,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--text", type=Path, default=DEFAULT_TEXT)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    parser.add_argument("--steps", type=int, default=1200)
+    parser.add_argument("--steps", type=int, default=1800)
     parser.add_argument("--tokens-per-step", type=int, default=768)
     parser.add_argument("--block", type=int, default=256, help="final context, in characters")
     parser.add_argument("--lr", type=float, default=2e-3)
@@ -128,7 +144,9 @@ def main() -> None:
             group["lr"] = learning_rate(step, args.steps, args.lr, warmup=100)
         block = context_for_step(step, args.steps, args.block)
         x = batch(train, args.tokens_per_step // block, block, gen)
-        loss = model(input_ids=x, labels=x).loss
+        loss = model(
+            input_ids=x, position_ids=positions(len(x), block, args.block, gen), labels=x
+        ).loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -151,6 +169,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(args.out, safe_serialization=True)
     tokenizer.save_pretrained(args.out)
+    portable_tokenizer_config(args.out / "tokenizer_config.json")
     (args.out / "training.json").write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report))
 

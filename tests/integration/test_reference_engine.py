@@ -200,3 +200,18 @@ def test_concurrent_requests_share_forward_passes(engine_url: str) -> None:
     # and some steps must have carried more than one sequence.
     assert steps < generated - 4
     assert alone < steps
+
+
+def test_a_client_that_goes_away_frees_its_sequence(engine_url: str) -> None:
+    tokens_before = _metric(engine_url, "vllm:generation_tokens_total")
+    client = openai.OpenAI(base_url=f"{engine_url}/v1", api_key="unused", max_retries=0)
+    stream = client.completions.create(model=SERVED, prompt="ROMEO:\n", max_tokens=240, stream=True)
+    for _, _chunk in zip(range(3), stream, strict=False):
+        pass
+    stream.close()
+    client.close()
+    deadline = time.monotonic() + 30
+    while _metric(engine_url, "vllm:num_requests_running") > 0:
+        assert time.monotonic() < deadline, "the abandoned sequence is still running"
+        time.sleep(0.1)
+    assert _metric(engine_url, "vllm:generation_tokens_total") - tokens_before < 240
