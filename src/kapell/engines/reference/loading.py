@@ -51,6 +51,10 @@ def load_model(source: str, device_name: str, dtype_name: str) -> LoadedModel:
     hf_logging.disable_progress_bar()
     location = model_location(source)
     device = _device(device_name)
+    if device.type == "cuda":
+        # cuDNN's attention builds a plan for every new shape, and a continuous batch changes
+        # shape at every step; the flash and memory-efficient kernels need no plan.
+        torch.backends.cuda.enable_cudnn_sdp(False)
     try:
         tokenizer = AutoTokenizer.from_pretrained(location, local_files_only=True)
         model: Any = AutoModelForCausalLM.from_pretrained(
