@@ -21,6 +21,7 @@ from lightkube.resources.core_v1 import Namespace, ServiceAccount
 from kapell.devcluster import DevCluster, GpuPool, find_bin_dir
 
 REPO = Path(__file__).resolve().parents[2]
+STATE_DIR = REPO / ".kapell/e2e-cluster"  # fixed, so a run killed mid-way is cleaned by the next
 CRDS_DIR = REPO / "../shared/data/crds"
 NODES = 4
 POOLS = ("h100:8", "h100:8", "h100:8", "a100:2:1g.10gb")
@@ -31,11 +32,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if here in Path(str(item.fspath)).parents:
             item.add_marker(pytest.mark.e2e)
+            item.add_marker(pytest.mark.timeout(900))  # the first test also starts the cluster
 
 
 @pytest.fixture(scope="session")
-def dev_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevCluster]:
-    cluster = DevCluster(tmp_path_factory.mktemp("dev-cluster"), find_bin_dir())
+def dev_cluster() -> Iterator[DevCluster]:
+    cluster = DevCluster(STATE_DIR, find_bin_dir())
+    cluster.down()  # left over from a run that was killed before its teardown
     cluster.up(NODES, [GpuPool.parse(p) for p in POOLS])
     try:
         yield cluster

@@ -17,13 +17,14 @@ def published_devices(kube: Client) -> dict[tuple[str, str], dict[str, Any]]:
     """(pool, device name) -> the device's attributes as plain values, from every slice."""
     devices = {}
     for slice_ in kube.list(ResourceSlice):
-        for device in slice_.spec.devices or []:
+        spec = slice_.to_dict()["spec"]
+        for device in spec.get("devices", []):
             attributes = {
-                name: value.string or value.version or value.int or value.bool
-                for name, value in (device.attributes or {}).items()
+                name: next(iter(value.values()))  # {"string": "gpu"} -> "gpu"
+                for name, value in device.get("attributes", {}).items()
             }
-            devices[(slice_.spec.pool.name, device.name)] = {
-                "node": slice_.spec.nodeName,
+            devices[(spec["pool"]["name"], device["name"])] = {
+                "node": spec["nodeName"],
                 **attributes,
             }
     return devices

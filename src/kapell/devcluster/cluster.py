@@ -41,7 +41,7 @@ BINARIES = (
 DEFAULT_STATE_DIR = Path(".kapell/dev-cluster")
 SERVICE_CIDR = "10.96.0.0/16"
 POD_CIDR = "10.64.0.0/12"
-READY_TIMEOUT_S = 300.0
+READY_TIMEOUT_S = 240.0
 KWOK_STAGES = Path(__file__).with_name("kwok-stages.yaml")
 
 Progress = Callable[[str], None]
