@@ -215,3 +215,13 @@ def test_a_client_that_goes_away_frees_its_sequence(engine_url: str) -> None:
         assert time.monotonic() < deadline, "the abandoned sequence is still running"
         time.sleep(0.1)
     assert _metric(engine_url, "vllm:generation_tokens_total") - tokens_before < 240
+
+
+def test_a_missing_model_exits_1_with_one_line(tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "kapell.engines.reference", "--model", str(tmp_path / "none"),
+               "--port", str(_free_port())]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert len(result.stderr.splitlines()) == 1
+    assert "no such directory" in result.stderr

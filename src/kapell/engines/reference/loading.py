@@ -50,6 +50,8 @@ def load_model(source: str, device_name: str, dtype_name: str) -> LoadedModel:
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     location = model_location(source)
+    if not source.startswith("hf://") and not Path(location).is_dir():
+        raise NotFoundError(f"model {source!r}: no such directory (or use hf://org/name)")
     device = _device(device_name)
     if device.type == "cuda":
         # cuDNN's attention builds a plan for every new shape, and a continuous batch changes
