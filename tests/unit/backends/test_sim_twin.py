@@ -8,9 +8,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kapell.backends.sim.twin import Twin, TwinConfig
+from kapell.backends.sim.twin import EXPECTED_OUTPUT_TOKENS, Twin, TwinConfig
 from kapell.engines.sim.latency import load_profile
-from kapell.policy.autoscale import AutoscaleConfig, StaticAutoscaler, TokenAutoscaler
+from kapell.policy.autoscale import (
+    AutoscaleConfig,
+    DemandSample,
+    StaticAutoscaler,
+    TokenAutoscaler,
+)
 
 PROFILE = load_profile("h100-llama3-8b")
 
@@ -126,3 +131,17 @@ def test_routing_goes_through_kapell_policy(monkeypatch: pytest.MonkeyPatch) -> 
     requests = _steady(50, 0.05)
     Twin(TwinConfig(profile=PROFILE, initial_replicas=3), requests, StaticAutoscaler(3)).replay()
     assert calls == [3] * 50
+
+
+def test_the_autoscaler_sees_tokens_at_admission_before_completion() -> None:
+    samples: list[DemandSample] = []
+
+    class Recorder(StaticAutoscaler):
+        def observe(self, now_s: float, sample: DemandSample) -> None:
+            samples.append(sample)
+
+    requests = [Req(0.5 + i * 0.05, 1000, 400) for i in range(20)]  # 400 tokens: > 3 s each
+    Twin(TwinConfig(profile=PROFILE, initial_replicas=1), requests, Recorder(1)).replay()
+    early = samples[1]  # the tick at 2 s: all admitted, none finished
+    assert early.tokens_total == 0 and early.in_flight == 20
+    assert early.admitted_tokens_total == 20 * (1000 + EXPECTED_OUTPUT_TOKENS)
