@@ -26,6 +26,7 @@ DEFAULT_TEXT = REPO / "../shared/data/text/tinyshakespeare.txt"
 DEFAULT_OUT = REPO / "examples/models/tiny-shakespeare"
 END_OF_TEXT = "<|endoftext|>"
 UNKNOWN = "<unk>"
+SERVING_DEFAULTS = {"do_sample": True, "temperature": 0.8, "top_p": 0.95}
 # A chat turn is the message text and a blank line; the model then writes the next speech.
 CHAT_TEMPLATE = "{% for message in messages %}{{ message['content'] | trim }}\n\n{% endfor %}"
 
@@ -167,6 +168,9 @@ def main() -> None:
         "torch": torch.__version__,
     }
     args.out.mkdir(parents=True, exist_ok=True)
+    # Served without a temperature, the model samples as configured here (vLLM and kapell's
+    # reference engine read the generation config): a little cooler than 1.0 reads better.
+    model.generation_config.update(**SERVING_DEFAULTS)
     model.save_pretrained(args.out, safe_serialization=True)
     tokenizer.save_pretrained(args.out)
     portable_tokenizer_config(args.out / "tokenizer_config.json")

@@ -144,6 +144,18 @@ def test_seeded_sampling_repeats(client: openai.OpenAI) -> None:
     assert sample() == sample()
 
 
+def test_unset_sampling_uses_the_models_generation_config(client: openai.OpenAI) -> None:
+    config = json.loads((MODEL_DIR / "generation_config.json").read_text())
+
+    def sample(**sampling: float) -> str:
+        reply = client.completions.create(
+            model=SERVED, prompt="HAMLET:\n", max_tokens=40, seed=11, **sampling
+        )
+        return reply.choices[0].text
+
+    assert sample() == sample(temperature=config["temperature"], top_p=config["top_p"])
+
+
 def test_completion_stops_at_a_stop_string(client: openai.OpenAI) -> None:
     reply = client.completions.create(
         model=SERVED, prompt="First Citizen:\n", max_tokens=200, stop=["\n"], temperature=0

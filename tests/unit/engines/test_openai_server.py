@@ -126,6 +126,13 @@ def test_sampling_parameters_reach_the_backend() -> None:
     assert (params.max_tokens, params.temperature, params.top_p, params.seed) == (7, 0.5, 0.9, 3)
 
 
+def test_unset_sampling_is_left_to_the_engine() -> None:
+    backend = ScriptedBackend()
+    _client(backend).post("/v1/chat/completions", json=_chat())
+    params = backend.requests[0].params
+    assert (params.temperature, params.top_p, params.seed) == (None, None, None)
+
+
 def test_default_max_tokens_fills_the_context() -> None:
     backend = ScriptedBackend()
     _client(backend).post("/v1/completions", json={"model": MODEL, "prompt": "abc"})

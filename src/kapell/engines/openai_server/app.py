@@ -244,8 +244,8 @@ class _Server:
             )
         return SamplingParams(
             max_tokens=limit or room,
-            temperature=1.0 if body.temperature is None else body.temperature,
-            top_p=1.0 if body.top_p is None else body.top_p,
+            temperature=body.temperature,
+            top_p=body.top_p,
             seed=body.seed,
         )
 

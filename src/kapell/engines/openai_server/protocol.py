@@ -54,11 +54,15 @@ class ChatMessage:
 
 @dataclass(frozen=True)
 class SamplingParams:
-    """How to sample. ``temperature == 0`` means greedy; ``seed`` makes sampling repeatable."""
+    """How to sample. ``temperature == 0`` means greedy; ``seed`` makes sampling repeatable.
+
+    ``None`` means the request did not say: the engine's default applies (for a Hugging Face
+    model, its generation config, as in vLLM; else 1.0).
+    """
 
     max_tokens: int
-    temperature: float = 1.0
-    top_p: float = 1.0
+    temperature: float | None = None
+    top_p: float | None = None
     seed: int | None = None
 
 

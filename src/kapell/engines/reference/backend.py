@@ -74,6 +74,7 @@ class ReferenceBackend:
         self._max_model_len = 0
         self._vocab_size = 0
         self._fingerprint = "kapell-reference"
+        self._default_sampling = (1.0, 1.0)
         self._running = 0
         self._waiting = 0
         self._cache_usage = 0.0
@@ -209,6 +210,7 @@ class ReferenceBackend:
         self._tokenizer = loaded.tokenizer
         self._max_model_len = loaded.max_model_len
         self._vocab_size = loaded.vocab_size
+        self._default_sampling = (loaded.default_temperature, loaded.default_top_p)
         self._fingerprint = (
             f"kapell-reference-transformers-{transformers.__version__}-{loaded.device.type}"
         )
@@ -218,7 +220,11 @@ class ReferenceBackend:
         from kapell.engines.reference.scheduler import Scheduler
 
         scheduler = Scheduler(
-            batch, self._tokenizer, self._options.max_num_seqs, self._max_model_len
+            batch,
+            self._tokenizer,
+            self._options.max_num_seqs,
+            self._max_model_len,
+            default_sampling=self._default_sampling,
         )
         while True:
             for item in self._take(block=not scheduler.busy):

@@ -20,6 +20,8 @@ class LoadedModel:
     device: torch.device
     max_model_len: int
     vocab_size: int
+    default_temperature: float
+    default_top_p: float
 
 
 def model_location(source: str) -> str:
@@ -69,6 +71,9 @@ def load_model(source: str, device_name: str, dtype_name: str) -> LoadedModel:
         ) from None
     model.to(device).eval()
     config = model.config
+    sampling = getattr(model, "generation_config", None)
+    temperature = getattr(sampling, "temperature", None)
+    top_p = getattr(sampling, "top_p", None)
     max_len = getattr(config, "max_position_embeddings", None) or getattr(
         config, "n_positions", None
     )
@@ -78,4 +83,6 @@ def load_model(source: str, device_name: str, dtype_name: str) -> LoadedModel:
         device=device,
         max_model_len=int(max_len or tokenizer.model_max_length),
         vocab_size=int(model.get_input_embeddings().num_embeddings),
+        default_temperature=1.0 if temperature is None else float(temperature),
+        default_top_p=1.0 if top_p is None else float(top_p),
     )

@@ -48,7 +48,16 @@ def _generator(seed: int | None) -> torch.Generator:
 class Scheduler:
     """Waiting and running sequences of one model."""
 
-    def __init__(self, batch: DecodeBatch, tokenizer: Any, max_num_seqs: int, max_len: int) -> None:
+    def __init__(
+        self,
+        batch: DecodeBatch,
+        tokenizer: Any,
+        max_num_seqs: int,
+        max_len: int,
+        *,
+        default_sampling: tuple[float, float] = (1.0, 1.0),
+    ) -> None:
+        """``default_sampling`` is the (temperature, top_p) for requests that give none."""
         self._batch = batch
         self._tokenizer = tokenizer
         self._max_num_seqs = max_num_seqs
@@ -57,6 +66,7 @@ class Scheduler:
         self._waiting: deque[Submitted] = deque()
         self._running: dict[int, _Running] = {}
         self._next_key = 0
+        self._default_temperature, self._default_top_p = default_sampling
 
     @property
     def busy(self) -> bool:
@@ -149,7 +159,11 @@ class Scheduler:
         for row, row_logits in zip(rows, logits, strict=True):
             running = self._running[row.key]
             params = running.sequence.request.params
-            token = sample_token(row_logits, params.temperature, params.top_p, running.generator)
+            temperature = (
+                self._default_temperature if params.temperature is None else params.temperature
+            )
+            top_p = self._default_top_p if params.top_p is None else params.top_p
+            token = sample_token(row_logits, temperature, top_p, running.generator)
             running.generated += 1
             if token in self._eos:
                 chunk = GenerationChunk("", 1, "stop")
