@@ -387,6 +387,10 @@ class _ProxyRoute:
             return
         except _ClientGone:
             return
+        except Exception:  # this route bypasses Starlette's error middleware: same answer
+            logger.exception("gateway error admitting a request to %s", self._path)
+            await send_error(send, INTERNAL_ERROR)
+            return
         name = model.metadata.name
         metrics = gateway.metrics.for_request(name, tenant.name)
         served = model.spec.source.served_name
@@ -436,6 +440,10 @@ class _Exchange:
         assert task is not None
         watcher = asyncio.create_task(self._watch_disconnect(receive, task))
         gate = self.gateway.gate(self.model.metadata.name)
+        self.gateway.meter.usage(self.model.metadata.name).arrive(
+            self.request.prompt_tokens_estimate,
+            self.request_tokens - self.request.prompt_tokens_estimate,
+        )
         status = 499
         try:
             await gate.acquire()

@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
+from kapell.api import Model
 from kapell.api.replica import Endpoint
 from kapell.gateway.app import Gateway, _usage_from
 from kapell.gateway.endpoints import StaticEndpointSource
@@ -54,6 +55,9 @@ class _BrokenSource(StaticEndpointSource):
     def model_names(self) -> Sequence[str]:
         raise RuntimeError("registry unavailable")
 
+    def model(self, name: str) -> Model | None:
+        raise RuntimeError("registry unavailable")
+
     def ready_endpoints(self, name: str) -> Sequence[Endpoint]:
         return ()
 
@@ -74,6 +78,9 @@ def test_unknown_path_is_an_openai_404() -> None:
 
 def test_unexpected_failure_is_an_openai_500_not_plain_text() -> None:
     client = TestClient(Gateway(_BrokenSource()).app, raise_server_exceptions=False)
-    reply = client.get("/v1/models")
-    assert reply.status_code == 500
-    assert reply.json()["error"]["type"] == "server_error"
+    for reply in (
+        client.get("/v1/models"),
+        client.post("/v1/chat/completions", json={"model": "m", "messages": []}),
+    ):
+        assert reply.status_code == 500
+        assert reply.json()["error"]["type"] == "server_error"
