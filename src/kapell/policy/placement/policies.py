@@ -10,21 +10,23 @@ at random, as kube-scheduler does), so their numbers are comparable with the pap
 - ``gpu-packing``: prefer partly used GPUs, then partly used nodes, then idle nodes.
 - ``gpu-clustering``: prefer nodes already running pods of the same GPU shape.
 - ``fgd``: least growth of fragmentation over the typical workload (sigmoid score).
-- ``kapell``: see ``KapellPolicy``.
+- ``kapell``: FGD plus the GPU capacity a placement strands behind CPU or memory
+  (``KapellPolicy``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 
 from kapell.policy.placement.fit import decision_for, feasible_nodes
-from kapell.policy.placement.fragmentation import FragmentationModel, PodShape, typical_shapes
+from kapell.policy.placement.fragmentation import FragmentationModel, typical_shapes
 from kapell.policy.placement.inventory import Decision, Inventory
 from kapell.policy.placement.requests import GPU_MILLI, PodRequest
+from kapell.policy.placement.stranding import FeedRatios
 
 MAX_SPEC_CPU_MILLI = 128_000  # normalisation constants of the FGD simulator
 MAX_SPEC_GPU_MILLI = 8_000
@@ -251,13 +253,23 @@ class FgdPolicy:
             after = model.after_whole(nodes[first], req)[inverse]
         return nodes, gpus, after - model.frag[nodes]
 
+    def expected_loss_growth(
+        self,
+        inv: Inventory,
+        req: PodRequest,
+        nodes: npt.NDArray[np.int64],
+        growth: npt.NDArray[np.float64],
+    ) -> npt.NDArray[np.float64]:
+        """The quantity the score minimises; for FGD, the fragmentation growth itself."""
+        return growth
+
     def select(self, inv: Inventory, req: PodRequest, rng: np.random.Generator) -> Decision | None:
         if req.is_mig:
             return _first_mig_fit(inv, req)
         nodes, gpus, growth = self.candidates(inv, req)
         if nodes.size == 0:
             return None
-        scores = _sigmoid_score(-growth)
+        scores = _sigmoid_score(-self.expected_loss_growth(inv, req, nodes, growth))
         if req.is_share:
             # per node, the first GPU with the node's best score (the simulator's rule)
             order = np.lexsort((np.arange(nodes.size), -scores, nodes))
@@ -270,58 +282,39 @@ class FgdPolicy:
         return decision_for(inv, req, int(nodes[pick]), gpu)
 
 
-def terminal_waste(shapes: Sequence[tuple[PodShape, float]]) -> npt.NDArray[np.float64]:
-    """Expected milli a GPU with ``r`` milli free ends up wasting, for r in 0..1000.
-
-    A GPU keeps receiving pods drawn from the shapes that still fit it, until none does;
-    what is then left is waste: ``W(r) = r`` when no shape fits, else the popularity-
-    weighted mean of ``W(r - m_k)`` over the shapes with ``m_k <= r``. This is the
-    per-GPU Bellman lookahead of the fragmentation measure, over the observed shapes.
-    """
-    sizes = np.array([s.gpu_milli for s, _ in shapes if s.gpu_milli > 0], dtype=np.int64)
-    weights = np.array([f for s, f in shapes if s.gpu_milli > 0], dtype=np.float64)
-    waste = np.zeros(GPU_MILLI + 1, dtype=np.float64)
-    for r in range(1, GPU_MILLI + 1):
-        fits = sizes <= r
-        if not fits.any():
-            waste[r] = r
-        else:
-            waste[r] = (weights[fits] * waste[r - sizes[fits]]).sum() / weights[fits].sum()
-    return waste
-
-
 class KapellPolicy(FgdPolicy):
-    """kapell's default: FGD's node choice, then a lookahead for the GPU a share takes.
+    """kapell's default: FGD, plus the GPU milli a placement strands behind CPU or memory.
 
-    The node is FGD's (best one-step fragmentation score, ties to the first node of a
-    fixed order, which consolidates load). On that node, among the GPUs that score as
-    well, a share pod takes the one whose expected terminal waste (``terminal_waste``)
-    grows least, so the GPU keeps room the observed share sizes can fill. Nothing is
-    fitted to a trace: the only input is the shape distribution of the workload given.
+    FGD's fragmentation is one pod deep, so it does not see a node's CPU or memory running
+    out while GPUs are still free until the very last pod. kapell adds the growth of the
+    node's stranded GPU milli (``FeedRatios``: free GPU beyond what the node's free CPU
+    and memory can feed at the workload's CPU and memory per GPU) to FGD's fragmentation
+    growth, both in GPU milli, and keeps FGD's coarse sigmoid score and fixed tie order,
+    which consolidate load. The only inputs are the workload's shapes and its CPU and
+    memory per GPU; nothing is fitted to a trace.
     """
 
     name = "kapell"
 
     def __init__(self, workload: Iterable[PodRequest], coverage: float = 0.95) -> None:
-        super().__init__(workload, coverage)
-        self.waste = terminal_waste(self.shapes)
+        pods = list(workload)
+        super().__init__(pods, coverage)
+        self.feed = FeedRatios.of(pods)
 
-    def select(self, inv: Inventory, req: PodRequest, rng: np.random.Generator) -> Decision | None:
-        if req.is_mig:
-            return _first_mig_fit(inv, req)
-        nodes, gpus, growth = self.candidates(inv, req)
-        if nodes.size == 0:
-            return None
-        scores = _sigmoid_score(-growth)
-        pick = self.ties.pick(nodes, scores, rng, len(inv.nodes))
-        if not req.is_share:
-            return decision_for(inv, req, int(nodes[pick]), None)
-        # on the chosen node, among its best-scored GPUs, the one whose waste grows least
-        same = np.flatnonzero((nodes == nodes[pick]) & (scores == scores[pick]))
-        left = inv.gpu_left[nodes[same], gpus[same]]
-        lookahead = np.round(self.waste[left - req.gpu_milli] - self.waste[left], 6)
-        gpu = int(gpus[same[int(np.argmin(lookahead))]])
-        return decision_for(inv, req, int(nodes[pick]), gpu)
+    def expected_loss_growth(
+        self,
+        inv: Inventory,
+        req: PodRequest,
+        nodes: npt.NDArray[np.int64],
+        growth: npt.NDArray[np.float64],
+    ) -> npt.NDArray[np.float64]:
+        if self.feed is None:
+            return growth
+        stranded = self.feed.growth(
+            inv.gpu_left[nodes].sum(axis=1), inv.cpu_left[nodes], inv.memory_left[nodes], req
+        )
+        out: npt.NDArray[np.float64] = growth + stranded
+        return out
 
 
 def _first_mig_fit(inv: Inventory, req: PodRequest) -> Decision | None:

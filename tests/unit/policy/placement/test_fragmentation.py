@@ -78,13 +78,3 @@ def test_typical_shapes_cut_at_coverage_and_renormalise() -> None:
     assert [s.cpu_milli for s, _ in shapes] == [1000, 2000]
     assert np.isclose(sum(f for _, f in shapes), 1.0)
     assert len(typical_shapes(pods, coverage=1.0)) == 3
-
-
-def test_terminal_waste_is_what_no_shape_can_fill() -> None:
-    from kapell.policy.placement.policies import terminal_waste
-
-    shapes = [(PodShape(0, 300, 1, frozenset()), 0.5), (PodShape(0, 500, 1, frozenset()), 0.5)]
-    waste = terminal_waste(shapes)
-    assert waste[0] == 0 and waste[299] == 299  # nothing fits below the smallest size
-    assert waste[300] == 0 and waste[500] == 0.5 * waste[200] + 0.5 * waste[0] == 100
-    assert waste[1000] <= waste[999] + 1
