@@ -91,9 +91,10 @@ async def run(resources: list[Resource], state_dir: Path, port: int) -> None:
             in_flight=usage.in_flight,
             queue_depth=usage.queue_depth,
             ready_replicas=ready,
+            admitted_tokens_total=usage.admitted_tokens,
         )
 
-    scaler = PolicyScaler(demand)
+    scaler = PolicyScaler(demand, lambda model: replicas.cold_start_s(model.key))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

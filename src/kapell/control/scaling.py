@@ -1,7 +1,7 @@
 """The replica count the Model controller aims for: ``policy.autoscale`` fed live demand.
 
 One autoscaler per Model (rebuilt when its ``spec.scaling`` changes), fed a ``DemandSample``
-each time the controller asks, so scale-from-zero reacts the moment the gateway's activator
+each time the controller asks (and told the cold start the backend measured), so scale-from-zero reacts the moment the gateway's activator
 reports a waiting request rather than at the next sampling tick. The sample source is injected:
 locally it reads the gateway's meter, in the simulator the twin's counters.
 """
@@ -20,15 +20,19 @@ SampleFn = Callable[[Model, int], DemandSample]
 class PolicyScaler:
     """Implements the controller's ``Scaler`` over the autoscale policy a Model names."""
 
-    def __init__(self, sample: SampleFn) -> None:
+    def __init__(self, sample: SampleFn, cold_start_s: Callable[[Model], float]) -> None:
         self._sample = sample
+        self._cold_start_s = cold_start_s
         self._scalers: dict[str, tuple[str, Autoscaler]] = {}
 
     def _scaler(self, model: Model) -> Autoscaler:
-        spec = model.spec.scaling.model_dump_json()
+        # Rebuilt when the spec changes or the measured cold start does (to the second), so
+        # the policy looks one real cold start ahead; both are rare.
+        cold_start_s = round(self._cold_start_s(model))
+        config = f"{model.spec.scaling.model_dump_json()}|{cold_start_s}"
         known = self._scalers.get(model.key)
-        if known is None or known[0] != spec:
-            known = (spec, autoscaler_for(model))
+        if known is None or known[0] != config:
+            known = (config, autoscaler_for(model, cold_start_s=cold_start_s))
             self._scalers[model.key] = known
         return known[1]
 

@@ -24,10 +24,18 @@ class ModelUsage:
     """Requests waiting in the activator for a ready replica or a free slot."""
     rejected: int = 0
     """Requests answered 429/503 by the activator (queue full, waited too long)."""
+    admitted_tokens: float = 0.0
+    """Prompt plus expected output tokens of every request, counted when it arrives: demand
+    as it happens, for the autoscaler (completion counts lag by a request's duration)."""
     busy_closed_s: float = 0.0
     """Seconds with at least one request in flight, over finished busy periods."""
     busy_since_s: float | None = None
     """Monotonic start of the current busy period, if one is open."""
+
+    def arrive(self, prompt_tokens: int, max_tokens: int) -> None:
+        """A request arrived; its output is expected to be this model's mean so far."""
+        expected = self.generated_tokens / self.requests if self.requests else max_tokens
+        self.admitted_tokens += prompt_tokens + min(expected, max_tokens)
 
     def admit(self, now_s: float) -> None:
         """A request goes upstream at ``now_s``."""

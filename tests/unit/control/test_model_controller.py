@@ -86,7 +86,9 @@ def setup(tmp_path: Path) -> tuple[SQLiteStore, ReplicaTable, ModelController, D
     table = ReplicaTable()
     demand = Demand()
     clock = [0.0]
-    controller = ModelController(store, table, PolicyScaler(demand), lambda: clock[0], lambda: "t")
+    controller = ModelController(
+        store, table, PolicyScaler(demand, lambda m: 0.0), lambda: clock[0], lambda: "t"
+    )
     return store, table, controller, demand
 
 
@@ -125,7 +127,9 @@ def test_changed_spec_rolls_one_at_a_time_without_losing_ready_replicas(setup) -
 
 def test_scale_from_zero_on_demand_then_back_to_zero(tmp_path: Path) -> None:
     store, table, demand, clock = SQLiteStore(tmp_path / "s.db"), ReplicaTable(), Demand(), [0.0]
-    controller = ModelController(store, table, PolicyScaler(demand), lambda: clock[0], lambda: "t")
+    controller = ModelController(
+        store, table, PolicyScaler(demand, lambda m: 0.0), lambda: clock[0], lambda: "t"
+    )
     m = model(0)
     store.apply(m)
     controller.reconcile(m.key)

@@ -80,6 +80,7 @@ class LocalReplicas:
         self._replicas: dict[str, _Running] = {}
         self._ids = itertools.count(1)
         self._ready_seconds: dict[str, float] = {}
+        self._cold_start_s: dict[str, float] = {}
         self._session: aiohttp.ClientSession | None = None
 
     # -- ReplicaBackend -------------------------------------------------------------------
@@ -119,6 +120,10 @@ class LocalReplicas:
             if r.model_key == model_key and r.ready_since is not None
         )
         return self._ready_seconds.get(model_key, 0.0) + running
+
+    def cold_start_s(self, model_key: str) -> float:
+        """Seconds from launch to ready of the model's latest replica start (0 if none yet)."""
+        return self._cold_start_s.get(model_key, 0.0)
 
     def pids(self) -> list[int]:
         return [r.pid for r in self._replicas.values() if r.pid is not None]
@@ -190,7 +195,9 @@ class LocalReplicas:
         running.url = f"http://{HOST}:{port}"
         running.phase = "Starting"
         self._changed(running, "Starting", f"pid {proc.pid} on port {port}")
-        probe = asyncio.create_task(self._probe_until_ready(running, adapter.readiness_path))
+        probe = asyncio.create_task(
+            self._probe_until_ready(running, adapter.readiness_path, launched_s=time.monotonic())
+        )
         exited = asyncio.create_task(proc.wait())
         stop = asyncio.create_task(running.wake.wait())
         try:
@@ -214,13 +221,18 @@ class LocalReplicas:
             probe.cancel()
             await asyncio.gather(probe, return_exceptions=True)
 
-    async def _probe_until_ready(self, running: _Running, path: str) -> None:
+    async def _probe_until_ready(
+        self, running: _Running, path: str, launched_s: float | None = None
+    ) -> None:
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2))
         while running.phase != "Ready":
             try:
                 async with self._session.get(running.url + path) as response:
                     if response.status == 200 and not running.stopping:
+                        if launched_s is not None:
+                            cold_start_s = time.monotonic() - launched_s
+                            self._cold_start_s[running.model_key] = cold_start_s
                         running.phase = "Ready"
                         self._changed(running, "Ready", running.url)
                         return
