@@ -5,7 +5,8 @@ Built to give credible numbers on a small machine shared with other jobs:
 - every server runs in its own process: two ``sim`` replicas with a fixed, short upstream
   latency (``--speedup``), kapell's gateway in front of them, LiteLLM's proxy in front of the
   same replicas; the load generator (``kapell.bench.gateway_load``) is a process of its own;
-- load is open loop at a constant rate, latency counted from each request's due time;
+- load is open loop at a constant rate (sends never wait for answers), latency counted from
+  each request's send;
 - the paths are measured INTERLEAVED in short alternating rounds (direct, kapell, kapell,
   direct, ...), each round with a discarded warm-up, so a noisy neighbour hits both alike;
   the reported p50/p99 are the medians over rounds of each round's percentiles, and
