@@ -133,14 +133,20 @@ class DevCluster:
                 f"a dev cluster already runs from {self.state_dir}; stop it with `kapell dev cluster down`"
             )
         started_s = time.monotonic()
-        shutil.rmtree(self.state_dir, ignore_errors=True)
-        self.state_dir.mkdir(parents=True)
+        self._clear_state()
         try:
             devices = self._start(bins, plan, progress)
         except BaseException:
             self.processes.stop_all()
             raise
         return UpResult(self.kubeconfig, nodes, devices, time.monotonic() - started_s)
+
+    def _clear_state(self) -> None:
+        """Remove what a previous ``up`` left, and only that: the state dir may be user-chosen."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        for name in ("etcd", "pki", "kubeconfigs", "logs", "apiserver-certs"):
+            shutil.rmtree(self.state_dir / name, ignore_errors=True)
+        self.kubeconfig.unlink(missing_ok=True)
 
     def down(self) -> list[str]:
         """Stop every process of this cluster; returns the names of those that were running."""
