@@ -38,8 +38,9 @@ def run_carbon_bench(
     signal: str = "lca",
     plot: Path | None = None,
     show_progress: bool = False,
+    decision: str = "point",
 ) -> dict[str, Any]:
-    """The benchmark's JSON answer (and the plot, if asked)."""
+    """The benchmark's JSON answer (and the plot, if asked); ``decision`` as in ``DECISIONS``."""
     series = load_series(paths, signal)
     forecaster = forecaster_named(forecast)
     if show_progress:
@@ -51,9 +52,10 @@ def run_carbon_bench(
             result = simulate_shifting(
                 series, job_h, window_h, forecaster, pausable,
                 progress=lambda done, total: bar.update(task, completed=done, total=total),
+                decision=decision,
             )  # fmt: skip
     else:
-        result = simulate_shifting(series, job_h, window_h, forecaster, pausable)
+        result = simulate_shifting(series, job_h, window_h, forecaster, pausable, decision=decision)
     if plot is not None:
         draw_plot(series, result, job_h, window_h, forecast, plot)
     return {
@@ -63,6 +65,7 @@ def run_carbon_bench(
         "window_hours": window_h,
         "pausable": pausable,
         "forecast": forecast,
+        "decision": decision,
         "signal": signal,
     }
 

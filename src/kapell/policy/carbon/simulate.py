@@ -15,9 +15,18 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
+from kapell.api.errors import KapellError
 from kapell.policy.carbon.forecast import Array, Forecaster
 from kapell.policy.carbon.planner import DeferrableJob, Progress, next_region, plan
 from kapell.policy.carbon.series import HourlySeries
+from kapell.policy.carbon.stopping import block_error_stats, block_sums, start_now
+
+DECISIONS = ("point", "stopping")
+"""``point``: the receding-horizon rule; ``stopping``: optimal stopping on past errors."""
+
+Decide = Callable[[DeferrableJob, int, Progress], str | None]
 
 
 @dataclass(frozen=True)
@@ -54,10 +63,42 @@ class ShiftResult:
         }
 
 
+def _point_rule(forecasts: dict[str, Array]) -> Decide:
+    """Re-plan every hour on the newest forecast row; run now if the plan does."""
+
+    def decide(job: DeferrableJob, now: int, progress: Progress) -> str | None:
+        row = {r: f[now, : job.deadline_h - now] for r, f in forecasts.items()}
+        return next_region(job, now, row, progress)
+
+    return decide
+
+
+def _stopping_rule(
+    truth: dict[str, Array], forecasts: dict[str, Array], job_h: int, width: int
+) -> Decide:
+    """Optimal stopping for jobs that cannot pause (the point rule for pausable ones)."""
+    point = _point_rule(forecasts)
+    costs = {r: block_sums(f, job_h, width) for r, f in forecasts.items()}
+    stats = {r: block_error_stats(truth[r], f, job_h, width) for r, f in forecasts.items()}
+    names = list(forecasts)
+
+    def decide(job: DeferrableJob, now: int, progress: Progress) -> str | None:
+        if job.pausable or progress.region is not None:
+            return point(job, now, progress)
+        starts = job.deadline_h - job.duration_h - now + 1
+        mu = np.array([costs[r][now, :starts] - stats[r].mean[now, :starts] for r in names])
+        var = np.array([stats[r].var[now, :starts] for r in names])
+        best = np.argmin(mu, axis=0)
+        lead = np.arange(starts)
+        if not start_now(mu[best, lead], var[best, lead], np.zeros(starts)):
+            return None
+        return names[int(best[0])]
+
+    return decide
+
+
 def _run_online(
-    job: DeferrableJob,
-    truth: dict[str, Array],
-    forecasts: dict[str, Array],
+    job: DeferrableJob, truth: dict[str, Array], decide: Decide
 ) -> tuple[float, int, int, str]:
     """Emissions, finishing hour, first run hour and first region of one job, run online."""
     progress = Progress()
@@ -66,9 +107,7 @@ def _run_online(
     first_region = ""
     finished = job.deadline_h + 1  # never reached by a correct planner
     for now in range(job.release_h, job.deadline_h):
-        horizon = job.deadline_h - now
-        row = {r: f[now, :horizon] for r, f in forecasts.items()}
-        region = next_region(job, now, row, progress)
+        region = decide(job, now, progress)
         if region is None:
             continue
         emitted += float(truth[region][now])
@@ -88,11 +127,21 @@ def simulate_shifting(
     forecaster: Forecaster,
     pausable: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    decision: str = "point",
 ) -> ShiftResult:
     """Every hourly submission over aligned ``series`` (first one is the home region)."""
+    if decision not in DECISIONS:
+        raise KapellError(
+            f"unknown decision rule {decision!r}; choose one of {', '.join(DECISIONS)}"
+        )
     truth = {s.region: s.values for s in series}
     horizon = window_h + job_h
     forecasts = {s.region: forecaster.matrix(s.values, horizon) for s in series}
+    decide = (
+        _point_rule(forecasts)
+        if decision == "point"
+        else _stopping_rule(truth, forecasts, job_h, window_h + 1)
+    )
     home = series[0].values
     n = len(home)
     baseline = oracle = emitted = 0.0
@@ -104,7 +153,7 @@ def simulate_shifting(
         job = DeferrableJob(job_h, release, release + horizon, pausable, tuple(truth))
         baseline += float(home[release : release + job_h].sum())
         oracle += plan(job, release, {r: v[release:] for r, v in truth.items()}).intensity_sum
-        used, finished, first_run, first_region = _run_online(job, truth, forecasts)
+        used, finished, first_run, first_region = _run_online(job, truth, decide)
         emitted += used
         met += finished <= job.deadline_h
         delays.append(first_run - release)
