@@ -106,8 +106,6 @@ async def scale_from_zero(
     result = ColdStartResult(cold_start_s=cold_start_s, requests=requests)
     asked_s: list[float] = []
     spawned: list[asyncio.subprocess.Process] = []
-    source = StaticEndpointSource(models=[external_model(MODEL, "")])
-    gateway = Gateway(source)
     background: set[asyncio.Task[None]] = set()
 
     async def start_replica() -> None:
@@ -134,7 +132,10 @@ async def scale_from_zero(
             task = loop.create_task(start_replica())
             background.add(task)
 
-    source._on_capacity_request = on_capacity_request
+    source = StaticEndpointSource(
+        models=[external_model(MODEL, "")], on_capacity_request=on_capacity_request
+    )
+    gateway = Gateway(source)
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     server = uvicorn.Server(
