@@ -30,16 +30,6 @@ spec:
 """
 
 
-# Found by this suite: `kapell crds` puts `pattern` inside the anyOf of int-or-string quantities
-# (cpu, memory), and the apiserver then rejects the schema as not structural. Strict, so these
-# tests fail loudly the day src/kapell/api/crd.py is fixed and the marker must go.
-KAPELL_CRDS_NOT_STRUCTURAL = pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="kapell crds: int-or-string anyOf carries `pattern`, rejected as non-structural",
-)
-
-
 @pytest.fixture(scope="module")
 def kapell_crds(kubectl: Callable[..., str]) -> str:
     """Install the CRDs that `kapell crds` prints, exactly as a user would pipe them."""
@@ -53,7 +43,6 @@ def kapell_crds(kubectl: Callable[..., str]) -> str:
     return crds
 
 
-@KAPELL_CRDS_NOT_STRUCTURAL
 def test_kapell_crds_are_established_and_a_sample_model_is_stored(
     kapell_crds: str, kubectl: Callable[..., str], namespace: str
 ) -> None:
@@ -69,7 +58,6 @@ def test_kapell_crds_are_established_and_a_sample_model_is_stored(
     assert stored["spec"]["scaling"]["maxReplicas"] == 3
 
 
-@KAPELL_CRDS_NOT_STRUCTURAL
 def test_apiserver_rejects_a_model_that_breaks_the_generated_schema(
     kapell_crds: str, kubectl: Callable[..., str], namespace: str
 ) -> None:

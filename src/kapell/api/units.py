@@ -76,8 +76,11 @@ Quantity = Annotated[
     BeforeValidator(_quantity),
     WithJsonSchema(
         {
+            # Kubernetes accepts exactly this anyOf beside int-or-string; the pattern (which
+            # applies to strings only) goes beside it.
             "x-kubernetes-int-or-string": True,
-            "anyOf": [{"type": "integer"}, {"type": "string", "pattern": QUANTITY_PATTERN}],
+            "anyOf": [{"type": "integer"}, {"type": "string"}],
+            "pattern": QUANTITY_PATTERN,
         }
     ),
 ]
