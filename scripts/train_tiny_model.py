@@ -106,7 +106,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--text", type=Path, default=DEFAULT_TEXT)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    parser.add_argument("--steps", type=int, default=1800)
+    parser.add_argument("--steps", type=int, default=2400)
     parser.add_argument("--tokens-per-step", type=int, default=768)
     parser.add_argument("--block", type=int, default=256, help="final context, in characters")
     parser.add_argument("--lr", type=float, default=2e-3)

@@ -160,7 +160,6 @@ class ReferenceBackend:
             loop.call_soon_threadsafe(chunks.put_nowait, item)
 
         sequence = _Sequence(request, deliver)
-        self._waiting += 1
         self._inbox.put(sequence)
         try:
             while True:
