@@ -35,6 +35,7 @@ from kapell.control.scaling import PolicyScaler
 from kapell.gateway.app import create_app
 from kapell.gateway.config import GatewayConfig
 from kapell.gateway.endpoints import StaticEndpointSource
+from kapell.gateway.server import tune_gc, uvicorn_config
 from kapell.policy.autoscale import DemandSample
 
 console = Console(stderr=True, highlight=False)
@@ -64,14 +65,9 @@ def _bind(port: int, what: str) -> socket.socket:
 
 
 def _server(app: Any, sock: socket.socket) -> tuple[_Server, socket.socket]:
-    config = uvicorn.Config(
-        app,
-        log_level="warning",
-        lifespan="auto",
-        loop="none",
-        access_log=False,
-        timeout_graceful_shutdown=5,
-    )
+    """A server for ``sock`` with the gateway's tuned settings (the socket sets the address)."""
+    config = uvicorn_config(app, HOST, 0)
+    config.timeout_graceful_shutdown = 5
     return _Server(config), sock
 
 
@@ -158,6 +154,7 @@ async def run(resources: list[Resource], state_dir: Path, port: int) -> None:
         on_change(key)
 
     servers = [_server(gateway, gateway_sock), _server(admin, admin_sock)]
+    tune_gc()  # the gateway shares this process; fewer, larger GC passes keep its latency flat
     server_tasks = [loop.create_task(s.serve(sockets=[sock])) for s, sock in servers]
     reconcile_task = loop.create_task(reconciler.run())
     instance_path.write_text(json.dumps(info, indent=2))
