@@ -40,6 +40,7 @@ def bench_placement(
     from kapell.bench.placement import (
         VARIANTS,
         make_variant,
+        paired_with,
         read_nodes,
         read_pods,
         run_once,
@@ -64,7 +65,7 @@ def bench_placement(
             )
         pod_requests = make_variant(pod_requests, node_specs, variant)
     total = total_gpu_milli(node_specs)
-    report: dict[str, object] = {}
+    report: dict[str, dict[str, object]] = {}
     curves: dict[str, dict[int, float]] = {}
     console = Console(stderr=True)
     columns = (*Progress.get_default_columns()[:-1], MofNCompleteColumn(), TimeElapsedColumn())
@@ -87,7 +88,10 @@ def bench_placement(
                 if i == 0:
                     progress.update(task, total=len(results[0].arrived_milli) * seeds)
             report[name], curves[name] = summarize(results, total)
-    typer.echo(json.dumps({"policies": report}, indent=None if json_out else 2))
+    out: dict[str, object] = {"policies": report}
+    if len(report) > 1 and "fgd" in report:
+        out["paired_vs_fgd"] = paired_with(report, "fgd")
+    typer.echo(json.dumps(out, indent=None if json_out else 2))
     if plot is not None:
         _plot(curves, plot)
 

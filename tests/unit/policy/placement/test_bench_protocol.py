@@ -75,3 +75,27 @@ def test_variants_shift_the_mix_they_name() -> None:
     assert sum(p.gpu_count == 0 for p in make_variant(pods, nodes, "cpu-heavy")) == 2
     pinned = [p for p in make_variant(pods, nodes, "gpu-model", seed=1) if p.gpu_models]
     assert pinned and all(p.gpu_models <= {"T4", "P100"} and p.gpu_count for p in pinned)
+
+
+def test_paired_differences_match_seed_by_seed() -> None:
+    from kapell.bench.placement import paired_with
+
+    def block(values: dict[int, tuple[float, float]]) -> dict[str, object]:
+        rows = [{"seed": s, "alloc_ratio": {"100": a, "130": b}} for s, (a, b) in values.items()]
+        return {"per_seed": rows}
+
+    blocks = {
+        "fgd": block({42: (95.0, 95.5), 43: (94.0, 94.2)}),
+        "kapell": block({43: (94.5, 94.1), 42: (95.25, 95.5)}),
+    }
+    paired = paired_with(blocks, "fgd")
+    assert set(paired) == {"kapell"}
+    assert paired["kapell"]["100"] == {
+        "mean": 0.375,
+        "min": 0.25,
+        "max": 0.5,
+        "positive": 2,
+        "seeds": 2,
+    }
+    assert paired["kapell"]["130"]["positive"] == 0  # one tie, one loss
+    assert paired_with({"kapell": blocks["kapell"]}, "fgd") == {}
