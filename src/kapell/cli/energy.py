@@ -72,6 +72,10 @@ def bench_carbon(
     signal: Annotated[
         str, typer.Option("--signal", help="Electricity Maps column: lca (default) or direct.")
     ] = "lca",
+    decision: Annotated[
+        str,
+        typer.Option("--decision", help="point (re-plan on the forecast hourly) or stopping."),
+    ] = "point",
     as_json: Annotated[bool, typer.Option("--json", help="Compact JSON (else indented).")] = False,
     plot: Annotated[Path | None, typer.Option("--plot", help="Write a PNG here.")] = None,
 ) -> None:
@@ -82,6 +86,6 @@ def bench_carbon(
     paths = [Path(p.strip()) for p in intensity.split(",") if p.strip()]
     result = run_carbon_bench(
         paths, job_hours, window_hours, pausable, forecast or DEFAULT_FORECAST, signal, plot,
-        show_progress=True,
+        show_progress=True, decision=decision,
     )  # fmt: skip
     typer.echo(json.dumps(result, indent=None if as_json else 2))
