@@ -22,7 +22,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "kapell.engines.sim", "OpenAI-compatible server with simulated timings (no GPU, no model)."
     )
     parser.add_argument("--cold-start-s", type=float, default=None,
-                        help="seconds before /health turns ready (default: the profile's)")  # fmt: skip
+                        help="seconds from launch until /health turns ready (default: the profile's)")  # fmt: skip
     parser.add_argument("--speedup", type=float, default=1.0,
                         help="divide every modelled duration by this")  # fmt: skip
     try:
