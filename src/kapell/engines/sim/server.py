@@ -13,8 +13,8 @@ are reproduced exactly. ``system_fingerprint`` says the timings are simulated.
 from __future__ import annotations
 
 import asyncio
-import os
 import hashlib
+import os
 import re
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
