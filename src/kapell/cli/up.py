@@ -39,6 +39,8 @@ from kapell.gateway.server import tune_gc, uvicorn_config
 from kapell.policy.autoscale import DemandSample
 
 console = Console(stderr=True, highlight=False)
+SHUTDOWN_LIMIT_S = 30.0
+"""Longest a graceful stop of all replicas may take before they are killed."""
 
 
 class _Server(uvicorn.Server):
@@ -165,11 +167,17 @@ async def run(resources: list[Resource], state_dir: Path, port: int) -> None:
     finally:
         # Order matters: no reconcile may start a replica once replicas are being stopped,
         # and the servers stop before the store closes under them.
-        console.print("kapell: shutting down replicas...")
+        console.print("kapell: shutting down replicas... (Ctrl-C again to kill them at once)")
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, _kill_now, replicas)
         for task in (reporter, reconcile_task):
             task.cancel()
         await asyncio.gather(reporter, reconcile_task, return_exceptions=True)
-        await replicas.shutdown()
+        try:
+            await asyncio.wait_for(replicas.shutdown(), SHUTDOWN_LIMIT_S)
+        except TimeoutError:
+            console.print(f"kapell: replicas still running after {SHUTDOWN_LIMIT_S:.0f}s; killing")
+            _kill_now(replicas, exit_process=False)
         for server, _ in servers:
             server.should_exit = True
         await asyncio.gather(*server_tasks, return_exceptions=True)
@@ -177,6 +185,16 @@ async def run(resources: list[Resource], state_dir: Path, port: int) -> None:
         with contextlib.suppress(FileNotFoundError):
             instance_path.unlink()
         console.print("kapell: stopped; no replica left running")
+
+
+def _kill_now(replicas: LocalReplicas, exit_process: bool = True) -> None:
+    """SIGKILL every replica process (a second Ctrl-C, or a shutdown that overran)."""
+    for pid in replicas.pids():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    if exit_process:
+        console.print("kapell: killed every replica")
+        os._exit(130)
 
 
 async def _report_ready(store: SQLiteStore, gateway_url: str) -> None:

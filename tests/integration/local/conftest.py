@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -90,6 +91,12 @@ def kapell_up(tmp_path: Path) -> Iterator[Callable[[str, int], Instance]]:
         if instance.process.poll() is None:
             children = descendants(instance.process.pid)
             instance.process.send_signal(signal.SIGINT)
-            instance.process.wait(timeout=30)
+            try:
+                instance.process.wait(timeout=45)
+            except subprocess.TimeoutExpired:
+                for process in [*children, psutil.Process(instance.process.pid)]:
+                    with contextlib.suppress(psutil.NoSuchProcess):
+                        process.kill()
+                raise AssertionError("kapell up did not stop on SIGINT within 45 s") from None
             psutil.wait_procs(children, timeout=10)
             assert not [c for c in children if c.is_running()], "replicas left behind"
