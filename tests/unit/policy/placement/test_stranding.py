@@ -29,8 +29,8 @@ def test_ratios_are_demand_weighted_over_gpu_pods_only() -> None:
     cpu=st.integers(0, 128_000),
     mem=st.integers(0, 1 << 20),
     extra_cpu=st.integers(0, 64_000),
-    cpu_ratio=st.floats(0, 50),
-    mem_ratio=st.floats(0, 200),
+    cpu_ratio=st.one_of(st.just(0.0), st.floats(0.01, 50)),
+    mem_ratio=st.one_of(st.just(0.0), st.floats(0.01, 200)),
 )
 def test_stranded_is_the_free_gpu_beyond_what_cpu_and_memory_feed(
     gpu: int, cpu: int, mem: int, extra_cpu: int, cpu_ratio: float, mem_ratio: float
@@ -58,16 +58,24 @@ def _two_nodes() -> Inventory:
     )
 
 
-@pytest.mark.parametrize(("cpu_milli", "expected"), [(16_000, "rich"), (1000, "poor")])
+def _workload() -> list[PodRequest]:
+    return [PodRequest(f"w{i}", 8000, 0, 1, GPU_MILLI) for i in range(10)]
+
+
 @pytest.mark.parametrize("seed", range(6))
-def test_kapell_keeps_cpu_poor_nodes_for_cpu_light_gpu_pods(
-    cpu_milli: int, expected: str, seed: int
-) -> None:
-    workload = [PodRequest(f"w{i}", 8000, 0, 1, GPU_MILLI) for i in range(10)]
-    pod = PodRequest("p", cpu_milli, 0, 1, GPU_MILLI)
+def test_kapell_does_not_strand_gpus_that_fgd_cannot_see(seed: int) -> None:
+    hungry = PodRequest("hungry", 16_000, 0, 1, GPU_MILLI)  # 16 cores for one GPU
     inv = _two_nodes()
-    fgd = FgdPolicy(workload)
-    _, _, fgd_growth = fgd.candidates(inv, pod)
+    _, _, fgd_growth = FgdPolicy(_workload()).candidates(inv, hungry)
     assert fgd_growth[0] == fgd_growth[1]  # FGD sees no difference one pod ahead
-    decision = KapellPolicy(workload).select(inv, pod, np.random.default_rng(seed))
-    assert decision is not None and decision.node == expected
+    decision = KapellPolicy(_workload()).select(inv, hungry, np.random.default_rng(seed))
+    assert decision is not None and decision.node == "rich"
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_unstranding_earns_no_credit(seed: int) -> None:
+    light = PodRequest("light", 1000, 0, 1, GPU_MILLI)  # lowers "poor"'s stranded milli
+    inv = _two_nodes()
+    fgd = FgdPolicy(_workload()).select(inv, light, np.random.default_rng(seed))
+    kapell = KapellPolicy(_workload()).select(inv, light, np.random.default_rng(seed))
+    assert kapell == fgd
