@@ -181,3 +181,24 @@ def test_scale_from_zero_holds_the_request_until_a_replica_is_ready(kapell_up: S
     )
     assert reply.choices[0].message.content
     assert len(instance.replicas()) == 1
+
+
+def test_external_engine_routes_to_a_server_kapell_does_not_run(kapell_up: StartFn) -> None:
+    from tests.integration.sim_procs import free_port, processes, sim_engine_args, wait_healthy
+
+    port = free_port()
+    args = sim_engine_args(
+        "h100-llama3-8b", "remote", port, "--cold-start-s", "0", "--speedup", "20"
+    )
+    with processes([args]):
+        wait_healthy(f"http://127.0.0.1:{port}")
+        external = (
+            "apiVersion: kapell.dev/v1alpha1\nkind: Model\nmetadata: {name: remote}\n"
+            f"spec:\n  source: {{url: 'http://127.0.0.1:{port}/v1'}}\n  engine: {{name: external}}\n"
+        )
+        instance = kapell_up(external, 1)
+        assert descendants(instance.process.pid) == []  # nothing started for it
+        reply = client(instance).chat.completions.create(
+            model="remote", max_tokens=5, messages=[{"role": "user", "content": "hi"}]
+        )
+        assert reply.choices[0].message.content and "sim" in (reply.system_fingerprint or "")
