@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import socket
 import statistics
+import sys
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,7 +33,7 @@ PROBE_INTERVAL_S = 0.01
 
 StreamOne = Callable[[str, int], Awaitable[tuple[str, float]]]
 """``stream_one(gateway_url, i)`` sends request ``i`` streamed and drains it; returns the
-response id and the loop time (``loop.time()``) of its first chunk; raises on failure."""
+response id and the ``time.monotonic()`` of its first chunk; raises on failure."""
 
 
 @dataclass
@@ -65,21 +68,46 @@ class ColdStartResult:
         }
 
 
-async def _aiohttp_stream_one(session: aiohttp.ClientSession) -> StreamOne:
-    async def stream_one(url: str, i: int) -> tuple[str, float]:
-        body = {"model": MODEL, "max_tokens": 4, "stream": True,
-                "messages": [{"role": "user", "content": f"request {i}"}]}  # fmt: skip
+_CLIENTS = """
+import asyncio, json, sys, time
+import aiohttp
+
+async def one(session, url, i):
+    body = {"model": sys.argv[3], "max_tokens": 4, "stream": True,
+            "messages": [{"role": "user", "content": f"request {i}"}]}
+    try:
         async with session.post(url + "/v1/chat/completions", json=body) as reply:
             if reply.status != 200:
-                raise RuntimeError(f"status {reply.status}: {await reply.text()}")
+                return {"error": f"status {reply.status}: {await reply.text()}"}
             first = await reply.content.readline()
-            first_s = asyncio.get_running_loop().time()
+            first_s = time.monotonic()
             rest = await reply.read()
-        if b'"error"' in rest:
-            raise RuntimeError(rest.decode())
-        return first.split(b'"id":"', 1)[1].split(b'"', 1)[0].decode(), first_s
+    except aiohttp.ClientError as exc:
+        return {"error": repr(exc)}
+    if b'"error"' in rest:
+        return {"error": rest.decode()}
+    return {"id": first.split(b'"id":"', 1)[1].split(b'"', 1)[0].decode(), "first_s": first_s}
 
-    return stream_one
+async def main():
+    url, n = sys.argv[1], int(sys.argv[2])
+    timeout = aiohttp.ClientTimeout(total=120)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), timeout=timeout) as s:
+        for result in await asyncio.gather(*(one(s, url, i) for i in range(n))):
+            print(json.dumps(result))
+
+asyncio.run(main())
+"""
+"""The clients run in a process of their own, as real clients do: in the gateway's process
+they would compete with it for the event loop and inflate its latency."""
+
+
+async def _run_clients(url: str, requests: int) -> list[dict[str, Any]]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _CLIENTS, url, str(requests), MODEL,
+        stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    stdout, _ = await process.communicate()
+    return [json.loads(line) for line in stdout.decode().splitlines() if line.strip()]
 
 
 async def _engine_requests(session: aiohttp.ClientSession, url: str) -> int:
@@ -123,12 +151,12 @@ async def scale_from_zero(
                         if reply.status == 200:
                             break
                 await asyncio.sleep(PROBE_INTERVAL_S)
-        result.ready_s = loop.time() - asked_s[0]
+        result.ready_s = time.monotonic() - asked_s[0]
         source.set_endpoints(MODEL, [url])
 
     def on_capacity_request(model: str) -> None:
         if not asked_s:
-            asked_s.append(loop.time())
+            asked_s.append(time.monotonic())
             task = loop.create_task(start_replica())
             background.add(task)
 
@@ -150,18 +178,25 @@ async def scale_from_zero(
         async with aiohttp.ClientSession(
             connector=connector, timeout=aiohttp.ClientTimeout(total=120)
         ) as session:
-            send = stream_one or await _aiohttp_stream_one(session)
 
-            async def one(i: int) -> None:
+            async def one(i: int) -> dict[str, Any]:
+                assert stream_one is not None
                 try:
-                    response_id, first_s = await send(url, i)
+                    response_id, first_s = await stream_one(url, i)
                 except Exception as exc:  # every failure is counted, none is lost
-                    result.failures.append(f"{type(exc).__name__}: {exc}")
-                    return
-                result.first_tokens_s.append(first_s - asked_s[0])
-                result.response_ids.append(response_id)
+                    return {"error": f"{type(exc).__name__}: {exc}"}
+                return {"id": response_id, "first_s": first_s}
 
-            await asyncio.gather(*(one(i) for i in range(requests)))
+            if stream_one is None:
+                outcomes = await _run_clients(url, requests)
+            else:
+                outcomes = await asyncio.gather(*(one(i) for i in range(requests)))
+            result.failures.extend(o["error"] for o in outcomes if "error" in o)
+            result.failures.extend(["no answer"] * (requests - len(outcomes)))
+            for outcome in outcomes:
+                if "id" in outcome:
+                    result.first_tokens_s.append(outcome["first_s"] - asked_s[0])
+                    result.response_ids.append(outcome["id"])
             if source.ready_endpoints(MODEL):
                 result.engine_requests = await _engine_requests(
                     session, source.ready_endpoints(MODEL)[0].base_url
