@@ -28,3 +28,7 @@ GATEWAY_QUEUE_DEPTH = "kapell_gateway_queue_depth"
 GATEWAY_IN_FLIGHT = "kapell_gateway_requests_in_flight"
 GATEWAY_REPLICAS_DESIRED = "kapell_model_replicas_desired"
 GATEWAY_REPLICAS_READY = "kapell_model_replicas_ready"
+
+MODEL_ENERGY_JOULES = "kapell_model_energy_joules"
+MODEL_JOULES_PER_REQUEST = "kapell_model_joules_per_request"
+MODEL_JOULES_PER_1K_TOKENS = "kapell_model_joules_per_1k_tokens"

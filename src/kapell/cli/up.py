@@ -36,7 +36,10 @@ from kapell.gateway.app import create_app
 from kapell.gateway.config import GatewayConfig
 from kapell.gateway.endpoints import StaticEndpointSource
 from kapell.gateway.server import tune_gc, uvicorn_config
+from kapell.observe.energy_metrics import EnergyCollector
 from kapell.policy.autoscale import DemandSample
+from kapell.policy.energy import ModelUsage as EnergyUsage
+from kapell.policy.energy import default_power_models, energy_report
 
 console = Console(stderr=True, highlight=False)
 SHUTDOWN_LIMIT_S = 30.0
@@ -92,7 +95,12 @@ async def run(resources: list[Resource], state_dir: Path, port: int) -> None:
             admitted_tokens_total=usage.admitted_tokens,
         )
 
-    scaler = PolicyScaler(demand, lambda model: replicas.cold_start_s(model.key))
+    def publish_desired(model: Model, replicas_desired: int) -> None:
+        gateway.state.gateway.set_replicas_desired(model.metadata.name, replicas_desired)
+
+    scaler = PolicyScaler(
+        demand, lambda model: replicas.cold_start_s(model.key), on_decision=publish_desired
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -149,6 +157,12 @@ async def run(resources: list[Resource], state_dir: Path, port: int) -> None:
         return rows
 
     admin = create_admin_app(AdminContext(store, replicas, on_change, stop.set, info, usage))
+    power_models = default_power_models()
+    gateway.state.gateway.metrics.registry.register(
+        EnergyCollector(
+            lambda: energy_report([EnergyUsage.from_json(r) for r in usage()], power_models)
+        )
+    )
 
     for resource in resources:
         store.apply(resource)

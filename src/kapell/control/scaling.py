@@ -20,9 +20,15 @@ SampleFn = Callable[[Model, int], DemandSample]
 class PolicyScaler:
     """Implements the controller's ``Scaler`` over the autoscale policy a Model names."""
 
-    def __init__(self, sample: SampleFn, cold_start_s: Callable[[Model], float]) -> None:
+    def __init__(
+        self,
+        sample: SampleFn,
+        cold_start_s: Callable[[Model], float],
+        on_decision: Callable[[Model, int], None] | None = None,
+    ) -> None:
         self._sample = sample
         self._cold_start_s = cold_start_s
+        self._on_decision = on_decision
         self._scalers: dict[str, tuple[str, Autoscaler]] = {}
 
     def _scaler(self, model: Model) -> Autoscaler:
@@ -39,4 +45,7 @@ class PolicyScaler:
     def desired_replicas(self, model: Model, ready: int, now_s: float) -> int:
         scaler = self._scaler(model)
         scaler.observe(now_s, self._sample(model, ready))
-        return scaler.desired(now_s).replicas
+        replicas = scaler.desired(now_s).replicas
+        if self._on_decision is not None:
+            self._on_decision(model, replicas)
+        return replicas

@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 
+import httpx
 import openai
 import psutil
 
@@ -93,6 +94,11 @@ def test_openai_client_gets_plain_and_streamed_chat(kapell_up: StartFn) -> None:
     [row] = json.loads(report.stdout)["models"]
     assert (row["model"], row["source"], row["requests"]) == ("chat", "modelled", 2)
     assert row["tokens"] > 24 and row["joules_per_1k_tokens"] > 0
+
+    scrape = httpx.get(instance.gateway_url + "/metrics", timeout=10).text
+    assert 'kapell_model_replicas_desired{model="chat"} 1.0' in scrape
+    assert 'kapell_model_replicas_ready{model="chat"} 1.0' in scrape
+    assert 'kapell_model_joules_per_1k_tokens{model="chat",source="modelled"}' in scrape
 
 
 def test_sigkilled_replica_restarts_within_10s_and_no_request_fails(kapell_up: StartFn) -> None:
