@@ -113,7 +113,8 @@ def test_prefix_affinity_raises_cache_hits_over_round_robin() -> None:
             profile=PROFILE, router=router, initial_replicas=4, prefix_block_tokens=512
         )
         run = Twin(config, _shared_prefix_trace(), StaticAutoscaler(4)).replay()
-        rates[router] = run.prefix_hit_tokens / run.prefix_query_tokens
+        cached = sum(r.cached_tokens for r in run.requests)
+        rates[router] = cached / sum(r.prompt_tokens for r in run.requests)
     assert rates["prefix-affinity"] > rates["round-robin"] + 0.1
 
 

@@ -92,8 +92,6 @@ class TwinRun:
     sleeping_gpu_seconds: float = 0.0
     cold_starts: int = 0
     wakes: int = 0
-    prefix_hit_tokens: int = 0
-    prefix_query_tokens: int = 0
 
 
 _ARRIVAL, _STEP, _READY, _TICK = 0, 1, 2, 3
@@ -178,8 +176,6 @@ class Twin:
                 next_arrival += 1
             else:
                 break
-        self.run.prefix_hit_tokens += sum(r.batcher.prefix_hit_tokens for r in self.replicas)
-        self.run.prefix_query_tokens += sum(r.batcher.prefix_query_tokens for r in self.replicas)
         self.run.sleeping_gpu_seconds = self.sleeping_gpu_seconds
         return self.run
 
@@ -382,8 +378,6 @@ class Twin:
             return
         replica.state = ReplicaState.STOPPED
         self.replicas.remove(replica)
-        self.run.prefix_hit_tokens += replica.batcher.prefix_hit_tokens
-        self.run.prefix_query_tokens += replica.batcher.prefix_query_tokens
 
     def _begin(self, replica: SimReplica, state: ReplicaState, delay_s: float) -> None:
         replica.state = state
