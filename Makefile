@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PYTHON ?= python3
 EXTRAS ?= dev,reference,plot,kubernetes
 
-.PHONY: venv test check lint unit integration quickstart clean k8s-bin e2e
+.PHONY: venv test check quickstart clean k8s-bin e2e
 
 venv: $(VENV)/.installed
 
