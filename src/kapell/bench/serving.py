@@ -5,6 +5,10 @@ GPU-hour ratios it prints compare like with like. ``--sweep`` moves each policy'
 from frugal to generous and keeps the cheapest setting that meets the SLO for 99% of requests
 (``gpu_hours_at_99``). More generous settings cost more GPU-hours, so a policy's sweep stops
 one setting after its first success (the extra one guards against a non-monotone policy).
+
+An autoscaler may be named with a replica size, ``kapell@3g.40gb`` (a MIG slice, billed g/7 of
+a GPU) or ``kapell@auto`` (the smallest slice whose modelled capacity meets the SLO, see
+``kapell.backends.sim.slices.smallest_fitting``); a bare name scales whole GPUs.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from kapell.api.errors import KapellError
+from kapell.backends.sim.slices import WHOLE_GPU, ReplicaSize, replica_size, smallest_fitting
 from kapell.backends.sim.twin import ROUTERS, Twin, TwinConfig, TwinRun
 from kapell.bench.traces import Trace
 from kapell.engines.sim.latency import load_profile
@@ -40,6 +45,9 @@ SWEEPS: dict[str, tuple[float, ...]] = {
     "static": tuple(range(1, 65)),
 }
 KNOB_NAMES = {"kapell": "target_tokens_per_s", "kpa": "target_concurrency", "static": "replicas"}
+AUTO_SIZE = "auto"
+SIZE_PROMPT_PERCENTILE = 99
+"""``@auto`` sizes a slice for this percentile of the trace's prompt lengths."""
 
 
 class ServingBenchError(KapellError):
@@ -67,14 +75,31 @@ class ServeOptions:
 
 
 def parse_autoscalers(text: str) -> list[str]:
+    """Labels ``NAME`` or ``NAME@SIZE`` (SIZE: ``gpu``, a MIG profile or ``auto``), in order."""
     names = [n.strip() for n in text.split(",") if n.strip()]
-    unknown = [n for n in names if n not in AUTOSCALERS]
-    if unknown or not names:
+    unknown = [n for n in names if base_name(n) not in AUTOSCALERS]
+    if unknown or not names or len(set(names)) < len(names):
         raise ServingBenchError(
-            f"--autoscaler: unknown {', '.join(unknown) or '(none)'}: expected a comma list of "
-            f"{', '.join(AUTOSCALERS)}"
+            f"--autoscaler: unknown or repeated {', '.join(unknown) or '(none)'}: expected a comma "
+            f"list of {', '.join(AUTOSCALERS)}, each optionally @SIZE (gpu, auto, e.g. 3g.40gb)"
         )
     return names
+
+
+def base_name(label: str) -> str:
+    """The autoscaler in a label: ``kapell@3g.40gb`` -> ``kapell``."""
+    return label.partition("@")[0]
+
+
+def resolve_size(trace: Trace, options: ServeOptions, label: str) -> ReplicaSize:
+    """The replica size a label asks for; a bare name is a whole GPU."""
+    size = label.partition("@")[2] or WHOLE_GPU
+    profile = load_profile(options.profile)
+    if size != AUTO_SIZE:
+        return replica_size(profile, size)
+    prompts = [r.prompt_tokens for r in trace.requests] or [1]
+    prompt = int(np.percentile(prompts, SIZE_PROMPT_PERCENTILE))
+    return smallest_fitting(profile, prompt, options.slo_ttft_s, options.slo_tpot_s)
 
 
 def make_autoscaler(
@@ -103,7 +128,7 @@ def _replace(config: AutoscaleConfig, **changes: Any) -> AutoscaleConfig:
 def replay(
     trace: Trace,
     options: ServeOptions,
-    name: str,
+    label: str,
     knob: float | None,
     progress: Callable[[float], None] | None = None,
 ) -> tuple[TwinRun, float]:
@@ -117,7 +142,9 @@ def replay(
         raise ServingBenchError(
             f"--router: unknown {options.router!r}: expected one of {', '.join(ROUTERS)}"
         )
-    profile = load_profile(options.profile)
+    name = base_name(label)
+    size = resolve_size(trace, options, label)
+    profile = size.profile
     cold_start_s = (
         options.cold_start_s if options.cold_start_s is not None else profile.cold_start_s
     )
@@ -131,6 +158,7 @@ def replay(
         cold_start_s=cold_start_s,
         warm_tier=options.warm_tier,
         seed=options.seed,
+        gpu_fraction=size.gpu_fraction,
     )
     autoscaler = make_autoscaler(name, knob, options, cold_start_s)
     preroll_s = warmup_for(options, trace.duration_s)
@@ -206,18 +234,19 @@ def timeline(run: TwinRun, every_s: float = 60.0) -> list[list[float]]:
 def sweep(
     trace: Trace,
     options: ServeOptions,
-    name: str,
+    label: str,
     progress: Callable[[str, float], None] | None = None,
 ) -> tuple[list[dict[str, Any]], TwinRun | None]:
-    """Every knob tried for ``name`` with its summary, and the run at the cheapest 99% knob."""
+    """Every knob tried for ``label`` with its summary, and the run at the cheapest 99% knob."""
+    name = base_name(label)
     points: list[dict[str, Any]] = []
     best: tuple[float, TwinRun] | None = None
     successes = 0
     for knob in SWEEPS[name]:
         if name == "static" and knob > options.max_replicas:
             break
-        label = f"{name} {KNOB_NAMES[name]}={knob:g}"
-        run, measured_from_s = replay(trace, options, name, knob, _bind(progress, label))
+        step = f"{label} {KNOB_NAMES[name]}={knob:g}"
+        run, measured_from_s = replay(trace, options, label, knob, _bind(progress, step))
         summary = summarize(run, options, measured_from_s)
         points.append({KNOB_NAMES[name]: knob, **summary})
         if summary["slo_attainment"] >= ATTAINMENT_GOAL:
@@ -256,9 +285,12 @@ def serve_report(
         "autoscalers": {},
     }
     runs: dict[str, TwinRun] = {}
-    for name in autoscalers:
+    for label in autoscalers:
+        resolve_size(trace, options, label)  # a bad size fails before any replay
+    for label in autoscalers:
+        name = base_name(label)
         if do_sweep:
-            points, best = sweep(trace, options, name, progress)
+            points, best = sweep(trace, options, label, progress)
             cheapest = min(
                 (p for p in points if p["slo_attainment"] >= ATTAINMENT_GOAL),
                 key=lambda p: p["gpu_hours"],
@@ -282,24 +314,32 @@ def serve_report(
             run = best
         else:
             knob = options.knobs.get(name)
-            run, measured_from_s = replay(trace, options, name, knob, _bind(progress, name))
+            run, measured_from_s = replay(trace, options, label, knob, _bind(progress, label))
             entry = {KNOB_NAMES[name]: knob, **summarize(run, options, measured_from_s)}
+        if label != name:
+            size = resolve_size(trace, options, label)
+            entry["replica_size"] = size.name
+            entry["gpu_fraction"] = round(size.gpu_fraction, 4)
         if run is not None:
             entry["timeline"] = timeline(run)
-            runs[name] = run
-        report["autoscalers"][name] = entry
+            runs[label] = run
+        report["autoscalers"][label] = entry
     if do_sweep:
         report["ratios"] = _ratios(report["autoscalers"])
     return report, runs
 
 
 def _ratios(entries: dict[str, dict[str, Any]]) -> dict[str, float | None]:
-    base = entries.get("kapell", {}).get("gpu_hours_at_99")
+    """Each kapell label's ``gpu_hours_at_99`` over the bare-named (whole-GPU) peers'."""
     ratios: dict[str, float | None] = {}
-    for other in ("kpa", "static"):
-        theirs = entries.get(other, {}).get("gpu_hours_at_99")
-        if other in entries and "kapell" in entries:
-            ratios[f"kapell_over_{other}"] = round(base / theirs, 3) if base and theirs else None
+    for label in (k for k in entries if base_name(k) == "kapell"):
+        base = entries[label].get("gpu_hours_at_99")
+        for other in ("kpa", "static"):
+            if other in entries:
+                theirs = entries[other].get("gpu_hours_at_99")
+                ratios[f"{label}_over_{other}"] = (
+                    round(base / theirs, 3) if base and theirs else None
+                )
     return ratios
 
 

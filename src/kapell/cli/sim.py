@@ -17,7 +17,12 @@ def serve(
     trace: Annotated[Path, typer.Option(help="Azure LLM .csv or Mooncake .jsonl trace.")],
     profile: Annotated[str, typer.Option(help="Latency profile, e.g. h100-llama3-8b.")],
     autoscaler: Annotated[
-        str, typer.Option(help="Comma list of kapell, kpa, static.")
+        str,
+        typer.Option(
+            help="Comma list of kapell, kpa, static; NAME@SIZE runs replicas on a MIG slice "
+            "(e.g. kapell@3g.40gb, billed g/7 of a GPU) or kapell@auto (smallest slice that "
+            "meets the SLO)."
+        ),
     ] = "kapell,kpa,static",
     router: Annotated[
         str, typer.Option(help="least-tokens, prefix-affinity or round-robin.")

@@ -65,6 +65,8 @@ class TwinConfig:
     """Replicas kept asleep after scale-down, to wake in ``wake_s`` instead of a cold start."""
     tick_s: float = 2.0
     seed: int = 0
+    gpu_fraction: float = 1.0
+    """Share of a GPU one replica is billed (a MIG slice: g/7); GPU-seconds count by it."""
 
 
 @dataclass
@@ -187,8 +189,8 @@ class Twin:
             for replica in self.replicas:
                 holding += replica.state.holds_gpu
                 sleeping += replica.state is ReplicaState.SLEEPING
-            self.gpu_seconds += holding * dt
-            self.sleeping_gpu_seconds += sleeping * dt
+            self.gpu_seconds += holding * dt * self.config.gpu_fraction
+            self.sleeping_gpu_seconds += sleeping * dt * self.config.gpu_fraction
             self.last_account_s = at_s
         self.now_s = at_s
 

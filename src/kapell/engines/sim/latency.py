@@ -14,13 +14,15 @@ and the engine it imitates cannot drift apart.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from importlib import resources
 
 import numpy as np
 
-from kapell.api.errors import NotFoundError
+from kapell.api.errors import KapellError, NotFoundError
+
+GIB = 2**30
 
 
 @dataclass(frozen=True)
@@ -50,9 +52,24 @@ class LatencyProfile:
     max_batched_tokens: int
     cold_start_s: float
     wake_s: float
+    weights_gib: float = 0.0
+    gpu_memory_utilization: float = 0.9
+    activation_reserve_gib: float = 0.0
+    compute_fraction: float = 1.0
+    """Share of the measured GPU's compute this replica has (a MIG slice: g/7)."""
+    bandwidth_fraction: float = 1.0
+    """Share of the measured GPU's memory bandwidth (a MIG slice: memory slices/8)."""
 
-    def dense_s(self, num_tokens: int) -> float:
-        """All layers' dense ops for a step of ``num_tokens`` tokens (linear past the table)."""
+    def dense_s(self, num_tokens: int, *, prefill: bool = True) -> float:
+        """All layers' dense ops for a step of ``num_tokens`` tokens (linear past the table).
+
+        The table was measured on a whole GPU: a step with prompt tokens is stretched by the
+        compute share, a decode-only step (weight reads) by the bandwidth share.
+        """
+        share = self.compute_fraction if prefill else self.bandwidth_fraction
+        return self._table_dense_s(num_tokens) / share
+
+    def _table_dense_s(self, num_tokens: int) -> float:
         xs, ys = self.layer_tokens, self.layer_ms
         if num_tokens <= xs[-1]:
             per_layer_ms = float(np.interp(num_tokens, xs, ys))
@@ -99,7 +116,7 @@ class LatencyProfile:
         sampled = decode_seqs if sampled_seqs is None else sampled_seqs
         return (
             self.iteration_overhead_ms / 1e3
-            + self.dense_s(tokens)
+            + self.dense_s(tokens, prefill=prefill_tokens > 0)
             + self.lm_head_s(sampled)
             + prefill_attention_s
             + decode_context_tokens * self.kv_read_s_per_token
@@ -146,11 +163,56 @@ def load_profile(name: str) -> LatencyProfile:
         )
     raw = dict(data[name])
     table = raw.pop("layer_ms")
-    for key in ("source", "weights_gib", "gpu_memory_utilization", "activation_reserve_gib"):
-        raw.pop(key, None)
+    raw.pop("source", None)
     return LatencyProfile(
         name=name,
         layer_tokens=tuple(int(n) for n, _ in table),  # type: ignore[attr-defined]
         layer_ms=tuple(float(ms) for _, ms in table),  # type: ignore[attr-defined]
         **raw,  # type: ignore[arg-type]
+    )
+
+
+class ReplicaSizeError(KapellError):
+    """A replica size (GPU slice) is malformed or cannot hold the model."""
+
+
+def slice_profile(
+    profile: LatencyProfile,
+    *,
+    slice_name: str,
+    compute_fraction: float,
+    bandwidth_fraction: float,
+    memory_gib: float,
+) -> LatencyProfile:
+    """``profile`` (a whole GPU) on a fraction of that GPU, e.g. a MIG slice.
+
+    Compute-bound work (prefill, attention over prompts) slows by ``1/compute_fraction``,
+    bandwidth-bound work (decode weight and KV reads) by ``1/bandwidth_fraction``; the per-step
+    overhead stays. The KV cache is the slice's memory with the whole-GPU profile's own
+    overheads taken off (the same utilisation cap, weights and activation reserve).
+    """
+    if not (0 < compute_fraction <= 1 and 0 < bandwidth_fraction <= 1):
+        raise ReplicaSizeError(
+            f"slice {slice_name}: compute and bandwidth fractions must be in (0, 1]"
+        )
+    free_gib = (
+        memory_gib * profile.gpu_memory_utilization
+        - profile.weights_gib
+        - profile.activation_reserve_gib
+    )
+    kv_tokens = int(max(free_gib, 0.0) * GIB / profile.kv_bytes_per_token)
+    if kv_tokens < profile.max_model_len:
+        raise ReplicaSizeError(
+            f"replica size {slice_name}: {memory_gib:g} GiB cannot hold {profile.model} "
+            f"({profile.weights_gib:g} GiB of weights, {profile.activation_reserve_gib:g} GiB "
+            f"reserve, one {profile.max_model_len}-token sequence); pick a larger slice"
+        )
+    return replace(
+        profile,
+        name=f"{profile.name}@{slice_name}",
+        peak_tflops=profile.peak_tflops * compute_fraction,
+        hbm_gbps=profile.hbm_gbps * bandwidth_fraction,
+        kv_cache_tokens=kv_tokens,
+        compute_fraction=profile.compute_fraction * compute_fraction,
+        bandwidth_fraction=profile.bandwidth_fraction * bandwidth_fraction,
     )
