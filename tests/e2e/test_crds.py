@@ -12,22 +12,7 @@ import pytest
 
 from kapell.api.loader import load_text
 
-SAMPLE_MODEL = """\
-apiVersion: kapell.dev/v1alpha1
-kind: Model
-metadata:
-  name: tiny
-spec:
-  source:
-    uri: hf://org/tiny@main
-  resources:
-    gpu:
-      migProfile: 1g.10gb
-  scaling:
-    minReplicas: 0
-    maxReplicas: 3
-    targetTokensPerSecond: 2000
-"""
+SAMPLE_MODEL = (Path(__file__).resolve().parents[1] / "data" / "model-valid.yaml").read_text()
 
 
 @pytest.fixture(scope="module")

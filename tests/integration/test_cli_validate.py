@@ -6,19 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-THREE_ERRORS = """\
-apiVersion: kapell.dev/v1alpha1
-kind: Model
-metadata:
-  name: Bad_Name
-spec:
-  source:
-    uri: hf://org/model
-  scaling:
-    minReplica: 0
-  routing:
-    strategy: fastest
-"""
+THREE_ERRORS = (
+    Path(__file__).resolve().parents[1] / "data" / "model-three-errors.yaml"
+).read_text()
 
 
 def kapell(*args: str) -> subprocess.CompletedProcess[str]:

@@ -10,36 +10,11 @@ from kapell.api import Model
 from kapell.api.errors import SpecError
 from kapell.api.loader import load_files, load_text
 
-VALID = """\
-apiVersion: kapell.dev/v1alpha1
-kind: Model
-metadata:
-  name: tiny
-spec:
-  source:
-    uri: hf://org/tiny@main
-  resources:
-    gpu:
-      migProfile: 1g.10gb
-  scaling:
-    minReplicas: 0
-    maxReplicas: 3
-    targetTokensPerSecond: 2000
-"""
+DATA = Path(__file__).resolve().parents[1] / "data"
 
-THREE_ERRORS = """\
-apiVersion: kapell.dev/v1alpha1
-kind: Model
-metadata:
-  name: Bad_Name
-spec:
-  source:
-    uri: hf://org/model
-  scaling:
-    minReplica: 0
-  routing:
-    strategy: fastest
-"""
+VALID = (DATA / "model-valid.yaml").read_text()
+
+THREE_ERRORS = (DATA / "model-three-errors.yaml").read_text()
 
 
 def test_valid_model_loads_with_camel_case_fields() -> None:
