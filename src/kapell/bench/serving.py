@@ -7,8 +7,8 @@ from frugal to generous and keeps the cheapest setting that meets the SLO for 99
 one setting after its first success (the extra one guards against a non-monotone policy).
 
 An autoscaler may be named with a replica size, ``kapell@3g.40gb`` (a MIG slice, billed g/7 of
-a GPU) or ``kapell@auto`` (the smallest slice whose modelled capacity meets the SLO, see
-``kapell.backends.sim.slices.smallest_fitting``); a bare name scales whole GPUs.
+a GPU) or ``kapell@auto`` (the SLO-feasible size with the least expected GPU share for the demand seen
+in the warm-up, see ``resolve_size``); a bare name scales whole GPUs.
 """
 
 from __future__ import annotations
@@ -23,9 +23,15 @@ from typing import Any
 import numpy as np
 
 from kapell.api.errors import KapellError
-from kapell.backends.sim.slices import WHOLE_GPU, ReplicaSize, replica_size, smallest_fitting
+from kapell.backends.sim.slices import (
+    WHOLE_GPU,
+    ReplicaSize,
+    cheapest_for_demand,
+    replica_size,
+    slo_feasible,
+)
 from kapell.backends.sim.twin import ROUTERS, Twin, TwinConfig, TwinRun
-from kapell.bench.traces import Trace
+from kapell.bench.traces import Trace, TraceRequest
 from kapell.engines.sim.latency import load_profile
 from kapell.policy.autoscale import (
     AutoscaleConfig,
@@ -47,7 +53,10 @@ SWEEPS: dict[str, tuple[float, ...]] = {
 KNOB_NAMES = {"kapell": "target_tokens_per_s", "kpa": "target_concurrency", "static": "replicas"}
 AUTO_SIZE = "auto"
 SIZE_PROMPT_PERCENTILE = 99
-"""``@auto`` sizes a slice for this percentile of the trace's prompt lengths."""
+"""``@auto`` checks the TTFT target at this percentile of the warm-up's prompt lengths."""
+DEMAND_WINDOW_S = 60.0
+DEMAND_PERCENTILE = 90
+"""``@auto`` sizes for this percentile of the warm-up's per-window token rate."""
 
 
 class ServingBenchError(KapellError):
@@ -92,14 +101,42 @@ def base_name(label: str) -> str:
 
 
 def resolve_size(trace: Trace, options: ServeOptions, label: str) -> ReplicaSize:
-    """The replica size a label asks for; a bare name is a whole GPU."""
+    """The replica size a label asks for; a bare name is a whole GPU.
+
+    ``auto`` looks only at the warm-up (the replayed, uncounted first ``warmup_for`` seconds):
+    among the sizes that meet the SLO at idle for its p99 prompt, the one with the least
+    fraction x ceil(demand / ``capacity_tokens_per_s``).
+    """
     size = label.partition("@")[2] or WHOLE_GPU
     profile = load_profile(options.profile)
     if size != AUTO_SIZE:
         return replica_size(profile, size)
-    prompts = [r.prompt_tokens for r in trace.requests] or [1]
+    warmup_s = warmup_for(options, trace.duration_s)
+    warmup = [r for r in trace.requests if r.arrival_s < warmup_s]
+    prompts = [r.prompt_tokens for r in warmup] or [1]
     prompt = int(np.percentile(prompts, SIZE_PROMPT_PERCENTILE))
-    return smallest_fitting(profile, prompt, options.slo_ttft_s, options.slo_tpot_s)
+    candidates = slo_feasible(profile, prompt, options.slo_ttft_s, options.slo_tpot_s)
+    return cheapest_for_demand(
+        candidates,
+        warmup_demand_tokens_per_s(warmup, warmup_s),
+        float(np.mean(prompts)),
+        float(np.mean([r.output_tokens for r in warmup] or [1])),
+    )
+
+
+def warmup_demand_tokens_per_s(warmup: Sequence[TraceRequest], warmup_s: float) -> float:
+    """The sustained demand of the warm-up: p90 over its 60 s windows of prompt + output tokens/s.
+
+    Only what the platform has seen before the measured part starts; a warm-up shorter than a
+    window is one window of its own length.
+    """
+    window_s = min(DEMAND_WINDOW_S, warmup_s) if warmup_s > 0 else DEMAND_WINDOW_S
+    windows = np.zeros(max(1, math.ceil(warmup_s / window_s)))
+    for r in warmup:
+        windows[min(int(r.arrival_s // window_s), len(windows) - 1)] += (
+            r.prompt_tokens + r.output_tokens
+        )
+    return float(np.percentile(windows / window_s, DEMAND_PERCENTILE))
 
 
 def make_autoscaler(

@@ -8,6 +8,7 @@ GPU's compute slices, g/7.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from kapell.engines.sim.latency import LatencyProfile, ReplicaSizeError, slice_profile
@@ -58,15 +59,15 @@ def replica_size(profile: LatencyProfile, size: str) -> ReplicaSize:
     return ReplicaSize(size, sliced, mig.compute_slices / COMPUTE_SLICES)
 
 
-def smallest_fitting(profile: LatencyProfile, prompt_tokens: int, slo_ttft_s: float,
-                     slo_tpot_s: float) -> ReplicaSize:  # fmt: skip
-    """The smallest slice whose modelled capacity meets the SLO, else the whole GPU.
+def slo_feasible(profile: LatencyProfile, prompt_tokens: int, slo_ttft_s: float,
+                 slo_tpot_s: float) -> list[ReplicaSize]:  # fmt: skip
+    """The slices whose modelled capacity meets the SLO, smallest GPU share first, then the GPU.
 
-    Smallest by GPU share, first to qualify wins: the slice holds the model, an idle replica
-    prefills a ``prompt_tokens`` prompt within the TTFT target, and its slowest decode step
-    (``max_num_seqs`` sequences with the KV cache full) stays within the TPOT target. The
-    trace's load then decides how many replicas, not their size.
+    A slice qualifies if it holds the model, an idle replica prefills a ``prompt_tokens``
+    prompt within the TTFT target, and its slowest decode step (``max_num_seqs`` sequences with
+    the KV cache full) stays within the TPOT target. The whole GPU is always last.
     """
+    feasible: list[ReplicaSize] = []
     for name in slice_names(profile):
         try:
             candidate = replica_size(profile, name)
@@ -77,5 +78,53 @@ def smallest_fitting(profile: LatencyProfile, prompt_tokens: int, slo_ttft_s: fl
         context = min(sliced.kv_cache_tokens, batch * sliced.max_model_len)
         a_s, b_s = sliced.decode_step_coefficients(batch)
         if sliced.prefill_s(prompt_tokens) <= slo_ttft_s and a_s + b_s * context <= slo_tpot_s:
-            return candidate
-    return replica_size(profile, WHOLE_GPU)
+            feasible.append(candidate)
+    return [*feasible, replica_size(profile, WHOLE_GPU)]
+
+
+def smallest_fitting(profile: LatencyProfile, prompt_tokens: int, slo_ttft_s: float,
+                     slo_tpot_s: float) -> ReplicaSize:  # fmt: skip
+    """The smallest slice whose modelled capacity meets the SLO (see ``slo_feasible``)."""
+    return slo_feasible(profile, prompt_tokens, slo_ttft_s, slo_tpot_s)[0]
+
+
+def capacity_tokens_per_s(size: ReplicaSize, prompt_tokens: float, output_tokens: float) -> float:
+    """Prompt + output tokens per second one replica of ``size`` sustains, by the same rule for all.
+
+    The replica runs the batch its scheduler would admit of mean-shaped requests:
+    ``max_num_seqs``, or fewer if the KV cache cannot hold that many. It prefills each prompt
+    alone (chunked, as on an idle replica), then decodes ``output_tokens`` steps at that batch
+    with the context half grown. The KV cache is what separates sizes: a slice pays the full
+    weights out of its memory, so its batch, and with it its throughput, shrinks faster than
+    its GPU share.
+    """
+    profile = size.profile
+    per_request = max(prompt_tokens + output_tokens, 1.0)
+    batch = max(1, min(profile.max_num_seqs, int(profile.kv_cache_tokens // per_request)))
+    a_s, b_s = profile.decode_step_coefficients(batch)
+    context = batch * (prompt_tokens + output_tokens / 2)
+    busy_s = batch * profile.prefill_s(max(round(prompt_tokens), 1))
+    busy_s += max(output_tokens, 1.0) * (a_s + b_s * context)
+    return batch * per_request / busy_s
+
+
+def cheapest_for_demand(
+    candidates: list[ReplicaSize],
+    demand_tokens_per_s: float,
+    prompt_tokens: float,
+    output_tokens: float,
+) -> ReplicaSize:
+    """The candidate with the least expected GPU share: fraction x replicas the demand needs.
+
+    Replicas = ceil(demand / ``capacity_tokens_per_s``), at least one; a tie goes to the
+    smaller share, then to the whole GPU over a slice as large (7g.80gb), then the earlier.
+    """
+
+    def expected_share(size: ReplicaSize) -> float:
+        capacity = capacity_tokens_per_s(size, prompt_tokens, output_tokens)
+        return size.gpu_fraction * max(1, math.ceil(demand_tokens_per_s / capacity))
+
+    return min(
+        candidates,
+        key=lambda size: (expected_share(size), size.gpu_fraction, size.name != WHOLE_GPU),
+    )
