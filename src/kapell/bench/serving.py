@@ -6,9 +6,11 @@ from frugal to generous and keeps the cheapest setting that meets the SLO for 99
 (``gpu_hours_at_99``). More generous settings cost more GPU-hours, so a policy's sweep stops
 one setting after its first success (the extra one guards against a non-monotone policy).
 
-An autoscaler may be named with a replica size, ``kapell@3g.40gb`` (a MIG slice, billed g/7 of
-a GPU) or ``kapell@auto`` (the SLO-feasible size with the least expected GPU share for the demand seen
-in the warm-up, see ``resolve_size``); a bare name scales whole GPUs.
+An autoscaler may be named with a replica size: ``kapell@3g.40gb`` (a MIG slice, billed g/7 of
+a GPU), ``kapell@gpu`` (whole GPUs) or ``kapell@auto`` (the SLO-feasible size with the least
+expected GPU share for the demand seen in the warm-up, see ``resolve_size``). A bare name takes
+its policy's default size: ``auto`` for kapell, which sizes replicas as it deploys them, and a
+whole GPU for the peers, as KServe/Knative deployments request ``nvidia.com/gpu: 1``.
 """
 
 from __future__ import annotations
@@ -23,13 +25,7 @@ from typing import Any
 import numpy as np
 
 from kapell.api.errors import KapellError
-from kapell.backends.sim.slices import (
-    WHOLE_GPU,
-    ReplicaSize,
-    cheapest_for_demand,
-    replica_size,
-    slo_feasible,
-)
+from kapell.backends.sim.slices import WHOLE_GPU, ReplicaSize, replica_size, slo_feasible
 from kapell.backends.sim.twin import ROUTERS, Twin, TwinConfig, TwinRun
 from kapell.bench.traces import Trace, TraceRequest
 from kapell.engines.sim.latency import load_profile
@@ -52,11 +48,15 @@ SWEEPS: dict[str, tuple[float, ...]] = {
 }
 KNOB_NAMES = {"kapell": "target_tokens_per_s", "kpa": "target_concurrency", "static": "replicas"}
 AUTO_SIZE = "auto"
+DEFAULT_SIZES = {"kapell": AUTO_SIZE, "kpa": WHOLE_GPU, "static": WHOLE_GPU}
+"""The replica size of a bare autoscaler name."""
 SIZE_PROMPT_PERCENTILE = 99
 """``@auto`` checks the TTFT target at this percentile of the warm-up's prompt lengths."""
-DEMAND_WINDOW_S = 60.0
-DEMAND_PERCENTILE = 90
-"""``@auto`` sizes for this percentile of the warm-up's per-window token rate."""
+IDLE_PREFILL_SHARE_OF_TTFT = 0.5
+"""``@auto``: an idle replica must prefill that prompt within this share of the TTFT target, so
+the prompt still meets the target behind the queueing a busy replica adds (a slice that only
+just meets it idle misses it under load: on the Mooncake trace 4g.40gb met 5 s idle and
+never reached 99% attainment)."""
 
 
 class ServingBenchError(KapellError):
@@ -101,13 +101,17 @@ def base_name(label: str) -> str:
 
 
 def resolve_size(trace: Trace, options: ServeOptions, label: str) -> ReplicaSize:
-    """The replica size a label asks for; a bare name is a whole GPU.
+    """The replica size a label asks for; a bare name takes ``DEFAULT_SIZES``.
 
-    ``auto`` looks only at the warm-up (the replayed, uncounted first ``warmup_for`` seconds):
-    among the sizes that meet the SLO at idle for its p99 prompt, the one with the least
-    fraction x ceil(demand / ``capacity_tokens_per_s``).
+    ``auto`` looks only at the warm-up (the replayed, uncounted first ``warmup_for`` seconds).
+    Candidates are the sizes that prefill its p99 prompt at idle within half the TTFT target and
+    meet the TPOT target (``slo_feasible``); each is tried in the twin on the warm-up as a
+    static fleet of 1, 2, ... replicas, and the size whose smallest fleet serves the warm-up at
+    the attainment goal has the least GPU share wins (ties: the whole GPU, then the smaller
+    slice). Measured in the twin rather than estimated from a capacity formula, so batching,
+    KV limits and burstiness count as they will in the replay.
     """
-    size = label.partition("@")[2] or WHOLE_GPU
+    size = label.partition("@")[2] or DEFAULT_SIZES[base_name(label)]
     profile = load_profile(options.profile)
     if size != AUTO_SIZE:
         return replica_size(profile, size)
@@ -115,28 +119,48 @@ def resolve_size(trace: Trace, options: ServeOptions, label: str) -> ReplicaSize
     warmup = [r for r in trace.requests if r.arrival_s < warmup_s]
     prompts = [r.prompt_tokens for r in warmup] or [1]
     prompt = int(np.percentile(prompts, SIZE_PROMPT_PERCENTILE))
-    candidates = slo_feasible(profile, prompt, options.slo_ttft_s, options.slo_tpot_s)
-    return cheapest_for_demand(
-        candidates,
-        warmup_demand_tokens_per_s(warmup, warmup_s),
-        float(np.mean(prompts)),
-        float(np.mean([r.output_tokens for r in warmup] or [1])),
+    candidates = slo_feasible(
+        profile, prompt, options.slo_ttft_s * IDLE_PREFILL_SHARE_OF_TTFT, options.slo_tpot_s
     )
+    if not warmup:
+        return candidates[0]
+    whole = candidates[-1]
+    best, best_share = whole, warmup_fleet_share(trace, options, warmup, whole, math.inf)
+    for candidate in candidates[:-1]:
+        share = warmup_fleet_share(trace, options, warmup, candidate, best_share)
+        if share < best_share:
+            best, best_share = candidate, share
+    return best
 
 
-def warmup_demand_tokens_per_s(warmup: Sequence[TraceRequest], warmup_s: float) -> float:
-    """The sustained demand of the warm-up: p90 over its 60 s windows of prompt + output tokens/s.
+def warmup_fleet_share(
+    trace: Trace,
+    options: ServeOptions,
+    warmup: Sequence[TraceRequest],
+    size: ReplicaSize,
+    below_share: float,
+) -> float:
+    """GPU share of the smallest static fleet of ``size`` that serves ``warmup`` at the goal.
 
-    Only what the platform has seen before the measured part starts; a warm-up shorter than a
-    window is one window of its own length.
+    Fleets are tried from one replica up while their share stays below ``below_share`` (a
+    cheaper size is already known) and within ``max_replicas``; inf if none qualifies.
     """
-    window_s = min(DEMAND_WINDOW_S, warmup_s) if warmup_s > 0 else DEMAND_WINDOW_S
-    windows = np.zeros(max(1, math.ceil(warmup_s / window_s)))
-    for r in warmup:
-        windows[min(int(r.arrival_s // window_s), len(windows) - 1)] += (
-            r.prompt_tokens + r.output_tokens
+    replicas = 1
+    while replicas * size.gpu_fraction < below_share and replicas <= options.max_replicas:
+        config = TwinConfig(
+            profile=size.profile,
+            router=options.router,
+            prefix_block_tokens=trace.block_tokens,
+            max_replicas=options.max_replicas,
+            initial_replicas=replicas,
+            seed=options.seed,
+            gpu_fraction=size.gpu_fraction,
         )
-    return float(np.percentile(windows / window_s, DEMAND_PERCENTILE))
+        run = Twin(config, warmup, StaticAutoscaler(replicas)).replay()
+        if summarize(run, options)["slo_attainment"] >= ATTAINMENT_GOAL:
+            return replicas * size.gpu_fraction
+        replicas += 1
+    return math.inf
 
 
 def make_autoscaler(
@@ -353,10 +377,9 @@ def serve_report(
             knob = options.knobs.get(name)
             run, measured_from_s = replay(trace, options, label, knob, _bind(progress, label))
             entry = {KNOB_NAMES[name]: knob, **summarize(run, options, measured_from_s)}
-        if label != name:
-            size = resolve_size(trace, options, label)
-            entry["replica_size"] = size.name
-            entry["gpu_fraction"] = round(size.gpu_fraction, 4)
+        size = resolve_size(trace, options, label)
+        entry["replica_size"] = size.name
+        entry["gpu_fraction"] = round(size.gpu_fraction, 4)
         if run is not None:
             entry["timeline"] = timeline(run)
             runs[label] = run

@@ -20,8 +20,9 @@ def serve(
         str,
         typer.Option(
             help="Comma list of kapell, kpa, static; NAME@SIZE runs replicas on a MIG slice "
-            "(e.g. kapell@3g.40gb, billed g/7 of a GPU) or kapell@auto (the SLO-feasible "
-            "size with the least expected GPU share for the warm-up's demand)."
+            "(e.g. kapell@3g.40gb, billed g/7 of a GPU), whole GPUs (@gpu) or @auto (the "
+            "SLO-feasible size with the least expected GPU share for the warm-up's demand). "
+            "Bare kapell is kapell@auto; bare kpa and static use whole GPUs."
         ),
     ] = "kapell,kpa,static",
     router: Annotated[

@@ -18,7 +18,10 @@ Time is always an argument (``now_s``, any monotonic origin); nothing here reads
   sustained trend (two whole stable windows), by at most ``max_forecast_growth``, and keeps a
   replica until it has been unneeded for a cold start (``scale_down_delay_s``): releasing a
   replica that is wanted back within a cold start costs more GPU time than keeping it (the
-  ski-rental break-even).
+  ski-rental break-even). It also remembers bursts (``burst_memory_s``): a burst shorter than
+  a cold start is over before a replica started for it is ready, so the fleet must already
+  hold it; the count covers a high quantile of the recent panic-window rates, and a burst
+  that recurs within the memory finds its replicas still there.
 - ``ConcurrencyAutoscaler`` (``concurrency``): Knative KPA's signal, in-flight plus queued
   requests per replica against a target. A baseline.
 - ``StaticAutoscaler`` (``static``): a fixed count. A baseline.
@@ -67,6 +70,11 @@ class AutoscaleConfig:
     Knative's KPA)."""
     max_forecast_growth: float = 0.25
     """The cold-start forecast adds at most this fraction to the stable-window rate."""
+    burst_memory_s: float | None = None
+    """How long the token policy remembers bursts; None: ``BURST_MEMORY_COLD_STARTS`` cold
+    starts (at least that many stable windows); 0 turns burst memory off."""
+    burst_quantile: float = 0.9
+    """The quantile of the remembered panic-window rates the token policy covers."""
     target_concurrency: float = 8.0
     """Requests per replica the concurrency (KPA) policy aims for."""
     default_tokens_per_request: float = 512.0
@@ -113,6 +121,12 @@ class Autoscaler(Protocol):
     def desired(self, now_s: float) -> ScaleDecision:
         """The replica count wanted at ``now_s`` given everything observed so far."""
         ...
+
+
+BURST_MEMORY_COLD_STARTS = 5
+"""Default burst memory in cold starts: long enough to bridge the idle gaps of bursty traffic
+(minutes), short enough to let a fleet shrink within minutes of a load change. A choice,
+measured in docs/simulator.md, not fitted."""
 
 
 # --- pure arithmetic -------------------------------------------------------------------------
@@ -210,6 +224,11 @@ class _Window:
     def latest(self) -> float:
         return self._points[-1][1] if self._points else 0.0
 
+    def quantile(self, q: float) -> float:
+        """The ``q`` quantile (nearest rank below) of the values kept, 0 with none."""
+        values = sorted(v for _, v in self._points)
+        return values[int(q * (len(values) - 1))] if values else 0.0
+
 
 class WindowedHysteresis:
     """Turns a stable-window and a panic-window replica count into a decision over time.
@@ -283,7 +302,9 @@ class TokenAutoscaler:
     no admission counts) plus the backlog (queued requests times the measured tokens per
     request) drained over the panic window. The stable count looks ``cold_start_s`` ahead on a
     sustained rise (``forecast_rate``), so a replica starts early enough to be ready when demand
-    crosses capacity; a lower count waits ``scale_down_delay_s`` (default: a cold start).
+    crosses capacity, and covers at least the ``burst_quantile`` of the panic-window rates of
+    the last ``burst_memory_s``; a lower count waits ``scale_down_delay_s`` (default: a cold
+    start).
     """
 
     def __init__(self, config: AutoscaleConfig) -> None:
@@ -296,6 +317,10 @@ class TokenAutoscaler:
         if delay_s is None:
             delay_s = max(config.stable_window_s, config.cold_start_s)
         self._hysteresis = WindowedHysteresis(config, scale_down_delay_s=delay_s)
+        memory_s = config.burst_memory_s
+        if memory_s is None:
+            memory_s = BURST_MEMORY_COLD_STARTS * max(config.cold_start_s, config.stable_window_s)
+        self._bursts = _Window(memory_s) if memory_s > 0 else None
         self._sample = DemandSample(tokens_total=0.0)
         self._first_s: float | None = None
         self.capacity_tokens_per_s = (
@@ -317,6 +342,8 @@ class TokenAutoscaler:
         self._admitted.add(now_s, demand_total)
         self._requests.add(now_s, sample.requests_total)
         self._sample = sample
+        if self._bursts is not None:
+            self._bursts.add(now_s, self._admitted.rate(now_s, config.panic_window_s))
         if config.capacity_tokens_per_s is None and sample.ready_replicas > 0:
             per_replica = self._tokens.rate(now_s, config.panic_window_s) / sample.ready_replicas
             self.capacity_tokens_per_s = learn_capacity(
@@ -345,6 +372,8 @@ class TokenAutoscaler:
             horizon_s=config.cold_start_s if history_s >= 2 * window_s else 0.0,
             max_growth=config.max_forecast_growth,
         )
+        if self._bursts is not None:
+            ahead = max(ahead, self._bursts.quantile(config.burst_quantile))
         capacity = self.capacity_tokens_per_s
         stable = replicas_for_rate(ahead + backlog_rate, capacity)
         panic = replicas_for_rate(panic_rate + backlog_rate, capacity)

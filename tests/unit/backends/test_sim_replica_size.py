@@ -41,17 +41,17 @@ def test_sized_labels_report_their_size_and_ratios() -> None:
     report, _ = serving.serve_report(_trace(), options, labels, do_sweep=False)
     sliced, whole = report["autoscalers"]["static@3g.40gb"], report["autoscalers"]["static"]
     assert sliced["replica_size"] == "3g.40gb" and sliced["gpu_fraction"] == round(3 / 7, 4)
-    assert "replica_size" not in whole
+    assert whole["replica_size"] == "gpu" and whole["gpu_fraction"] == 1.0
     assert sliced["gpu_hours"] < whole["gpu_hours"]
     assert sliced["tpot_p50_s"] > whole["tpot_p50_s"]  # half the bandwidth: slower decode
     ratios = serving._ratios(
         {
-            "kapell@auto": {"gpu_hours_at_99": 1.0},
-            "kapell": {"gpu_hours_at_99": 2.0},
+            "kapell": {"gpu_hours_at_99": 1.0},
+            "kapell@gpu": {"gpu_hours_at_99": 2.0},
             "kpa": {"gpu_hours_at_99": 4.0},
         }
     )
-    assert ratios == {"kapell@auto_over_kpa": 0.25, "kapell_over_kpa": 0.5}
+    assert ratios == {"kapell_over_kpa": 0.25, "kapell@gpu_over_kpa": 0.5}
 
 
 def test_bad_sizes_are_user_errors() -> None:

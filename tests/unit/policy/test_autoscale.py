@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace as dc_replace
 from itertools import pairwise
 
 from hypothesis import given
@@ -76,13 +77,29 @@ def test_burst_panics_and_does_not_scale_down_while_panicking() -> None:
 
 
 def test_scale_to_zero_only_after_idle_period() -> None:
-    config = AutoscaleConfig(max_replicas=4, capacity_tokens_per_s=1000, scale_to_zero_after_s=300)
+    config = AutoscaleConfig(max_replicas=4, capacity_tokens_per_s=1000, scale_to_zero_after_s=300,
+                             burst_memory_s=0)  # fmt: skip
     scaler = TokenAutoscaler(config)
     now, tokens = drive(scaler, [(60, 1500)], ready=2)
     now, tokens = drive(scaler, [(200, 0)], ready=2, start_s=now, tokens=tokens)
     assert scaler.desired(now).replicas == 1
     now, _ = drive(scaler, [(120, 0)], ready=1, start_s=now, tokens=tokens)
     assert scaler.desired(now).replicas == 0
+
+
+def test_burst_memory_bridges_gaps_shorter_than_it_and_then_lets_go() -> None:
+    config = AutoscaleConfig(max_replicas=10, capacity_tokens_per_s=1000, cold_start_s=60,
+                             scale_to_zero_after_s=1000)  # fmt: skip
+    scaler = TokenAutoscaler(config)  # default memory: 5 cold starts = 300 s
+    now, tokens = 0.0, 0.0
+    for _ in range(4):  # 30 s bursts of 4,000 tokens/s every 150 s
+        now, tokens = drive(scaler, [(30, 4000), (120, 0)], ready=4, start_s=now, tokens=tokens)
+        assert scaler.desired(now).replicas == 4, "the next burst finds its replicas"
+    without = TokenAutoscaler(dc_replace(config, burst_memory_s=0))
+    drive(without, [(30, 4000), (120, 0)] * 4, ready=4)
+    assert without.desired(now).replicas == 1, "without memory the gap releases them"
+    now, _ = drive(scaler, [(400, 0)], ready=4, start_s=now, tokens=tokens)
+    assert scaler.desired(now).replicas == 1, "a memory with no burst left lets go"
 
 
 def test_queued_requests_scale_from_zero_at_once() -> None:
@@ -104,7 +121,8 @@ def test_warm_pool_adds_replicas_above_demand_until_zero() -> None:
 def test_cold_start_aware_scales_ahead_of_a_sustained_ramp() -> None:
     def final(cold_start_s: float) -> int:
         scaler = TokenAutoscaler(AutoscaleConfig(max_replicas=50, capacity_tokens_per_s=1000,
-                                                 cold_start_s=cold_start_s))  # fmt: skip
+                                                 cold_start_s=cold_start_s,
+                                                 burst_memory_s=0))  # fmt: skip
         now, tokens = drive(scaler, [(90, 1000)], ready=3)  # the trend needs two full windows
         for second in range(60):
             now, tokens = drive(scaler, [(1, 1000 + 50 * second)], ready=3, start_s=now,
@@ -152,7 +170,7 @@ def test_a_short_spike_is_not_extrapolated() -> None:
 def test_scale_down_waits_a_cold_start_of_lower_recommendations() -> None:
     def replicas_after_drop(delay_s: float | None, seconds: int) -> int:
         config = AutoscaleConfig(max_replicas=20, capacity_tokens_per_s=1000, cold_start_s=90,
-                                 scale_down_delay_s=delay_s)  # fmt: skip
+                                 scale_down_delay_s=delay_s, burst_memory_s=0)  # fmt: skip
         scaler = TokenAutoscaler(config)
         now, tokens = drive(scaler, [(240, 4500)], ready=5)
         now, _ = drive(scaler, [(seconds, 1500)], ready=5, start_s=now, tokens=tokens)

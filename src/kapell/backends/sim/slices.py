@@ -8,7 +8,6 @@ GPU's compute slices, g/7.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from kapell.engines.sim.latency import LatencyProfile, ReplicaSizeError, slice_profile
@@ -86,45 +85,3 @@ def smallest_fitting(profile: LatencyProfile, prompt_tokens: int, slo_ttft_s: fl
                      slo_tpot_s: float) -> ReplicaSize:  # fmt: skip
     """The smallest slice whose modelled capacity meets the SLO (see ``slo_feasible``)."""
     return slo_feasible(profile, prompt_tokens, slo_ttft_s, slo_tpot_s)[0]
-
-
-def capacity_tokens_per_s(size: ReplicaSize, prompt_tokens: float, output_tokens: float) -> float:
-    """Prompt + output tokens per second one replica of ``size`` sustains, by the same rule for all.
-
-    The replica runs the batch its scheduler would admit of mean-shaped requests:
-    ``max_num_seqs``, or fewer if the KV cache cannot hold that many. It prefills each prompt
-    alone (chunked, as on an idle replica), then decodes ``output_tokens`` steps at that batch
-    with the context half grown. The KV cache is what separates sizes: a slice pays the full
-    weights out of its memory, so its batch, and with it its throughput, shrinks faster than
-    its GPU share.
-    """
-    profile = size.profile
-    per_request = max(prompt_tokens + output_tokens, 1.0)
-    batch = max(1, min(profile.max_num_seqs, int(profile.kv_cache_tokens // per_request)))
-    a_s, b_s = profile.decode_step_coefficients(batch)
-    context = batch * (prompt_tokens + output_tokens / 2)
-    busy_s = batch * profile.prefill_s(max(round(prompt_tokens), 1))
-    busy_s += max(output_tokens, 1.0) * (a_s + b_s * context)
-    return batch * per_request / busy_s
-
-
-def cheapest_for_demand(
-    candidates: list[ReplicaSize],
-    demand_tokens_per_s: float,
-    prompt_tokens: float,
-    output_tokens: float,
-) -> ReplicaSize:
-    """The candidate with the least expected GPU share: fraction x replicas the demand needs.
-
-    Replicas = ceil(demand / ``capacity_tokens_per_s``), at least one; a tie goes to the
-    smaller share, then to the whole GPU over a slice as large (7g.80gb), then the earlier.
-    """
-
-    def expected_share(size: ReplicaSize) -> float:
-        capacity = capacity_tokens_per_s(size, prompt_tokens, output_tokens)
-        return size.gpu_fraction * max(1, math.ceil(demand_tokens_per_s / capacity))
-
-    return min(
-        candidates,
-        key=lambda size: (expected_share(size), size.gpu_fraction, size.name != WHOLE_GPU),
-    )
