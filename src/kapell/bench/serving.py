@@ -142,10 +142,14 @@ def warmup_fleet_share(
 ) -> float:
     """GPU share of the smallest static fleet of ``size`` that serves ``warmup`` at the goal.
 
-    Fleets are tried from one replica up while their share stays below ``below_share`` (a
-    cheaper size is already known) and within ``max_replicas``; inf if none qualifies.
+    Fleets are tried from the fewest replicas that could carry the warm-up's mean token rate
+    (``peak_tokens_per_s``, an upper bound on a replica's throughput, so no fleet that could
+    qualify is skipped) up, while their share stays below ``below_share`` (a cheaper size is
+    already known) and within ``max_replicas``; inf if none qualifies.
     """
-    replicas = 1
+    span_s = max(warmup_for(options, trace.duration_s), warmup[-1].arrival_s, 1e-9)
+    mean_tokens_per_s = sum(r.prompt_tokens + r.output_tokens for r in warmup) / span_s
+    replicas = max(1, math.ceil(mean_tokens_per_s / peak_tokens_per_s(size)))
     while replicas * size.gpu_fraction < below_share and replicas <= options.max_replicas:
         config = TwinConfig(
             profile=size.profile,
@@ -161,6 +165,14 @@ def warmup_fleet_share(
             return replicas * size.gpu_fraction
         replicas += 1
     return math.inf
+
+
+def peak_tokens_per_s(size: ReplicaSize) -> float:
+    """More tokens per second than one replica can process: a full step of prompt tokens
+    (the most tokens a step holds, at the lowest cost per token, without the decode steps'
+    KV reads), with 10% to spare."""
+    step_tokens = size.profile.max_batched_tokens
+    return 1.1 * step_tokens / size.profile.prefill_s(step_tokens)
 
 
 def make_autoscaler(

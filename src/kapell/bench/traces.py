@@ -142,6 +142,19 @@ def slice_trace(trace: Trace, start_s: float, duration_s: float | None = None) -
     return replace(trace, requests=kept)
 
 
+def gate_trace(trace: Trace, on_s: float, off_s: float) -> Trace:
+    """Only the requests arriving in the first ``on_s`` of every ``on_s + off_s`` cycle.
+
+    Turns a steady trace into bursts separated by idle gaps of ``off_s``, the shape where
+    burst handling and scale to zero matter, while each burst keeps the trace's own mix.
+    """
+    if on_s <= 0 or off_s < 0:
+        raise TraceError(f"gate: expected ON > 0 and OFF >= 0 seconds, got {on_s:g},{off_s:g}")
+    cycle_s = on_s + off_s
+    kept = tuple(r for r in trace.requests if r.arrival_s % cycle_s < on_s)
+    return replace(trace, requests=kept)
+
+
 def _open(path: Path) -> TextIO:
     try:
         return path.open(newline="")

@@ -59,6 +59,13 @@ def serve(
     ] = 1.0,
     start_s: Annotated[float, typer.Option(help="Slice: first arrival second kept.")] = 0.0,
     duration_s: Annotated[float | None, typer.Option(help="Slice: seconds kept.")] = None,
+    gate_s: Annotated[
+        str | None,
+        typer.Option(
+            help="ON,OFF: keep only arrivals in the first ON seconds of every ON+OFF (after "
+            "--time-scale, before the slice): bursts with idle gaps."
+        ),
+    ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     plot: Annotated[
         Path | None, typer.Option(help="Write replica timelines (and sweep curves) to a PNG.")
@@ -69,10 +76,13 @@ def serve(
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from kapell.bench import serving
-    from kapell.bench.traces import read_trace, scale_time, slice_trace
+    from kapell.bench.traces import gate_trace, read_trace, scale_time, slice_trace
 
     names = serving.parse_autoscalers(autoscaler)
-    loaded = slice_trace(scale_time(read_trace(trace), time_scale), start_s, duration_s)
+    loaded = scale_time(read_trace(trace), time_scale)
+    if gate_s is not None:
+        loaded = gate_trace(loaded, *_on_off(gate_s))
+    loaded = slice_trace(loaded, start_s, duration_s)
     if not loaded.requests:
         raise serving.ServingBenchError(f"{trace}: no requests in the selected slice")
     options = serving.ServeOptions(
@@ -113,6 +123,20 @@ def serve(
         typer.echo(json.dumps(report, indent=1))
     else:
         _print_table(report)
+
+
+def _on_off(text: str) -> tuple[float, float]:
+    """``--gate-s 300,600`` -> (300.0, 600.0); anything else is a user error."""
+    from kapell.bench.serving import ServingBenchError
+
+    parts = text.split(",")
+    try:
+        on_s, off_s = (float(p) for p in parts)
+    except ValueError:
+        raise ServingBenchError(
+            f"--gate-s: expected ON,OFF in seconds (e.g. 300,600), got {text!r}"
+        ) from None
+    return on_s, off_s
 
 
 def _print_table(report: dict[str, Any]) -> None:

@@ -14,6 +14,7 @@ from kapell.bench.traces import (
     Trace,
     TraceError,
     TraceRequest,
+    gate_trace,
     read_trace,
     scale_time,
     slice_trace,
@@ -83,3 +84,21 @@ def test_slice_keeps_the_window_rebased(times: list[float], start: float, length
     sliced = slice_trace(_trace(times), start, length)
     assert len(sliced.requests) == sum(start <= t < start + length for t in times)
     assert all(0 <= r.arrival_s < length for r in sliced.requests)
+
+
+@given(
+    st.lists(st.floats(0, 5000, allow_nan=False), max_size=60).map(sorted),
+    st.floats(1, 600),
+    st.floats(0, 600),
+)
+def test_gate_keeps_exactly_the_on_phase(times: list[float], on_s: float, off_s: float) -> None:
+    gated = gate_trace(_trace(times), on_s, off_s)
+    kept = [r.arrival_s for r in gated.requests]
+    assert kept == [t for t in times if t % (on_s + off_s) < on_s]
+    if off_s == 0:
+        assert kept == times
+
+
+def test_gate_rejects_a_bad_cycle() -> None:
+    with pytest.raises(TraceError, match="gate"):
+        gate_trace(_trace([1.0]), 0.0, 10.0)
