@@ -104,12 +104,17 @@ def resolve_size(trace: Trace, options: ServeOptions, label: str) -> ReplicaSize
     """The replica size a label asks for; a bare name takes ``DEFAULT_SIZES``.
 
     ``auto`` looks only at the warm-up (the replayed, uncounted first ``warmup_for`` seconds).
-    Candidates are the sizes that prefill its p99 prompt at idle within half the TTFT target and
-    meet the TPOT target (``slo_feasible``); each is tried in the twin on the warm-up as a
-    static fleet of 1, 2, ... replicas, and the size whose smallest fleet serves the warm-up at
-    the attainment goal has the least GPU share wins (ties: the whole GPU, then the smaller
-    slice). Measured in the twin rather than estimated from a capacity formula, so batching,
-    KV limits and burstiness count as they will in the replay.
+    Candidates are the MIG slices that prefill its p99 prompt at idle within half the TTFT
+    target and meet the TPOT target (``slo_feasible``). Each is tried in the twin on the
+    warm-up as a static fleet of 1, 2, ... replicas; the slice whose smallest fleet serves the
+    warm-up at the attainment goal with less than one GPU's share, and the least share, wins
+    (ties: the smaller slice); if none does, the whole GPU. Slices are for models that do not
+    fill a GPU: once demand needs a GPU or more, every slice still pays the full weights out of
+    its memory and a whole step's overhead, while a GPU fleet's rounding waste shrinks with
+    its size, so whole GPUs cost less (on the conversation trace at 10x, nine 3g.40gb slices
+    served the warm-up but the hour needed 0.51 GPU-hours on slices against 0.39 on GPUs).
+    Measured in the twin rather than from a capacity formula, so batching, KV limits and
+    burstiness count as they will in the replay.
     """
     size = label.partition("@")[2] or DEFAULT_SIZES[base_name(label)]
     profile = load_profile(options.profile)
@@ -124,8 +129,7 @@ def resolve_size(trace: Trace, options: ServeOptions, label: str) -> ReplicaSize
     )
     if not warmup:
         return candidates[0]
-    whole = candidates[-1]
-    best, best_share = whole, warmup_fleet_share(trace, options, warmup, whole, math.inf)
+    best, best_share = candidates[-1], 1.0  # the whole GPU
     for candidate in candidates[:-1]:
         share = warmup_fleet_share(trace, options, warmup, candidate, best_share)
         if share < best_share:
