@@ -300,7 +300,7 @@ class TokenAutoscaler:
 
     Demand over each window is the admitted token rate (the completed one when the source has
     no admission counts) plus the backlog (queued requests times the measured tokens per
-    request) drained over the panic window. The stable count looks ``cold_start_s`` ahead on a
+    request) drained over the panic window (a cold start when no replica is ready). The stable count looks ``cold_start_s`` ahead on a
     sustained rise (``forecast_rate``), so a replica starts early enough to be ready when demand
     crosses capacity, and covers at least the ``burst_quantile`` of the panic-window rates of
     the last ``burst_memory_s``; a lower count waits ``scale_down_delay_s`` (default: a cold
@@ -363,7 +363,7 @@ class TokenAutoscaler:
         per_request = (
             completed_rate / request_rate if request_rate > 0 else config.default_tokens_per_request
         )
-        backlog_rate = self._sample.queue_depth * per_request / config.panic_window_s
+        backlog_rate = self._sample.queue_depth * per_request / self._drain_s()
         history_s = now_s - self._first_s if self._first_s is not None else 0.0
         ahead = forecast_rate(
             previous_rate,
@@ -384,6 +384,16 @@ class TokenAutoscaler:
             ready=self._sample.ready_replicas,
             waiting=self._sample.queue_depth,
         )
+
+    def _drain_s(self) -> float:
+        """Seconds to drain the activator's backlog in: the panic window while replicas are
+        ready; with none ready, a cold start, because a replica asked for now is ready only
+        then, and asking to drain a cold start's worth of queue in a few seconds after it would
+        start ten times the replicas the steady demand needs (each ready at the same moment)."""
+        config = self._config
+        if self._sample.ready_replicas > 0:
+            return config.panic_window_s
+        return max(config.panic_window_s, config.cold_start_s)
 
 
 class ConcurrencyAutoscaler:

@@ -108,6 +108,19 @@ def test_queued_requests_scale_from_zero_at_once() -> None:
     assert scaler.desired(0.0).replicas >= 1
 
 
+def test_a_backlog_behind_a_cold_start_is_drained_over_the_cold_start() -> None:
+    config = AutoscaleConfig(max_replicas=64, capacity_tokens_per_s=1000, cold_start_s=60,
+                             default_tokens_per_request=600)  # fmt: skip
+    scaler = TokenAutoscaler(config)
+    # 300 requests x 600 tokens queued while nothing is ready: 180,000 tokens over 60 s needs
+    # 3 replicas; over the 6 s panic window it would have asked for 30.
+    scaler.observe(0.0, DemandSample(tokens_total=0, queue_depth=300, ready_replicas=0))
+    assert scaler.desired(0.0).replicas == 3
+    ready = TokenAutoscaler(config)
+    ready.observe(0.0, DemandSample(tokens_total=0, queue_depth=300, ready_replicas=1))
+    assert ready.desired(0.0).replicas == 30, "with a replica ready, the panic window drains it"
+
+
 def test_warm_pool_adds_replicas_above_demand_until_zero() -> None:
     config = AutoscaleConfig(min_replicas=1, max_replicas=10, warm_pool=2,
                              capacity_tokens_per_s=1000)  # fmt: skip
