@@ -71,13 +71,18 @@ def test_cli_prints_json_and_writes_a_plot(tmp_path: Path) -> None:
     ]
     trace.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n" + "\n".join(rows))
     plot = tmp_path / "p.png"
-    result = CliRunner().invoke(
-        app,
-        ["sim", "serve", "--trace", str(trace), "--profile", "a100-llama2-7b", "--autoscaler", "kpa,static",
-         "--router", "round-robin", "--slo-ttft-ms", "1000", "--slo-tpot-ms", "100", "--json",
-         "--plot", str(plot), "--warmup-s", "5"],
-    )  # fmt: skip
+    base = ["sim", "serve", "--trace", str(trace), "--profile", "a100-llama2-7b", "--autoscaler",
+            "kpa,static", "--router", "round-robin", "--slo-ttft-ms", "1000", "--slo-tpot-ms",
+            "100", "--json", "--warmup-s", "5"]  # fmt: skip
+    result = CliRunner().invoke(app, [*base, "--plot", str(plot)])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert set(report["autoscalers"]) == {"kpa", "static"}
     assert plot.stat().st_size > 1000
+    gated = CliRunner().invoke(app, [*base, "--gate-s", "10,20"])
+    assert gated.exit_code == 0, gated.output
+    kept = json.loads(gated.stdout)["autoscalers"]["kpa"]["requests"]
+    assert 0 < kept < report["autoscalers"]["kpa"]["requests"]
+    bad = CliRunner().invoke(app, [*base, "--gate-s", "10"])
+    assert isinstance(bad.exception, KapellError)
+    assert "--gate-s: expected ON,OFF" in str(bad.exception)
