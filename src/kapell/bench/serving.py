@@ -155,20 +155,33 @@ def warmup_fleet_share(
     mean_tokens_per_s = sum(r.prompt_tokens + r.output_tokens for r in warmup) / span_s
     replicas = max(1, math.ceil(mean_tokens_per_s / peak_tokens_per_s(size)))
     while replicas * size.gpu_fraction < below_share and replicas <= options.max_replicas:
-        config = TwinConfig(
-            profile=size.profile,
-            router=options.router,
-            prefix_block_tokens=trace.block_tokens,
-            max_replicas=options.max_replicas,
-            initial_replicas=replicas,
-            seed=options.seed,
-            gpu_fraction=size.gpu_fraction,
-        )
+        config = twin_config(trace, options, size, replicas)
         run = Twin(config, warmup, StaticAutoscaler(replicas)).replay()
         if summarize(run, options)["slo_attainment"] >= ATTAINMENT_GOAL:
             return replicas * size.gpu_fraction
         replicas += 1
     return math.inf
+
+
+def twin_config(
+    trace: Trace,
+    options: ServeOptions,
+    size: ReplicaSize,
+    initial_replicas: int,
+    cold_start_s: float | None = None,
+) -> TwinConfig:
+    """The twin's settings for ``trace`` under ``options`` on replicas of ``size``."""
+    return TwinConfig(
+        profile=size.profile,
+        router=options.router,
+        prefix_block_tokens=trace.block_tokens,
+        max_replicas=options.max_replicas,
+        initial_replicas=initial_replicas,
+        cold_start_s=cold_start_s,
+        warm_tier=options.warm_tier,
+        seed=options.seed,
+        gpu_fraction=size.gpu_fraction,
+    )
 
 
 def peak_tokens_per_s(size: ReplicaSize) -> float:
@@ -221,22 +234,11 @@ def replay(
         )
     name = base_name(label)
     size = resolve_size(trace, options, label)
-    profile = size.profile
     cold_start_s = (
-        options.cold_start_s if options.cold_start_s is not None else profile.cold_start_s
+        options.cold_start_s if options.cold_start_s is not None else size.profile.cold_start_s
     )
     initial = int(knob) if name == "static" and knob is not None else max(options.min_replicas, 1)
-    config = TwinConfig(
-        profile=profile,
-        router=options.router,
-        prefix_block_tokens=trace.block_tokens,
-        max_replicas=options.max_replicas,
-        initial_replicas=min(initial, options.max_replicas),
-        cold_start_s=cold_start_s,
-        warm_tier=options.warm_tier,
-        seed=options.seed,
-        gpu_fraction=size.gpu_fraction,
-    )
+    config = twin_config(trace, options, size, min(initial, options.max_replicas), cold_start_s)
     autoscaler = make_autoscaler(name, knob, options, cold_start_s)
     preroll_s = warmup_for(options, trace.duration_s)
     requests = [r for r in trace.requests if r.arrival_s < preroll_s]
