@@ -441,7 +441,7 @@ def plot(report: dict[str, Any], runs: dict[str, TwinRun], path: Path) -> None:
         ax.annotate("measured →", (measured_from_s / 60, ax.get_ylim()[1]), fontsize=7,
                     ha="left", va="top", color="grey")  # fmt: skip
     ax.set_xlabel("time (min)")
-    ax.set_ylabel("replicas holding a GPU")
+    ax.set_ylabel("replicas holding a GPU or slice")
     ax.set_title(f"{report['trace']} · {report['profile']}", fontsize=9)
     ax.legend(fontsize=8)
     if swept:
