@@ -221,19 +221,21 @@ def replay(
     label: str,
     knob: float | None,
     progress: Callable[[float], None] | None = None,
+    size: ReplicaSize | None = None,
 ) -> tuple[TwinRun, float]:
     """One replay of ``trace`` under autoscaler ``name`` at ``knob``, after a pre-roll.
 
     The first ``warmup`` seconds of the trace are played once before the trace itself, so every
     policy meets the measured part in its steady state (a static fleet is born at full size,
-    dynamic ones at ``min_replicas``). Returns the run and when its measured part begins.
+    dynamic ones at ``min_replicas``). ``size``: the label's, if already resolved. Returns
+    the run and when its measured part begins.
     """
     if options.router not in ROUTERS:
         raise ServingBenchError(
             f"--router: unknown {options.router!r}: expected one of {', '.join(ROUTERS)}"
         )
     name = base_name(label)
-    size = resolve_size(trace, options, label)
+    size = size or resolve_size(trace, options, label)
     cold_start_s = (
         options.cold_start_s if options.cold_start_s is not None else size.profile.cold_start_s
     )
@@ -315,9 +317,11 @@ def sweep(
     options: ServeOptions,
     label: str,
     progress: Callable[[str, float], None] | None = None,
+    size: ReplicaSize | None = None,
 ) -> tuple[list[dict[str, Any]], TwinRun | None]:
     """Every knob tried for ``label`` with its summary, and the run at the cheapest 99% knob."""
     name = base_name(label)
+    size = size or resolve_size(trace, options, label)
     points: list[dict[str, Any]] = []
     best: tuple[float, TwinRun] | None = None
     successes = 0
@@ -325,7 +329,7 @@ def sweep(
         if name == "static" and knob > options.max_replicas:
             break
         step = f"{label} {KNOB_NAMES[name]}={knob:g}"
-        run, measured_from_s = replay(trace, options, label, knob, _bind(progress, step))
+        run, measured_from_s = replay(trace, options, label, knob, _bind(progress, step), size)
         summary = summarize(run, options, measured_from_s)
         points.append({KNOB_NAMES[name]: knob, **summary})
         if summary["slo_attainment"] >= ATTAINMENT_GOAL:
@@ -364,12 +368,13 @@ def serve_report(
         "autoscalers": {},
     }
     runs: dict[str, TwinRun] = {}
-    for label in autoscalers:
-        resolve_size(trace, options, label)  # a bad size fails before any replay
+    # Each label's size once, before any replay: a bad one fails early, @auto trials run once.
+    sizes = {label: resolve_size(trace, options, label) for label in autoscalers}
     for label in autoscalers:
         name = base_name(label)
+        size = sizes[label]
         if do_sweep:
-            points, best = sweep(trace, options, label, progress)
+            points, best = sweep(trace, options, label, progress, size)
             cheapest = min(
                 (p for p in points if p["slo_attainment"] >= ATTAINMENT_GOAL),
                 key=lambda p: p["gpu_hours"],
@@ -393,9 +398,8 @@ def serve_report(
             run = best
         else:
             knob = options.knobs.get(name)
-            run, measured_from_s = replay(trace, options, label, knob, _bind(progress, label))
+            run, measured_from_s = replay(trace, options, label, knob, _bind(progress, label), size)
             entry = {KNOB_NAMES[name]: knob, **summarize(run, options, measured_from_s)}
-        size = resolve_size(trace, options, label)
         entry["replica_size"] = size.name
         entry["gpu_fraction"] = round(size.gpu_fraction, 4)
         if run is not None:
