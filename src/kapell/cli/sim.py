@@ -144,11 +144,22 @@ def _print_table(report: dict[str, Any]) -> None:
     from rich.table import Table
 
     table = Table(title=f"{report['trace']} · {report['profile']} · {report['router']}")
-    columns = ("requests", "slo_attainment", "ttft_p50_s", "ttft_p99_s", "tpot_p50_s", "tpot_p99_s",
-               "gpu_hours", "cold_starts", "gpu_hours_at_99")  # fmt: skip
-    table.add_column("autoscaler")
-    for column in columns:
-        table.add_column(column, justify="right")
+    columns = {"size": "replica_size", "requests": "requests", "SLO ok": "slo_attainment",
+               "TTFT p50 s": "ttft_p50_s", "TTFT p99 s": "ttft_p99_s", "TPOT p50 s": "tpot_p50_s",
+               "TPOT p99 s": "tpot_p99_s", "GPU-h": "gpu_hours", "cold starts": "cold_starts",
+               "GPU-h at 99%": "gpu_hours_at_99"}  # fmt: skip
+    table.add_column("autoscaler", no_wrap=True)
+    for header in columns:
+        table.add_column(header, justify="right")
     for name, entry in report["autoscalers"].items():
-        table.add_row(name, *(str(entry.get(c, "")) for c in columns))
-    Console().print(table)
+        table.add_row(name, *(_cell(entry.get(key)) for key in columns.values()))
+    Console(width=max(Console().width, 150)).print(table)
+
+
+def _cell(value: Any) -> str:
+    """Numbers to three significant figures, absent values blank."""
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return str(value)

@@ -311,6 +311,7 @@ class TokenAutoscaler:
         self._config = config
         span_s = 2 * config.stable_window_s
         self._tokens = _Window(span_s)
+        self._waiting = _Window(config.panic_window_s)
         self._admitted = _Window(span_s)
         self._requests = _Window(span_s)
         delay_s = config.scale_down_delay_s
@@ -344,12 +345,11 @@ class TokenAutoscaler:
         self._sample = sample
         if self._bursts is not None:
             self._bursts.add(now_s, self._admitted.rate(now_s, config.panic_window_s))
+        self._waiting.add(now_s, float(sample.engine_waiting + sample.queue_depth))
         if config.capacity_tokens_per_s is None and sample.ready_replicas > 0:
             per_replica = self._tokens.rate(now_s, config.panic_window_s) / sample.ready_replicas
             self.capacity_tokens_per_s = learn_capacity(
-                self.capacity_tokens_per_s,
-                per_replica,
-                saturated=sample.engine_waiting > 0 or sample.queue_depth > 0,
+                self.capacity_tokens_per_s, per_replica, saturated=self._saturated(now_s)
             )
 
     def desired(self, now_s: float) -> ScaleDecision:
@@ -384,6 +384,14 @@ class TokenAutoscaler:
             ready=self._sample.ready_replicas,
             waiting=self._sample.queue_depth,
         )
+
+    def _saturated(self, now_s: float) -> bool:
+        """Replicas run at capacity: over the panic window, on average at least one request
+        waited per ready replica. A request that waits for the next step boundary on a lightly
+        loaded replica is not saturation; treating it as such pulled the estimate down toward
+        demand-limited throughput, which added replicas, which lowered it further."""
+        waiting = self._waiting.mean(now_s, self._config.panic_window_s)
+        return waiting >= max(1, self._sample.ready_replicas)
 
     def _drain_s(self) -> float:
         """Seconds to drain the activator's backlog in: the panic window while replicas are

@@ -154,6 +154,19 @@ def test_learned_capacity_follows_saturated_throughput() -> None:
     assert abs(scaler.capacity_tokens_per_s - 800) < 50
 
 
+def test_a_request_waiting_now_and_then_is_not_saturation() -> None:
+    """Four replicas doing 1,000 tokens/s each, with one request waiting in every third sample
+    (the next step boundary): the learned capacity must not fall toward that throughput."""
+    scaler = TokenAutoscaler(AutoscaleConfig(max_replicas=10, initial_capacity_tokens_per_s=5000))
+    tokens = 0.0
+    for now in range(1, 200):
+        tokens += 4000
+        scaler.observe(now, DemandSample(tokens_total=tokens, ready_replicas=4,
+                                         engine_waiting=int(now % 3 == 0)))  # fmt: skip
+    assert scaler.capacity_tokens_per_s == 5000
+    assert scaler.desired(200).replicas == 1
+
+
 def test_concurrency_baseline_and_static() -> None:
     scaler = ConcurrencyAutoscaler(AutoscaleConfig(max_replicas=10, target_concurrency=4))
     for now in range(1, 120):
