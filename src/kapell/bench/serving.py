@@ -128,7 +128,7 @@ def resolve_size(trace: Trace, options: ServeOptions, label: str) -> ReplicaSize
         profile, prompt, options.slo_ttft_s * IDLE_PREFILL_SHARE_OF_TTFT, options.slo_tpot_s
     )
     if not warmup:
-        return candidates[0]
+        return candidates[-1]  # nothing seen, nothing to size for: whole GPUs, as the peers
     best, best_share = candidates[-1], 1.0  # the whole GPU
     for candidate in candidates[:-1]:
         share = warmup_fleet_share(trace, options, warmup, candidate, best_share)

@@ -60,6 +60,12 @@ def test_a_slice_that_only_just_prefills_the_long_prompts_in_time_is_refused() -
     assert chosen.name != slice_.name
 
 
+def test_without_a_warmup_auto_runs_whole_gpus() -> None:
+    options = serving.ServeOptions(profile="h100-llama3-8b", warmup_s=0.0)
+    trace = _trace(warmup_per_s=0.5, after_per_s=0.5)
+    assert serving.resolve_size(trace, options, "kapell").name == "gpu"
+
+
 def test_heavy_demand_picks_a_whole_gpu() -> None:
     # 40 requests/s x 1,200 tokens = 48k tokens/s: two GPUs, or five 3g.40gb slices (15/7).
     assert _auto(_trace(warmup_per_s=40.0, after_per_s=40.0)) == "gpu"
