@@ -424,16 +424,15 @@ def serve_report(
 
 
 def _ratios(entries: dict[str, dict[str, Any]]) -> dict[str, float | None]:
-    """Each kapell label's ``gpu_hours_at_99`` over the bare-named (whole-GPU) peers'."""
+    """Each kapell label's ``gpu_hours_at_99`` over each peer's (``kapell_over_kpa``, and
+    ``kapell_over_kpa@auto`` where the peer runs the same sizing rule)."""
     ratios: dict[str, float | None] = {}
+    peers = [k for k in entries if base_name(k) != "kapell"]
     for label in (k for k in entries if base_name(k) == "kapell"):
         base = entries[label].get("gpu_hours_at_99")
-        for other in ("kpa", "static"):
-            if other in entries:
-                theirs = entries[other].get("gpu_hours_at_99")
-                ratios[f"{label}_over_{other}"] = (
-                    round(base / theirs, 3) if base and theirs else None
-                )
+        for other in peers:
+            theirs = entries[other].get("gpu_hours_at_99")
+            ratios[f"{label}_over_{other}"] = round(base / theirs, 3) if base and theirs else None
     return ratios
 
 

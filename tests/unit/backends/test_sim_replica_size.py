@@ -49,9 +49,15 @@ def test_sized_labels_report_their_size_and_ratios() -> None:
             "kapell": {"gpu_hours_at_99": 1.0},
             "kapell@gpu": {"gpu_hours_at_99": 2.0},
             "kpa": {"gpu_hours_at_99": 4.0},
+            "static@auto": {"gpu_hours_at_99": None},
         }
     )
-    assert ratios == {"kapell_over_kpa": 0.25, "kapell@gpu_over_kpa": 0.5}
+    assert ratios == {
+        "kapell_over_kpa": 0.25,
+        "kapell_over_static@auto": None,
+        "kapell@gpu_over_kpa": 0.5,
+        "kapell@gpu_over_static@auto": None,
+    }
 
 
 def test_bad_sizes_are_user_errors() -> None:
