@@ -94,3 +94,14 @@ def test_mutated_specs_load_or_raise_spec_error(mutations: list[Any]) -> None:
 def test_arbitrary_text_never_crashes(text: str) -> None:
     with contextlib.suppress(SpecError):
         load_text(text, "t.yaml")
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.sampled_from(["!", "!!", "!<tag:x>", "&a ", "*a ", "? "]),
+    st.text(alphabet="!0a:[]{} -\n", max_size=12),
+)
+def test_text_with_tags_and_anchors_never_crashes(prefix: str, rest: str) -> None:
+    """Tags and aliases are where the round-trip loader returns objects that are not plain YAML."""
+    with contextlib.suppress(SpecError):
+        load_text(prefix + rest, "t.yaml")

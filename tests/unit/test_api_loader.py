@@ -76,3 +76,38 @@ def test_duplicate_resource_is_reported() -> None:
     with pytest.raises(SpecError) as info:
         load_text(VALID + "---\n" + VALID, "dup.yaml")
     assert "already defined on line 1" in info.value.problems[0].message
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("!0\n", "t.yaml:1: document 1 is not a mapping"),
+        ("a: 1\n---\n\n!custom [1]\n", "t.yaml:4: document 2 is not a mapping"),
+        (
+            VALID.replace("spec:", "spec: !custom", 1),
+            "spec: YAML tag '!custom' is not supported; remove it and write the plain value",
+        ),
+        (
+            VALID.replace("name: tiny", "name: tiny\n  labels: !Labels {a: b}", 1),
+            "t.yaml:5: metadata.labels: YAML tag '!Labels' is not supported",
+        ),
+    ],
+)
+def test_yaml_tags_are_refused_with_their_line(text: str, expected: str) -> None:
+    with pytest.raises(SpecError) as info:
+        load_text(text, "t.yaml")
+    assert expected in str(info.value), str(info.value)
+
+
+def test_a_custom_tag_deep_in_the_spec_names_its_field_and_line() -> None:
+    text = VALID.replace("uri:", "uri: !secret", 1)
+    line = next(n for n, t in enumerate(text.splitlines(), 1) if "!secret" in t)
+    with pytest.raises(SpecError) as info:
+        load_text(text, "t.yaml")
+    [problem] = info.value.problems
+    assert (problem.line, problem.path) == (line, "spec.source.uri")
+
+
+def test_a_str_tag_is_a_plain_string() -> None:
+    [model] = load_text(VALID.replace("name: ", "name: !!str ", 1), "t.yaml")
+    assert isinstance(model, Model) and isinstance(model.metadata.name, str)

@@ -16,13 +16,14 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.comments import CommentedMap, CommentedSeq, TaggedScalar
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from kapell.api.errors import Problem, SpecError
 from kapell.api.meta import API_VERSION, DNS1123_LABEL, Resource
 
 Loc = Sequence[str | int]
+STR_TAG = "tag:yaml.org,2002:str"
 
 
 def _kinds() -> dict[str, type[Resource]]:
@@ -70,7 +71,7 @@ def load_text(text: str, filename: str = "<stdin>") -> list[Resource]:
     for index, doc in enumerate(documents):
         if doc is None:
             continue
-        doc_problems, resource = _load_document(doc, filename, index)
+        doc_problems, resource = _load_document(doc, filename, index, text)
         problems.extend(doc_problems)
         if resource is None:
             continue
@@ -91,10 +92,23 @@ def load_text(text: str, filename: str = "<stdin>") -> list[Resource]:
     return resources
 
 
-def _load_document(doc: Any, filename: str, index: int) -> tuple[list[Problem], Resource | None]:
+def _load_document(
+    doc: Any, filename: str, index: int, text: str
+) -> tuple[list[Problem], Resource | None]:
     if not isinstance(doc, CommentedMap):
-        line = doc.lc.line + 1 if hasattr(doc, "lc") else 1
+        line = _document_line(text, index)
         return [Problem(filename, line, "", f"document {index + 1} is not a mapping")], None
+    tagged = _first_custom_tag(doc, [])
+    if tagged is not None:
+        loc, tag = tagged
+        return [
+            Problem(
+                filename,
+                _line(doc, loc),
+                _dotted(loc),
+                f"YAML tag {tag!r} is not supported; remove it and write the plain value",
+            )
+        ], None
     kinds = _kinds()
     if doc.get("apiVersion") != API_VERSION:
         found = doc.get("apiVersion")
@@ -123,18 +137,59 @@ def _load_document(doc: Any, filename: str, index: int) -> tuple[list[Problem], 
         return [_problem(doc, model, err, filename) for err in exc.errors()], None
 
 
+def _document_line(text: str, index: int) -> int:
+    """1-based first line of document ``index`` (only scalars and sequences lack ``lc``)."""
+    for position, node in enumerate(YAML(typ="rt").compose_all(text)):
+        if position == index and node is not None:
+            return int(node.start_mark.line) + 1
+    return 1
+
+
+def _tag_of(node: Any) -> str | None:
+    tag = getattr(node, "tag", None)
+    value = getattr(tag, "value", None)
+    return value if isinstance(value, str) else None
+
+
+def _first_custom_tag(node: Any, loc: list[str | int]) -> tuple[list[str | int], str] | None:
+    """Where the first explicit YAML tag other than ``!!str`` is, and the tag.
+
+    The round-trip loader keeps ``!custom`` nodes as tagged objects that are neither plain
+    scalars nor what a spec means; refusing them beats passing an object pydantic never expects.
+    """
+    tag = _tag_of(node)
+    if tag is not None and not (isinstance(node, TaggedScalar) and tag == STR_TAG):
+        return loc, tag
+    children: Iterable[tuple[str | int, Any]] = ()
+    if isinstance(node, dict):
+        children = ((str(k), v) for k, v in node.items())
+    elif isinstance(node, list):
+        children = enumerate(node)
+    for part, child in children:
+        found = _first_custom_tag(child, [*loc, part])
+        if found is not None:
+            return found
+    return None
+
+
 def _plain(node: Any) -> Any:
-    """ruamel's commented containers as plain dicts and lists."""
+    """ruamel's commented containers as plain dicts and lists (``!!str`` values as str)."""
     if isinstance(node, dict):
         return {str(k): _plain(v) for k, v in node.items()}
     if isinstance(node, list):
         return [_plain(v) for v in node]
+    if isinstance(node, TaggedScalar):
+        return str(node.value)
     return node
+
+
+def _dotted(loc: Loc) -> str:
+    return ".".join(f"[{p}]" if isinstance(p, int) else p for p in loc).replace(".[", "[")
 
 
 def _problem(doc: CommentedMap, model: type[BaseModel], err: Any, filename: str) -> Problem:
     loc = _data_loc(doc, err["loc"])
-    path = ".".join(f"[{p}]" if isinstance(p, int) else p for p in loc).replace(".[", "[")
+    path = _dotted(loc)
     msg = str(err["msg"]).removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
         known = _field_names(model, loc[:-1])
