@@ -9,7 +9,8 @@ and is allowed to crash loudly.
     ├── NotFoundError        a named resource or file does not exist
     ├── ConflictError        the request contradicts stored state
     └── BackendError         the platform could not do what was asked (process, port, API)
-        └── NotRunningError  no kapell instance answers on the admin address
+        ├── NotRunningError  no kapell instance answers on the admin address
+        └── UnschedulableError  no node has room for a replica
 """
 
 from __future__ import annotations
@@ -57,3 +58,7 @@ class BackendError(KapellError):
 
 class NotRunningError(BackendError):
     """No kapell instance answers on the admin address."""
+
+
+class UnschedulableError(BackendError):
+    """No node has room for a replica; the message says what is missing."""

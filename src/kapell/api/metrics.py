@@ -32,3 +32,6 @@ GATEWAY_REPLICAS_READY = "kapell_model_replicas_ready"
 MODEL_ENERGY_JOULES = "kapell_model_energy_joules"
 MODEL_JOULES_PER_REQUEST = "kapell_model_joules_per_request"
 MODEL_JOULES_PER_1K_TOKENS = "kapell_model_joules_per_1k_tokens"
+
+OPERATOR_RECONCILE_SECONDS = "kapell_operator_reconcile_seconds"
+OPERATOR_API_WRITES = "kapell_operator_api_writes_total"

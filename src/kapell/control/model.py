@@ -12,6 +12,7 @@ import json
 from collections.abc import Callable
 
 from kapell.api import Condition, KapellError
+from kapell.api.errors import UnschedulableError
 from kapell.api.model import Model
 from kapell.control.protocol import Replica, ReplicaBackend, ReplicaPhase, Scaler, Store, condition
 
@@ -56,8 +57,8 @@ class ModelController:
         desired = self._scaler.desired_replicas(resource, ready, self._clock())
         try:
             changed = self._step(resource, revision, desired, current, old)
-        except KapellError as exc:  # e.g. a missing engine binary: report, retry later
-            self._write_status(resource, desired, self._backend.replicas(key), revision, str(exc))
+        except KapellError as exc:  # a missing engine binary, no room: report, retry later
+            self._write_status(resource, desired, self._backend.replicas(key), revision, exc)
             return RESYNC_S
         self._write_status(resource, desired, self._backend.replicas(key), revision)
         return PROGRESS_S if changed or old or any(not r.ready for r in current) else RESYNC_S
@@ -93,23 +94,31 @@ class ModelController:
         return False
 
     def _write_status(
-        self, model: Model, desired: int, replicas: list[Replica], revision: str, error: str = ""
+        self,
+        model: Model,
+        desired: int,
+        replicas: list[Replica],
+        revision: str,
+        failure: KapellError | None = None,
     ) -> None:
         ready = [r for r in replicas if r.ready]
         updated = [r for r in replicas if r.revision == revision]
         failing = [r for r in replicas if r.phase is ReplicaPhase.BACKOFF]
         now = self._timestamp()
         rolling = len(updated) != len(replicas) or len(updated) != desired
+        error = str(failure) if failure is not None else ""
+        unschedulable = isinstance(failure, UnschedulableError)
+        ready_message = f"{len(ready)}/{desired} replicas ready"
+        if desired == 0 and not ready:
+            ready_reason = "ScaledToZero"
+        elif ready:
+            ready_reason = "ReplicasReady"
+        elif unschedulable:
+            ready_reason, ready_message = "Unschedulable", f"{ready_message}: {error}"
+        else:
+            ready_reason = "NoReadyReplica"
         conditions = [
-            condition(
-                "Ready",
-                bool(ready) or desired == 0,
-                "ScaledToZero"
-                if desired == 0 and not ready
-                else ("ReplicasReady" if ready else "NoReadyReplica"),
-                f"{len(ready)}/{desired} replicas ready",
-                now,
-            ),
+            condition("Ready", bool(ready) or desired == 0, ready_reason, ready_message, now),
             condition(
                 "Progressing",
                 rolling or len(ready) < desired,
@@ -120,7 +129,9 @@ class ModelController:
             condition(
                 "Degraded",
                 bool(failing or error),
-                "StartFailed" if error else ("CrashLoop" if failing else "Healthy"),
+                ("Unschedulable" if unschedulable else "StartFailed")
+                if error
+                else ("CrashLoop" if failing else "Healthy"),
                 error or "; ".join(f"{r.id}: {r.message}" for r in failing) or "no replica failing",
                 now,
             ),

@@ -32,6 +32,8 @@ class NodeSpec:
     gpu_memory_mib: int = 0
     labels: Mapping[str, str] = field(default_factory=dict)
     mig_gpus: tuple[int, ...] = ()
+    mig_layouts: Mapping[int, tuple[MigSlice, ...]] = field(default_factory=dict)
+    """Fixed MIG instances per GPU index, where the GPU cannot be repartitioned."""
 
 
 @dataclass(frozen=True)
@@ -64,7 +66,7 @@ class Inventory:
             self.gpu_capacity[i, : spec.gpu_count] = GPU_MILLI
             for g in spec.mig_gpus:
                 self.gpu_capacity[i, g] = 0  # a MIG GPU is shared by slices, not milli
-                self.mig[(i, g)] = MigGpu(spec.gpu_model, [])
+                self.mig[(i, g)] = MigGpu(spec.gpu_model, [], spec.mig_layouts.get(g, ()))
         self.cpu_left = self.cpu_capacity.copy()
         self.memory_left = self.memory_capacity.copy()
         self.gpu_left = self.gpu_capacity.copy()
@@ -97,9 +99,7 @@ class Inventory:
             raise ValueError(f"{request.name}: CPU or memory over-commit on {decision.node}")
         if request.is_mig:
             gpu = self.mig[(i, decision.gpu_indices[0])]
-            if decision.mig_slice is None or decision.mig_slice.start != gpu.find_start(
-                decision.mig_slice.profile
-            ):
+            if decision.mig_slice is None or not gpu.fits(decision.mig_slice):
                 raise ValueError(f"{request.name}: MIG slice not free on {decision.node}")
             gpu.used.append(decision.mig_slice)
         else:

@@ -67,10 +67,15 @@ class MigSlice:
 
 @dataclass
 class MigGpu:
-    """The MIG state of one GPU: which memory slices are taken, by which instance."""
+    """The MIG state of one GPU: which memory slices are taken, by which instance.
+
+    ``layout`` is set when the GPU's instances are fixed (a driver that publishes a static
+    MIG configuration): then only those instances can be used, whatever else would fit.
+    """
 
     model: str
     used: list[MigSlice]
+    layout: tuple[MigSlice, ...] = ()
 
     @property
     def compute_used(self) -> int:
@@ -87,6 +92,9 @@ class MigGpu:
 
     def find_start(self, profile: str) -> int | None:
         """First allowed start slot where ``profile`` fits now, or None."""
+        if self.layout:
+            free = [s.start for s in self.layout if s.profile == profile and s not in self.used]
+            return min(free) if free else None
         spec = profiles_for(self.model).get(profile)
         if spec is None or self.compute_used + spec.compute_slices > COMPUTE_SLICES:
             return None
@@ -96,6 +104,17 @@ class MigGpu:
             if end <= MEMORY_SLICES and not any(taken[start:end]):
                 return start
         return None
+
+    def fits(self, placed: MigSlice) -> bool:
+        """Whether ``placed`` could be created now (any allowed start, not only the first)."""
+        if self.layout:
+            return placed in self.layout and placed not in self.used
+        spec = profiles_for(self.model).get(placed.profile)
+        if spec is None or placed.start not in spec.starts:
+            return False
+        if self.compute_used + spec.compute_slices > COMPUTE_SLICES:
+            return False
+        return not any(self.occupied()[placed.start : placed.start + spec.memory_slices])
 
     def place(self, profile: str) -> MigSlice | None:
         start = self.find_start(profile)

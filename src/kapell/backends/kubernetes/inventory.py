@@ -1,0 +1,211 @@
+"""The cluster's GPUs as kapell's placement engine sees them, read from DRA objects.
+
+Capacity comes from the Nodes (CPU, memory) and the ResourceSlices of NVIDIA's driver (one
+device per whole GPU, ``gpu-<minor>``, or per MIG instance, ``gpu-<minor>-mig-<profileId>-
+<start>-<size>``: the device names the driver publishes). What is taken comes from kapell's own
+pods, each carrying its request and placement in an annotation, and from claims kapell did not
+make (their allocated devices count as fully used). The result is rebuilt from these facts, so an
+operator that restarts sees exactly what its predecessor placed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from kapell.api.model import Model
+from kapell.api.units import parse_quantity
+from kapell.policy.placement.inventory import Decision, Inventory, NodeSpec
+from kapell.policy.placement.mig import MigSlice
+from kapell.policy.placement.requests import GPU_MILLI, PodRequest
+
+DRIVER = "gpu.nvidia.com"
+PLACEMENT_ANNOTATION = "kapell.dev/placement"
+_MIG_NAME = re.compile(r"^gpu-(\d+)-mig-(\d+)-(\d+)-(\d+)$")
+_GPU_NAME = re.compile(r"^gpu-(\d+)$")
+_MEMORY = re.compile(r"(\d+)\s*GB", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Device:
+    """One published device: a whole GPU or a MIG instance of GPU ``gpu``."""
+
+    name: str
+    gpu: int
+    uuid: str
+    product: str
+    memory_mib: int
+    mig: MigSlice | None = None
+
+
+@dataclass(frozen=True)
+class NodeView:
+    name: str
+    cpu_milli: int
+    memory_mib: int
+    schedulable: bool
+
+
+@dataclass(frozen=True)
+class Placement:
+    """A placed replica: what it asked and where it went (kept on the pod as an annotation)."""
+
+    request: PodRequest
+    node: str
+    gpus: tuple[int, ...] = ()
+    mig: MigSlice | None = None
+
+    def to_json(self) -> str:
+        r = self.request
+        return json.dumps({
+            "node": self.node, "gpus": list(self.gpus),
+            "mig": [self.mig.profile, self.mig.start] if self.mig else None,
+            "cpuMilli": r.cpu_milli, "memoryMiB": r.memory_mib, "gpuCount": r.gpu_count,
+            "gpuMilli": r.gpu_milli, "migProfile": r.mig_profile, "sharing": r.sharing,
+        }, separators=(",", ":"))  # fmt: skip
+
+    @classmethod
+    def from_json(cls, name: str, text: str) -> Placement:
+        d = json.loads(text)
+        request = PodRequest(
+            name=name, cpu_milli=d["cpuMilli"], memory_mib=d["memoryMiB"],
+            gpu_count=d["gpuCount"], gpu_milli=d["gpuMilli"], mig_profile=d["migProfile"],
+            sharing=d["sharing"],
+        )  # fmt: skip
+        mig = MigSlice(d["mig"][0], d["mig"][1]) if d["mig"] else None
+        return cls(request, d["node"], tuple(d["gpus"]), mig)
+
+
+def gpu_model_name(product: str, memory_mib: int) -> str:
+    """``NVIDIA H100 80GB HBM3`` -> ``H100-80GB``: the names placement's MIG tables use."""
+    text = product.removeprefix("NVIDIA").strip()
+    family = re.split(r"[\s-]", text, maxsplit=1)[0].upper()
+    found = _MEMORY.search(text)
+    gib = int(found.group(1)) if found else round(memory_mib / 1024)
+    return f"{family}-{gib}GB" if family else text
+
+
+def devices_of(slice_spec: dict[str, Any]) -> list[Device]:
+    """The devices of one ResourceSlice of NVIDIA's driver, by their published names."""
+    out = []
+    for device in slice_spec.get("devices") or []:
+        attrs = device.get("attributes") or {}
+        product = (attrs.get("productName") or {}).get("string", "")
+        uuid = (attrs.get("uuid") or {}).get("string", "")
+        memory = parse_quantity((device.get("capacity") or {}).get("memory", {}).get("value", "0"))
+        memory_mib = int(memory // (1024 * 1024))
+        if whole := _GPU_NAME.match(device["name"]):
+            out.append(Device(device["name"], int(whole.group(1)), uuid, product, memory_mib))
+        elif mig := _MIG_NAME.match(device["name"]):
+            profile = (attrs.get("profile") or {}).get("string", "")
+            slice_ = MigSlice(profile, int(mig.group(3)))
+            out.append(Device(device["name"], int(mig.group(1)), uuid, product, memory_mib, slice_))
+    return out
+
+
+def request_for(model: Model, name: str, gpu_models: Iterable[str]) -> PodRequest:
+    """One replica's request in the placement engine's units.
+
+    ``gpu_models`` are the inventory's model names; the spec's ``[H100]`` matches ``H100-80GB``.
+    """
+    resources = model.spec.resources
+    cpu = int(parse_quantity(resources.cpu) * 1000)
+    memory = int(parse_quantity(resources.memory) // (1024 * 1024))
+    gpu = resources.gpu
+    if gpu is None or gpu.milli_gpus == 0:
+        return PodRequest(name, cpu, memory)
+    wanted = [w.upper() for w in gpu.models]
+    models = frozenset(m for m in gpu_models if any(m.upper().startswith(w) for w in wanted))
+    if wanted and not models:
+        models = frozenset(wanted)  # nothing of that kind here: the request cannot fit
+    min_memory = int(parse_quantity(gpu.memory) // (1024 * 1024)) if gpu.memory else 0
+    common = {"gpu_models": models, "min_gpu_memory_mib": min_memory, "sharing": gpu.sharing}
+    if gpu.mig_profile is not None:
+        return PodRequest(name, cpu, memory, 1, 0, mig_profile=gpu.mig_profile, **common)  # type: ignore[arg-type]
+    if gpu.milli is not None:
+        return PodRequest(name, cpu, memory, 1, gpu.milli, **common)  # type: ignore[arg-type]
+    return PodRequest(name, cpu, memory, gpu.count, GPU_MILLI, **common)  # type: ignore[arg-type]
+
+
+class ClusterView:
+    """Nodes, their devices, and what is taken: builds the placement ``Inventory``."""
+
+    def __init__(
+        self,
+        nodes: Iterable[NodeView],
+        slices: dict[str, list[Device]],
+        placements: Iterable[Placement],
+        foreign: Iterable[tuple[str, str]],
+    ) -> None:
+        node_list = [n for n in nodes if n.schedulable]
+        self.devices = slices
+        specs = []
+        for node in node_list:
+            devices = slices.get(node.name, [])
+            gpus = sorted({d.gpu for d in devices})
+            first = devices[0] if devices else None
+            layouts: dict[int, tuple[MigSlice, ...]] = {}
+            for d in devices:
+                if d.mig is not None:
+                    layouts[d.gpu] = (*layouts.get(d.gpu, ()), d.mig)
+            whole_memory = max((d.memory_mib for d in devices if d.mig is None), default=0)
+            model = gpu_model_name(first.product, whole_memory) if first else ""
+            specs.append(
+                NodeSpec(
+                    name=node.name,
+                    cpu_milli=node.cpu_milli,
+                    memory_mib=node.memory_mib,
+                    gpu_count=(max(gpus) + 1) if gpus else 0,
+                    gpu_model=model,
+                    gpu_memory_mib=whole_memory or max((d.memory_mib for d in devices), default=0),
+                    mig_gpus=tuple(sorted(layouts)),
+                    mig_layouts=layouts,
+                )
+            )
+        self.inventory = Inventory(specs)
+        for placement in placements:
+            self.take(placement)
+        for node_name, device_name in foreign:
+            self._take_device(node_name, device_name)
+
+    def take(self, placement: Placement) -> bool:
+        """Count a placed replica; False if its node is gone or the room is no longer there."""
+        index = self.inventory.index.get(placement.node)
+        if index is None:
+            return False
+        decision = Decision(index, placement.node, placement.gpus, placement.mig)
+        try:
+            self.inventory.place(placement.request, decision)
+        except (ValueError, KeyError):
+            return False
+        return True
+
+    def release(self, placement: Placement) -> None:
+        index = self.inventory.index.get(placement.node)
+        if index is not None:
+            decision = Decision(index, placement.node, placement.gpus, placement.mig)
+            self.inventory.release(placement.request, decision)
+
+    def _take_device(self, node: str, device_name: str) -> None:
+        """A device allocated to a claim kapell did not make: nothing else may use it."""
+        index = self.inventory.index.get(node)
+        device = next((d for d in self.devices.get(node, []) if d.name == device_name), None)
+        if index is None or device is None:
+            return
+        if device.mig is not None:
+            gpu = self.inventory.mig.get((index, device.gpu))
+            if gpu is not None and device.mig not in gpu.used:
+                gpu.used.append(device.mig)
+        else:
+            self.inventory.gpu_left[index, device.gpu] = 0
+        self.inventory.version[index] += 1
+
+    def device(self, node: str, gpu: int, mig: MigSlice | None) -> Device | None:
+        """The published device a decision names (for its uuid, which pins it in a claim)."""
+        for d in self.devices.get(node, []):
+            if d.gpu == gpu and d.mig == mig:
+                return d
+        return None

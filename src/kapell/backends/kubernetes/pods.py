@@ -1,0 +1,156 @@
+"""The objects one Model becomes on a cluster: a Pod (and claim) per replica, one Service.
+
+Pure rendering, no API calls: names are deterministic (``<model>-<revision>-<slot>``), every
+object is labelled ``app.kubernetes.io/managed-by: kapell`` and owned by the Model, so the
+garbage collector removes what a deleted Model leaves and a restarted operator finds its own.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from kapell import __version__
+from kapell.api.errors import BackendError
+from kapell.api.meta import API_VERSION
+from kapell.api.model import Model
+from kapell.backends.kubernetes import dra
+from kapell.backends.kubernetes.inventory import PLACEMENT_ANNOTATION, Placement
+from kapell.engines.adapters import LaunchContext, adapter_for
+
+ENGINE_IMAGE = f"ghcr.io/kapell-dev/kapell-engine:{__version__}"
+ENGINE_PORT = 8000
+MANAGED_BY = {"app.kubernetes.io/managed-by": "kapell"}
+MODEL_LABEL = "kapell.dev/model"
+REVISION_LABEL = "kapell.dev/revision"
+MODEL_VOLUME_ROOT = "/models"
+
+Manifest = dict[str, Any]
+
+
+def owner_reference(model: Model, uid: str) -> Manifest:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "Model",
+        "name": model.metadata.name,
+        "uid": uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def _weights(model: Model) -> tuple[str, list[Manifest], list[Manifest]]:
+    """Where the engine finds the weights in the pod, and the volume that puts them there."""
+    source = model.spec.source
+    uri = source.uri or ""
+    if source.scheme == "pvc":
+        claim, _, path = uri.removeprefix("pvc://").partition("/")
+        mount = f"{MODEL_VOLUME_ROOT}/{claim}"
+        volume = {
+            "name": "weights",
+            "persistentVolumeClaim": {"claimName": claim, "readOnly": True},
+        }
+        return (
+            f"{mount}/{path}".rstrip("/"),
+            [volume],
+            [{"name": "weights", "mountPath": mount, "readOnly": True}],
+        )
+    if source.scheme == "s3":
+        raise BackendError(
+            f"model {model.metadata.name}: s3:// sources need a download step the Kubernetes "
+            "backend does not have yet; copy the weights to a PersistentVolumeClaim (pvc://)"
+        )
+    if source.scheme == "hf" or model.spec.engine.name == "sim":
+        return uri.removeprefix("hf://").removeprefix("file://").split("@", 1)[0], [], []
+    path = uri.removeprefix("file://")
+    if not Path(path).is_absolute():
+        raise BackendError(
+            f"model {model.metadata.name}: source.uri {uri!r} is relative; on a cluster give an "
+            "absolute node path (file:///...), pvc://CLAIM/PATH or hf://ORG/NAME"
+        )
+    volume = {"name": "weights", "hostPath": {"path": path, "type": "Directory"}}
+    return path, [volume], [{"name": "weights", "mountPath": path, "readOnly": True}]
+
+
+def engine_command(model: Model, weights: str) -> list[str]:
+    """The engine's argv in the pod: kapell's own engines run as ``python -m ...``."""
+    adapter = adapter_for(model)
+    if not adapter.runs_process:
+        raise BackendError(
+            f"model {model.metadata.name}: engine {adapter.name!r} runs no replica; the "
+            "Kubernetes backend does not route to external endpoints yet"
+        )
+    argv = adapter.command(model, LaunchContext("0.0.0.0", ENGINE_PORT, weights))
+    if argv[:2] == [argv[0], "-m"] and argv[2].startswith("kapell.engines."):
+        argv[0] = "python"
+    return argv
+
+
+def replica_pod(
+    model: Model,
+    revision: str,
+    name: str,
+    owner_uid: str,
+    placement: Placement,
+    claim_name: str | None,
+) -> Manifest:
+    """One replica's Pod, pinned to the node placement chose, using its claim if it has one."""
+    weights, volumes, mounts = _weights(model)
+    adapter = adapter_for(model)
+    resources = model.spec.resources
+    requests = {"cpu": str(resources.cpu), "memory": str(resources.memory)}
+    container: Manifest = {
+        "name": "engine",
+        "image": ENGINE_IMAGE,
+        "command": engine_command(model, weights),
+        "env": [{"name": k, "value": v} for k, v in sorted(model.spec.engine.env.items())],
+        "ports": [{"name": "http", "containerPort": ENGINE_PORT, "protocol": "TCP"}],
+        "readinessProbe": {
+            "httpGet": {"path": adapter.readiness_path, "port": ENGINE_PORT},
+            "periodSeconds": 1,
+            "failureThreshold": 3,
+        },
+        "resources": {"requests": requests, "limits": {"memory": requests["memory"]}},
+        "volumeMounts": mounts,
+    }
+    spec: Manifest = {
+        "containers": [container],
+        "volumes": volumes,
+        "restartPolicy": "Always",
+        "terminationGracePeriodSeconds": 30,
+        "enableServiceLinks": False,
+        "nodeSelector": {"kubernetes.io/hostname": placement.node},
+    }
+    if claim_name is not None:
+        spec["resourceClaims"] = [{"name": dra.REQUEST_NAME, "resourceClaimName": claim_name}]
+        container["resources"]["claims"] = [{"name": dra.REQUEST_NAME}]
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": model.metadata.namespace,
+            "labels": {**MANAGED_BY, MODEL_LABEL: model.metadata.name, REVISION_LABEL: revision},
+            "annotations": {PLACEMENT_ANNOTATION: placement.to_json()},
+            "ownerReferences": [owner_reference(model, owner_uid)],
+        },
+        "spec": spec,
+    }
+
+
+def model_service(model: Model, owner_uid: str) -> Manifest:
+    """One Service per Model over its ready replicas (what an in-cluster gateway resolves)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": model.metadata.name,
+            "namespace": model.metadata.namespace,
+            "labels": {**MANAGED_BY, MODEL_LABEL: model.metadata.name},
+            "ownerReferences": [owner_reference(model, owner_uid)],
+        },
+        "spec": {
+            "selector": {MODEL_LABEL: model.metadata.name},
+            "ports": [{"name": "http", "port": ENGINE_PORT, "targetPort": ENGINE_PORT}],
+        },
+    }

@@ -1,0 +1,494 @@
+"""Replicas as Pods with pinned ResourceClaims: the controllers' ``ReplicaBackend`` on a cluster.
+
+kapell's placement policy picks the node and the exact device; the Pod is pinned to that node
+and its ResourceClaim to that device (by the device's ``uuid`` attribute), so kube-scheduler
+and its DRA plugin allocate exactly what kapell decided. A whole GPU or a MIG instance gets a
+claim of its own, owned by the pod. Shares of one GPU (time-slicing, MPS) use one claim per
+GPU and namespace, owned by every pod on it, with each pod's share recorded on the claim.
+
+Reads come from informers (pods, claims, nodes, ResourceSlices); writes are server-side applies
+with field manager ``kapell``. A replica created and not yet seen by the informer is remembered,
+so two starts in one reconcile never take the same slot or the same device.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+from lightkube import ApiError, Client
+from lightkube.resources.core_v1 import Node, Pod, Service
+from lightkube.resources.resource_v1 import ResourceClaim, ResourceSlice
+from lightkube.types import PatchType
+
+from kapell.api.errors import BackendError, UnschedulableError
+from kapell.api.model import Model
+from kapell.api.replica import Replica, ReplicaPhase
+from kapell.api.units import parse_quantity
+from kapell.backends.kubernetes import dra, pods
+from kapell.backends.kubernetes.informer import Informer, Key
+from kapell.backends.kubernetes.inventory import (
+    DRIVER,
+    PLACEMENT_ANNOTATION,
+    ClusterView,
+    Device,
+    NodeView,
+    Placement,
+    devices_of,
+    request_for,
+)
+from kapell.backends.kubernetes.store import FIELD_MANAGER
+from kapell.policy.placement.inventory import Decision
+from kapell.policy.placement.policies import Policy, make_policy
+from kapell.policy.placement.requests import PodRequest
+
+log = logging.getLogger(__name__)
+
+SHARES_ANNOTATION = "kapell.dev/shares"
+PENDING_FORGET_S = 60.0  # a created pod the informer never reports is forgotten after this
+DEFAULT_COLD_START_S = 30.0
+
+
+@dataclass(frozen=True)
+class PodView:
+    """What the operator keeps of one of its pods."""
+
+    namespace: str
+    name: str
+    uid: str
+    model: str
+    revision: str
+    phase: ReplicaPhase
+    ip: str = ""
+    restarts: int = 0
+    message: str = ""
+    placement: Placement | None = None
+    created: float = 0.0
+    ready_at: float | None = None
+
+    @property
+    def model_key(self) -> str:
+        return f"Model/{self.namespace}/{self.model}"
+
+    def replica(self) -> Replica:
+        url = f"http://{self.ip}:{pods.ENGINE_PORT}" if self.ip else ""
+        return Replica(
+            id=f"{self.namespace}/{self.name}",
+            model_key=self.model_key,
+            revision=self.revision,
+            phase=self.phase,
+            url=url,
+            restarts=self.restarts,
+            message=self.message,
+        )
+
+
+def _timestamp(text: str | None) -> float | None:
+    if not text:
+        return None
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def pod_view(raw: dict[str, Any]) -> PodView:
+    """A pod's phase in kapell's terms: Starting, Ready, Backoff (crash-looping) or Stopping."""
+    meta, status = raw["metadata"], raw.get("status") or {}
+    labels, annotations = meta.get("labels") or {}, meta.get("annotations") or {}
+    conditions = {c["type"]: c for c in status.get("conditions") or []}
+    containers = status.get("containerStatuses") or []
+    restarts = sum(int(c.get("restartCount") or 0) for c in containers)
+    waiting = [c["state"]["waiting"] for c in containers if (c.get("state") or {}).get("waiting")]
+    ready = (conditions.get("Ready") or {}).get("status") == "True"
+    message = ""
+    if meta.get("deletionTimestamp") or status.get("phase") in ("Succeeded", "Failed"):
+        phase = ReplicaPhase.STOPPING
+        message = status.get("message") or ""
+    elif ready:
+        phase = ReplicaPhase.READY
+    elif waiting and waiting[0].get("reason") in ("CrashLoopBackOff", "ErrImageNeverPull"):
+        phase = ReplicaPhase.BACKOFF
+        message = f"{waiting[0].get('reason')}: {waiting[0].get('message', '')}".strip(": ")
+    else:
+        phase = ReplicaPhase.STARTING
+        scheduled = conditions.get("PodScheduled") or {}
+        if scheduled.get("status") == "False":
+            message = f"{scheduled.get('reason', '')}: {scheduled.get('message', '')}"
+    placement = None
+    if PLACEMENT_ANNOTATION in annotations:
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            placement = Placement.from_json(meta["name"], annotations[PLACEMENT_ANNOTATION])
+    ready_at = (
+        _timestamp((conditions.get("Ready") or {}).get("lastTransitionTime")) if ready else None
+    )
+    return PodView(
+        namespace=meta.get("namespace", ""),
+        name=meta["name"],
+        uid=meta.get("uid", ""),
+        model=labels.get(pods.MODEL_LABEL, ""),
+        revision=labels.get(pods.REVISION_LABEL, ""),
+        phase=phase,
+        ip=status.get("podIP") or "",
+        restarts=restarts,
+        message=message,
+        placement=placement,
+        created=_timestamp(meta.get("creationTimestamp")) or 0.0,
+        ready_at=ready_at,
+    )
+
+
+@dataclass(frozen=True)
+class ClaimView:
+    namespace: str
+    name: str
+    managed: bool
+    allocated: tuple[tuple[str, str], ...]  # (node, device) of driver gpu.nvidia.com
+
+
+def claim_view(raw: dict[str, Any]) -> ClaimView:
+    meta = raw["metadata"]
+    allocation = (raw.get("status") or {}).get("allocation") or {}
+    results = (allocation.get("devices") or {}).get("results") or []
+    return ClaimView(
+        namespace=meta.get("namespace", ""),
+        name=meta["name"],
+        managed=(meta.get("labels") or {}).get("app.kubernetes.io/managed-by") == "kapell",
+        allocated=tuple((r["pool"], r["device"]) for r in results if r.get("driver") == DRIVER),
+    )
+
+
+def node_view(raw: dict[str, Any]) -> NodeView:
+    status, spec = raw.get("status") or {}, raw.get("spec") or {}
+    allocatable = status.get("allocatable") or {}
+    ready = any(
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for c in status.get("conditions") or []
+    )
+    return NodeView(
+        name=raw["metadata"]["name"],
+        cpu_milli=int(parse_quantity(str(allocatable.get("cpu", "0"))) * 1000),
+        memory_mib=int(parse_quantity(str(allocatable.get("memory", "0"))) // (1024 * 1024)),
+        schedulable=ready and not spec.get("unschedulable", False),
+    )
+
+
+def slice_view(raw: dict[str, Any]) -> tuple[str, list[Device]]:
+    spec = raw.get("spec") or {}
+    if spec.get("driver") != DRIVER:
+        return "", []
+    return spec.get("nodeName") or "", devices_of(spec)
+
+
+class KubeReplicas:
+    """``ReplicaBackend`` over Pods and ResourceClaims, placing with kapell's policy."""
+
+    def __init__(
+        self,
+        client: Client,
+        owner_uid: Callable[[str], str | None],
+        on_change: Callable[[str], None],
+        namespace: str | None = None,
+        policy: str = "kapell",
+    ) -> None:
+        self._client = client
+        self._owner_uid = owner_uid
+        self._on_change = on_change
+        self._policy_name = policy
+        self._lock = threading.RLock()
+        self._pending: dict[Key, tuple[float, PodView]] = {}
+        self._counted: dict[Key, Placement] = {}
+        self._view: ClusterView | None = None
+        self._services: set[tuple[str, str, str]] = set()
+        self._policies: dict[frozenset[tuple[int, int, str | None]], Policy] = {}
+        self.writes = 0
+        self.pods: Informer[PodView] = Informer(
+            client, Pod, pod_view, self._pod_changed, namespace=namespace, labels=pods.MANAGED_BY
+        )
+        self.claims: Informer[ClaimView] = Informer(client, ResourceClaim, claim_view, self._dirty)
+        self.nodes: Informer[NodeView] = Informer(client, Node, node_view, self._node_changed)
+        self.slices: Informer[tuple[str, list[Device]]] = Informer(
+            client, ResourceSlice, slice_view, self._dirty
+        )
+
+    @property
+    def informers(self) -> list[Informer[Any]]:
+        return [self.nodes, self.slices, self.claims, self.pods]
+
+    # --- events -------------------------------------------------------------------------
+
+    def _dirty(self, key: Key, value: object) -> None:
+        if isinstance(value, ClaimView) and value.managed:
+            return  # kapell's own claims are counted through their pods
+        with self._lock:
+            self._view = None
+
+    def _node_changed(self, key: Key, node: NodeView | None) -> None:
+        self._dirty(key, node)
+        if node is None or not node.schedulable:  # replicas there must be replaced
+            for view in self.pods.items():
+                if view.placement is not None and view.placement.node == key[1]:
+                    self._on_change(view.model_key)
+
+    def _pod_changed(self, key: Key, view: PodView | None) -> None:
+        with self._lock:
+            self._pending.pop(key, None)
+            if self._view is not None:
+                counted = self._counted.pop(key, None)
+                if counted is not None:
+                    self._view.release(counted)
+                if (
+                    view is not None
+                    and view.placement is not None
+                    and self._view.take(view.placement)
+                ):
+                    self._counted[key] = view.placement
+        if view is not None:
+            self._on_change(view.model_key)
+        elif key[1]:
+            name = key[1].rsplit("-", 2)[0]
+            self._on_change(f"Model/{key[0]}/{name}")
+
+    # --- the ReplicaBackend protocol ------------------------------------------------------
+
+    def _views(self, model_key: str) -> list[PodView]:
+        _, namespace, name = model_key.split("/", 2)
+        now = time.monotonic()
+        with self._lock:
+            for key, (at, _) in list(self._pending.items()):
+                if now - at > PENDING_FORGET_S:
+                    self._pending.pop(key, None)
+            pending = [v for _, v in self._pending.values()]
+        observed = self.pods.items()
+        seen = {(v.namespace, v.name) for v in observed}
+        views = [*observed, *(v for v in pending if (v.namespace, v.name) not in seen)]
+        return [v for v in views if v.namespace == namespace and v.model == name]
+
+    def replicas(self, model_key: str) -> list[Replica]:
+        """The model's replicas; those on a lost node are force-deleted and left out, so the
+        controller starts their replacements elsewhere (what taint eviction does, sooner)."""
+        lost = self._lost_nodes()
+        out = []
+        for view in self._views(model_key):
+            if view.placement is not None and view.placement.node in lost:
+                log.info(
+                    "%s/%s: node %s lost; replacing", view.namespace, view.name, view.placement.node
+                )
+                self.stop_replica(f"{view.namespace}/{view.name}", force=True)
+                continue
+            out.append(view.replica())
+        return sorted(out, key=lambda r: r.id)
+
+    def _lost_nodes(self) -> set[str]:
+        return {n.name for n in self.nodes.items() if not n.schedulable}
+
+    def start_replica(self, model: Model, revision: str) -> Replica:
+        key = f"Model/{model.metadata.namespace}/{model.metadata.name}"
+        owner = self._owner_uid(key)
+        if owner is None:
+            raise BackendError(f"model {model.metadata.name}: not found on the cluster")
+        namespace = model.metadata.namespace
+        with self._lock:
+            taken = {v.name for v in self._views(key)}
+            slot = next(
+                i
+                for i in range(len(taken) + 1)
+                if f"{model.metadata.name}-{revision}-{i}" not in taken
+            )
+            name = f"{model.metadata.name}-{revision}-{slot}"
+            placement = self._place(model, name)
+            self._ensure_service(model, owner)
+            manifest = pods.replica_pod(
+                model,
+                revision,
+                name,
+                owner,
+                placement,
+                self._claim_name(namespace, name, placement),
+            )
+            if placement.request.is_share and placement.request.sharing == "mps":
+                percent = max(1, placement.request.gpu_milli // 10)
+                manifest["spec"]["containers"][0]["env"].append(
+                    {"name": "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE", "value": str(percent)}
+                )
+            try:
+                view = pod_view(self._apply(Pod, manifest))
+            except ApiError:
+                self._forget(namespace, name)
+                raise
+            self._pending[(namespace, name)] = (time.monotonic(), view)
+        try:
+            self._apply_claim(model, placement, namespace, name, view.uid)
+        except ApiError as exc:  # the pod waits for its claim; the next reconcile retries
+            log.warning("claim for %s/%s: %s", namespace, name, exc)
+        return view.replica()
+
+    def stop_replica(self, replica_id: str, force: bool = False) -> None:
+        """Delete the pod; ``force`` for a pod on a lost node, whose kubelet will never confirm."""
+        namespace, name = replica_id.split("/", 1)
+        try:
+            self._client.delete(Pod, name, namespace=namespace, grace_period=0 if force else None)
+        except ApiError as exc:
+            if exc.status.code != 404:
+                raise
+        self.writes += 1
+
+    def _forget(self, namespace: str, name: str) -> None:
+        with self._lock:
+            counted = self._counted.pop((namespace, name), None)
+            if counted is not None and self._view is not None:
+                self._view.release(counted)
+
+    def cold_start_s(self, model_key: str) -> float:
+        """Median seconds from pod creation to Ready over the model's ready replicas."""
+        starts = [
+            v.ready_at - v.created
+            for v in self._views(model_key)
+            if v.ready_at is not None and v.ready_at >= v.created
+        ]
+        return statistics.median(starts) if starts else DEFAULT_COLD_START_S
+
+    # --- placement --------------------------------------------------------------------------
+
+    def _cluster(self) -> ClusterView:
+        if self._view is None:
+            slices: dict[str, list[Device]] = {}
+            for node, devices in self.slices.items():
+                if node:
+                    slices.setdefault(node, []).extend(devices)
+            foreign = [d for c in self.claims.items() if not c.managed for d in c.allocated]
+            placed = {
+                (v.namespace, v.name): v.placement
+                for v in [*self.pods.items(), *(p for _, p in self._pending.values())]
+                if v.placement is not None
+            }
+            self._view = ClusterView(self.nodes.items(), slices, [], foreign)
+            self._counted = {k: p for k, p in placed.items() if p and self._view.take(p)}
+        return self._view
+
+    def _policy(self, view: ClusterView) -> Policy:
+        """kapell's policy, learning the workload's shapes from the replicas already placed."""
+        shapes = frozenset(
+            (p.request.gpu_count, p.request.gpu_milli, p.request.mig_profile)
+            for p in self._counted.values()
+        )
+        policy = self._policies.get(shapes)
+        if policy is None:
+            workload = [p.request for p in self._counted.values()]
+            policy = make_policy(self._policy_name if workload else "best-fit", workload)
+            self._policies = {shapes: policy}
+        return policy
+
+    def _place(self, model: Model, name: str) -> Placement:
+        """Decide node and device, and count them taken at once (before the pod is seen)."""
+        view = self._cluster()
+        request = request_for(model, name, view.inventory.models)
+        decision = self._policy(view).select(view.inventory, request, np.random.default_rng(0))
+        if decision is None:
+            raise UnschedulableError(_unschedulable_message(model, request, view))
+        placement = Placement(request, decision.node, decision.gpu_indices, decision.mig_slice)
+        view.take(placement)
+        self._counted[(model.metadata.namespace, name)] = placement
+        return placement
+
+    # --- writes -----------------------------------------------------------------------------
+
+    def _apply(self, resource: Any, manifest: dict[str, Any]) -> dict[str, Any]:
+        meta = manifest["metadata"]
+        obj = self._client.patch(
+            resource,
+            meta["name"],
+            manifest,
+            namespace=meta.get("namespace"),
+            patch_type=PatchType.APPLY,
+            field_manager=FIELD_MANAGER,
+            force=True,
+        )
+        self.writes += 1
+        result: dict[str, Any] = obj.to_dict()
+        return result
+
+    def _ensure_service(self, model: Model, owner: str) -> None:
+        key = (model.metadata.namespace, model.metadata.name, owner)
+        if key not in self._services:
+            self._apply(Service, pods.model_service(model, owner))
+            self._services.add(key)
+
+    @staticmethod
+    def _claim_name(namespace: str, pod: str, placement: Placement) -> str | None:
+        request = placement.request
+        if request.gpu_count == 0:
+            return None
+        if request.is_share:
+            strategy = "mps" if request.sharing == "mps" else "ts"
+            return f"gpu-share-{placement.node}-{placement.gpus[0]}-{strategy}"
+        return pod
+
+    def _apply_claim(
+        self, model: Model, placement: Placement, namespace: str, pod: str, pod_uid: str
+    ) -> None:
+        name = self._claim_name(namespace, pod, placement)
+        if name is None:
+            return
+        view = self._cluster()
+        index = view.inventory.index.get(placement.node, -1)
+        decision = Decision(index, placement.node, placement.gpus, placement.mig)
+        uuids = [
+            d.uuid
+            for g in placement.gpus
+            if (d := view.device(placement.node, g, placement.mig)) is not None
+        ]
+        claim = dra.resource_claim(placement.request, decision, namespace, name)
+        if uuids:  # the uuid pins device and node at once, whatever the index attributes say
+            values = ", ".join(f"'{u}'" for u in uuids)
+            expression = f"device.attributes['{dra.DRIVER}'].uuid in [{values}]"
+            claim["spec"]["devices"]["requests"][0]["exactly"]["selectors"] = [
+                {"cel": {"expression": expression}}
+            ]
+        owners = [{"apiVersion": "v1", "kind": "Pod", "name": pod, "uid": pod_uid}]
+        if placement.request.is_share:
+            sharers = {
+                v.name: (v.uid, v.placement.request.gpu_milli)
+                for v in self.pods.items()
+                if v.namespace == namespace
+                and v.placement is not None
+                and v.phase is not ReplicaPhase.STOPPING
+                and self._claim_name(namespace, v.name, v.placement) == name
+            }
+            sharers[pod] = (pod_uid, placement.request.gpu_milli)
+            owners = [
+                {"apiVersion": "v1", "kind": "Pod", "name": n, "uid": uid}
+                for n, (uid, _) in sorted(sharers.items())
+            ]
+            claim["metadata"]["annotations"][SHARES_ANNOTATION] = json.dumps(
+                {n: milli for n, (_, milli) in sorted(sharers.items())}, separators=(",", ":")
+            )
+        claim["metadata"]["ownerReferences"] = owners
+        claim["metadata"]["labels"][pods.MODEL_LABEL] = model.metadata.name
+        self._apply(ResourceClaim, claim)
+
+
+def _unschedulable_message(model: Model, request: PodRequest, view: ClusterView) -> str:
+    inv = view.inventory
+    if request.is_mig:
+        what = f"a free {request.mig_profile} MIG instance"
+    elif request.is_share:
+        what = f"{request.gpu_milli}/1000 of a GPU"
+    elif request.gpu_count:
+        what = f"{request.gpu_count} free whole GPU(s) on one node"
+    else:
+        what = "room"
+    if request.gpu_models:
+        what += f" of model {'/'.join(sorted(request.gpu_models))}"
+    cpu = request.cpu_milli / 1000
+    return (
+        f"model {model.metadata.name}: no schedulable node has {what} with {cpu:g} CPU and "
+        f"{request.memory_mib} MiB memory free ({len(inv.nodes)} schedulable nodes, "
+        f"{int(inv.gpu_count.sum())} GPUs, {inv.used_gpu_milli / 1000:.1f} GPUs in use)"
+    )

@@ -1,0 +1,190 @@
+"""Models stored as custom resources: the controllers' ``Store`` over the Kubernetes API.
+
+Desired state is the ``models.kapell.dev`` objects users apply with kubectl; an informer keeps a
+parsed copy, so ``get`` never calls the apiserver. Status goes through the status subresource by
+server-side apply (field manager ``kapell``) with the generation it describes as
+``observedGeneration``, and only when it changed, so a resync costs no write. A finalizer holds a
+deleted Model until its replicas are gone; the controller sees a Model being deleted as absent.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from lightkube import ApiError, Client
+from lightkube.generic_resource import create_namespaced_resource
+from lightkube.types import PatchType
+from pydantic import ValidationError
+
+from kapell.api import Model
+from kapell.api.meta import API_GROUP, API_VERSION
+from kapell.backends.kubernetes.informer import Informer, Key
+
+log = logging.getLogger(__name__)
+
+FIELD_MANAGER = "kapell"
+FINALIZER = "kapell.dev/replicas"
+ModelResource = create_namespaced_resource(API_GROUP, "v1alpha1", "Model", "models")
+
+
+@dataclass(frozen=True)
+class StoredModel:
+    """What the operator keeps of one Model object."""
+
+    uid: str
+    generation: int
+    deleting: bool
+    finalizers: tuple[str, ...]
+    model: Model | None  # None when the object does not parse (reported in its status)
+    error: str = ""
+    status: str = ""  # the status as stored, JSON with sorted keys, to skip no-op writes
+    observed_generation: int = 0
+
+
+def model_key(namespace: str, name: str) -> str:
+    return f"Model/{namespace}/{name}"
+
+
+def _parse(raw: dict[str, Any]) -> StoredModel:
+    meta = raw["metadata"]
+    status = raw.get("status") or {}
+    comparable = {k: v for k, v in status.items() if k != "observedGeneration"}
+    body = {
+        "apiVersion": raw.get("apiVersion", API_VERSION),
+        "kind": "Model",
+        "metadata": {
+            "name": meta["name"],
+            "namespace": meta.get("namespace", "default"),
+            "labels": meta.get("labels") or {},
+            "annotations": meta.get("annotations") or {},
+        },
+        "spec": raw.get("spec") or {},
+        "status": status,
+    }
+    model: Model | None
+    error = ""
+    try:
+        model = Model.model_validate(body)
+    except ValidationError as exc:  # the CRD schema let through what kapell refuses
+        model = None
+        error = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+    return StoredModel(
+        uid=meta.get("uid", ""),
+        generation=int(meta.get("generation") or 0),
+        deleting=bool(meta.get("deletionTimestamp")),
+        finalizers=tuple(meta.get("finalizers") or ()),
+        model=model,
+        error=error,
+        status=json.dumps(comparable, sort_keys=True),
+        observed_generation=int(status.get("observedGeneration") or 0),
+    )
+
+
+class KubeStore:
+    """``Store`` for controllers: Models from custom resources, status to their subresource."""
+
+    def __init__(
+        self, client: Client, on_change: Callable[[str], None], namespace: str | None = None
+    ) -> None:
+        self._client = client
+        self._on_change = on_change
+        self._written: dict[str, str] = {}
+        self._lock = threading.Lock()
+        self.writes = 0
+        self.informer: Informer[StoredModel] = Informer(
+            client, ModelResource, _parse, self._changed, namespace=namespace
+        )
+
+    def _changed(self, key: Key, stored: StoredModel | None) -> None:
+        self._on_change(model_key(*key))
+
+    def stored(self, key: str) -> StoredModel | None:
+        _, namespace, name = key.split("/", 2)
+        return self.informer.get((namespace, name))
+
+    def model_keys(self) -> list[str]:
+        return [
+            model_key(s.model.metadata.namespace, s.model.metadata.name)
+            for s in self.informer.items()
+            if s.model is not None
+        ]
+
+    def get(self, key: str) -> Model | None:
+        stored = self.stored(key)
+        if stored is None or stored.deleting or stored.model is None:
+            return None
+        return stored.model
+
+    def set_status(self, key: str, status: dict[str, object]) -> None:
+        stored = self.stored(key)
+        if stored is None or stored.deleting:
+            return
+        payload = json.dumps(status, sort_keys=True)
+        written = f"{stored.generation}|{payload}"
+        with self._lock:
+            if self._written.get(key) == written:
+                return
+        if stored.status == payload and stored.observed_generation == stored.generation:
+            with self._lock:
+                self._written[key] = written
+            return
+        _, namespace, name = key.split("/", 2)
+        body = {
+            "apiVersion": API_VERSION,
+            "kind": "Model",
+            "metadata": {"name": name, "namespace": namespace},
+            "status": {**status, "observedGeneration": stored.generation},
+        }
+        try:
+            self._client.patch(
+                ModelResource.Status,
+                name,
+                body,
+                namespace=namespace,
+                patch_type=PatchType.APPLY,
+                field_manager=FIELD_MANAGER,
+                force=True,
+            )
+        except ApiError as exc:
+            if exc.status.code == 404:  # deleted meanwhile
+                return
+            raise
+        self.writes += 1
+        with self._lock:
+            self._written[key] = written
+
+    def ensure_finalizer(self, key: str) -> None:
+        """Add the finalizer to a live Model that lacks it (so deletion waits for cleanup)."""
+        stored = self.stored(key)
+        if stored is None or stored.deleting or FINALIZER in stored.finalizers:
+            return
+        self._set_finalizers(key, stored, [*stored.finalizers, FINALIZER])
+
+    def release(self, key: str) -> None:
+        """Drop the finalizer of a Model being deleted once nothing it made is left."""
+        stored = self.stored(key)
+        if stored is None or not stored.deleting or FINALIZER not in stored.finalizers:
+            return
+        self._set_finalizers(key, stored, [f for f in stored.finalizers if f != FINALIZER])
+
+    def _set_finalizers(self, key: str, stored: StoredModel, finalizers: list[str]) -> None:
+        _, namespace, name = key.split("/", 2)
+        # A JSON patch with a test on the uid: never touch a re-created Model of the same name.
+        patch = [
+            {"op": "test", "path": "/metadata/uid", "value": stored.uid},
+            {"op": "replace" if stored.finalizers else "add", "path": "/metadata/finalizers",
+             "value": finalizers},
+        ]  # fmt: skip
+        try:
+            self._client.patch(
+                ModelResource, name, patch, namespace=namespace, patch_type=PatchType.JSON
+            )
+        except ApiError as exc:
+            if exc.status.code not in (404, 409, 422):  # gone, or changed under us: next event
+                raise
+        self.writes += 1

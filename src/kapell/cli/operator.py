@@ -1,0 +1,180 @@
+"""``kapell operator``: the controllers of ``kapell up``, run against a Kubernetes cluster.
+
+The same ``ModelController``, ``PolicyScaler`` and ``ReconcileLoop`` as the local mode, over the
+Kubernetes store (Model custom resources) and replica backend (Pods with pinned ResourceClaims).
+Only the Lease holder starts its informers and reconciles; a leader that loses the Lease exits,
+and whatever supervises it (a Deployment, a test) starts it again as a candidate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import time
+import uuid
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+console = Console(stderr=True, highlight=False)
+SYNC_TIMEOUT_S = 120.0
+
+
+def operator(
+    kubeconfig: Annotated[
+        Path | None,
+        typer.Option(
+            "--kubeconfig",
+            help="Cluster to manage (default: $KUBECONFIG, ~/.kube/config, in-cluster).",
+        ),
+    ] = None,
+    namespace: Annotated[
+        str | None, typer.Option("--namespace", "-n", help="Manage Models in this namespace only.")
+    ] = None,
+    all_namespaces: Annotated[
+        bool,
+        typer.Option(
+            "--all-namespaces", "-A", help="Manage Models in every namespace (the default)."
+        ),
+    ] = False,
+    identity: Annotated[
+        str | None,
+        typer.Option("--identity", help="This candidate's name in the Lease (default: host-pid)."),
+    ] = None,
+    lease_namespace: Annotated[
+        str, typer.Option("--lease-namespace", help="Namespace of the leader-election Lease.")
+    ] = "kube-system",
+    metrics_port: Annotated[
+        int, typer.Option("--metrics-port", help="Serve Prometheus metrics here (0: off).")
+    ] = 0,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Log every watch event.")
+    ] = False,
+) -> None:
+    """Run kapell's controllers over a Kubernetes cluster until Ctrl-C."""
+    from kapell.api.errors import KapellError
+
+    if namespace and all_namespaces:
+        raise KapellError("give --namespace or --all-namespaces, not both")
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    me = identity or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    asyncio.run(_run(kubeconfig, namespace, me, lease_namespace, metrics_port))
+
+
+def _client(kubeconfig: Path | None):  # type: ignore[no-untyped-def]
+    from lightkube import Client, KubeConfig
+
+    from kapell.backends.kubernetes.store import FIELD_MANAGER
+
+    config = KubeConfig.from_file(kubeconfig) if kubeconfig else KubeConfig.from_env()
+    return Client(config, field_manager=FIELD_MANAGER)
+
+
+def _check_crds(client) -> None:  # type: ignore[no-untyped-def]
+    from lightkube import ApiError
+    from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
+
+    from kapell.api.errors import BackendError
+
+    try:
+        client.get(CustomResourceDefinition, "models.kapell.dev")
+    except ApiError as exc:
+        if exc.status.code == 404:
+            raise BackendError(
+                "the Model CRD is not installed; install it with "
+                "`kapell crds | kubectl apply --server-side -f -`"
+            ) from None
+        raise
+
+
+async def _run(
+    kubeconfig: Path | None,
+    namespace: str | None,
+    identity: str,
+    lease_namespace: str,
+    metrics_port: int,
+) -> None:
+    from kapell.backends.kubernetes.informer import wait_synced
+    from kapell.backends.kubernetes.lease import LeaderElector
+    from kapell.backends.kubernetes.replicas import KubeReplicas
+    from kapell.backends.kubernetes.store import KubeStore
+    from kapell.backends.local.store import utc_now
+    from kapell.control.loop import ReconcileLoop
+    from kapell.control.model import ModelController
+    from kapell.control.scaling import PolicyScaler
+    from kapell.observe.operator_metrics import OperatorMetrics
+    from kapell.policy.autoscale import DemandSample
+
+    client = _client(kubeconfig)
+    _check_crds(client)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+    elector = LeaderElector(client, identity, lease_namespace, on_lost=lambda: os._exit(1))
+    elector.start()
+    console.print(
+        f"kapell operator {identity}: waiting for the lease {lease_namespace}/kapell-operator"
+    )
+    while not elector.leading.is_set():
+        if stop.is_set():
+            elector.stop()
+            return
+        await asyncio.sleep(0.2)
+    console.print(f"kapell operator {identity}: leading")
+
+    def enqueue(key: str) -> None:
+        loop.call_soon_threadsafe(reconciler.enqueue, key)
+
+    store = KubeStore(client, enqueue, namespace)
+    replicas = KubeReplicas(
+        client, lambda key: s.uid if (s := store.stored(key)) else None, enqueue, namespace
+    )
+
+    def demand(model: object, ready: int) -> DemandSample:
+        # No in-cluster gateway meters demand yet: the scaler holds each Model at its minimum.
+        return DemandSample(tokens_total=0.0, ready_replicas=ready)
+
+    scaler = PolicyScaler(demand, lambda model: replicas.cold_start_s(model.key))
+    controller = ModelController(store, replicas, scaler, time.monotonic, utc_now)
+    metrics = OperatorMetrics(lambda: store.writes + replicas.writes)
+
+    def reconcile(key: str) -> float | None:
+        started = time.perf_counter()
+        store.ensure_finalizer(key)
+        requeue = controller.reconcile(key)
+        stored = store.stored(key)
+        if stored is not None and stored.deleting and not replicas.replicas(key):
+            store.release(key)
+        metrics.observe(time.perf_counter() - started)
+        return requeue
+
+    reconciler = ReconcileLoop(reconcile)
+    informers = [*replicas.informers, store.informer]
+    for informer in informers:
+        informer.start()
+    await loop.run_in_executor(None, wait_synced, informers, SYNC_TIMEOUT_S)
+    if metrics_port:
+        metrics.serve(metrics_port)
+    for key in store.model_keys():
+        reconciler.enqueue(key)
+    console.print(f"kapell operator {identity}: watching {namespace or 'all namespaces'}")
+    task = loop.create_task(reconciler.run())
+    try:
+        await stop.wait()
+    finally:
+        task.cancel()
+        for informer in informers:
+            informer.stop()
+        elector.stop()
+        console.print(f"kapell operator {identity}: stopped (the lease is free)")

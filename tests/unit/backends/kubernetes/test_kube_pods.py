@@ -1,0 +1,105 @@
+"""What a Model becomes on a cluster: valid Pods and Services, and pods read back as replicas."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+
+from kapell.api.errors import BackendError
+from kapell.api.loader import load_text
+from kapell.api.model import Model
+from kapell.api.replica import ReplicaPhase
+from kapell.backends.kubernetes.inventory import Placement
+from kapell.backends.kubernetes.pods import ENGINE_IMAGE, model_service, replica_pod
+from kapell.backends.kubernetes.replicas import pod_view
+from kapell.policy.placement.requests import GPU_MILLI, PodRequest
+
+K8S_VERSION = "1.34.0"
+PLACED = Placement(PodRequest("m-abc-0", 2000, 4096, 1, GPU_MILLI), "gpu-node-0001", (3,))
+
+
+def _model(source: str, engine: str = "reference") -> Model:
+    text = f"""
+apiVersion: kapell.dev/v1alpha1
+kind: Model
+metadata: {{name: m, namespace: team}}
+spec:
+  source: {{uri: "{source}"}}
+  engine: {{name: {engine}, env: {{A: "1"}}}}
+  resources: {{cpu: "2", memory: 4Gi, gpu: {{count: 1}}}}
+"""
+    [model] = load_text(text, "m.yaml")
+    assert isinstance(model, Model)
+    return model
+
+
+def test_a_replica_pod_is_valid_pinned_and_owned(tmp_path: Path) -> None:
+    pod = replica_pod(_model(f"file://{tmp_path}"), "abc", "m-abc-0", "uid-1", PLACED, "m-abc-0")
+    kubernetes_validate.validate(pod, K8S_VERSION, strict=True)
+    spec = pod["spec"]
+    assert spec["nodeSelector"] == {"kubernetes.io/hostname": "gpu-node-0001"}
+    assert spec["resourceClaims"] == [{"name": "gpu", "resourceClaimName": "m-abc-0"}]
+    [container] = spec["containers"]
+    assert container["image"] == ENGINE_IMAGE
+    assert container["command"][:3] == ["python", "-m", "kapell.engines.reference"]
+    assert container["command"][container["command"].index("--model") + 1] == str(tmp_path)
+    assert container["resources"]["claims"] == [{"name": "gpu"}]
+    [owner] = pod["metadata"]["ownerReferences"]
+    assert (owner["kind"], owner["uid"], owner["controller"]) == ("Model", "uid-1", True)
+    assert (
+        Placement.from_json("m-abc-0", pod["metadata"]["annotations"]["kapell.dev/placement"])
+        == PLACED
+    )
+
+
+def test_pvc_sources_are_mounted_and_relative_or_s3_sources_are_refused() -> None:
+    pod = replica_pod(_model("pvc://weights/llama/8b"), "abc", "m-abc-0", "u", PLACED, None)
+    kubernetes_validate.validate(pod, K8S_VERSION, strict=True)
+    command = pod["spec"]["containers"][0]["command"]
+    assert command[command.index("--model") + 1] == "/models/weights/llama/8b"
+    assert pod["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"] == "weights"
+    with pytest.raises(BackendError, match="relative"):
+        replica_pod(_model("models/tiny"), "abc", "m-abc-0", "u", PLACED, None)
+    with pytest.raises(BackendError, match="s3://"):
+        replica_pod(_model("s3://bucket/tiny"), "abc", "m-abc-0", "u", PLACED, None)
+
+
+def test_the_service_selects_the_models_pods() -> None:
+    service = model_service(_model("h100-llama3-8b", "sim"), "uid-1")
+    kubernetes_validate.validate(service, K8S_VERSION, strict=True)
+    assert service["spec"]["selector"] == {"kapell.dev/model": "m"}
+
+
+def _pod(**status: object) -> dict[str, object]:
+    return {
+        "metadata": {
+            "name": "m-abc-0",
+            "namespace": "team",
+            "uid": "u",
+            "labels": {"kapell.dev/model": "m", "kapell.dev/revision": "abc"},
+            "annotations": {"kapell.dev/placement": PLACED.to_json()},
+            "creationTimestamp": "2026-01-01T00:00:00Z",
+        },
+        "status": status,
+    }
+
+
+def test_pod_states_read_as_replica_phases() -> None:
+    ready = pod_view(_pod(
+        podIP="10.244.0.5",
+        conditions=[{"type": "Ready", "status": "True", "lastTransitionTime": "2026-01-01T00:00:12Z"}],
+    ))  # fmt: skip
+    assert ready.phase is ReplicaPhase.READY and ready.ready_at == ready.created + 12
+    assert ready.replica().url == "http://10.244.0.5:8000"
+    assert ready.replica().id == "team/m-abc-0" and ready.model_key == "Model/team/m"
+    crashing = pod_view(_pod(containerStatuses=[{
+        "restartCount": 3, "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "exit 1"}},
+    }]))  # fmt: skip
+    assert crashing.phase is ReplicaPhase.BACKOFF and crashing.restarts == 3
+    pending = pod_view(_pod(conditions=[{
+        "type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "no GPU",
+    }]))  # fmt: skip
+    assert pending.phase is ReplicaPhase.STARTING and "no GPU" in pending.message
+    assert pending.placement == PLACED
