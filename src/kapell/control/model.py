@@ -20,10 +20,17 @@ RESYNC_S = 2.0  # also the autoscaler's sampling period when nothing else happen
 PROGRESS_S = 0.5
 
 
+REPLICA_FIELDS = {"source", "engine", "resources"}
+"""The parts of a Model's spec a running replica embodies; scaling, routing and SLOs are not."""
+
+
 def revision_of(model: Model) -> str:
-    """A short, stable hash of the spec: replicas of another revision are out of date."""
-    spec = json.dumps(model.spec.model_dump(mode="json", by_alias=True), sort_keys=True)
-    return hashlib.sha256(spec.encode()).hexdigest()[:10]
+    """A short, stable hash of what replicas run: replicas of another revision are out of date.
+
+    Scaling, routing and SLO changes act on the fleet, so they roll no replica.
+    """
+    spec = model.spec.model_dump(mode="json", by_alias=True, include=REPLICA_FIELDS)
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:10]
 
 
 class ModelController:

@@ -125,6 +125,20 @@ def test_changed_spec_rolls_one_at_a_time_without_losing_ready_replicas(setup) -
     assert revisions == {revision_of(new)} and len(table.rows) == 2
 
 
+def test_a_scaling_change_rolls_no_replica(setup) -> None:  # type: ignore[no-untyped-def]
+    store, table, controller, _ = setup
+    old = model(2)
+    store.apply(old)
+    controller.reconcile(old.key)
+    table.make_ready()
+    before = set(table.rows)
+    bigger = model(3)
+    assert revision_of(bigger) == revision_of(old)
+    store.apply(bigger)
+    controller.reconcile(bigger.key)
+    assert before < set(table.rows) and len(table.rows) == 3
+
+
 def test_scale_from_zero_on_demand_then_back_to_zero(tmp_path: Path) -> None:
     store, table, demand, clock = SQLiteStore(tmp_path / "s.db"), ReplicaTable(), Demand(), [0.0]
     controller = ModelController(
