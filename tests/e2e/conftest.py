@@ -9,6 +9,7 @@ session with that hint rather than skipping, because `make e2e` is meant to prov
 from __future__ import annotations
 
 import subprocess
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -94,3 +95,16 @@ def ecosystem_crds(kubectl: Callable[..., str]) -> list[str]:
     names = kubectl("get", *args, "-o", "name").split()
     kubectl("wait", "--for=condition=Established", "--timeout=60s", *names)
     return names
+
+
+@pytest.fixture(scope="session")
+def kapell_crds(kubectl: Callable[..., str]) -> str:
+    """Install the CRDs that `kapell crds` prints, exactly as a user would pipe them."""
+    kapell = Path(sys.executable).with_name("kapell")
+    crds = subprocess.run(
+        [str(kapell), "crds"], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
+    kubectl("apply", "--server-side", "-f", "-", stdin=crds)
+    names = kubectl("get", "-f", "-", "-o", "name", stdin=crds).split()
+    kubectl("wait", "--for=condition=Established", "--timeout=60s", *names)
+    return crds

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,19 +11,6 @@ import pytest
 from kapell.api.loader import load_text
 
 SAMPLE_MODEL = (Path(__file__).resolve().parents[1] / "data" / "model-valid.yaml").read_text()
-
-
-@pytest.fixture(scope="module")
-def kapell_crds(kubectl: Callable[..., str]) -> str:
-    """Install the CRDs that `kapell crds` prints, exactly as a user would pipe them."""
-    kapell = Path(sys.executable).with_name("kapell")
-    crds = subprocess.run(
-        [str(kapell), "crds"], capture_output=True, text=True, check=True, timeout=60
-    ).stdout
-    kubectl("apply", "--server-side", "-f", "-", stdin=crds)
-    names = kubectl("get", "-f", "-", "-o", "name", stdin=crds).split()
-    kubectl("wait", "--for=condition=Established", "--timeout=60s", *names)
-    return crds
 
 
 def test_kapell_crds_are_established_and_a_sample_model_is_stored(

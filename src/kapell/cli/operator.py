@@ -49,6 +49,10 @@ def operator(
     lease_namespace: Annotated[
         str, typer.Option("--lease-namespace", help="Namespace of the leader-election Lease.")
     ] = "kube-system",
+    lease_duration: Annotated[
+        int,
+        typer.Option("--lease-duration", min=2, help="Seconds a silent leader keeps the Lease."),
+    ] = 15,
     metrics_port: Annotated[
         int, typer.Option("--metrics-port", help="Serve Prometheus metrics here (0: off).")
     ] = 0,
@@ -65,9 +69,10 @@ def operator(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    for noisy in ("httpx", "httpx2", "httpcore"):  # one line per API request otherwise
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     me = identity or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-    asyncio.run(_run(kubeconfig, namespace, me, lease_namespace, metrics_port))
+    asyncio.run(_run(kubeconfig, namespace, me, lease_namespace, lease_duration, metrics_port))
 
 
 def _client(kubeconfig: Path | None):  # type: ignore[no-untyped-def]
@@ -101,6 +106,7 @@ async def _run(
     namespace: str | None,
     identity: str,
     lease_namespace: str,
+    lease_duration: int,
     metrics_port: int,
 ) -> None:
     from kapell.backends.kubernetes.informer import wait_synced
@@ -121,7 +127,14 @@ async def _run(
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
 
-    elector = LeaderElector(client, identity, lease_namespace, on_lost=lambda: os._exit(1))
+    elector = LeaderElector(
+        client,
+        identity,
+        lease_namespace,
+        on_lost=lambda: os._exit(1),
+        duration_s=lease_duration,
+        renew_s=max(0.5, lease_duration / 5),
+    )
     elector.start()
     console.print(
         f"kapell operator {identity}: waiting for the lease {lease_namespace}/kapell-operator"

@@ -67,6 +67,11 @@ class ProcessGroup:
         self, name: str, argv: Sequence[str], env: Mapping[str, str] | None = None
     ) -> Started:
         """Start ``argv`` detached, logging to ``logs/<name>.log``; fail fast if it exits at once."""
+        started = self._launch(name, argv, env)
+        self._save([*self.load(), started])
+        return started
+
+    def _launch(self, name: str, argv: Sequence[str], env: Mapping[str, str] | None) -> Started:
         self.logs.mkdir(parents=True, exist_ok=True)
         log_path = self.logs / f"{name}.log"
         with log_path.open("ab") as log:
@@ -81,8 +86,17 @@ class ProcessGroup:
         ticks = start_ticks(child.pid)
         if ticks is None or child.poll() is not None:
             raise BackendError(f"{name} exited at start; see {log_path}")
-        started = Started(name, child.pid, ticks)
-        self._save([*self.load(), started])
+        return Started(name, child.pid, ticks)
+
+    def restart(self, name: str) -> Started:
+        """Stop the component ``name`` (SIGTERM, then SIGKILL) and start it again, same argv."""
+        [process] = [p for p in self.load() if p.name == name]
+        argv = Path(f"/proc/{process.pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
+        environ = Path(f"/proc/{process.pid}/environ").read_bytes().rstrip(b"\0").split(b"\0")
+        env = dict(e.decode().split("=", 1) for e in environ if b"=" in e)
+        _stop(process)
+        started = self._launch(name, [a.decode() for a in argv], env)
+        self._save([started if p == process else p for p in self.load()])  # keeps stop order
         return started
 
     def check_running(self) -> None:
@@ -101,17 +115,22 @@ class ProcessGroup:
         for process in reversed(self.load()):
             if not is_alive(process):
                 continue
-            _signal_group(process.pid, signal.SIGTERM)
-            deadline = time.monotonic() + _STOP_GRACE_S
-            while is_alive(process) and time.monotonic() < deadline:
-                time.sleep(0.05)
-            if is_alive(process):
-                _signal_group(process.pid, signal.SIGKILL)
-            while is_alive(process):
-                time.sleep(0.05)
+            _stop(process)
             stopped.append(process.name)
         self._state_file.unlink(missing_ok=True)
         return stopped
+
+
+def _stop(process: Started) -> None:
+    """SIGTERM the process group, SIGKILL it after the grace period; return once it is gone."""
+    _signal_group(process.pid, signal.SIGTERM)
+    deadline = time.monotonic() + _STOP_GRACE_S
+    while is_alive(process) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if is_alive(process):
+        _signal_group(process.pid, signal.SIGKILL)
+    while is_alive(process):
+        time.sleep(0.05)
 
 
 def _reap(pid: int) -> None:

@@ -24,8 +24,8 @@ from kapell.policy.placement.requests import GPU_MILLI, PodRequest
 
 DRIVER = "gpu.nvidia.com"
 PLACEMENT_ANNOTATION = "kapell.dev/placement"
-_MIG_NAME = re.compile(r"^gpu-(\d+)-mig-(\d+)-(\d+)-(\d+)$")
-_GPU_NAME = re.compile(r"^gpu-(\d+)$")
+_GPU_MINOR = re.compile(r"^gpu-(\d+)(?:-mig-.*)?$")
+_MEMORY_SLICE = re.compile(r"^memorySlice(\d+)$")
 _MEMORY = re.compile(r"(\d+)\s*GB", re.IGNORECASE)
 
 
@@ -89,20 +89,29 @@ def gpu_model_name(product: str, memory_mib: int) -> str:
 
 
 def devices_of(slice_spec: dict[str, Any]) -> list[Device]:
-    """The devices of one ResourceSlice of NVIDIA's driver, by their published names."""
+    """The devices of one ResourceSlice of NVIDIA's driver.
+
+    The GPU index is the minor in the device's name (``gpu-<minor>``, also the prefix of a MIG
+    device's name), the one place the driver still shows it; a MIG instance's start is its
+    lowest ``memorySlice<i>`` capacity.
+    """
     out = []
     for device in slice_spec.get("devices") or []:
         attrs = device.get("attributes") or {}
+        capacity = device.get("capacity") or {}
+        minor = _GPU_MINOR.match(device["name"])
+        if minor is None:
+            continue
         product = (attrs.get("productName") or {}).get("string", "")
         uuid = (attrs.get("uuid") or {}).get("string", "")
-        memory = parse_quantity((device.get("capacity") or {}).get("memory", {}).get("value", "0"))
-        memory_mib = int(memory // (1024 * 1024))
-        if whole := _GPU_NAME.match(device["name"]):
-            out.append(Device(device["name"], int(whole.group(1)), uuid, product, memory_mib))
-        elif mig := _MIG_NAME.match(device["name"]):
+        memory_mib = int(parse_quantity(capacity.get("memory", {}).get("value", "0")) // 2**20)
+        kind = (attrs.get("type") or {}).get("string", "gpu")
+        mig = None
+        if kind == "mig":
+            slices = [int(m.group(1)) for c in capacity if (m := _MEMORY_SLICE.match(c))]
             profile = (attrs.get("profile") or {}).get("string", "")
-            slice_ = MigSlice(profile, int(mig.group(3)))
-            out.append(Device(device["name"], int(mig.group(1)), uuid, product, memory_mib, slice_))
+            mig = MigSlice(profile, min(slices, default=0))
+        out.append(Device(device["name"], int(minor.group(1)), uuid, product, memory_mib, mig))
     return out
 
 
