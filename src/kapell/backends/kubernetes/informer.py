@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
-import httpx
+import httpx2 as httpx  # the HTTP client lightkube 1.x is built on
 from lightkube import ApiError, Client
 
 log = logging.getLogger(__name__)
