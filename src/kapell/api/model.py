@@ -174,10 +174,8 @@ class ScalingSpec(Spec):
     @model_validator(mode="after")
     @cel(
         "self.minReplicas <= self.maxReplicas",
-        "minReplicas must not exceed maxReplicas",
+        "minReplicas exceeds maxReplicas",
         field_path=".minReplicas",
-        message_expression="'minReplicas (' + string(self.minReplicas)"
-        " + ') exceeds maxReplicas (' + string(self.maxReplicas) + ')'",
     )
     def _ordered(self) -> ScalingSpec:
         if self.min_replicas > self.max_replicas:
