@@ -36,6 +36,27 @@ def test_apiserver_rejects_a_model_that_breaks_the_generated_schema(
         kubectl("create", "-n", namespace, "-f", "-", stdin=bad)
 
 
+def test_apiserver_enforces_the_cel_rules_with_messages_naming_the_fields(
+    kapell_crds: str, kubectl: Callable[..., str], namespace: str
+) -> None:
+    bad = (
+        SAMPLE_MODEL.replace("minReplicas: 0", "minReplicas: 5")
+        .replace("migProfile: 1g.10gb", "migProfile: 1g.10gb\n      milli: 500")
+        .replace("source:", "engine:\n    name: external\n  source:")
+    )
+    with pytest.raises(AssertionError) as refused:
+        kubectl("create", "-n", namespace, "-f", "-", stdin=bad)
+    message = str(refused.value)
+    assert "spec.scaling.minReplicas: Invalid value" in message
+    assert "minReplicas exceeds maxReplicas" in message
+    assert "spec.resources.gpu: Invalid value" in message
+    assert "set only one of 'count', 'migProfile' or 'milli'" in message
+    assert "engine 'external' takes source.url" in message
+    assert 'The Model "tiny" is invalid' in message  # the apiserver's 422, field by field
+    # The same object without the three faults is stored: the rules refuse only what they should.
+    kubectl("create", "-n", namespace, "-f", "-", stdin=SAMPLE_MODEL)
+
+
 def test_ecosystem_crds_install_and_become_established(
     ecosystem_crds: list[str], kubectl: Callable[..., str]
 ) -> None:

@@ -1,14 +1,26 @@
-"""The real kube-scheduler allocates DRA claims against the fake driver's ResourceSlices."""
+"""The real kube-scheduler allocates DRA claims against the fake driver's ResourceSlices, including
+the claims and pod fields that kapell renders (``backends/kubernetes/dra.py``)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from kubeobjects import busybox_pod, eventually
 from lightkube import Client
 from lightkube.codecs import from_dict
 from lightkube.resources.core_v1 import Event, Pod
 from lightkube.resources.resource_v1 import ResourceClaim, ResourceSlice
+
+from kapell.backends.kubernetes.dra import (
+    CONTAINER_CLAIMS,
+    gpu_uuids_by_node,
+    pod_fields,
+    resource_claim,
+)
+from kapell.policy.placement.inventory import Decision
+from kapell.policy.placement.mig import MigSlice
+from kapell.policy.placement.requests import GPU_MILLI, PodRequest
 
 DRIVER = "gpu.nvidia.com"
 
@@ -155,3 +167,64 @@ def test_unsatisfiable_claim_leaves_the_pod_pending_with_the_scheduler_reason(
     events = kube.list(Event, namespace=namespace, fields={"involvedObject.name": "greedy"})
     assert any(e.reason == "FailedScheduling" for e in events)
     assert not kube.get(ResourceClaim, "too-many", namespace=namespace).status.allocation
+
+
+KAPELL_CASES = {
+    # case: (request, GPU indices on the node, MIG slice)
+    "two-whole-gpus": (PodRequest("two", 1000, 1024, 2, GPU_MILLI), (3, 5), None),
+    "mps-share": (
+        PodRequest("mps", 1000, 1024, 1, 400, sharing="mps", min_gpu_memory_mib=20480),
+        (6,),
+        None,
+    ),
+    "mig-slice": (
+        PodRequest("mig", 1000, 1024, 1, 0, mig_profile="1g.10gb"),
+        (1,),
+        MigSlice("1g.10gb", 0),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(KAPELL_CASES))
+def test_kapell_claim_and_pod_fields_get_exactly_the_decided_devices(
+    kube: Client, namespace: str, case: str
+) -> None:
+    req, indices, mig = KAPELL_CASES[case]
+    slices = [s.to_dict() for s in kube.list(ResourceSlice)]
+    by_node = gpu_uuids_by_node(slices)
+    kind = "mig" if mig else "gpu"
+    nodes = sorted({v["node"] for v in published_devices(kube).values() if v["type"] == kind})
+    node = nodes[-1]
+    decision = Decision(0, node, indices, mig)
+
+    claim = resource_claim(req, decision, namespace, f"{case}-gpu", gpu_uuids=by_node[node])
+    kube.create(from_dict(claim), namespace=namespace)
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": case},
+        "spec": {
+            "containers": [
+                {"name": "main", "image": "busybox", "resources": {"claims": CONTAINER_CLAIMS}}
+            ],
+            **pod_fields(decision, f"{case}-gpu"),
+        },
+    }
+    kube.create(from_dict(pod), namespace=namespace)
+
+    running = running_pod(kube, namespace, case)
+    assert running.spec.nodeName == node  # placed by kube-scheduler, through the affinity
+    got = allocated_devices(kube, namespace, f"{case}-gpu")
+    assert {pool for pool, _ in got} == {node}
+    if mig:
+        [(_, device)] = got
+        assert device.startswith(f"gpu-{indices[0]}-mig-1g10gb-19-"), device
+    else:
+        assert sorted(device for _, device in got) == [f"gpu-{i}" for i in indices]
+    stored = kube.get(ResourceClaim, f"{case}-gpu", namespace=namespace).to_dict()
+    if req.is_share:  # the opaque GpuConfig is stored as written
+        [config] = stored["spec"]["devices"]["config"]
+        assert config["opaque"]["parameters"]["sharing"]["mpsConfig"] == {
+            "defaultActiveThreadPercentage": 40,
+            "defaultPinnedDeviceMemoryLimit": "20480Mi",
+        }

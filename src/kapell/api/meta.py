@@ -6,10 +6,14 @@ Unknown fields are rejected so that a typo is reported, not silently ignored.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, GetJsonSchemaHandler
 from pydantic.alias_generators import to_camel
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
+
+from kapell.api.cel import rules_of
 
 API_GROUP = "kapell.dev"
 API_VERSION = f"{API_GROUP}/v1alpha1"
@@ -27,6 +31,18 @@ class Spec(BaseModel):
     model_config = ConfigDict(
         alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
     )
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        """The class's schema plus the CEL rules declared on its validators (``api.cel``)."""
+        schema = handler(core_schema)
+        rules = rules_of(cls)
+        if rules:
+            target: dict[str, Any] = handler.resolve_ref_schema(schema)
+            target["x-kubernetes-validations"] = [r.manifest() for r in rules]
+        return schema
 
 
 class ObjectMeta(Spec):

@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from kapell.api.cel import cel
 from kapell.api.meta import Resource, Spec, Status
 from kapell.api.units import Duration, Quantity, parse_duration
 
@@ -45,6 +46,11 @@ EngineName = Literal["reference", "sim", "vllm", "sglang", "llama.cpp", "externa
 RoutingStrategy = Literal["least-tokens", "prefix-affinity", "round-robin"]
 
 
+_ONE_SOURCE = "set exactly one of 'uri' (weights to serve) or 'url' (external)"
+_ONE_GPU_KIND = "set only one of 'count', 'migProfile' or 'milli'"
+_ENGINE_SOURCE = "engine 'external' takes source.url; every other engine takes source.uri"
+
+
 class ModelSource(Spec):
     """Where the weights come from.
 
@@ -61,9 +67,10 @@ class ModelSource(Spec):
     )
 
     @model_validator(mode="after")
+    @cel("has(self.uri) != has(self.url)", _ONE_SOURCE)
     def _one_of(self) -> ModelSource:
         if (self.uri is None) == (self.url is None):
-            raise ValueError("set exactly one of 'uri' (weights to serve) or 'url' (external)")
+            raise ValueError(_ONE_SOURCE)
         return self
 
     @field_validator("uri")
@@ -103,7 +110,11 @@ class GPURequest(Spec):
     """A whole, partial or sliced GPU for one replica. Set at most one of count, mig, milli."""
 
     count: Annotated[int, Field(ge=0, le=64)] = 0
-    mig_profile: str | None = Field(default=None, description="A MIG profile, e.g. '1g.10gb'")
+    mig_profile: str | None = Field(
+        default=None,
+        description="A MIG profile, e.g. '1g.10gb'",
+        json_schema_extra={"enum": list(MIG_PROFILES)},
+    )
     milli: Annotated[int | None, Field(ge=1, le=999)] = Field(
         default=None, description="A time-sliced or MPS share of one GPU, in thousandths"
     )
@@ -119,10 +130,15 @@ class GPURequest(Spec):
         return profile
 
     @model_validator(mode="after")
+    @cel(
+        "(has(self.count) && self.count > 0 ? 1 : 0) + (has(self.migProfile) ? 1 : 0)"
+        " + (has(self.milli) ? 1 : 0) <= 1",
+        _ONE_GPU_KIND,
+    )
     def _one_kind(self) -> GPURequest:
         kinds = [self.count > 0, self.mig_profile is not None, self.milli is not None]
         if sum(kinds) > 1:
-            raise ValueError("set only one of 'count', 'migProfile' or 'milli'")
+            raise ValueError(_ONE_GPU_KIND)
         return self
 
     @property
@@ -156,6 +172,11 @@ class ScalingSpec(Spec):
     autoscaler: Literal["tokens", "concurrency", "static"] = "tokens"
 
     @model_validator(mode="after")
+    @cel(
+        "self.minReplicas <= self.maxReplicas",
+        "minReplicas exceeds maxReplicas",
+        field_path=".minReplicas",
+    )
     def _ordered(self) -> ScalingSpec:
         if self.min_replicas > self.max_replicas:
             raise ValueError(
@@ -197,11 +218,11 @@ class ModelSpec(Spec):
     slo: SLOSpec = Field(default_factory=SLOSpec)
 
     @model_validator(mode="after")
+    @cel("(has(self.engine) && self.engine.name == 'external') == has(self.source.url)",
+         _ENGINE_SOURCE)  # fmt: skip
     def _engine_fits_source(self) -> ModelSpec:
         if (self.engine.name == "external") != (self.source.url is not None):
-            raise ValueError(
-                "engine 'external' takes source.url; every other engine takes source.uri"
-            )
+            raise ValueError(_ENGINE_SOURCE)
         return self
 
 

@@ -6,9 +6,11 @@ tested against the shapes it meets in production:
 * node labels as set by NVIDIA GPU feature discovery (``nvidia.com/gpu.product`` ...), the
   well-known topology labels, and Karpenter's ``karpenter.sh/capacity-type`` for spot/on-demand;
 * one ResourceSlice per node from the driver ``gpu.nvidia.com`` with the device names, attribute
-  names and capacity names that NVIDIA's DRA driver publishes (``gpu-0``, ``productName``,
-  ``cudaComputeCapability``, ``memory`` ...; MIG devices ``gpu-0-mig-19-0-1`` with ``profile``,
-  ``parentUUID``, ``multiprocessors``, ``memorySlice0`` ...);
+  names and capacity names that NVIDIA's DRA driver publishes (``gpu-0`` with ``uuid``,
+  ``productName``, ``resource.kubernetes.io/pciBusID``, ``memory`` ...; MIG devices
+  ``gpu-0-mig-1g10gb-19-0`` with ``profile``, ``parentUUID``, ``multiprocessors``,
+  ``memorySlice0`` ...). The names come from ``kapell.api.nvidia_dra``, which cites the
+  driver's source and which kapell's claims select on too;
 * the DeviceClasses ``gpu.nvidia.com`` and ``mig.nvidia.com`` with the driver's CEL selectors.
 
 A GPU pool in MIG mode publishes only MIG devices, like a real GPU with MIG enabled. Figures in
@@ -22,11 +24,10 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from kapell.api import nvidia_dra as nv
 from kapell.api.errors import KapellError
+from kapell.api.nvidia_dra import DRIVER, GPU_CLASS, MIG_CLASS
 
-DRIVER = "gpu.nvidia.com"
-GPU_CLASS = "gpu.nvidia.com"
-MIG_CLASS = "mig.nvidia.com"
 FAKE_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 REGIONS = ("us-east-1", "us-west-2", "eu-west-1")
 SPOT_EVERY = 4  # every 4th node is spot capacity, the others on-demand
@@ -169,55 +170,67 @@ def node_manifest(index: int, pool: GpuPool) -> dict[str, Any]:
     }
 
 
-def _common_attributes(gpu: GpuType, bus_id: str) -> dict[str, Any]:
+def gpu_uuid(node: str, minor: int) -> str:
+    """The deterministic UUID of a fake GPU (``GPU-<uuid5>``), so tests can pin it by CEL."""
+    return _device_uuid("GPU", node, minor)
+
+
+def _common_attributes(gpu: GpuType, minor: int) -> dict[str, Any]:
+    """What a GPU and its MIG devices share: the product and the GPU's PCI placement (two GPUs
+    per PCIe root complex, as on an 8-GPU HGX board)."""
     return {
-        "productName": {"string": gpu.product_name},
-        "brand": {"string": "Nvidia"},
-        "architecture": {"string": gpu.architecture},
-        "cudaComputeCapability": {"version": f"{gpu.compute_capability}.0"},
-        "driverVersion": {"version": _DRIVER_VERSION},
-        "cudaDriverVersion": {"version": _CUDA_DRIVER_VERSION},
-        "pcieBusID": {"string": bus_id},
+        nv.PRODUCT_NAME: {"string": gpu.product_name},
+        nv.BRAND: {"string": "Nvidia"},
+        nv.ARCHITECTURE: {"string": gpu.architecture},
+        nv.CUDA_COMPUTE_CAPABILITY: {"version": f"{gpu.compute_capability}.0"},
+        nv.DRIVER_VERSION: {"version": _DRIVER_VERSION},
+        nv.CUDA_DRIVER_VERSION: {"version": _CUDA_DRIVER_VERSION},
+        nv.PCI_BUS_ID: {"string": f"0000:{0x18 + minor:02x}:00.0"},
+        nv.PCIE_ROOT: {"string": f"pci0000:{0x10 * (minor // 2):02x}"},
     }
 
 
 def gpu_device(node: str, minor: int, gpu: GpuType) -> dict[str, Any]:
     """A whole GPU, named and described as NVIDIA's driver does (``gpu-<minor>``)."""
     attributes = {
-        "type": {"string": "gpu"},
-        "uuid": {"string": _device_uuid("GPU", node, minor)},
-        **_common_attributes(gpu, f"0000:{0x18 + minor:02x}:00.0"),
+        nv.TYPE: {"string": nv.TYPE_GPU},
+        nv.UUID: {"string": gpu_uuid(node, minor)},
+        **_common_attributes(gpu, minor),
     }
     return {
-        "name": f"gpu-{minor}",
+        "name": nv.gpu_device_name(minor),
         "attributes": attributes,
-        "capacity": {"memory": {"value": f"{gpu.memory_mib}Mi"}},
+        "capacity": {nv.MEMORY: {"value": f"{gpu.memory_mib}Mi"}},
     }
 
 
 def mig_devices(node: str, minor: int, gpu: GpuType, profile: MigProfile) -> list[dict[str, Any]]:
-    """The MIG devices of one GPU split evenly by ``profile`` (``gpu-<minor>-mig-<id>-<start>-<size>``)."""
+    """The MIG devices of one GPU split evenly by ``profile``
+    (``gpu-<minor>-mig-<profile>-<profileId>-<start>``)."""
     devices = []
     for start in profile.placements():
+        counts = (
+            profile.multiprocessors,  # multiprocessors
+            profile.copy_engines,  # copyEngines
+            profile.copy_engines,  # decoders
+            0,  # encoders
+            profile.copy_engines,  # jpegEngines
+            1 if profile.instances == 1 else 0,  # ofaEngines
+        )
         capacity: dict[str, Any] = {
-            "multiprocessors": {"value": str(profile.multiprocessors)},
-            "copyEngines": {"value": str(profile.copy_engines)},
-            "decoders": {"value": str(profile.copy_engines)},
-            "encoders": {"value": "0"},
-            "jpegEngines": {"value": str(profile.copy_engines)},
-            "ofaEngines": {"value": "1" if profile.instances == 1 else "0"},
-            "memory": {"value": f"{profile.memory_mib}Mi"},
+            name: {"value": str(n)} for name, n in zip(nv.MIG_CAPACITIES[:-1], counts, strict=True)
         }
+        capacity[nv.MEMORY] = {"value": f"{profile.memory_mib}Mi"}
         for memory_slice in range(start, start + profile.slices):
-            capacity[f"memorySlice{memory_slice}"] = {"value": "1"}
+            capacity[nv.memory_slice(memory_slice)] = {"value": "1"}
         attributes = {
-            "type": {"string": "mig"},
-            "uuid": {"string": _device_uuid("MIG", node, minor, profile.name, start)},
-            "parentUUID": {"string": _device_uuid("GPU", node, minor)},
-            "profile": {"string": profile.name},
-            **_common_attributes(gpu, f"0000:{0x18 + minor:02x}:00.0"),
+            nv.TYPE: {"string": nv.TYPE_MIG},
+            nv.UUID: {"string": _device_uuid("MIG", node, minor, profile.name, start)},
+            nv.PARENT_UUID: {"string": gpu_uuid(node, minor)},
+            nv.PROFILE: {"string": profile.name},
+            **_common_attributes(gpu, minor),
         }
-        name = f"gpu-{minor}-mig-{profile.profile_id}-{start}-{profile.slices}"
+        name = nv.mig_device_name(minor, profile.name, profile.profile_id, start)
         devices.append({"name": name, "attributes": attributes, "capacity": capacity})
     return devices
 
@@ -249,7 +262,7 @@ def device_classes() -> list[dict[str, Any]]:
 
     def device_class(name: str, device_type: str) -> dict[str, Any]:
         expression = (
-            f"device.driver == '{DRIVER}' && device.attributes['{DRIVER}'].type == '{device_type}'"
+            f"device.driver == '{DRIVER}' && {nv.cel_attribute(nv.TYPE)} == '{device_type}'"
         )
         return {
             "apiVersion": "resource.k8s.io/v1",
@@ -258,7 +271,7 @@ def device_classes() -> list[dict[str, Any]]:
             "spec": {"selectors": [{"cel": {"expression": expression}}]},
         }
 
-    return [device_class(GPU_CLASS, "gpu"), device_class(MIG_CLASS, "mig")]
+    return [device_class(GPU_CLASS, nv.TYPE_GPU), device_class(MIG_CLASS, nv.TYPE_MIG)]
 
 
 def plan_nodes(nodes: int, pools: list[GpuPool]) -> list[tuple[int, GpuPool]]:

@@ -2,60 +2,115 @@
 
 The decision is already made (``kapell.policy.placement``); the claim only has to ask the
 NVIDIA DRA driver for exactly those devices. A ``resource.k8s.io/v1`` ResourceClaim
-(Kubernetes 1.34+) requests devices of class ``gpu.nvidia.com`` (whole GPUs, or one
-shared by time-slicing or MPS) or ``mig.nvidia.com`` (a MIG instance), and a CEL selector
-pins the device by the attributes the driver publishes: ``index`` for a GPU, ``profile``
-and ``parentIndex`` for a MIG device. The node is pinned on the Pod (``pod_fields``),
-since a claim is node-agnostic until allocated. Sharing goes in the opaque ``GpuConfig``
-of the driver's ``resource.nvidia.com/v1beta1`` API.
+(Kubernetes 1.34+) requests devices of class ``gpu.nvidia.com`` (whole GPUs, or one shared by
+time-slicing or MPS) or ``mig.nvidia.com`` (a MIG instance).
+
+Which device: the driver publishes no GPU index (it did up to v25.3; see
+``kapell.api.nvidia_dra``, which names every attribute and cites the driver's source). A GPU
+is pinned by its ``uuid`` and a MIG device by ``parentUUID`` and ``profile``, so the caller
+passes ``gpu_uuids`` (GPU index -> UUID on the decided node), read from the driver's
+ResourceSlices with ``gpu_uuids_by_node``: the index kapell's placement counts is the minor in
+the driver's device name (``gpu-<minor>``). Without ``gpu_uuids`` the claim still asks for the
+right class, count, profile and GPU memory, and the scheduler picks among the node's devices;
+the decided indices are then only recorded in the ``kapell.dev/gpus`` annotation.
+
+The node is pinned on the Pod (``pod_fields``) by node affinity, since a claim is
+node-agnostic until allocated. Sharing goes in the opaque ``GpuConfig`` of the driver's
+``resource.nvidia.com/v1beta1`` API; the driver honours it only with its alpha feature gates
+``TimeSlicingSettings`` / ``MPSSupport`` enabled (both off by default in v0.4.0).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from typing import Any
 
+from kapell.api import nvidia_dra as nv
+from kapell.api.nvidia_dra import CONFIG_API_VERSION, DRIVER, GPU_CLASS, MIG_CLASS
 from kapell.policy.placement.inventory import Decision
 from kapell.policy.placement.requests import GPU_MILLI, PodRequest
 
-GPU_CLASS = "gpu.nvidia.com"
-MIG_CLASS = "mig.nvidia.com"
-DRIVER = "gpu.nvidia.com"
-DRIVER_CONFIG_API = "resource.nvidia.com/v1beta1"
+DRIVER_CONFIG_API = CONFIG_API_VERSION
 REQUEST_NAME = "gpu"
+"""The request's name in the claim, and the claim's name in the Pod (``resourceClaims``)."""
+CONTAINER_CLAIMS = [{"name": REQUEST_NAME}]
+"""``resources.claims`` of each container that uses the GPU."""
 
 Manifest = dict[str, Any]
 
 
-def _selector(req: PodRequest, decision: Decision) -> str:
-    attrs = f"device.attributes['{DRIVER}']"
+def _quoted(values: Iterable[str]) -> str:
+    return ", ".join(f"'{v}'" for v in values)
+
+
+def _selectors(
+    req: PodRequest, decision: Decision, gpu_uuids: Mapping[int, str] | None
+) -> list[str]:
+    uuids = None
+    if gpu_uuids is not None:
+        missing = [i for i in decision.gpu_indices if i not in gpu_uuids]
+        if missing:
+            raise ValueError(f"{req.name}: no UUID known for GPU {missing} on {decision.node}")
+        uuids = [gpu_uuids[i] for i in decision.gpu_indices]
     if req.is_mig:
         assert decision.mig_slice is not None
-        return (
-            f"{attrs}.profile == '{decision.mig_slice.profile}' && "
-            f"{attrs}.parentIndex == {decision.gpu_indices[0]}"
+        exprs = [f"{nv.cel_attribute(nv.PROFILE)} == '{decision.mig_slice.profile}'"]
+        if uuids:
+            exprs.append(f"{nv.cel_attribute(nv.PARENT_UUID)} == '{uuids[0]}'")
+        return exprs
+    exprs = []
+    if uuids and len(uuids) == 1:
+        exprs.append(f"{nv.cel_attribute(nv.UUID)} == '{uuids[0]}'")
+    elif uuids:
+        exprs.append(f"{nv.cel_attribute(nv.UUID)} in [{_quoted(uuids)}]")
+    if req.min_gpu_memory_mib > 0:
+        exprs.append(
+            f"device.capacity['{DRIVER}'].{nv.MEMORY}"
+            f".compareTo(quantity('{req.min_gpu_memory_mib}Mi')) >= 0"
         )
-    if len(decision.gpu_indices) == 1:
-        return f"{attrs}.index == {decision.gpu_indices[0]}"
-    return f"{attrs}.index in [{', '.join(str(g) for g in decision.gpu_indices)}]"
+    return exprs
 
 
-def _sharing(req: PodRequest) -> Manifest:
+def _sharing(req: PodRequest, interval: str) -> Manifest:
     if req.sharing == "mps":
-        percent = max(1, req.gpu_milli * 100 // GPU_MILLI)
-        return {"strategy": "MPS", "mpsConfig": {"defaultActiveThreadPercentage": percent}}
-    return {"strategy": "TimeSlicing", "timeSlicingConfig": {"interval": "Default"}}
+        mps: Manifest = {"defaultActiveThreadPercentage": max(1, req.gpu_milli * 100 // GPU_MILLI)}
+        if req.min_gpu_memory_mib > 0:
+            mps["defaultPinnedDeviceMemoryLimit"] = f"{req.min_gpu_memory_mib}Mi"
+        return {"strategy": nv.MPS, "mpsConfig": mps}
+    return {"strategy": nv.TIME_SLICING, "timeSlicingConfig": {"interval": interval}}
 
 
-def resource_claim(req: PodRequest, decision: Decision, namespace: str, name: str) -> Manifest:
-    """The ResourceClaim that asks for exactly the devices in ``decision``."""
+def resource_claim(
+    req: PodRequest,
+    decision: Decision,
+    namespace: str,
+    name: str,
+    *,
+    gpu_uuids: Mapping[int, str] | None = None,
+    time_slice_interval: str = "Default",
+) -> Manifest:
+    """The ResourceClaim that asks for exactly the devices in ``decision``.
+
+    ``gpu_uuids`` maps GPU indices on ``decision.node`` to their UUIDs (``gpu_uuids_by_node``);
+    with it the claim pins the very devices decided. ``time_slice_interval`` is the driver's
+    ``Default``, ``Short``, ``Medium`` or ``Long``, for a time-sliced share. An MPS share gets
+    ``defaultActiveThreadPercentage`` from its milli-GPU and, when the request names a GPU
+    memory, that memory as ``defaultPinnedDeviceMemoryLimit``.
+    """
     if req.gpu_count == 0:
         raise ValueError(f"{req.name}: a request without GPUs needs no ResourceClaim")
+    if time_slice_interval not in nv.TIME_SLICE_INTERVALS:
+        raise ValueError(
+            f"time_slice_interval {time_slice_interval!r}: one of {nv.TIME_SLICE_INTERVALS}"
+        )
     exactly: Manifest = {
         "deviceClassName": MIG_CLASS if req.is_mig else GPU_CLASS,
         "allocationMode": "ExactCount",
         "count": len(decision.gpu_indices),
-        "selectors": [{"cel": {"expression": _selector(req, decision)}}],
     }
+    selectors = _selectors(req, decision, gpu_uuids)
+    if selectors:
+        exactly["selectors"] = [{"cel": {"expression": " && ".join(selectors)}}]
     spec: Manifest = {"devices": {"requests": [{"name": REQUEST_NAME, "exactly": exactly}]}}
     if req.is_share:
         spec["devices"]["config"] = [
@@ -64,9 +119,9 @@ def resource_claim(req: PodRequest, decision: Decision, namespace: str, name: st
                 "opaque": {
                     "driver": DRIVER,
                     "parameters": {
-                        "apiVersion": DRIVER_CONFIG_API,
-                        "kind": "GpuConfig",
-                        "sharing": _sharing(req),
+                        "apiVersion": CONFIG_API_VERSION,
+                        "kind": nv.GPU_CONFIG_KIND,
+                        "sharing": _sharing(req, time_slice_interval),
                     },
                 },
             }
@@ -78,15 +133,53 @@ def resource_claim(req: PodRequest, decision: Decision, namespace: str, name: st
             "name": name,
             "namespace": namespace,
             "labels": {"app.kubernetes.io/managed-by": "kapell"},
-            "annotations": {"kapell.dev/node": decision.node},
+            "annotations": {
+                "kapell.dev/node": decision.node,
+                "kapell.dev/gpus": ",".join(str(i) for i in decision.gpu_indices),
+            },
         },
         "spec": spec,
     }
 
 
 def pod_fields(decision: Decision, claim_name: str) -> Manifest:
-    """The Pod spec fields that bind the pod to the decided node and to its claim."""
+    """The Pod spec fields that keep the pod on the decided node and bind it to its claim.
+
+    The node is pinned by a required node affinity on the node's name, not by ``nodeName``: a
+    pod created with ``nodeName`` bypasses kube-scheduler, and the scheduler is what allocates a
+    ResourceClaim, so that pod's claim would never be allocated. Each container that uses the
+    GPU also lists ``resources.claims: CONTAINER_CLAIMS``.
+    """
+    by_name = {"key": "metadata.name", "operator": "In", "values": [decision.node]}
+    node_term = {"matchFields": [by_name]}
     return {
-        "nodeName": decision.node,
+        "affinity": {
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [node_term]}
+            }
+        },
         "resourceClaims": [{"name": REQUEST_NAME, "resourceClaimName": claim_name}],
     }
+
+
+def gpu_uuids_by_node(resource_slices: Iterable[Mapping[str, Any]]) -> dict[str, dict[int, str]]:
+    """Node -> GPU index (the minor in ``gpu-<minor>``) -> GPU UUID, from ResourceSlices.
+
+    Takes ResourceSlice manifests (plain dicts, e.g. ``slice.to_dict()``); slices of other
+    drivers and devices of other types are skipped. A MIG device gives its parent's UUID.
+    """
+    found: dict[str, dict[int, str]] = {}
+    for slice_ in resource_slices:
+        spec = slice_.get("spec", {})
+        node = spec.get("nodeName")
+        if spec.get("driver") != DRIVER or not node:
+            continue
+        for device in spec.get("devices") or []:
+            minor = nv.minor_of(device.get("name", ""))
+            attributes = device.get("attributes") or {}
+            kind = (attributes.get(nv.TYPE) or {}).get("string")
+            key = {nv.TYPE_GPU: nv.UUID, nv.TYPE_MIG: nv.PARENT_UUID}.get(kind or "")
+            uuid = (attributes.get(key) or {}).get("string") if key else None
+            if minor is not None and uuid:
+                found.setdefault(node, {})[minor] = uuid
+    return found
