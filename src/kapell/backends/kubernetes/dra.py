@@ -44,8 +44,13 @@ def _quoted(values: Iterable[str]) -> str:
 
 
 def _selectors(
-    req: PodRequest, decision: Decision, gpu_uuids: Mapping[int, str] | None
+    req: PodRequest,
+    decision: Decision,
+    gpu_uuids: Mapping[int, str] | None,
+    mig_uuid: str | None = None,
 ) -> list[str]:
+    if req.is_mig and mig_uuid is not None:  # the very instance placement chose
+        return [f"{nv.cel_attribute(nv.UUID)} == '{mig_uuid}'"]
     uuids = None
     if gpu_uuids is not None:
         missing = [i for i in decision.gpu_indices if i not in gpu_uuids]
@@ -87,13 +92,16 @@ def resource_claim(
     name: str,
     *,
     gpu_uuids: Mapping[int, str] | None = None,
+    mig_uuid: str | None = None,
     time_slice_interval: str = "Default",
 ) -> Manifest:
     """The ResourceClaim that asks for exactly the devices in ``decision``.
 
     ``gpu_uuids`` maps GPU indices on ``decision.node`` to their UUIDs (``gpu_uuids_by_node``);
-    with it the claim pins the very devices decided. ``time_slice_interval`` is the driver's
-    ``Default``, ``Short``, ``Medium`` or ``Long``, for a time-sliced share. An MPS share gets
+    with it the claim pins the very devices decided. ``mig_uuid``, the UUID of the decided MIG
+    instance, pins that instance rather than any instance of the profile on its GPU.
+    ``time_slice_interval`` is the driver's ``Default``, ``Short``, ``Medium`` or ``Long``,
+    for a time-sliced share. An MPS share gets
     ``defaultActiveThreadPercentage`` from its milli-GPU and, when the request names a GPU
     memory, that memory as ``defaultPinnedDeviceMemoryLimit``.
     """
@@ -108,7 +116,7 @@ def resource_claim(
         "allocationMode": "ExactCount",
         "count": len(decision.gpu_indices),
     }
-    selectors = _selectors(req, decision, gpu_uuids)
+    selectors = _selectors(req, decision, gpu_uuids, mig_uuid)
     if selectors:
         exactly["selectors"] = [{"cel": {"expression": " && ".join(selectors)}}]
     spec: Manifest = {"devices": {"requests": [{"name": REQUEST_NAME, "exactly": exactly}]}}

@@ -16,15 +16,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from kapell.api import nvidia_dra as nv
 from kapell.api.model import Model
 from kapell.api.units import parse_quantity
 from kapell.policy.placement.inventory import Decision, Inventory, NodeSpec
 from kapell.policy.placement.mig import MigSlice
 from kapell.policy.placement.requests import GPU_MILLI, PodRequest
 
-DRIVER = "gpu.nvidia.com"
+DRIVER = nv.DRIVER
 PLACEMENT_ANNOTATION = "kapell.dev/placement"
-_GPU_MINOR = re.compile(r"^gpu-(\d+)(?:-mig-.*)?$")
 _MEMORY_SLICE = re.compile(r"^memorySlice(\d+)$")
 _MEMORY = re.compile(r"(\d+)\s*GB", re.IGNORECASE)
 
@@ -99,19 +99,19 @@ def devices_of(slice_spec: dict[str, Any]) -> list[Device]:
     for device in slice_spec.get("devices") or []:
         attrs = device.get("attributes") or {}
         capacity = device.get("capacity") or {}
-        minor = _GPU_MINOR.match(device["name"])
+        minor = nv.minor_of(device["name"])
         if minor is None:
             continue
-        product = (attrs.get("productName") or {}).get("string", "")
-        uuid = (attrs.get("uuid") or {}).get("string", "")
-        memory_mib = int(parse_quantity(capacity.get("memory", {}).get("value", "0")) // 2**20)
-        kind = (attrs.get("type") or {}).get("string", "gpu")
+        product = (attrs.get(nv.PRODUCT_NAME) or {}).get("string", "")
+        uuid = (attrs.get(nv.UUID) or {}).get("string", "")
+        memory = capacity.get(nv.MEMORY, {}).get("value", "0")
+        memory_mib = int(parse_quantity(memory) // 2**20)
         mig = None
-        if kind == "mig":
+        if (attrs.get(nv.TYPE) or {}).get("string") == nv.TYPE_MIG:
             slices = [int(m.group(1)) for c in capacity if (m := _MEMORY_SLICE.match(c))]
-            profile = (attrs.get("profile") or {}).get("string", "")
+            profile = (attrs.get(nv.PROFILE) or {}).get("string", "")
             mig = MigSlice(profile, min(slices, default=0))
-        out.append(Device(device["name"], int(minor.group(1)), uuid, product, memory_mib, mig))
+        out.append(Device(device["name"], minor, uuid, product, memory_mib, mig))
     return out
 
 

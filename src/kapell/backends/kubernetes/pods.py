@@ -17,6 +17,7 @@ from kapell.api.model import Model
 from kapell.backends.kubernetes import dra
 from kapell.backends.kubernetes.inventory import PLACEMENT_ANNOTATION, Placement
 from kapell.engines.adapters import LaunchContext, adapter_for
+from kapell.policy.placement.inventory import Decision
 
 ENGINE_IMAGE = f"ghcr.io/kapell-dev/kapell-engine:{__version__}"
 ENGINE_PORT = 8000
@@ -119,11 +120,13 @@ def replica_pod(
         "restartPolicy": "Always",
         "terminationGracePeriodSeconds": 30,
         "enableServiceLinks": False,
-        "nodeSelector": {"kubernetes.io/hostname": placement.node},
     }
+    decision = Decision(-1, placement.node, placement.gpus, placement.mig)
+    pinned = dra.pod_fields(decision, claim_name or "")
+    spec["affinity"] = pinned["affinity"]
     if claim_name is not None:
-        spec["resourceClaims"] = [{"name": dra.REQUEST_NAME, "resourceClaimName": claim_name}]
-        container["resources"]["claims"] = [{"name": dra.REQUEST_NAME}]
+        spec["resourceClaims"] = pinned["resourceClaims"]
+        container["resources"]["claims"] = dra.CONTAINER_CLAIMS
     return {
         "apiVersion": "v1",
         "kind": "Pod",

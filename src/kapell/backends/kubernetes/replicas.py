@@ -437,20 +437,19 @@ class KubeReplicas:
         if name is None:
             return
         view = self._cluster()
-        index = view.inventory.index.get(placement.node, -1)
-        decision = Decision(index, placement.node, placement.gpus, placement.mig)
-        uuids = [
-            d.uuid
-            for g in placement.gpus
-            if (d := view.device(placement.node, g, placement.mig)) is not None
-        ]
-        claim = dra.resource_claim(placement.request, decision, namespace, name)
-        if uuids:  # the uuid pins device and node at once, whatever the index attributes say
-            values = ", ".join(f"'{u}'" for u in uuids)
-            expression = f"device.attributes['{dra.DRIVER}'].uuid in [{values}]"
-            claim["spec"]["devices"]["requests"][0]["exactly"]["selectors"] = [
-                {"cel": {"expression": expression}}
-            ]
+        decision = Decision(-1, placement.node, placement.gpus, placement.mig)
+        devices = [view.device(placement.node, g, placement.mig) for g in placement.gpus]
+        if any(d is None for d in devices):
+            raise BackendError(f"{namespace}/{pod}: a decided device is no longer published")
+        uuids = {g: d.uuid for g, d in zip(placement.gpus, devices, strict=True) if d}
+        claim = dra.resource_claim(
+            placement.request,
+            decision,
+            namespace,
+            name,
+            gpu_uuids=None if placement.mig else uuids,
+            mig_uuid=uuids[placement.gpus[0]] if placement.mig else None,
+        )
         owners = [{"apiVersion": "v1", "kind": "Pod", "name": pod, "uid": pod_uid}]
         if placement.request.is_share:
             sharers = {

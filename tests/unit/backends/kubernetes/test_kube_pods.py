@@ -39,7 +39,10 @@ def test_a_replica_pod_is_valid_pinned_and_owned(tmp_path: Path) -> None:
     pod = replica_pod(_model(f"file://{tmp_path}"), "abc", "m-abc-0", "uid-1", PLACED, "m-abc-0")
     kubernetes_validate.validate(pod, K8S_VERSION, strict=True)
     spec = pod["spec"]
-    assert spec["nodeSelector"] == {"kubernetes.io/hostname": "gpu-node-0001"}
+    [term] = spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
+        "nodeSelectorTerms"
+    ]
+    assert term["matchFields"][0]["values"] == ["gpu-node-0001"]
     assert spec["resourceClaims"] == [{"name": "gpu", "resourceClaimName": "m-abc-0"}]
     [container] = spec["containers"]
     assert container["image"] == ENGINE_IMAGE
