@@ -16,7 +16,8 @@ from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 import httpx2 as httpx  # the HTTP client lightkube 1.x is built on
-from lightkube import ApiError, Client
+from lightkube import ALL_NS, ApiError, Client
+from lightkube.core.resource import NamespacedResource
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +98,9 @@ class Informer(Generic[T]):
 
     def _kwargs(self) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"labels": self._labels} if self._labels else {}
-        if self._namespace is not None:
-            kwargs["namespace"] = self._namespace
+        if issubclass(self._resource, NamespacedResource):
+            # lightkube reads a missing namespace as the kubeconfig's default, not as all.
+            kwargs["namespace"] = self._namespace if self._namespace is not None else ALL_NS
         return kwargs
 
     def _relist(self) -> str:
