@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 THREE_ERRORS = (
     Path(__file__).resolve().parents[1] / "data" / "model-three-errors.yaml"
@@ -49,3 +53,55 @@ def test_commands_without_an_instance_say_how_to_start_one(tmp_path: Path) -> No
     result = kapell("get", "--state-dir", str(tmp_path))
     assert result.returncode == 1
     assert "kapell up -f FILE" in result.stderr and "Traceback" not in result.stderr
+
+
+CANNOT_START = """\
+apiVersion: kapell.dev/v1alpha1
+kind: Model
+metadata: {name: simulated}
+spec:
+  source:
+    uri: h100-llama9-1t
+  engine: {name: sim}
+---
+apiVersion: kapell.dev/v1alpha1
+kind: Model
+metadata: {name: local}
+spec:
+  source: {uri: weights/not-here}
+---
+apiVersion: kapell.dev/v1alpha1
+kind: Model
+metadata: {name: big}
+spec:
+  source: {uri: "hf://meta-llama/Llama-3.1-8B"}
+  engine:
+    name: vllm
+"""
+
+
+def test_what_would_stop_replicas_starting_is_refused_with_file_and_line(tmp_path: Path) -> None:
+    """A sim profile that does not exist, weights that are not there, an engine that is not
+    installed: known before any replica starts, so `validate` and `apply` refuse them."""
+    spec = tmp_path / "models.yaml"
+    spec.write_text(CANNOT_START)
+    env = {**os.environ, "PATH": "/usr/local/bin:/usr/bin:/bin"}
+    if shutil.which("vllm", path=env["PATH"]) is not None:
+        pytest.skip("vllm is installed here")
+    for command in ("validate", "apply"):
+        args = [sys.executable, "-m", "kapell.cli", command, "-f", str(spec)]
+        if command == "apply":
+            args += ["--state-dir", str(tmp_path / "state")]
+        result = subprocess.run(args, capture_output=True, text=True, timeout=60, env=env)
+        assert result.returncode == 1, result.stdout
+        lines = result.stderr.strip().splitlines()
+        assert [line.split(": ", 2)[:2] for line in lines] == [
+            [f"{spec}:6", "spec.source.uri"],
+            [f"{spec}:13", "spec.source.uri"],
+            [f"{spec}:21", "spec.engine.name"],
+        ], result.stderr
+        assert "unknown latency profile 'h100-llama9-1t'" in lines[0]
+        assert "h100-llama3-8b" in lines[0], "the known profiles are listed"
+        assert f"model path {tmp_path / 'weights' / 'not-here'} does not exist" in lines[1]
+        assert "engine 'vllm' needs 'vllm' on PATH" in lines[2]
+        assert "Traceback" not in result.stderr

@@ -111,3 +111,28 @@ def test_a_custom_tag_deep_in_the_spec_names_its_field_and_line() -> None:
 def test_a_str_tag_is_a_plain_string() -> None:
     [model] = load_text(VALID.replace("name: ", "name: !!str ", 1), "t.yaml")
     assert isinstance(model, Model) and isinstance(model.metadata.name, str)
+
+
+def test_a_check_s_problems_get_the_line_of_the_field_they_name() -> None:
+    text = (
+        "apiVersion: kapell.dev/v1alpha1\nkind: Model\nmetadata: {name: a}\n"
+        "spec:\n  source:\n    uri: hf://o/a\n"
+        "---\n"
+        "apiVersion: kapell.dev/v1alpha1\nkind: Model\nmetadata: {name: b}\n"
+        "spec:\n  source: {uri: hf://o/b}\n"
+    )
+
+    def check(resource: object) -> list[tuple[tuple[str, ...], str]]:
+        assert isinstance(resource, Model)
+        # spec.engine is not written: the deepest part present (spec) gives the line.
+        return [(("spec", "source", "uri"), "nope"), (("spec", "engine", "name"), "absent")]
+
+    assert len(load_text(text, "m.yaml")) == 2
+    with pytest.raises(SpecError) as info:
+        load_text(text, "m.yaml", check)
+    assert [str(p) for p in info.value.problems] == [
+        "m.yaml:6: spec.source.uri: nope",
+        "m.yaml:4: spec.engine.name: absent",
+        "m.yaml:12: spec.source.uri: nope",
+        "m.yaml:11: spec.engine.name: absent",
+    ]

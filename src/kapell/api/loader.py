@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 import types
 import typing
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,10 @@ from kapell.api.meta import API_VERSION, DNS1123_LABEL, Resource
 
 Loc = Sequence[str | int]
 STR_TAG = "tag:yaml.org,2002:str"
+Check = Callable[[Resource], Iterable[tuple[Loc, str]]]
+"""A further check of a valid resource: ``(field location, message)`` for each problem found.
+Callers use it for what ``api`` cannot know (what is installed, what files exist); the loader
+turns each problem into ``FILE:LINE: field: message`` like its own."""
 
 
 def _kinds() -> dict[str, type[Resource]]:
@@ -32,8 +36,9 @@ def _kinds() -> dict[str, type[Resource]]:
     return KINDS
 
 
-def load_files(paths: Iterable[str | Path]) -> list[Resource]:
-    """Every resource in the given files, or a ``SpecError`` listing every problem in all."""
+def load_files(paths: Iterable[str | Path], check: Check | None = None) -> list[Resource]:
+    """Every resource in the given files, or a ``SpecError`` listing every problem in all
+    (including what ``check`` finds in each valid resource)."""
     resources: list[Resource] = []
     problems: list[Problem] = []
     for path in paths:
@@ -44,7 +49,7 @@ def load_files(paths: Iterable[str | Path]) -> list[Resource]:
             problems.append(Problem(str(path), 0, "", f"cannot read: {exc.strerror or exc}"))
             continue
         try:
-            resources.extend(load_text(text, str(path)))
+            resources.extend(load_text(text, str(path), check))
         except SpecError as exc:
             problems.extend(exc.problems)
     if problems:
@@ -52,7 +57,7 @@ def load_files(paths: Iterable[str | Path]) -> list[Resource]:
     return resources
 
 
-def load_text(text: str, filename: str = "<stdin>") -> list[Resource]:
+def load_text(text: str, filename: str = "<stdin>", check: Check | None = None) -> list[Resource]:
     """Every resource in one YAML text (``---``-separated documents)."""
     try:
         documents = list(YAML(typ="rt").load_all(text))
@@ -86,6 +91,11 @@ def load_text(text: str, filename: str = "<stdin>") -> list[Resource]:
                 )
             )
         seen[resource.key] = line
+        if check is not None:
+            problems.extend(
+                Problem(filename, _line(doc, loc), _dotted(loc), message)
+                for loc, message in check(resource)
+            )
         resources.append(resource)
     if problems:
         raise SpecError(problems)

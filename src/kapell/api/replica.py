@@ -27,6 +27,8 @@ class Replica:
     restarts: int = 0
     message: str = ""
     pid: int | None = None
+    failed_starts: int = 0
+    """Starts in a row that ended before the replica was ready (0 once it is ready)."""
 
     @property
     def ready(self) -> bool:

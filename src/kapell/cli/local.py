@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from kapell.api import KINDS, Model, Resource
-from kapell.api.errors import KapellError, NotRunningError
+from kapell.api.errors import KapellError, NotRunningError, Problem, SpecError
 from kapell.cli.client import DEFAULT_STATE_DIR, call, instance_info
 
 Files = Annotated[list[Path], typer.Option("-f", "--file", help="Resource YAML files.")]
@@ -24,13 +24,35 @@ console = Console(highlight=False)
 
 
 def load(files: list[Path]) -> list[Resource]:
-    """Validated resources with local model paths made absolute (relative to their file)."""
+    """Validated resources with local model paths made absolute (relative to their file).
+
+    Beyond the schema, Models are checked for what would stop their replicas from starting on
+    this machine (an engine not installed, an unknown ``sim`` profile, missing weights), each
+    problem reported as ``FILE:LINE: field: message``.
+    """
     from kapell.api.loader import load_files
+    from kapell.engines.adapters import local_problems
 
     resources: list[Resource] = []
+    problems: list[Problem] = []
     for path in files:
-        for resource in load_files([path]):
-            resources.append(_absolute_source(resource, path.parent))
+
+        def check(
+            resource: Resource, base: Path = path.parent
+        ) -> list[tuple[tuple[str, ...], str]]:
+            if not isinstance(resource, Model):
+                return []
+            absolute = _absolute_source(resource, base)
+            assert isinstance(absolute, Model)
+            return local_problems(absolute)
+
+        try:
+            for resource in load_files([path], check):
+                resources.append(_absolute_source(resource, path.parent))
+        except SpecError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        raise SpecError(problems)
     return resources
 
 

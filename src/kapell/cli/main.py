@@ -55,10 +55,11 @@ Files = Annotated[list[Path], typer.Option("-f", "--file", help="Resource YAML f
 
 @app.command()
 def validate(files: Files) -> None:
-    """Check resource files; print every problem as FILE:LINE: field: message."""
-    from kapell.api.loader import load_files
+    """Check resource files for this machine; print every problem as FILE:LINE: field: message.
 
-    resources = load_files(files)
+    Besides the schema: engines that are not installed, unknown sim profiles, missing weights.
+    """
+    resources = local.load(files)
     kinds = sorted({r.kind for r in resources})
     typer.echo(f"{len(resources)} resource(s) valid in {len(files)} file(s): {', '.join(kinds)}")
 

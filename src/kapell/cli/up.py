@@ -106,12 +106,22 @@ async def run(resources: list[Resource], state_dir: Path, port: int) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
 
-    def on_change(key: str) -> None:
-        models, ready = routable(store, replicas)
-        endpoints.set_models(models)
-        for name, ready_endpoints in ready.items():
+    def publish() -> None:
+        """Tell the gateway what it may route to, and which models cannot start."""
+        routes = routable(store, replicas)
+        endpoints.set_models(routes.models)
+        for name, ready_endpoints in routes.ready.items():
             endpoints.set_endpoints(name, ready_endpoints)
+            endpoints.set_unavailable(name, routes.cannot_start.get(name))
+
+    def on_change(key: str) -> None:
+        publish()
         reconciler.enqueue(key)
+
+    def reconcile(key: str) -> float | None:
+        requeue_after_s = controller.reconcile(key)
+        publish()  # the status it wrote may say the model cannot start (or can again)
+        return requeue_after_s
 
     def on_demand(name: str) -> None:
         model = endpoints.model(name)
@@ -120,7 +130,7 @@ async def run(resources: list[Resource], state_dir: Path, port: int) -> None:
 
     replicas = LocalReplicas(state_dir / "logs", on_change, store.record_event)
     controller = ModelController(store, replicas, scaler, time.monotonic, utc_now)
-    reconciler = ReconcileLoop(controller.reconcile)
+    reconciler = ReconcileLoop(reconcile)
     endpoints = StaticEndpointSource(on_capacity_request=on_demand)
     gateway = create_app(endpoints, GatewayConfig())
 

@@ -6,6 +6,7 @@ Every engine is read through vLLM's metric names; an adapter maps its own names 
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import sys
 from collections.abc import Mapping
@@ -34,6 +35,9 @@ class EngineAdapter:
     readiness_path: str = "/health"
     metric_names: Mapping[str, str] = field(default_factory=dict)
     runs_process: bool = True
+    python_modules: tuple[str, ...] = ()
+    """Packages the engine imports from this Python (checked before launch)."""
+    install_hint: str = "install it or choose another engine"
 
     def command(self, model: Model, ctx: LaunchContext) -> list[str]:
         """The argv that starts one replica; the engine's own args are appended verbatim."""
@@ -48,10 +52,15 @@ class EngineAdapter:
         return None
 
     def check_installed(self) -> None:
+        """Raise a ``BackendError`` saying what is missing if the engine cannot run here."""
         exe = self.executable()
         if exe is not None and shutil.which(exe) is None:
+            raise BackendError(f"engine {self.name!r} needs {exe!r} on PATH; {self.install_hint}")
+        missing = [m for m in self.python_modules if importlib.util.find_spec(m) is None]
+        if missing:
             raise BackendError(
-                f"engine {self.name!r} needs {exe!r} on PATH; install it or choose another engine"
+                f"engine {self.name!r} needs the Python package(s) {', '.join(missing)}, "
+                f"not installed for {sys.executable}; {self.install_hint}"
             )
 
 
@@ -158,11 +167,17 @@ def _gpu_memory_args(model: Model) -> list[str]:
 
 
 ADAPTERS: dict[str, EngineAdapter] = {
-    "reference": _Kapell("reference", metric_names=_VLLM_NAMES),
+    "reference": _Kapell(
+        "reference",
+        metric_names=_VLLM_NAMES,
+        python_modules=("torch", "transformers"),
+        install_hint="install kapell's 'reference' extra (pip install 'kapell[reference]')",
+    ),
     "sim": _Kapell("sim", metric_names=_VLLM_NAMES),
     "vllm": _VLLM("vllm", metric_names=_VLLM_NAMES),
     "sglang": _SGLang(
         "sglang",
+        python_modules=("sglang",),
         metric_names={
             "ENGINE_REQUESTS_RUNNING": "sglang:num_running_reqs",
             "ENGINE_REQUESTS_WAITING": "sglang:num_queue_reqs",
@@ -186,6 +201,36 @@ ADAPTERS: dict[str, EngineAdapter] = {
 
 def adapter_for(model: Model) -> EngineAdapter:
     return ADAPTERS[model.spec.engine.name]
+
+
+def local_problems(model: Model) -> list[tuple[tuple[str, ...], str]]:
+    """What will stop ``model``'s replicas from starting on this machine, known without
+    starting one: ``(field location, message)`` pairs, locations as the YAML spells them.
+
+    An engine that is not installed, a ``sim`` latency profile that does not exist, local
+    weights that are not there. Relative paths must already be absolute (the CLI makes them so,
+    relative to the spec file).
+    """
+    problems: list[tuple[tuple[str, ...], str]] = []
+    engine = model.spec.engine.name
+    try:
+        ADAPTERS[engine].check_installed()
+    except BackendError as exc:
+        problems.append((("spec", "engine", "name"), str(exc)))
+    source = model.spec.source
+    uri = (source.uri or "").removeprefix("file://")
+    if engine == "sim":
+        from kapell.engines.sim.latency import profile_names
+
+        known = profile_names()
+        if uri not in known:
+            problems.append((
+                ("spec", "source", "uri"),
+                f"unknown latency profile {uri!r} for the sim engine; known: {', '.join(known)}",
+            ))  # fmt: skip
+    elif source.scheme == "file" and not Path(uri).exists():
+        problems.append((("spec", "source", "uri"), f"model path {uri} does not exist"))
+    return problems
 
 
 def resolve_weights(model: Model) -> str:

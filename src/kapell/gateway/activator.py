@@ -7,6 +7,10 @@ model then awaits ``EndpointSource.wait_ready`` and releases the queue in arriva
 moment a replica is ready. A request is only ever admitted once, so nothing is lost or sent
 twice: it either gets a slot, or a 429 (queue full) or 503 (waited too long) before any byte
 went upstream.
+
+A model with no ready replica that the source says cannot start (``EndpointSource.unavailable``)
+fails fast: new requests get a 503 carrying the reason at once, and held ones are released
+with it, rather than waiting out ``activation_timeout_s`` for a replica that will not come.
 """
 
 from __future__ import annotations
@@ -53,6 +57,12 @@ class ModelGate:
         if not self._waiters and usage.in_flight < self._capacity():
             usage.admit(time.monotonic())
             return
+        if not self._source.ready_endpoints(self._name):
+            reason = self._source.unavailable(self._name)
+            if reason is not None:
+                self._source.request_capacity(self._name)  # the platform looks again
+                usage.rejected += 1
+                raise self._cannot_start(reason)
         if len(self._waiters) >= self._queue_max:
             usage.rejected += 1
             raise GatewayError(
@@ -87,12 +97,24 @@ class ModelGate:
                 headers={"retry-after": str(max(1, math.ceil(self._timeout_s / 10)))},
             ) from None
         except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled():
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
                 self.release()  # the slot was granted to a client that left
             else:
                 waiter.cancel()
                 self._remove(waiter)
             raise
+
+    def _cannot_start(self, reason: str) -> GatewayError:
+        """The 503 for a model whose replicas cannot start. No ``Retry-After``: nothing will
+        change until its spec or the machine does, so clients are told not to retry
+        (``x-should-retry: false``, which OpenAI's own SDKs obey)."""
+        return GatewayError(
+            503,
+            f"model '{self._name}' cannot start: {reason}",
+            type="service_unavailable",
+            code="model_cannot_start",
+            headers={"x-should-retry": "false"},
+        )
 
     def _remove(self, waiter: asyncio.Future[None]) -> None:
         try:
@@ -118,8 +140,22 @@ class ModelGate:
 
     async def _await_replica(self) -> None:
         while self._waiters and not self._source.ready_endpoints(self._name):
+            reason = self._source.unavailable(self._name)
+            if reason is not None:
+                self._fail_waiters(self._cannot_start(reason))
+                return
             await self._source.wait_ready(self._name, self._timeout_s)
         self._pump()
+
+    def _fail_waiters(self, error: GatewayError) -> None:
+        """Release every held request with ``error`` (in arrival order)."""
+        usage = self._usage
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            usage.queue_depth -= 1
+            if not waiter.done():
+                waiter.set_exception(error)
+                usage.rejected += 1
 
     async def close(self) -> None:
         """Stop the activation task (at gateway shutdown)."""

@@ -27,7 +27,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from kapell.api import Model
 from kapell.api.replica import Endpoint
@@ -278,12 +278,36 @@ class _GatewayApp(Starlette):
         self._proxies = proxies
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST":
-            proxy = self._proxies.get(scope["path"])
-            if proxy is not None:
-                await proxy(scope, receive, send)
-                return
+        if scope["type"] == "http":
+            if scope["method"] == "POST":
+                proxy = self._proxies.get(scope["path"])
+                if proxy is not None:
+                    await proxy(scope, receive, send)
+                    return
+            if _has_body(scope):
+                send = _closing(send)
         await super().__call__(scope, receive, send)
+
+
+def _has_body(scope: Scope) -> bool:
+    """Whether the request announced a body (no route outside the proxy reads one)."""
+    for key, value in scope["headers"]:
+        if (key == b"content-length" and value != b"0") or key == b"transfer-encoding":
+            return True
+    return False
+
+
+def _closing(send: Send) -> Send:
+    """``send`` with ``connection: close`` on the response: a route that answers without
+    reading the body must not leave the rest of an upload (however slow) on the connection."""
+
+    async def send_and_close(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = [*message.get("headers", ()), (b"connection", b"close")]
+            message = {**message, "headers": headers}
+        await send(message)
+
+    return send_and_close
 
 
 def _load(endpoint: Endpoint, counts: dict[str, _ReplicaCounts]) -> routing.ReplicaLoad:
@@ -308,28 +332,42 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
     return Response(INTERNAL_ERROR.body(), 500, media_type="application/json")
 
 
-async def _read_body(receive: Receive, scope: Scope, max_bytes: int) -> bytes:
+async def _read_body(receive: Receive, scope: Scope, max_bytes: int, timeout_s: float) -> bytes:
+    """The whole request body, or a 413 (too large) or a 408 (not all there within
+    ``timeout_s``); both close the connection, since the rest of the upload is unread."""
     for key, value in scope["headers"]:
         if key == b"content-length" and value.isdigit() and int(value) > max_bytes:
             raise _too_large(max_bytes)
     chunks: list[bytes] = []
     size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise _ClientGone
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > max_bytes:
-            raise _too_large(max_bytes)
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
+    try:
+        async with asyncio.timeout(timeout_s):
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise _ClientGone
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > max_bytes:
+                    raise _too_large(max_bytes)
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    return b"".join(chunks)
+    except TimeoutError:
+        raise GatewayError(
+            408,
+            f"the request body did not arrive within {timeout_s:g}s",
+            code="request_timeout",
+            headers={"connection": "close"},
+        ) from None
 
 
 def _too_large(max_bytes: int) -> GatewayError:
     return GatewayError(
-        413, f"request body exceeds the {max_bytes}-byte limit", code="request_too_large"
+        413,
+        f"request body exceeds the {max_bytes}-byte limit",
+        code="request_too_large",
+        headers={"connection": "close"},
     )
 
 
@@ -377,7 +415,8 @@ class _ProxyRoute:
         gateway = self._gateway
         started_s = time.perf_counter()
         try:
-            body = await _read_body(receive, scope, gateway.config.max_body_bytes)
+            config = gateway.config
+            body = await _read_body(receive, scope, config.max_body_bytes, config.body_timeout_s)
             tenant = gateway.tenants.authenticate(_header(scope, b"authorization"))
             request = parse_request(self._path, body)
             model = gateway.resolve_model(tenant, request.model)

@@ -41,6 +41,8 @@ class GatewayConfig:
 
     tenants: Sequence[TenantConfig] = ()
     max_body_bytes: int = 4 * 1024 * 1024
+    body_timeout_s: float = 30.0
+    """Longest a client may take to send a request body; then 408 and the connection closes."""
     queue_max_per_model: int = 1024
     """Requests a model may hold waiting for a replica or a free slot; beyond it, 429."""
     max_in_flight_per_replica: int = 256

@@ -43,12 +43,23 @@ class EndpointSource(Protocol):
         """
         ...
 
+    def unavailable(self, name: str) -> str | None:
+        """Why ``name`` cannot get a ready replica however long a request waits (the model's
+        condition message, e.g. an engine that is not installed, or replicas that crash before
+        they are ready), or None when it has one or may still get one.
+
+        Requests for a model with no ready replica and a reason here are refused at once with
+        a 503 carrying it, and requests already held are released with it.
+        """
+        ...
+
     async def wait_ready(self, name: str, timeout_s: float) -> bool:
         """Wait until ``name`` has at least one ready endpoint; True at once if it has one.
 
-        Returns False after ``timeout_s`` without a ready endpoint. Implement with an
-        ``asyncio.Event``/``Condition`` set when endpoints change, never by sleep-polling:
-        the activator's first-token latency after a cold start depends on it.
+        Returns False after ``timeout_s`` without a ready endpoint, and as soon as ``name``
+        becomes ``unavailable``. Implement with an ``asyncio.Event``/``Condition`` set when
+        endpoints or availability change, never by sleep-polling: the activator's first-token
+        latency after a cold start depends on it.
         """
         ...
 
@@ -73,7 +84,7 @@ def external_model(name: str, url: str, *, served_name: str | None = None) -> Mo
 
 
 class StaticEndpointSource:
-    """Endpoints held in memory and changed only by calling ``set_endpoints``.
+    """Endpoints held in memory and changed only by ``set_endpoints`` and ``set_unavailable``.
 
     Built from configuration (``{model: [url, ...]}``) for the ``external`` engine, and driven
     by hand in tests and benchmarks: a test can start with no endpoints, watch
@@ -90,7 +101,9 @@ class StaticEndpointSource:
     ) -> None:
         self._models: dict[str, Model] = {m.metadata.name: m for m in models}
         self._endpoints: dict[str, tuple[Endpoint, ...]] = {}
+        self._unavailable: dict[str, str] = {}
         self._ready_events: dict[str, asyncio.Event] = {}
+        """Per model: set while it has a ready endpoint or cannot start (waiters must look)."""
         self._on_capacity_request = on_capacity_request
         self.capacity_requests: dict[str, int] = {}
         """How many times ``request_capacity`` was called, per model."""
@@ -113,6 +126,7 @@ class StaticEndpointSource:
         for name in list(self._endpoints):
             if name not in self._models:
                 del self._endpoints[name]
+                self._unavailable.pop(name, None)
                 if name in self._ready_events:
                     self._ready_events[name].clear()
         for name in self._models:
@@ -133,8 +147,19 @@ class StaticEndpointSource:
         if name not in self._models:
             self._models[name] = external_model(name, endpoints[0].base_url if endpoints else "")
         self._endpoints[name] = endpoints
+        self._wake(name)
+
+    def set_unavailable(self, name: str, reason: str | None) -> None:
+        """Say that ``name`` cannot start, and why (None: it can again); see ``unavailable``."""
+        if reason is None:
+            self._unavailable.pop(name, None)
+        else:
+            self._unavailable[name] = reason
+        self._wake(name)
+
+    def _wake(self, name: str) -> None:
         event = self._ready_events.setdefault(name, asyncio.Event())
-        if endpoints:
+        if self._endpoints.get(name) or name in self._unavailable:
             event.set()
         else:
             event.clear()
@@ -148,9 +173,14 @@ class StaticEndpointSource:
     def ready_endpoints(self, name: str) -> Sequence[Endpoint]:
         return self._endpoints.get(name, ())
 
+    def unavailable(self, name: str) -> str | None:
+        return self._unavailable.get(name)
+
     async def wait_ready(self, name: str, timeout_s: float) -> bool:
         if self._endpoints.get(name):
             return True
+        if name in self._unavailable:
+            return False
         event = self._ready_events.setdefault(name, asyncio.Event())
         try:
             await asyncio.wait_for(event.wait(), timeout_s)

@@ -20,9 +20,11 @@ class GatewayError(Exception):
     type: str = "invalid_request_error"
     code: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    param: str | None = None
+    """The request field at fault, if one is."""
 
     def body(self) -> bytes:
-        error = {"message": self.message, "type": self.type, "param": None, "code": self.code}
+        error = {"message": self.message, "type": self.type, "param": self.param, "code": self.code}
         return json.dumps({"error": error}).encode()
 
     def sse_event(self) -> bytes:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,13 @@ import pytest
 from kapell.api import Model
 from kapell.api.errors import BackendError
 from kapell.api.loader import load_text
-from kapell.engines.adapters import ADAPTERS, LaunchContext, adapter_for, resolve_weights
+from kapell.engines.adapters import (
+    ADAPTERS,
+    LaunchContext,
+    adapter_for,
+    local_problems,
+    resolve_weights,
+)
 
 
 def model(engine: str, source: str = "uri: hf://meta-llama/Llama-3.1-8B", extra: str = "") -> Model:
@@ -80,3 +87,30 @@ def test_weights_resolution(tmp_path: Path) -> None:
         resolve_weights(model("external", "url: http://10.0.0.1:8000/v1"))
         == "http://10.0.0.1:8000/v1"
     )
+
+
+def test_local_problems_name_the_field_and_the_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", "/nonexistent")
+    assert local_problems(model("sim", "uri: h100-llama3-8b")) == []
+    assert local_problems(model("sim", "uri: file://h100-llama3-8b")) == []
+    [(loc, message)] = local_problems(model("sim", "uri: h100-nope"))
+    assert loc == ("spec", "source", "uri") and "unknown latency profile 'h100-nope'" in message
+    [(loc, message)] = local_problems(model("vllm"))
+    assert loc == ("spec", "engine", "name") and "needs 'vllm' on PATH" in message
+    (tmp_path / "w").mkdir()
+    assert local_problems(model("reference", f"uri: {tmp_path}/w")) == []
+    [(loc, message)] = local_problems(model("reference", f"uri: {tmp_path}/none"))
+    assert (loc, message) == (
+        ("spec", "source", "uri"),
+        f"model path {tmp_path}/none does not exist",
+    )
+    assert local_problems(model("external", "url: http://10.0.0.1:8000/v1")) == []
+
+
+def test_a_python_engine_without_its_package_is_a_clear_error() -> None:
+    adapter = ADAPTERS["sglang"]
+    missing = replace(adapter, python_modules=("kapell_no_such_package",))
+    with pytest.raises(BackendError, match=r"needs the Python package.*kapell_no_such_package"):
+        missing.check_installed()

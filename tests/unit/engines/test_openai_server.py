@@ -227,18 +227,20 @@ def test_bad_requests_get_openai_errors(
     error = response.json()["error"]
     assert error["message"]
     assert error["param"].split(".")[0] == param
+    assert error["code"] in (f"bad_{param}", "model_not_found", "context_length_exceeded")
 
 
 def test_malformed_json_is_a_400() -> None:
     response = _client().post("/v1/chat/completions", content=b"{not json")
     assert response.status_code == 400
     assert response.json()["error"]["type"] == "invalid_request_error"
+    assert response.json()["error"]["code"] == "invalid_request"
 
 
 def test_unknown_route_is_an_openai_style_404() -> None:
     response = _client().get("/v1/nothing")
     assert response.status_code == 404
-    assert "error" in response.json()
+    assert response.json()["error"]["code"] == "not_found"
 
 
 def test_embeddings_in_float_and_base64_agree() -> None:

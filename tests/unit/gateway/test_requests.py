@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kapell.gateway.errors import GatewayError
-from kapell.gateway.requests import CHARS_PER_TOKEN, parse_request
+from kapell.gateway.requests import CHARS_PER_TOKEN, MAX_JSON_DEPTH, parse_request
 
 CHAT = "/v1/chat/completions"
 
@@ -54,6 +54,13 @@ def test_completions_and_embeddings_read_their_own_field() -> None:
         (CHAT, _body(model="", messages=[]), "bad_model"),
         (CHAT, _body(model="m", messages=[], stream="yes"), "bad_stream"),
         (CHAT, _body(model="m", messages=[], max_tokens=-1), "bad_max_tokens"),
+        (CHAT, _body(model="m", messages=[], max_tokens=0), "bad_max_tokens"),
+        (CHAT, _body(model="m", messages=[], max_completion_tokens=0), "bad_max_completion_tokens"),
+        (
+            CHAT,
+            _body(model="m", messages=[], max_tokens=0, max_completion_tokens=5),
+            "bad_max_tokens",
+        ),
         (CHAT, _body(model="m", messages=[], max_tokens=True), "bad_max_tokens"),
         (CHAT, _body(model="m", messages=[], max_tokens=1.5), "bad_max_tokens"),
         (CHAT, _body(model="m", messages="hi"), "bad_messages"),
@@ -82,3 +89,29 @@ def test_token_estimate_grows_with_the_prompt(head: str, tail: str) -> None:
     short = parse_request("/v1/completions", _body(model="m", prompt=head))
     longer = parse_request("/v1/completions", _body(model="m", prompt=head + tail))
     assert longer.prompt_tokens_estimate >= short.prompt_tokens_estimate
+
+
+def _nested(depth: int, opener: str) -> bytes:
+    """A chat body whose extra field nests ``depth`` levels in all (the body itself is one)."""
+    inner = (
+        "[" * (depth - 1) + "]" * (depth - 1)
+        if opener == "["
+        else ('{"a":' * (depth - 1) + "1" + "}" * (depth - 1))
+    )
+    return f'{{"model": "m", "messages": [], "x": {inner}}}'.encode()
+
+
+@pytest.mark.parametrize("opener", ["[", "{"])
+def test_nesting_up_to_the_limit_passes_and_one_more_level_is_a_400(opener: str) -> None:
+    assert parse_request(CHAT, _nested(MAX_JSON_DEPTH, opener)).model == "m"
+    for depth in (MAX_JSON_DEPTH + 1, 1000, 100_000):
+        with pytest.raises(GatewayError) as caught:
+            parse_request(CHAT, _nested(depth, opener))
+        assert (caught.value.status, caught.value.code) == (400, "invalid_request")
+        assert "nested too deeply" in caught.value.message
+
+
+def test_many_brackets_without_depth_pass() -> None:
+    """The bracket count only bounds the depth; wide bodies are walked and pass."""
+    body = _body(model="m", messages=[{"role": "user", "content": "[[[{{{"}] * 200)
+    assert parse_request(CHAT, body).model == "m"

@@ -59,6 +59,7 @@ class _Running:
     restarts: int = 0
     message: str = ""
     pid: int | None = None
+    failed_starts: int = 0
     ready_since: float | None = None
     stopping: bool = False
     task: asyncio.Task[None] | None = None
@@ -158,6 +159,7 @@ class LocalReplicas:
                     break
                 if running.phase == "Ready" and time.monotonic() - started > STABLE_AFTER_S:
                     delay = BACKOFF_FIRST_S
+                running.failed_starts = 0 if running.phase == "Ready" else running.failed_starts + 1
                 running.restarts += 1
                 running.phase = "Backoff"
                 self._changed(running, "Crashed", running.message)
@@ -234,6 +236,7 @@ class LocalReplicas:
                             cold_start_s = time.monotonic() - launched_s
                             self._cold_start_s[running.model_key] = cold_start_s
                         running.phase = "Ready"
+                        running.failed_starts = 0
                         self._changed(running, "Ready", running.url)
                         return
             except (aiohttp.ClientError, TimeoutError):
@@ -276,4 +279,5 @@ def _snapshot(running: _Running) -> Replica:
         restarts=running.restarts,
         message=running.message,
         pid=running.pid,
+        failed_starts=running.failed_starts,
     )

@@ -163,12 +163,16 @@ class _Server:
         body = parse_request(EmbeddingRequest, await self._body(request))
         self._check_model(body.model)
         if not self.backend.supports_embeddings:
-            raise ApiError(400, f"model {self.served_name!r} does not support embeddings")
+            raise ApiError(
+                400,
+                f"model {self.served_name!r} does not support embeddings",
+                code="embeddings_unsupported",
+            )
         inputs = [self._prompt_ids(ids, "input") for ids in self._prompts(body.input)]
         try:
             vectors = await self.backend.embed(inputs)
         except EmbeddingsUnsupportedError as exc:
-            raise ApiError(400, str(exc)) from None
+            raise ApiError(400, str(exc), code="embeddings_unsupported") from None
         tokens = sum(len(ids) for ids in inputs)
         self.metrics.prompt_tokens.inc(tokens)
         data = [
@@ -192,7 +196,12 @@ class _Server:
 
     async def _body(self, request: Request) -> bytes:
         if not self.backend.ready:
-            raise ApiError(503, "the model is still loading", error_type="service_unavailable")
+            raise ApiError(
+                503,
+                "the model is still loading",
+                error_type="service_unavailable",
+                code="model_loading",
+            )
         return await request.body()
 
     def _check_model(self, model: str) -> None:
@@ -217,7 +226,7 @@ class _Server:
 
     def _prompt_ids(self, ids: list[int], param: str) -> list[int]:
         if not ids:
-            raise ApiError(400, f"{param} is empty", param=param)
+            raise ApiError(400, f"{param} is empty", param=param, code=f"bad_{param}")
         limit = self.backend.max_model_len
         if len(ids) >= limit:
             raise ApiError(
@@ -225,10 +234,16 @@ class _Server:
                 f"{param} has {len(ids)} tokens; this model's context is {limit} tokens and "
                 "must leave room for at least one generated token",
                 param=param,
+                code="context_length_exceeded",
             )
         vocab = self.backend.vocab_size
         if any(not 0 <= t < vocab for t in ids):
-            raise ApiError(400, f"{param} has token ids outside 0..{vocab - 1}", param=param)
+            raise ApiError(
+                400,
+                f"{param} has token ids outside 0..{vocab - 1}",
+                param=param,
+                code=f"bad_{param}",
+            )
         return ids
 
     def _sampling(
@@ -241,6 +256,7 @@ class _Server:
                 f"max_tokens is {limit} but the prompt has {prompt_len} tokens and this model's "
                 f"context is {self.backend.max_model_len} tokens: at most {room} can be generated",
                 param="max_tokens",
+                code="context_length_exceeded",
             )
         return SamplingParams(
             max_tokens=limit or room,
@@ -386,7 +402,9 @@ async def _sse_frames(chunks: AsyncGenerator[dict[str, Any], None]) -> AsyncIter
         except ApiError as exc:
             yield f"data: {json.dumps(exc.body())}\n\n"
         except Exception as exc:
-            error = ApiError(500, f"generation failed: {exc}", error_type="server_error")
+            error = ApiError(
+                500, f"generation failed: {exc}", error_type="server_error", code="internal_error"
+            )
             yield f"data: {json.dumps(error.body())}\n\n"
     yield "data: [DONE]\n\n"
 
@@ -412,14 +430,20 @@ async def _api_error(_: Request, exc: Exception) -> Response:
     return JSONResponse(exc.body(), exc.status_code)
 
 
+_HTTP_ERROR_CODES = {404: "not_found", 405: "method_not_allowed"}
+
+
 async def _http_error(_: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    error = ApiError(exc.status_code, str(exc.detail), error_type="invalid_request_error")
+    code = _HTTP_ERROR_CODES.get(exc.status_code, "http_error")
+    error = ApiError(exc.status_code, str(exc.detail), code=code)
     return JSONResponse(error.body(), exc.status_code)
 
 
 async def _server_error(_: Request, exc: Exception) -> Response:
-    error = ApiError(500, f"internal error: {exc}", error_type="server_error")
+    error = ApiError(
+        500, f"internal error: {exc}", error_type="server_error", code="internal_error"
+    )
     return JSONResponse(error.body(), 500)
 
 

@@ -15,16 +15,21 @@ from kapell.engines.openai_server.protocol import ChatMessage
 
 
 class ApiError(Exception):
-    """An error the server answers in OpenAI's format: ``{"error": {...}}``."""
+    """An error the server answers in OpenAI's format: ``{"error": {...}}``.
+
+    ``code`` follows kapell's gateway: ``bad_<field>`` for a request field at fault,
+    ``invalid_request`` for a body that is not a JSON object, and a name for everything else
+    (``model_not_found``, ``context_length_exceeded``, ``internal_error``...).
+    """
 
     def __init__(
         self,
         status_code: int,
         message: str,
         *,
+        code: str,
         error_type: str = "invalid_request_error",
         param: str | None = None,
-        code: str | None = None,
     ) -> None:
         super().__init__(message)
         self.status_code = status_code
@@ -57,8 +62,8 @@ class StreamOptions(BaseModel):
 
 
 class _Sampling(_Request):
-    temperature: Annotated[float, Field(ge=0.0, le=2.0)] | None = None
-    top_p: Annotated[float, Field(gt=0.0, le=1.0)] | None = None
+    temperature: Annotated[float, Field(ge=0.0, le=2.0, allow_inf_nan=False)] | None = None
+    top_p: Annotated[float, Field(gt=0.0, le=1.0, allow_inf_nan=False)] | None = None
     max_tokens: Annotated[int, Field(ge=1)] | None = None
     stop: str | list[str] | None = None
     seed: int | None = None
@@ -153,8 +158,17 @@ def parse_request(model: type[R], body: bytes) -> R:
     try:
         return model.model_validate_json(body)
     except ValidationError as exc:
-        first = exc.errors()[0]
+        first = exc.errors(include_url=False, include_input=False)[0]
+        loc = first["loc"]
         if first["type"] == "json_invalid":
-            raise ApiError(400, f"request body is not valid JSON: {first['msg']}") from None
-        where = ".".join(str(p) for p in first["loc"])
-        raise ApiError(400, f"{where}: {first['msg']}", param=where or None) from None
+            if "recursion limit" in first["msg"]:
+                message = "request body is nested too deeply"
+            else:
+                message = f"request body is not valid JSON: {first['msg']}"
+            raise ApiError(400, message, code="invalid_request") from None
+        if not loc:
+            raise ApiError(
+                400, "request body must be a JSON object", code="invalid_request"
+            ) from None
+        where = ".".join(str(p) for p in loc)
+        raise ApiError(400, f"{where}: {first['msg']}", param=where, code=f"bad_{loc[0]}") from None
