@@ -23,6 +23,7 @@ from rich.console import Console
 
 console = Console(stderr=True, highlight=False)
 SYNC_TIMEOUT_S = 120.0
+PAUSED_RETRY_S = 1.0
 
 
 def operator(
@@ -163,11 +164,14 @@ async def _run(
     metrics = OperatorMetrics(lambda: store.writes + replicas.writes)
 
     def reconcile(key: str) -> float | None:
+        if not elector.leading.is_set():  # paused: the Lease could not be renewed
+            return PAUSED_RETRY_S
         started = time.perf_counter()
         store.ensure_finalizer(key)
         requeue = controller.reconcile(key)
         stored = store.stored(key)
         if stored is not None and stored.deleting and not replicas.replicas(key):
+            replicas.remove_model_objects(key)
             store.release(key)
         metrics.observe(time.perf_counter() - started)
         return requeue

@@ -2,8 +2,10 @@
 
 The holder renews the Lease every ``renew_s``; a candidate takes it only once it has not been
 renewed for ``duration_s``. Every write is a compare-and-swap on the Lease's resourceVersion, so
-of two candidates racing for an expired Lease exactly one wins. A leader that cannot renew
-before its Lease would expire stops leading (the operator exits), as client-go's elector does.
+of two candidates racing for an expired Lease exactly one wins. A leader that cannot reach the
+apiserver for longer than its Lease pauses (``leading`` is cleared, so nothing acts) and resumes
+if it renews again; one that finds another holder exits, as client-go's elector does. Pausing
+rather than exiting lets an operator ride out an apiserver restart with its caches intact.
 """
 
 from __future__ import annotations
@@ -75,25 +77,33 @@ class LeaderElector:
 
     def _run(self) -> None:
         last_renewed = 0.0
+        has_led = False
         while not self._stop.is_set():
             try:
-                held = self._try_acquire_or_renew()
+                held: bool | None = self._try_acquire_or_renew()
             except (ApiError, httpx.HTTPError, OSError) as exc:
                 log.info("leader election: %s", exc)
-                held = False
+                held = None  # unknown: the apiserver did not answer
             if held:
                 last_renewed = time.monotonic()
+                has_led = True
                 if not self.leading.is_set():
                     log.info("%s: now leading", self.identity)
                     self.leading.set()
-            elif self.leading.is_set() and time.monotonic() - last_renewed > self._duration_s:
-                log.error("%s: lost the lease; stopping", self.identity)
+            elif held is False and has_led:
+                log.error("%s: another operator holds the lease; stopping", self.identity)
                 self.leading.clear()
                 self._on_lost()
                 return
+            elif self.leading.is_set() and time.monotonic() - last_renewed > self._duration_s:
+                log.warning(
+                    "%s: lease not renewed for %d s; paused", self.identity, self._duration_s
+                )
+                self.leading.clear()
             self._stop.wait(self._renew_s)
 
     def _try_acquire_or_renew(self) -> bool:
+        """True if this candidate holds the Lease now, False if another validly does."""
         now = _now()
         try:
             lease = self._client.get(Lease, self._name, namespace=self._namespace)

@@ -339,6 +339,18 @@ class KubeReplicas:
                 raise
         self.writes += 1
 
+    def remove_model_objects(self, model_key: str) -> None:
+        """Delete what a deleted Model made besides its pods (its Service) before the
+        finalizer goes, so nothing is left for the garbage collector to find later."""
+        _, namespace, name = model_key.split("/", 2)
+        try:
+            self._client.delete(Service, name, namespace=namespace)
+        except ApiError as exc:
+            if exc.status.code != 404:
+                raise
+        self.writes += 1
+        self._services = {s for s in self._services if s[:2] != (namespace, name)}
+
     def _forget(self, namespace: str, name: str) -> None:
         with self._lock:
             counted = self._counted.pop((namespace, name), None)
