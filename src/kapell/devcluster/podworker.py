@@ -90,14 +90,9 @@ class PodWorker:
         self.name: str = meta["name"]
         self.node: str = pod["spec"]["nodeName"]
         self.describe = f"{self.name}_{self.namespace}({self.uid})"
-        old = {s["name"]: s for s in (pod.get("status") or {}).get("containerStatuses") or []}
         self.obs = PodObservation(
             [
-                ContainerObservation(
-                    c["name"],
-                    c.get("image", ""),
-                    restart_count=int(old.get(c["name"], {}).get("restartCount", 0)),
-                )
+                ContainerObservation(c["name"], c.get("image", ""), restart_count=_restarts(pod, c))
                 for c in pod["spec"]["containers"]
             ],
             host_ip=runtime.host_ip,
@@ -340,6 +335,16 @@ class PodWorker:
             current = await client.get(Pod, self.name, namespace=self.namespace)
             if current.metadata and current.metadata.uid == self.uid:
                 await client.delete(Pod, self.name, namespace=self.namespace, grace_period=0)
+
+
+def _restarts(pod: Json, container: Json) -> int:
+    """The restart count to continue from: a container that ran under an earlier agent counts
+    its start here as one more restart."""
+    for status in (pod.get("status") or {}).get("containerStatuses") or []:
+        if status["name"] == container["name"]:
+            ran = {"running", "terminated"} & set(status.get("state") or {})
+            return int(status.get("restartCount", 0)) + bool(ran)
+    return 0
 
 
 @contextlib.contextmanager
