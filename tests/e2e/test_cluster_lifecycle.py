@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
-from kapell.devcluster.processes import processes_mentioning
+from kubeobjects import eventually
+
+from kapell.api.images import ENGINE_IMAGE
+from kapell.devcluster import find_bin_dir
+from kapell.devcluster.processes import processes_mentioning, start_ticks
 
 COMPONENTS = {"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok"}
 
@@ -35,6 +40,46 @@ def test_up_starts_every_component_and_down_leaves_no_process(tmp_path: Path) ->
     assert processes_mentioning(str(state_dir.resolve())) == []
     again = kapell("dev", "cluster", "down", "--state-dir", str(state_dir))
     assert "no dev cluster was running" in again.stdout
+
+
+def test_down_stops_the_node_agent_and_every_pod_process_and_namespace(tmp_path: Path) -> None:
+    state_dir = tmp_path / "serving"
+    started = kapell("dev", "cluster", "up", "--nodes", "1", "--serving-nodes", "1",
+                     "--gpus", "l4:1", "--state-dir", str(state_dir))  # fmt: skip
+    try:
+        assert started.returncode == 0, started.stderr
+        assert "serving: gpu-node-0000" in started.stderr
+        kubeconfig = state_dir.resolve() / "kubeconfig"
+        pod = {
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "sleeper"},
+            "spec": {"containers": [{
+                "name": "main", "image": ENGINE_IMAGE,
+                "command": ["python", "-c", "import time; time.sleep(600)"],
+            }]},
+        }  # fmt: skip
+        kubectl = [str(find_bin_dir() / "kubectl"), f"--kubeconfig={kubeconfig}"]
+        subprocess.run([*kubectl, "create", "-f", "-"], input=json.dumps(pod), text=True,
+                       check=True, capture_output=True, timeout=60)  # fmt: skip
+
+        def container_id() -> str | None:
+            done = subprocess.run(
+                [*kubectl, "get", "pod", "sleeper", "-o",
+                 "jsonpath={.status.containerStatuses[0].containerID}"],
+                capture_output=True, text=True, timeout=60, check=False,
+            )  # fmt: skip
+            return done.stdout.strip() or None
+
+        pid = int(eventually(container_id, "pod sleeper started", 120).split("://")[1])
+        ticks = start_ticks(pid)
+        uid = subprocess.run([*kubectl, "get", "pod", "sleeper", "-o", "jsonpath={.metadata.uid}"],
+                             capture_output=True, text=True, timeout=60, check=True).stdout  # fmt: skip
+        assert ticks is not None and Path(f"/run/netns/kapell-{uid}").exists()
+    finally:
+        stopped = kapell("dev", "cluster", "down", "--state-dir", str(state_dir))
+    assert "node-agent" in stopped.stdout
+    assert start_ticks(pid) != ticks, "the pod's process outlived the cluster"
+    assert not Path(f"/run/netns/kapell-{uid}").exists()
+    assert processes_mentioning(str(state_dir.resolve())) == []
 
 
 def _argv0(pid: int) -> str:

@@ -75,6 +75,7 @@ class Agent:
             stale = await asyncio.to_thread(podnet.clear_routes, lock.cidr)
             if stale:
                 log.info("%s: removed stale routes %s", name, ", ".join(stale))
+            await asyncio.to_thread(podnet.fence, lock.cidr)
             self.rt.nodes[name] = NodeNet(name, lock.cidr)
             log.info("%s: pod CIDR %s", name, lock.cidr)
         return locks
@@ -180,6 +181,7 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event) -> None:
         with contextlib.suppress(Exception):
             await heartbeat.remove_leases()
         for lock in locks:
+            podnet.unfence(lock.cidr)
             lock.release()
         await client.close()
         log.info("stopped")

@@ -4,7 +4,9 @@ Every pod gets a network namespace named after its uid, with loopback up and one
 pair as ``eth0``. Its address is a /32 from its node's /24 inside ``POD_NETWORK``; the node's
 first address is the gateway, held by the host end of every veth of that node (so the pod's
 default route leads to the host), and the host has a /32 route to the pod through the veth. The
-addresses exist only on this machine: nothing is forwarded off it.
+addresses exist only on this machine: the node's whole /24 has an ``unreachable`` route on the
+host, so an address without a pod fails at once instead of following the default route off the
+machine (pods' own traffic stops at the host unless the host forwards, which kapell leaves off).
 
 Network namespaces, links and routes are machine-wide, while several dev clusters may run on one
 machine at a time. Node CIDRs are therefore claimed with a lock file under ``/run`` that the
@@ -116,9 +118,18 @@ def clear_routes(cidr: ipaddress.IPv4Network) -> list[str]:
     for route in routes:
         dst = route.get("dst", "")
         if dst and dst != "default" and ipaddress.IPv4Network(dst, strict=False).subnet_of(cidr):
-            _ip("route", "del", dst, check=False)
+            _ip("route", "del", route.get("type", "unicast"), dst, check=False)
             stale.append(dst)
     return stale
+
+
+def fence(cidr: ipaddress.IPv4Network) -> None:
+    """Make ``cidr`` unreachable from the host except through the pods' own /32 routes."""
+    _ip("route", "replace", "unreachable", str(cidr))
+
+
+def unfence(cidr: ipaddress.IPv4Network) -> None:
+    _ip("route", "del", "unreachable", str(cidr), check=False)
 
 
 def create(uid: str, ip: ipaddress.IPv4Address, gw: ipaddress.IPv4Address) -> tuple[str, str]:
