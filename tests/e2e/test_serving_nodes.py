@@ -21,7 +21,7 @@ from lightkube.resources.resource_v1 import ResourceClaim
 
 from kapell.api.images import ENGINE_IMAGE
 from kapell.devcluster.gpus import SERVING_LABEL
-from kapell.devcluster.processes import start_ticks
+from kapell.devcluster.processes import Started, is_alive, start_ticks
 
 WAIT_S = 120.0  # two cores shared with the control plane: an engine takes seconds to start
 
@@ -143,7 +143,9 @@ def test_engine_pod_runs_for_real_with_its_gpu_and_is_gone_when_deleted(
 
     kube.delete(Pod, "engine", namespace=namespace)
     eventually(lambda: True if gone(kube, namespace, "engine") else None, "pod engine gone", 60)
-    assert start_ticks(pid) != ticks, "the engine process outlived its pod"
+    assert ticks is not None and not is_alive(Started("", pid, ticks)), (
+        "the engine outlived its pod"
+    )
     assert not (Path("/run/netns") / netns).exists()
     with pytest.raises(openai.APIConnectionError):
         client.with_options(timeout=2.0).models.list()
