@@ -1,7 +1,9 @@
 """The e2e suite's cluster: one real control plane per session, with fake GPU nodes.
 
-Four nodes: three with eight whole H100s, one with two A100s split into 1g.10gb MIG devices.
-Each test works in its own namespace. The ecosystem CRDs are installed only for the tests that
+Six nodes. The first two (eight whole H100s each) are serving nodes: kapell's node agent runs
+their pods as real processes (label ``kapell.dev/serving-node=true``). The other four are kwok's:
+three with eight whole H100s, one with two A100s split into 1g.10gb MIG devices (label
+``type=kwok``). Each test works in its own namespace. The ecosystem CRDs are installed only for the tests that
 ask for them (``ecosystem_crds``). Binaries come from ``make k8s-bin``; a missing one fails the
 session with that hint rather than skipping, because `make e2e` is meant to prove something.
 """
@@ -24,7 +26,8 @@ from kapell.devcluster import DevCluster, GpuPool, find_bin_dir
 REPO = Path(__file__).resolve().parents[2]
 STATE_DIR = REPO / ".kapell/e2e-cluster"  # fixed, so a run killed mid-way is cleaned by the next
 CRDS_DIR = REPO / "../shared/data/crds"
-NODES = 4
+NODES = 6
+SERVING_NODES = 2  # the first two of the plan: gpu-node-0000 and gpu-node-0001, both H100
 POOLS = ("h100:8", "h100:8", "h100:8", "a100:2:1g.10gb")
 
 
@@ -40,7 +43,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def dev_cluster() -> Iterator[DevCluster]:
     cluster = DevCluster(STATE_DIR, find_bin_dir())
     cluster.down()  # left over from a run that was killed before its teardown
-    cluster.up(NODES, [GpuPool.parse(p) for p in POOLS])
+    cluster.up(NODES, [GpuPool.parse(p) for p in POOLS], serving_nodes=SERVING_NODES)
     try:
         yield cluster
     finally:

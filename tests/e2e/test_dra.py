@@ -6,11 +6,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from kubeobjects import busybox_pod, eventually
+from kubeobjects import busybox_pod, eventually, published_devices
 from lightkube import Client
 from lightkube.codecs import from_dict
 from lightkube.resources.core_v1 import Event, Pod
-from lightkube.resources.resource_v1 import ResourceClaim, ResourceSlice
+from lightkube.resources.resource_v1 import ResourceClaim
 
 from kapell.backends.kubernetes.dra import (
     CONTAINER_CLAIMS,
@@ -23,23 +23,6 @@ from kapell.policy.placement.mig import MigSlice
 from kapell.policy.placement.requests import GPU_MILLI, PodRequest
 
 DRIVER = "gpu.nvidia.com"
-
-
-def published_devices(kube: Client) -> dict[tuple[str, str], dict[str, Any]]:
-    """(pool, device name) -> the device's attributes as plain values, from every slice."""
-    devices = {}
-    for slice_ in kube.list(ResourceSlice):
-        spec = slice_.to_dict()["spec"]
-        for device in spec.get("devices", []):
-            attributes = {
-                name: next(iter(value.values()))  # {"string": "gpu"} -> "gpu"
-                for name, value in device.get("attributes", {}).items()
-            }
-            devices[(spec["pool"]["name"], device["name"])] = {
-                "node": spec["nodeName"],
-                **attributes,
-            }
-    return devices
 
 
 def running_pod(kube: Client, namespace: str, name: str) -> Pod:

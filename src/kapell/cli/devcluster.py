@@ -23,6 +23,14 @@ StateDir = Annotated[
 @cluster_app.command()
 def up(
     nodes: Annotated[int, typer.Option("--nodes", help="How many fake GPU nodes.")] = 4,
+    serving_nodes: Annotated[
+        int,
+        typer.Option(
+            "--serving-nodes",
+            help="How many of the nodes (the first ones) really run their pods, through "
+            "kapell's node agent instead of kwok (needs root: network namespaces).",
+        ),
+    ] = 0,
     gpus: Annotated[
         list[str] | None,
         typer.Option(
@@ -41,9 +49,14 @@ def up(
 
     pools = [GpuPool.parse(text) for text in gpus or ["h100:8"]]
     cluster = DevCluster(state_dir, bin_dir)
-    result = cluster.up(nodes, pools, progress=lambda step: typer.echo(f"  {step}", err=True))
+    result = cluster.up(
+        nodes, pools, progress=lambda step: typer.echo(f"  {step}", err=True),
+        serving_nodes=serving_nodes,
+    )  # fmt: skip
+    serving = f" (serving: {', '.join(result.serving_nodes)})" if result.serving_nodes else ""
     typer.echo(
-        f"ready in {result.ready_s:.1f} s: {result.nodes} nodes, {result.devices} devices", err=True
+        f"ready in {result.ready_s:.1f} s: {result.nodes} nodes{serving}, {result.devices} devices",
+        err=True,
     )
     typer.echo(f"export KUBECONFIG={result.kubeconfig}")
 

@@ -17,6 +17,7 @@ import os
 import shutil
 import socket
 import ssl
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -25,9 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kapell.api.errors import BackendError, ConflictError, NotFoundError
-from kapell.devcluster import driver
-from kapell.devcluster.gpus import FAKE_NODE_ANNOTATION, GpuPool, plan_nodes
+from kapell.api.errors import BackendError, ConflictError, KapellError, NotFoundError
+from kapell.devcluster import agentstate, driver, podnet
+from kapell.devcluster.gpus import FAKE_NODE_ANNOTATION, GpuPool, node_name, plan_nodes
 from kapell.devcluster.pki import CertPair, Pki
 from kapell.devcluster.processes import ProcessGroup
 
@@ -111,6 +112,7 @@ class UpResult:
     nodes: int
     devices: int
     ready_s: float
+    serving_nodes: tuple[str, ...] = ()
 
 
 class DevCluster:
@@ -125,9 +127,24 @@ class DevCluster:
     def kubeconfig(self) -> Path:
         return self.state_dir / "kubeconfig"
 
-    def up(self, nodes: int, pools: list[GpuPool], progress: Progress = lambda _: None) -> UpResult:
-        """Start everything, publish the fake GPU nodes, and return once pods can be scheduled."""
+    def up(
+        self,
+        nodes: int,
+        pools: list[GpuPool],
+        progress: Progress = lambda _: None,
+        serving_nodes: int = 0,
+    ) -> UpResult:
+        """Start everything, publish the fake GPU nodes, and return once pods can be scheduled.
+
+        The first ``serving_nodes`` nodes get kapell's node agent instead of kwok: their pods
+        really run (see ``agent``)."""
         plan = plan_nodes(nodes, pools)
+        if not 0 <= serving_nodes <= nodes:
+            raise KapellError(f"--serving-nodes {serving_nodes}: expected 0 to --nodes ({nodes})")
+        why_not = podnet.can_manage() if serving_nodes else None
+        if why_not:
+            raise KapellError(f"--serving-nodes: {why_not}")
+        serving = tuple(node_name(index) for index, _ in plan[:serving_nodes])
         bins = find_bin_dir(self._bin_dir)
         if self.processes.load():
             raise ConflictError(
@@ -136,24 +153,34 @@ class DevCluster:
         started_s = time.monotonic()
         self._clear_state()
         try:
-            devices = self._start(bins, plan, progress)
+            devices = self._start(bins, plan, serving, progress)
         except BaseException:
-            self.processes.stop_all()
+            self.down()
             raise
-        return UpResult(self.kubeconfig, nodes, devices, time.monotonic() - started_s)
+        return UpResult(self.kubeconfig, nodes, devices, time.monotonic() - started_s, serving)
 
     def _clear_state(self) -> None:
         """Remove what a previous ``up`` left, and only that: the state dir may be user-chosen."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        agentstate.clean_up(self.state_dir)  # pods of an agent that was killed
         for name in ("etcd", "pki", "kubeconfigs", "logs", "apiserver-certs"):
             shutil.rmtree(self.state_dir / name, ignore_errors=True)
         self.kubeconfig.unlink(missing_ok=True)
 
     def down(self) -> list[str]:
-        """Stop every process of this cluster; returns the names of those that were running."""
-        return self.processes.stop_all()
+        """Stop every process of this cluster, and whatever the node agent's pods left behind
+        if it could not stop them itself; returns the names of the processes that were running."""
+        stopped = self.processes.stop_all()
+        agentstate.clean_up(self.state_dir)
+        return stopped
 
-    def _start(self, bins: Path, plan: list[tuple[int, GpuPool]], progress: Progress) -> int:
+    def _start(
+        self,
+        bins: Path,
+        plan: list[tuple[int, GpuPool]],
+        agent_nodes: tuple[str, ...],
+        progress: Progress,
+    ) -> int:
         pki = Pki(self.state_dir / "pki", dt.datetime.now(dt.UTC))
         serving, sa = pki.serving(), pki.service_account_key()
         ports = Ports.pick()
@@ -227,7 +254,14 @@ class DevCluster:
         ])  # fmt: skip
 
         progress(f"publishing {len(plan)} fake GPU nodes and their ResourceSlices")
-        devices = driver.publish(self.kubeconfig, plan)
+        devices = driver.publish(self.kubeconfig, plan, len(agent_nodes))
+        if agent_nodes:
+            progress(f"starting the node agent for {len(agent_nodes)} serving nodes")
+            self.processes.start("node-agent", [
+                sys.executable, "-m", "kapell.devcluster.agent",
+                f"--kubeconfig={kubeconfig_for('kapell-node-agent', 'system:masters')}",
+                f"--state-dir={self.state_dir}", f"--nodes={','.join(agent_nodes)}",
+            ])  # fmt: skip
 
         progress("waiting until every node is Ready and the scheduler is healthy")
         probe = ssl.create_default_context(cafile=str(pki.ca.cert))

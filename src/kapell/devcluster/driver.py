@@ -27,10 +27,11 @@ def client(kubeconfig: Path) -> Client:
     return Client(KubeConfig.from_file(kubeconfig), field_manager=FIELD_MANAGER)
 
 
-def publish(kubeconfig: Path, plan: list[tuple[int, GpuPool]]) -> int:
-    """Create DeviceClasses, Nodes and one ResourceSlice per node; return the device count."""
+def publish(kubeconfig: Path, plan: list[tuple[int, GpuPool]], serving: int = 0) -> int:
+    """Create DeviceClasses, Nodes and one ResourceSlice per node; return the device count.
+    The first ``serving`` nodes of the plan are left to the node agent instead of kwok."""
     slices = [resource_slice(index, pool) for index, pool in plan]
-    nodes = [node_manifest(index, pool) for index, pool in plan]
+    nodes = [node_manifest(index, pool, n < serving) for n, (index, pool) in enumerate(plan)]
     asyncio.run(_create_all(kubeconfig, [*device_classes(), *nodes, *slices]))
     return sum(len(s["spec"]["devices"]) for s in slices)
 

@@ -29,6 +29,7 @@ from kapell.api.errors import KapellError
 from kapell.api.nvidia_dra import DRIVER, GPU_CLASS, MIG_CLASS
 
 FAKE_NODE_ANNOTATION = "kwok.x-k8s.io/node"
+SERVING_LABEL = "kapell.dev/serving-node"  # "true" on nodes whose pods the node agent runs
 REGIONS = ("us-east-1", "us-west-2", "eu-west-1")
 SPOT_EVERY = 4  # every 4th node is spot capacity, the others on-demand
 _DRIVER_VERSION = "580.95.5"
@@ -133,13 +134,14 @@ def _device_uuid(prefix: str, *parts: object) -> str:
     return f"{prefix}-{uuid.uuid5(_UUID_NAMESPACE, '/'.join(map(str, parts)))}"
 
 
-def node_manifest(index: int, pool: GpuPool) -> dict[str, Any]:
-    """A kwok-managed Node labelled like a cloud GPU node (region, zone, spot, GPU product)."""
+def node_manifest(index: int, pool: GpuPool, serving: bool = False) -> dict[str, Any]:
+    """A Node labelled like a cloud GPU node (region, zone, spot, GPU product), managed by kwok,
+    or by kapell's node agent if ``serving`` (its pods really run; label ``SERVING_LABEL``)."""
     name = node_name(index)
     region = REGIONS[index % len(REGIONS)]
     gpu = pool.gpu
     labels = {
-        "type": "kwok",
+        "type": "kapell-node-agent" if serving else "kwok",
         "kubernetes.io/hostname": name,
         "kubernetes.io/os": "linux",
         "kubernetes.io/arch": "amd64",
@@ -157,15 +159,16 @@ def node_manifest(index: int, pool: GpuPool) -> dict[str, Any]:
         "nvidia.com/mig.capable": str(bool(gpu.mig_profiles)).lower(),
         "nvidia.com/mig.config": f"all-{pool.mig.name}" if pool.mig else "all-disabled",
     }
+    annotations = {"node.alpha.kubernetes.io/ttl": "0"}
+    if serving:
+        labels[SERVING_LABEL] = "true"
+    else:
+        annotations[FAKE_NODE_ANNOTATION] = "fake"
     capacity = {"cpu": "96", "memory": "1024Gi", "pods": "110", "ephemeral-storage": "1Ti"}
     return {
         "apiVersion": "v1",
         "kind": "Node",
-        "metadata": {
-            "name": name,
-            "labels": labels,
-            "annotations": {FAKE_NODE_ANNOTATION: "fake", "node.alpha.kubernetes.io/ttl": "0"},
-        },
+        "metadata": {"name": name, "labels": labels, "annotations": annotations},
         "status": {"capacity": capacity, "allocatable": capacity},
     }
 

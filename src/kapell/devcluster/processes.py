@@ -43,7 +43,10 @@ def is_alive(process: Started) -> bool:
     _reap(process.pid)
     if start_ticks(process.pid) != process.start_ticks:
         return False
-    state = Path(f"/proc/{process.pid}/stat").read_text()
+    try:
+        state = Path(f"/proc/{process.pid}/stat").read_text()
+    except OSError:
+        return False
     return state[state.rindex(")") + 2] != "Z"
 
 
@@ -137,6 +140,16 @@ def _reap(pid: int) -> None:
     """Collect the exit status if ``pid`` is our own child (the fixture's case), else nothing."""
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
+
+
+def signal_group_of(pid: int, ticks: int, sig: signal.Signals | None) -> bool:
+    """Signal the process group led by ``pid`` if that pid is still the process that started at
+    ``ticks`` (and not a zombie); whether it was. ``sig`` None only checks."""
+    if not is_alive(Started("", pid, ticks)):
+        return False
+    if sig is not None:
+        _signal_group(pid, sig)
+    return True
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:
