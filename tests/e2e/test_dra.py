@@ -10,7 +10,7 @@ from kubeobjects import busybox_pod, eventually, published_devices
 from lightkube import Client
 from lightkube.codecs import from_dict
 from lightkube.resources.core_v1 import Event, Pod
-from lightkube.resources.resource_v1 import ResourceClaim
+from lightkube.resources.resource_v1 import ResourceClaim, ResourceSlice
 
 from kapell.backends.kubernetes.dra import (
     CONTAINER_CLAIMS,

@@ -216,6 +216,10 @@ class ModelSpec(Spec):
     scaling: ScalingSpec = Field(default_factory=ScalingSpec)
     routing: RoutingSpec = Field(default_factory=RoutingSpec)
     slo: SLOSpec = Field(default_factory=SLOSpec)
+    node_selector: dict[str, str] = Field(
+        default_factory=dict,
+        description="Kubernetes only: labels a node must carry to run a replica (ignored locally)",
+    )
 
     @model_validator(mode="after")
     @cel("(has(self.engine) && self.engine.name == 'external') == has(self.source.url)",

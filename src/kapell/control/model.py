@@ -20,7 +20,7 @@ RESYNC_S = 2.0  # also the autoscaler's sampling period when nothing else happen
 PROGRESS_S = 0.5
 
 
-REPLICA_FIELDS = {"source", "engine", "resources"}
+REPLICA_FIELDS = {"source", "engine", "resources", "node_selector"}
 """The parts of a Model's spec a running replica embodies; scaling, routing and SLOs are not."""
 
 
@@ -29,7 +29,9 @@ def revision_of(model: Model) -> str:
 
     Scaling, routing and SLO changes act on the fleet, so they roll no replica.
     """
-    spec = model.spec.model_dump(mode="json", by_alias=True, include=REPLICA_FIELDS)
+    spec = model.spec.model_dump(
+        mode="json", by_alias=True, include=REPLICA_FIELDS, exclude_defaults=True
+    )
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:10]
 
 

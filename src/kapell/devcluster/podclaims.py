@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from kapell.devcluster.gpus import DRIVER
+from kapell.api.nvidia_dra import DRIVER
 from kapell.devcluster.podspec import Container, Pod, Unrunnable
 
 

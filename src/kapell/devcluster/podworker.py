@@ -28,10 +28,10 @@ from lightkube.resources.core_v1 import ConfigMap, Pod, Secret
 from lightkube.resources.resource_v1 import ResourceClaim, ResourceSlice
 from lightkube.types import PatchType
 
+from kapell.api.nvidia_dra import DRIVER
 from kapell.devcluster import podnet
 from kapell.devcluster.agentstate import AgentState, PodRecord
 from kapell.devcluster.container import Backoff, ContainerRunner, Launch, now
-from kapell.devcluster.gpus import DRIVER
 from kapell.devcluster.podclaims import device_env, device_uuids, pod_claim_names
 from kapell.devcluster.podspec import (
     Sources,

@@ -69,7 +69,7 @@ def test_template_claim_name_comes_from_pod_status() -> None:
 
 
 def test_mig_device_gets_its_own_mig_uuid() -> None:
-    device = "gpu-1-mig-19-3-1"
+    device = "gpu-1-mig-1g10gb-19-3"  # gpu-<parentMinor>-mig-<profile>-<profileId>-<start>
     manifest = pod([{"name": "mig", "resourceClaimName": "c"}], [{"name": "mig"}])
     uuids = device_uuids(
         manifest, manifest["spec"]["containers"][0], {"c": claim("c", ("mig", NODE, device))},

@@ -47,6 +47,7 @@ class NodeView:
     cpu_milli: int
     memory_mib: int
     schedulable: bool
+    labels: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -121,17 +122,23 @@ def request_for(model: Model, name: str, gpu_models: Iterable[str]) -> PodReques
     ``gpu_models`` are the inventory's model names; the spec's ``[H100]`` matches ``H100-80GB``.
     """
     resources = model.spec.resources
-    cpu = int(parse_quantity(resources.cpu) * 1000)
-    memory = int(parse_quantity(resources.memory) // (1024 * 1024))
+    cpu = int(parse_quantity(str(resources.cpu)) * 1000)
+    memory = int(parse_quantity(str(resources.memory)) // (1024 * 1024))
+    selector = tuple(sorted(model.spec.node_selector.items()))
     gpu = resources.gpu
     if gpu is None or gpu.milli_gpus == 0:
-        return PodRequest(name, cpu, memory)
+        return PodRequest(name, cpu, memory, node_selector=selector)
     wanted = [w.upper() for w in gpu.models]
     models = frozenset(m for m in gpu_models if any(m.upper().startswith(w) for w in wanted))
     if wanted and not models:
         models = frozenset(wanted)  # nothing of that kind here: the request cannot fit
     min_memory = int(parse_quantity(gpu.memory) // (1024 * 1024)) if gpu.memory else 0
-    common = {"gpu_models": models, "min_gpu_memory_mib": min_memory, "sharing": gpu.sharing}
+    common = {
+        "gpu_models": models,
+        "min_gpu_memory_mib": min_memory,
+        "sharing": gpu.sharing,
+        "node_selector": selector,
+    }
     if gpu.mig_profile is not None:
         return PodRequest(name, cpu, memory, 1, 0, mig_profile=gpu.mig_profile, **common)  # type: ignore[arg-type]
     if gpu.milli is not None:
@@ -167,6 +174,7 @@ class ClusterView:
                     name=node.name,
                     cpu_milli=node.cpu_milli,
                     memory_mib=node.memory_mib,
+                    labels=dict(node.labels),
                     gpu_count=(max(gpus) + 1) if gpus else 0,
                     gpu_model=model,
                     gpu_memory_mib=whole_memory or max((d.memory_mib for d in devices), default=0),

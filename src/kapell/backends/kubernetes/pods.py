@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from kapell import __version__
 from kapell.api.errors import BackendError
+from kapell.api.images import ENGINE_IMAGE
 from kapell.api.meta import API_VERSION
 from kapell.api.model import Model
 from kapell.backends.kubernetes import dra
@@ -19,7 +19,6 @@ from kapell.backends.kubernetes.inventory import PLACEMENT_ANNOTATION, Placement
 from kapell.engines.adapters import LaunchContext, adapter_for
 from kapell.policy.placement.inventory import Decision
 
-ENGINE_IMAGE = f"ghcr.io/kapell-dev/kapell-engine:{__version__}"
 ENGINE_PORT = 8000
 MANAGED_BY = {"app.kubernetes.io/managed-by": "kapell"}
 MODEL_LABEL = "kapell.dev/model"
@@ -120,6 +119,7 @@ def replica_pod(
         "restartPolicy": "Always",
         "terminationGracePeriodSeconds": 30,
         "enableServiceLinks": False,
+        "nodeSelector": dict(model.spec.node_selector),
     }
     decision = Decision(-1, placement.node, placement.gpus, placement.mig)
     pinned = dra.pod_fields(decision, claim_name or "")

@@ -172,6 +172,7 @@ def node_view(raw: dict[str, Any]) -> NodeView:
         for c in status.get("conditions") or []
     )
     return NodeView(
+        labels=tuple(sorted((raw["metadata"].get("labels") or {}).items())),
         name=raw["metadata"]["name"],
         cpu_milli=int(parse_quantity(str(allocatable.get("cpu", "0"))) * 1000),
         memory_mib=int(parse_quantity(str(allocatable.get("memory", "0"))) // (1024 * 1024)),

@@ -17,6 +17,8 @@ from kapell.policy.placement.requests import GPU_MILLI, PodRequest
 def feasible_nodes(inv: Inventory, req: PodRequest) -> BoolArray:
     """Nodes with enough CPU, memory and a qualifying GPU (or MIG slot) for ``req``."""
     ok = (inv.cpu_left >= req.cpu_milli) & (inv.memory_left >= req.memory_mib)
+    if req.node_selector:
+        ok &= inv.label_mask(req.node_selector)
     if req.gpu_count == 0:
         return ok
     ok &= inv.model_mask(req.gpu_models) & (inv.gpu_memory_mib >= req.min_gpu_memory_mib)

@@ -72,6 +72,7 @@ class Inventory:
         self.gpu_left = self.gpu_capacity.copy()
         self.version = np.zeros(n, dtype=np.int64)
         self.index = {s.name: i for i, s in enumerate(self.nodes)}
+        self._label_masks: dict[tuple[tuple[str, str], ...], BoolArray] = {}
 
     @property
     def total_gpu_milli(self) -> int:
@@ -84,6 +85,17 @@ class Inventory:
         for gpu in self.mig.values():
             milli += gpu.compute_used * GPU_MILLI // 7
         return milli
+
+    def label_mask(self, selector: tuple[tuple[str, str], ...]) -> BoolArray:
+        """Nodes carrying every ``(key, value)`` of ``selector`` (every node when empty)."""
+        mask = self._label_masks.get(selector)
+        if mask is None:
+            mask = np.array(
+                [all(spec.labels.get(k) == v for k, v in selector) for spec in self.nodes],
+                dtype=bool,
+            )
+            self._label_masks[selector] = mask
+        return mask
 
     def model_mask(self, models: frozenset[str]) -> BoolArray:
         """Nodes whose GPU model is in ``models`` (every node when empty)."""

@@ -27,6 +27,8 @@ class PodRequest:
     mig_profile: str | None = None
     priority: int = 0
     sharing: str = "time-slicing"
+    node_selector: tuple[tuple[str, str], ...] = ()
+    """Labels a node must carry (Kubernetes ``nodeSelector`` semantics: all must match)."""
 
     def __post_init__(self) -> None:
         if self.cpu_milli < 0 or self.memory_mib < 0 or self.gpu_count < 0:

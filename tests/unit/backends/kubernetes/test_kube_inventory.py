@@ -130,3 +130,29 @@ def test_share_and_device_lookup() -> None:
     mig_view = _cluster("a100:1:1g.10gb")
     mig = mig_view.device("gpu-node-0000", 0, MigSlice("1g.10gb", 3))
     assert mig is not None and mig.name.startswith("gpu-0-mig-") and mig.uuid.startswith("MIG-")
+
+
+def test_a_node_selector_keeps_replicas_on_matching_nodes() -> None:
+    slices = {}
+    nodes = []
+    for index in range(3):
+        raw = resource_slice(index, GpuPool.parse("h100:8"))
+        name = raw["spec"]["nodeName"]
+        slices[name] = devices_of(raw["spec"])
+        labels = (("kapell.dev/serving-node", "true"),) if index == 2 else ()
+        nodes.append(NodeView(name, 96_000, 1024 * 1024, True, labels))
+    view = ClusterView(nodes, slices, (), [])
+    model = _model("{count: 1}").model_copy(
+        update={
+            "spec": _model("{count: 1}").spec.model_copy(
+                update={"node_selector": {"kapell.dev/serving-node": "true"}}
+            )
+        }
+    )
+    request = request_for(model, "a", view.inventory.models)
+    rng = np.random.default_rng(0)
+    for _ in range(8):
+        decision = make_policy("best-fit").select(view.inventory, request, rng)
+        assert decision is not None and decision.node == nodes[2].name
+        assert view.take(Placement(request, decision.node, decision.gpu_indices))
+    assert make_policy("best-fit").select(view.inventory, request, rng) is None

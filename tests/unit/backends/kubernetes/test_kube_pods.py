@@ -8,11 +8,12 @@ import kubernetes_validate
 import pytest
 
 from kapell.api.errors import BackendError
+from kapell.api.images import ENGINE_IMAGE
 from kapell.api.loader import load_text
 from kapell.api.model import Model
 from kapell.api.replica import ReplicaPhase
 from kapell.backends.kubernetes.inventory import Placement
-from kapell.backends.kubernetes.pods import ENGINE_IMAGE, model_service, replica_pod
+from kapell.backends.kubernetes.pods import model_service, replica_pod
 from kapell.backends.kubernetes.replicas import pod_view
 from kapell.policy.placement.requests import GPU_MILLI, PodRequest
 
