@@ -1,15 +1,16 @@
 """The e2e suite's cluster: one real control plane per session, with fake GPU nodes.
 
-Six nodes. The first two (eight whole H100s each) are serving nodes: kapell's node agent runs
-their pods as real processes (label ``kapell.dev/serving-node=true``). The other four are kwok's:
-three with eight whole H100s, one with two A100s split into 1g.10gb MIG devices (label
-``type=kwok``). Each test works in its own namespace. The ecosystem CRDs are installed only for the tests that
+Six nodes. The first two are serving nodes, whose pods kapell's node agent runs as real
+processes (label ``kapell.dev/serving-node=true``): one with eight whole H100s, one with two
+A100s split into 1g.10gb MIG devices. The other four are kwok's (label ``type=kwok``): three
+with eight whole H100s, one with the MIG A100s. Each test works in its own namespace. The ecosystem CRDs are installed only for the tests that
 ask for them (``ecosystem_crds``). Binaries come from ``make k8s-bin``; a missing one fails the
 session with that hint rather than skipping, because `make e2e` is meant to prove something.
 """
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import uuid
@@ -20,6 +21,7 @@ import pytest
 from kubeobjects import eventually
 from lightkube import ApiError, Client, KubeConfig
 from lightkube.resources.core_v1 import Namespace, ServiceAccount
+from operators import OperatorProcess
 
 from kapell.devcluster import DevCluster, GpuPool, find_bin_dir
 
@@ -27,8 +29,8 @@ REPO = Path(__file__).resolve().parents[2]
 STATE_DIR = REPO / ".kapell/e2e-cluster"  # fixed, so a run killed mid-way is cleaned by the next
 CRDS_DIR = REPO / "../shared/data/crds"
 NODES = 6
-SERVING_NODES = 2  # the first two of the plan: gpu-node-0000 and gpu-node-0001, both H100
-POOLS = ("h100:8", "h100:8", "h100:8", "a100:2:1g.10gb")
+SERVING_NODES = 2  # the first two of the plan: gpu-node-0000 (8 H100), gpu-node-0001 (MIG A100)
+POOLS = ("h100:8", "a100:2:1g.10gb", "h100:8", "h100:8")  # kwok: three H100 nodes, one MIG
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -111,3 +113,15 @@ def kapell_crds(kubectl: Callable[..., str]) -> str:
     names = kubectl("get", "-f", "-", "-o", "name", stdin=crds).split()
     kubectl("wait", "--for=condition=Established", "--timeout=60s", *names)
     return crds
+
+
+@pytest.fixture(scope="session")
+def operator(
+    dev_cluster: DevCluster, kapell_crds: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OperatorProcess]:
+    """One `kapell operator` process for the session (tests that kill it start it again)."""
+    log = tmp_path_factory.mktemp("operator") / "operator.log"
+    process = OperatorProcess(dev_cluster.kubeconfig, log, "op-main").start()
+    process.wait_watching()
+    yield process
+    process.kill(signal.SIGTERM)

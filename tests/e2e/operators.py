@@ -70,6 +70,7 @@ def model(name: str, namespace: str, gpu: dict[str, Any] | None = None, replicas
             "engine": {"name": engine, "args": args or []},
             "resources": resources,
             "scaling": {"minReplicas": replicas, "maxReplicas": max(replicas, 1)},
+            "nodeSelector": {"type": "kwok"},  # kwok's nodes run nothing: cheap replicas
         },
     }
 

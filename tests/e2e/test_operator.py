@@ -5,11 +5,10 @@ from __future__ import annotations
 import random
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
 from kubeobjects import eventually
 from lightkube import Client
 from lightkube.resources.coordination_v1 import Lease
@@ -30,17 +29,6 @@ from operators import (
 from kapell.backends.kubernetes.inventory import Placement, devices_of
 from kapell.backends.kubernetes.store import ModelResource
 from kapell.devcluster import DevCluster
-
-
-@pytest.fixture(scope="module")
-def operator(
-    dev_cluster: DevCluster, kapell_crds: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[OperatorProcess]:
-    log = tmp_path_factory.mktemp("operator") / "operator.log"
-    process = OperatorProcess(dev_cluster.kubeconfig, log, "op-main").start()
-    process.wait_watching()
-    yield process
-    process.kill(signal.SIGTERM)
 
 
 def _expected_devices(kube: Client, placement: Placement) -> set[str]:

@@ -237,6 +237,9 @@ class DevCluster:
             f"--cluster-signing-cert-file={pki.ca.cert}", f"--cluster-signing-key-file={pki.ca.key}",
             f"--service-cluster-ip-range={SERVICE_CIDR}", f"--cluster-cidr={POD_CIDR}",
             "--kube-api-qps=200", "--kube-api-burst=400",
+            # A node silent for 25 s is NotReady (default 50 s): kubelets and the node agent
+            # renew every 10 s, and a test of a lost node should not wait a minute.
+            "--node-monitor-grace-period=25s",
         ])  # fmt: skip
         scheduler_config = kubeconfig_for("system:kube-scheduler", None)
         self.processes.start("kube-scheduler", [

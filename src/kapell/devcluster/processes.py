@@ -93,14 +93,30 @@ class ProcessGroup:
 
     def restart(self, name: str) -> Started:
         """Stop the component ``name`` (SIGTERM, then SIGKILL) and start it again, same argv."""
-        [process] = [p for p in self.load() if p.name == name]
-        argv = Path(f"/proc/{process.pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
-        environ = Path(f"/proc/{process.pid}/environ").read_bytes().rstrip(b"\0").split(b"\0")
-        env = dict(e.decode().split("=", 1) for e in environ if b"=" in e)
+        process = self._named(name)
+        command = _command_of(process)
         _stop(process)
-        started = self._launch(name, [a.decode() for a in argv], env)
-        self._save([started if p == process else p for p in self.load()])  # keeps stop order
+        return self.relaunch(name, command)
+
+    def crash(self, name: str) -> Command:
+        """SIGKILL the component ``name``, as a machine failure would; returns what started it,
+        for ``relaunch``."""
+        process = self._named(name)
+        command = _command_of(process)
+        _signal_group(process.pid, signal.SIGKILL)
+        while is_alive(process):
+            time.sleep(0.05)
+        return command
+
+    def relaunch(self, name: str, command: Command) -> Started:
+        """Start ``name`` again from ``command``, in its old place in the stop order."""
+        started = self._launch(name, command.argv, command.env)
+        self._save([started if p.name == name else p for p in self.load()])
         return started
+
+    def _named(self, name: str) -> Started:
+        [process] = [p for p in self.load() if p.name == name]
+        return process
 
     def check_running(self) -> None:
         """Raise with the log path of the first component that died."""
@@ -122,6 +138,21 @@ class ProcessGroup:
             stopped.append(process.name)
         self._state_file.unlink(missing_ok=True)
         return stopped
+
+
+@dataclass(frozen=True)
+class Command:
+    """How a component was started: its argv and environment."""
+
+    argv: list[str]
+    env: dict[str, str]
+
+
+def _command_of(process: Started) -> Command:
+    argv = Path(f"/proc/{process.pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
+    environ = Path(f"/proc/{process.pid}/environ").read_bytes().rstrip(b"\0").split(b"\0")
+    env = dict(e.decode().split("=", 1) for e in environ if b"=" in e)
+    return Command([a.decode() for a in argv], env)
 
 
 def _stop(process: Started) -> None:
