@@ -88,9 +88,9 @@ def test_mig_and_two_shared_gpu_models_see_the_devices_placement_chose(
 ) -> None:
     sim = {"args": FAST_SIM}
     apply(kubectl, serving_model("slice", namespace, gpu={"migProfile": "1g.10gb"}, **sim))
-    apply(kubectl, serving_model("ts-a", namespace, gpu={"milli": 400}, **sim))
+    apply(kubectl, serving_model("ts-a", namespace, gpu={"milli": 500}, **sim))
     wait_ready(kube, "ts-a", namespace)
-    apply(kubectl, serving_model("ts-b", namespace, gpu={"milli": 400}, **sim))
+    apply(kubectl, serving_model("ts-b", namespace, gpu={"milli": 500}, **sim))
     for name in ("slice", "ts-b"):
         wait_ready(kube, name, namespace)
 
@@ -117,7 +117,7 @@ def test_mig_and_two_shared_gpu_models_see_the_devices_placement_chose(
         assert pod["spec"]["nodeName"] == placement.node
         seen[name] = environ["NVIDIA_VISIBLE_DEVICES"]
     assert seen["slice"].startswith("MIG-")
-    assert seen["ts-a"] == seen["ts-b"], "two 400/1000 shares were not put on one GPU"
+    assert seen["ts-a"] == seen["ts-b"], "two halves of a GPU were not put on one GPU"
 
 
 class _Traffic:

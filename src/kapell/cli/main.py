@@ -36,10 +36,11 @@ from kapell.cli.sim import sim_app  # noqa: E402  (light: its commands import la
 app.add_typer(sim_app, name="sim")
 
 from kapell.cli.devcluster import dev_app  # noqa: E402  (light: imports on use)
-from kapell.cli.operator import operator  # noqa: E402  (light: imports on use)
+from kapell.cli.operator import bench_operator, operator  # noqa: E402  (light: imports on use)
 
 app.add_typer(dev_app, name="dev")
 app.command("operator")(operator)
+bench_app.command("operator")(bench_operator)
 
 from kapell.cli.gateway import bench_gateway  # noqa: E402  (light: imports on use)
 

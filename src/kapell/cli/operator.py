@@ -195,3 +195,35 @@ async def _run(
             informer.stop()
         elector.stop()
         console.print(f"kapell operator {identity}: stopped (the lease is free)")
+
+
+def bench_operator(
+    models: Annotated[
+        int, typer.Option(help="Models to create (and Deployments for the baseline).")
+    ] = 1000,
+    nodes: Annotated[int, typer.Option(help="kwok GPU nodes in the dev cluster.")] = 1000,
+    replicas: Annotated[int, typer.Option(help="Replicas per Model (pods per Deployment).")] = 10,
+    gpus: Annotated[str, typer.Option(help="GPUs per node, TYPE:COUNT.")] = "h100:8",
+    milli: Annotated[
+        int, typer.Option(help="Each replica's share of a GPU, in thousandths.")
+    ] = 500,
+    state_dir: Annotated[Path, typer.Option(help="The benchmark's dev cluster state.")] = Path(
+        ".kapell/bench-operator"
+    ),
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
+) -> None:
+    """The operator at scale on kwok GPU nodes, beside the same pods as Deployments (JSON out)."""
+    import json
+
+    from kapell.api.errors import KapellError
+    from kapell.bench.operator import OperatorBench, run
+
+    if models < 1 or nodes < 1 or replicas < 1 or not 1 <= milli <= 1000:
+        raise KapellError("--models, --nodes, --replicas >= 1 and --milli in 1..1000 expected")
+    config = OperatorBench(models, nodes, replicas, gpus, milli, state_dir)
+    report = run(config, lambda step: console.print(f"  {step}"))
+    if json_out:
+        print(json.dumps(report, indent=2))
+    else:
+        for key, value in report.items():
+            console.print(f"{key}: {value}", highlight=False)
