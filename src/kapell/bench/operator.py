@@ -39,6 +39,7 @@ from kapell.api import metrics
 from kapell.api.crd import crd_documents
 from kapell.api.errors import BackendError
 from kapell.backends.kubernetes.informer import Informer
+from kapell.backends.kubernetes.store import ModelResource
 from kapell.devcluster import DevCluster, GpuPool
 
 Progress = Callable[[str], None]
@@ -93,6 +94,7 @@ class ReadyCounter:
 
 
 async def _create_all(kubeconfig: Path, manifests: list[dict[str, Any]]) -> None:
+    assert ModelResource  # defining the generic resource is what lets from_dict load Models
     client = AsyncClient(KubeConfig.from_file(kubeconfig), field_manager="kapell-bench")
     writers = asyncio.Semaphore(WRITERS)
 
