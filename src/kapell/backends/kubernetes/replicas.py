@@ -20,10 +20,12 @@ import statistics
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import httpx2 as httpx  # the HTTP client lightkube 1.x is built on
 import numpy as np
 from lightkube import ApiError, Client
 from lightkube.resources.core_v1 import Node, Pod, Service
@@ -54,7 +56,8 @@ from kapell.policy.placement.requests import PodRequest
 log = logging.getLogger(__name__)
 
 SHARES_ANNOTATION = "kapell.dev/shares"
-PENDING_FORGET_S = 60.0  # a created pod the informer never reports is forgotten after this
+WRITERS = 8  # concurrent API writes: a reconcile decides, the writers carry it out
+REPAIR_AFTER_S = 10.0
 DEFAULT_COLD_START_S = 30.0
 
 
@@ -150,6 +153,7 @@ class ClaimView:
     name: str
     managed: bool
     allocated: tuple[tuple[str, str], ...]  # (node, device) of driver gpu.nvidia.com
+    owners: frozenset[str] = frozenset()  # names of the pods that own it
 
 
 def claim_view(raw: dict[str, Any]) -> ClaimView:
@@ -161,6 +165,7 @@ def claim_view(raw: dict[str, Any]) -> ClaimView:
         name=meta["name"],
         managed=(meta.get("labels") or {}).get("app.kubernetes.io/managed-by") == "kapell",
         allocated=tuple((r["pool"], r["device"]) for r in results if r.get("driver") == DRIVER),
+        owners=frozenset(o["name"] for o in meta.get("ownerReferences") or []),
     )
 
 
@@ -203,10 +208,14 @@ class KubeReplicas:
         self._on_change = on_change
         self._policy_name = policy
         self._lock = threading.RLock()
-        self._pending: dict[Key, tuple[float, PodView]] = {}
+        self._pending: dict[Key, PodView] = {}  # decided, not yet seen by the informer
         self._counted: dict[Key, Placement] = {}
         self._view: ClusterView | None = None
         self._services: set[tuple[str, str, str]] = set()
+        self._sharers: dict[Key, dict[str, tuple[str, int]]] = {}
+        self._claim_locks: dict[Key, threading.Lock] = {}
+        self._repairing: set[Key] = set()
+        self._writers = ThreadPoolExecutor(WRITERS, thread_name_prefix="kapell-writer")
         self._policies: dict[frozenset[tuple[int, int, str | None]], Policy] = {}
         self.writes = 0
         self.pods: Informer[PodView] = Informer(
@@ -260,12 +269,8 @@ class KubeReplicas:
 
     def _views(self, model_key: str) -> list[PodView]:
         _, namespace, name = model_key.split("/", 2)
-        now = time.monotonic()
         with self._lock:
-            for key, (at, _) in list(self._pending.items()):
-                if now - at > PENDING_FORGET_S:
-                    self._pending.pop(key, None)
-            pending = [v for _, v in self._pending.values()]
+            pending = list(self._pending.values())
         observed = self.pods.items()
         seen = {(v.namespace, v.name) for v in observed}
         views = [*observed, *(v for v in pending if (v.namespace, v.name) not in seen)]
@@ -283,13 +288,48 @@ class KubeReplicas:
                 )
                 self.stop_replica(f"{view.namespace}/{view.name}", force=True)
                 continue
+            self._repair_claim(view)
             out.append(view.replica())
         return sorted(out, key=lambda r: r.id)
+
+    def _repair_claim(self, view: PodView) -> None:
+        """Write again the claim of a pod whose claim is missing or does not name it as an
+        owner: what an operator killed between writing a pod and its claim leaves behind."""
+        if not view.uid or view.placement is None or view.phase is ReplicaPhase.STOPPING:
+            return
+        if time.time() - view.created < REPAIR_AFTER_S:  # its writer may be on it right now
+            return
+        name = self._claim_name(view.namespace, view.name, view.placement)
+        if name is None:
+            return
+        found = self.claims.get((view.namespace, name))
+        if found is not None and view.name in found.owners:
+            return
+        marker = (view.namespace, view.name)
+        with self._lock:
+            if marker in self._repairing:
+                return
+            self._repairing.add(marker)
+        log.info("%s/%s: writing its claim %s again", view.namespace, view.name, name)
+        self._writers.submit(self._rewrite_claim, view, name, marker)
+
+    def _rewrite_claim(self, view: PodView, name: str, marker: Key) -> None:
+        assert view.placement is not None
+        try:
+            claim = self._claim(view.namespace, view.model, view.placement, name)
+            self._apply_claim(claim, view.placement, view.namespace, view.name, view.uid)
+        except (ApiError, httpx.HTTPError, OSError, BackendError) as exc:
+            log.warning("claim %s/%s: %s", view.namespace, name, exc)
+        finally:
+            with self._lock:
+                self._repairing.discard(marker)
 
     def _lost_nodes(self) -> set[str]:
         return {n.name for n in self.nodes.items() if not n.schedulable}
 
     def start_replica(self, model: Model, revision: str) -> Replica:
+        """Decide the replica's name and device now; its Pod and claim are written by the
+        writer pool, and until the informer sees the Pod it counts as Starting."""
         key = f"Model/{model.metadata.namespace}/{model.metadata.name}"
         owner = self._owner_uid(key)
         if owner is None:
@@ -304,31 +344,49 @@ class KubeReplicas:
             )
             name = f"{model.metadata.name}-{revision}-{slot}"
             placement = self._place(model, name)
-            self._ensure_service(model, owner)
-            manifest = pods.replica_pod(
-                model,
-                revision,
-                name,
-                owner,
-                placement,
-                self._claim_name(namespace, name, placement),
-            )
+            claim_name = self._claim_name(namespace, name, placement)
+            manifest = pods.replica_pod(model, revision, name, owner, placement, claim_name)
             if placement.request.is_share and placement.request.sharing == "mps":
                 percent = max(1, placement.request.gpu_milli // 10)
                 manifest["spec"]["containers"][0]["env"].append(
                     {"name": "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE", "value": str(percent)}
                 )
-            try:
-                view = pod_view(self._apply(Pod, manifest))
-            except ApiError:
-                self._forget(namespace, name)
-                raise
-            self._pending[(namespace, name)] = (time.monotonic(), view)
-        try:
-            self._apply_claim(model, placement, namespace, name, view.uid)
-        except ApiError as exc:  # the pod waits for its claim; the next reconcile retries
-            log.warning("claim for %s/%s: %s", namespace, name, exc)
+            claim = (
+                None
+                if claim_name is None
+                else self._claim(namespace, model.metadata.name, placement, claim_name)
+            )
+            view = PodView(
+                namespace, name, "", model.metadata.name, revision, ReplicaPhase.STARTING,
+                placement=placement, created=time.time(),
+            )  # fmt: skip
+            self._pending[(namespace, name)] = view
+        self._writers.submit(self._create, key, model, owner, manifest, claim, placement)
         return view.replica()
+
+    def _create(
+        self,
+        model_key: str,
+        model: Model,
+        owner: str,
+        manifest: dict[str, Any],
+        claim: dict[str, Any] | None,
+        placement: Placement,
+    ) -> None:
+        """In a writer thread: the Service (once), the Pod, then the claim naming the Pod as
+        owner. A failure forgets the replica and asks for a reconcile, which decides again."""
+        namespace, name = model.metadata.namespace, manifest["metadata"]["name"]
+        try:
+            self._ensure_service(model, owner)
+            created = pod_view(self._apply(Pod, manifest))
+            if claim is not None:
+                self._apply_claim(claim, placement, namespace, name, created.uid)
+        except (ApiError, httpx.HTTPError, OSError, BackendError) as exc:
+            log.warning("creating %s/%s failed: %s", namespace, name, exc)
+            with self._lock:
+                self._pending.pop((namespace, name), None)
+            self._forget(namespace, name)
+            self._on_change(model_key)
 
     def stop_replica(self, replica_id: str, force: bool = False) -> None:
         """Delete the pod; ``force`` for a pod on a lost node, whose kubelet will never confirm."""
@@ -338,7 +396,7 @@ class KubeReplicas:
         except ApiError as exc:
             if exc.status.code != 404:
                 raise
-        self.writes += 1
+        self._count_write()
 
     def remove_model_objects(self, model_key: str) -> None:
         """Delete what a deleted Model made besides its pods (its Service) before the
@@ -349,8 +407,9 @@ class KubeReplicas:
         except ApiError as exc:
             if exc.status.code != 404:
                 raise
-        self.writes += 1
-        self._services = {s for s in self._services if s[:2] != (namespace, name)}
+        self._count_write()
+        with self._lock:
+            self._services = {s for s in self._services if s[:2] != (namespace, name)}
 
     def _forget(self, namespace: str, name: str) -> None:
         with self._lock:
@@ -378,7 +437,7 @@ class KubeReplicas:
             foreign = [d for c in self.claims.items() if not c.managed for d in c.allocated]
             placed = {
                 (v.namespace, v.name): v.placement
-                for v in [*self.pods.items(), *(p for _, p in self._pending.values())]
+                for v in [*self.pods.items(), *self._pending.values()]
                 if v.placement is not None
             }
             self._view = ClusterView(self.nodes.items(), slices, [], foreign)
@@ -423,15 +482,26 @@ class KubeReplicas:
             field_manager=FIELD_MANAGER,
             force=True,
         )
-        self.writes += 1
+        self._count_write()
         result: dict[str, Any] = obj.to_dict()
         return result
 
+    def _count_write(self) -> None:
+        with self._lock:
+            self.writes += 1
+
     def _ensure_service(self, model: Model, owner: str) -> None:
         key = (model.metadata.namespace, model.metadata.name, owner)
-        if key not in self._services:
-            self._apply(Service, pods.model_service(model, owner))
+        with self._lock:
+            if key in self._services:
+                return
             self._services.add(key)
+        try:
+            self._apply(Service, pods.model_service(model, owner))
+        except BaseException:
+            with self._lock:
+                self._services.discard(key)
+            raise
 
     @staticmethod
     def _claim_name(namespace: str, pod: str, placement: Placement) -> str | None:
@@ -443,17 +513,15 @@ class KubeReplicas:
             return f"gpu-share-{placement.node}-{placement.gpus[0]}-{strategy}"
         return pod
 
-    def _apply_claim(
-        self, model: Model, placement: Placement, namespace: str, pod: str, pod_uid: str
-    ) -> None:
-        name = self._claim_name(namespace, pod, placement)
-        if name is None:
-            return
+    def _claim(
+        self, namespace: str, model_name: str, placement: Placement, name: str
+    ) -> dict[str, Any]:
+        """The claim pinning the decided device(s) by uuid (owners are added when written)."""
         view = self._cluster()
         decision = Decision(-1, placement.node, placement.gpus, placement.mig)
         devices = [view.device(placement.node, g, placement.mig) for g in placement.gpus]
         if any(d is None for d in devices):
-            raise BackendError(f"{namespace}/{pod}: a decided device is no longer published")
+            raise BackendError(f"{name}: a decided device is no longer published")
         uuids = {g: d.uuid for g, d in zip(placement.gpus, devices, strict=True) if d}
         claim = dra.resource_claim(
             placement.request,
@@ -463,9 +531,30 @@ class KubeReplicas:
             gpu_uuids=None if placement.mig else uuids,
             mig_uuid=uuids[placement.gpus[0]] if placement.mig else None,
         )
-        owners = [{"apiVersion": "v1", "kind": "Pod", "name": pod, "uid": pod_uid}]
-        if placement.request.is_share:
-            sharers = {
+        claim["metadata"]["labels"][pods.MODEL_LABEL] = model_name
+        return claim
+
+    def _apply_claim(
+        self, claim: dict[str, Any], placement: Placement, namespace: str, pod: str, uid: str
+    ) -> None:
+        """Write the claim owned by its pod, or, for a shared GPU, by every pod on it.
+
+        Sharers are remembered per claim across writes (a pod written a moment ago may not be
+        in the informer yet), and one claim is written by one writer at a time, so no write
+        drops an owner another just added.
+        """
+        name = claim["metadata"]["name"]
+        if not placement.request.is_share:
+            claim["metadata"]["ownerReferences"] = [
+                {"apiVersion": "v1", "kind": "Pod", "name": pod, "uid": uid}
+            ]
+            self._apply(ResourceClaim, claim)
+            return
+        key = (namespace, name)
+        with self._lock:
+            lock = self._claim_locks.setdefault(key, threading.Lock())
+        with lock:
+            live = {
                 v.name: (v.uid, v.placement.request.gpu_milli)
                 for v in self.pods.items()
                 if v.namespace == namespace
@@ -473,17 +562,22 @@ class KubeReplicas:
                 and v.phase is not ReplicaPhase.STOPPING
                 and self._claim_name(namespace, v.name, v.placement) == name
             }
-            sharers[pod] = (pod_uid, placement.request.gpu_milli)
-            owners = [
-                {"apiVersion": "v1", "kind": "Pod", "name": n, "uid": uid}
-                for n, (uid, _) in sorted(sharers.items())
+            with self._lock:
+                known = self._sharers.setdefault(key, {})
+                for sharer in list(known):
+                    if sharer not in live and (namespace, sharer) not in self._pending:
+                        known.pop(sharer)  # gone
+                known.update(live)
+                known[pod] = (uid, placement.request.gpu_milli)
+                sharers = dict(sorted(known.items()))
+            claim["metadata"]["ownerReferences"] = [
+                {"apiVersion": "v1", "kind": "Pod", "name": n, "uid": u}
+                for n, (u, _) in sharers.items()
             ]
             claim["metadata"]["annotations"][SHARES_ANNOTATION] = json.dumps(
-                {n: milli for n, (_, milli) in sorted(sharers.items())}, separators=(",", ":")
+                {n: milli for n, (_, milli) in sharers.items()}, separators=(",", ":")
             )
-        claim["metadata"]["ownerReferences"] = owners
-        claim["metadata"]["labels"][pods.MODEL_LABEL] = model.metadata.name
-        self._apply(ResourceClaim, claim)
+            self._apply(ResourceClaim, claim)
 
 
 def _unschedulable_message(model: Model, request: PodRequest, view: ClusterView) -> str:

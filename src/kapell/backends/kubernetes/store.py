@@ -13,9 +13,11 @@ import json
 import logging
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+import httpx2 as httpx  # the HTTP client lightkube 1.x is built on
 from lightkube import ApiError, Client
 from lightkube.generic_resource import create_namespaced_resource
 from lightkube.types import PatchType
@@ -29,6 +31,7 @@ log = logging.getLogger(__name__)
 
 FIELD_MANAGER = "kapell"
 FINALIZER = "kapell.dev/replicas"
+STATUS_WRITERS = 4
 ModelResource = create_namespaced_resource(API_GROUP, "v1alpha1", "Model", "models")
 
 
@@ -94,6 +97,10 @@ class KubeStore:
         self._client = client
         self._on_change = on_change
         self._written: dict[str, str] = {}
+        self._latest: dict[str, tuple[int, dict[str, object]]] = {}
+        self._scheduled: set[str] = set()
+        self._finalizing: set[str] = set()
+        self._writer = ThreadPoolExecutor(STATUS_WRITERS, thread_name_prefix="kapell-status")
         self._lock = threading.Lock()
         self.writes = 0
         self.informer: Informer[StoredModel] = Informer(
@@ -121,6 +128,8 @@ class KubeStore:
         return stored.model
 
     def set_status(self, key: str, status: dict[str, object]) -> None:
+        """Queue the status for a writer thread; writes of one Model coalesce (latest wins),
+        so a reconcile never waits on the apiserver for what is only a report."""
         stored = self.stored(key)
         if stored is None or stored.deleting:
             return
@@ -133,12 +142,30 @@ class KubeStore:
             with self._lock:
                 self._written[key] = written
             return
+        with self._lock:
+            self._latest[key] = (stored.generation, status)
+            if key in self._scheduled:
+                return
+            self._scheduled.add(key)
+        self._writer.submit(self._flush_status, key)
+
+    def _flush_status(self, key: str) -> None:
+        with self._lock:
+            self._scheduled.discard(key)
+            generation, status = self._latest.pop(key)
+        try:
+            self._write_status(key, generation, status)
+        except (ApiError, httpx.HTTPError, OSError) as exc:  # the next reconcile writes again
+            log.warning("status of %s: %s", key, exc)
+
+    def _write_status(self, key: str, generation: int, status: dict[str, object]) -> None:
+        written = f"{generation}|{json.dumps(status, sort_keys=True)}"
         _, namespace, name = key.split("/", 2)
         body = {
             "apiVersion": API_VERSION,
             "kind": "Model",
             "metadata": {"name": name, "namespace": namespace},
-            "status": {**status, "observedGeneration": stored.generation},
+            "status": {**status, "observedGeneration": generation},
         }
         try:
             self._client.patch(
@@ -154,8 +181,8 @@ class KubeStore:
             if exc.status.code == 404:  # deleted meanwhile
                 return
             raise
-        self.writes += 1
         with self._lock:
+            self.writes += 1
             self._written[key] = written
 
     def ensure_finalizer(self, key: str) -> None:
@@ -163,7 +190,20 @@ class KubeStore:
         stored = self.stored(key)
         if stored is None or stored.deleting or FINALIZER in stored.finalizers:
             return
-        self._set_finalizers(key, stored, [*stored.finalizers, FINALIZER])
+        marker = f"{key}|{stored.uid}"
+        with self._lock:
+            if marker in self._finalizing:  # queued already; the informer has not seen it yet
+                return
+            self._finalizing.add(marker)
+        self._writer.submit(self._add_finalizer, key, stored, marker)
+
+    def _add_finalizer(self, key: str, stored: StoredModel, marker: str) -> None:
+        try:
+            self._set_finalizers(key, stored, [*stored.finalizers, FINALIZER])
+        except (ApiError, httpx.HTTPError, OSError) as exc:
+            log.warning("finalizer of %s: %s", key, exc)
+            with self._lock:
+                self._finalizing.discard(marker)  # the next reconcile tries again
 
     def release(self, key: str) -> None:
         """Drop the finalizer of a Model being deleted once nothing it made is left."""
@@ -187,4 +227,5 @@ class KubeStore:
         except ApiError as exc:
             if exc.status.code not in (404, 409, 422):  # gone, or changed under us: next event
                 raise
-        self.writes += 1
+        with self._lock:
+            self.writes += 1
