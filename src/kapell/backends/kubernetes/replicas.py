@@ -58,6 +58,8 @@ log = logging.getLogger(__name__)
 SHARES_ANNOTATION = "kapell.dev/shares"
 WRITERS = 8  # concurrent API writes: a reconcile decides, the writers carry it out
 REPAIR_AFTER_S = 10.0
+FAILURE_BACKOFF_S = 1.0  # a model whose last create failed waits this, doubling, before the next
+FAILURE_BACKOFF_MAX_S = 60.0
 DEFAULT_COLD_START_S = 30.0
 
 
@@ -215,6 +217,7 @@ class KubeReplicas:
         self._sharers: dict[Key, dict[str, tuple[str, int]]] = {}
         self._claim_locks: dict[Key, threading.Lock] = {}
         self._repairing: set[Key] = set()
+        self._failures: dict[str, tuple[int, float, str]] = {}  # model -> (count, when, why)
         self._writers = ThreadPoolExecutor(WRITERS, thread_name_prefix="kapell-writer")
         self._policies: dict[frozenset[tuple[int, int, str | None]], Policy] = {}
         self.writes = 0
@@ -336,6 +339,12 @@ class KubeReplicas:
             raise BackendError(f"model {model.metadata.name}: not found on the cluster")
         namespace = model.metadata.namespace
         with self._lock:
+            failed = self._failures.get(key)
+            if failed is not None:
+                count, at, message = failed
+                wait_s = min(FAILURE_BACKOFF_S * 2 ** (count - 1), FAILURE_BACKOFF_MAX_S)
+                if time.monotonic() - at < wait_s:  # the controller reports it and retries
+                    raise BackendError(f"creating a replica failed ({count}x): {message}")
             taken = {v.name for v in self._views(key)}
             slot = next(
                 i
@@ -385,8 +394,12 @@ class KubeReplicas:
             log.warning("creating %s/%s failed: %s", namespace, name, exc)
             with self._lock:
                 self._pending.pop((namespace, name), None)
+                count = self._failures.get(model_key, (0, 0.0, ""))[0] + 1
+                self._failures[model_key] = (count, time.monotonic(), str(exc))
             self._forget(namespace, name)
-            self._on_change(model_key)
+            return
+        with self._lock:
+            self._failures.pop(model_key, None)
 
     def stop_replica(self, replica_id: str, force: bool = False) -> None:
         """Delete the pod; ``force`` for a pod on a lost node, whose kubelet will never confirm."""
