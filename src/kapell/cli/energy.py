@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from kapell.api.errors import KapellError
-from kapell.cli.client import DEFAULT_STATE_DIR, call
+from kapell.cli.client import DEFAULT_STATE_DIR, StateDir, call
 
 energy_app = typer.Typer(help="Energy per model and request (modelled or measured).",
                          no_args_is_help=True)  # fmt: skip
@@ -21,9 +21,7 @@ energy_app = typer.Typer(help="Energy per model and request (modelled or measure
 @energy_app.command("report")
 def report(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
-    state_dir: Annotated[
-        Path, typer.Option("--state-dir", help="Where the local instance keeps its state.")
-    ] = DEFAULT_STATE_DIR,
+    state_dir: StateDir = DEFAULT_STATE_DIR,
     pue: Annotated[float, typer.Option("--pue", help="Power usage effectiveness, >= 1.")] = 1.0,
 ) -> None:
     """Joules per request and per 1k tokens for each model of a running instance."""
