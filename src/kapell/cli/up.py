@@ -181,6 +181,9 @@ async def run(resources: list[Resource], state_dir: Path, port: int) -> None:
         )
     )
 
+    saved = len(store.resources())
+    if saved:
+        console.print(f"kapell: resuming {saved} resource(s) saved in {state_dir}")
     for resource in resources:
         store.apply(resource)
     for key in store.keys("Model"):
