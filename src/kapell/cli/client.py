@@ -1,4 +1,9 @@
-"""Finding and calling the running kapell instance's admin API (stdlib HTTP, no extra deps)."""
+"""Finding and calling the running kapell instance's admin API (stdlib HTTP, no extra deps).
+
+The instance is found through its state directory, which is per user, not per working
+directory, so every command finds it from anywhere: ``--state-dir`` if given, else
+``$KAPELL_STATE_DIR``, else ``$XDG_STATE_HOME/kapell``, else ``~/.local/state/kapell``.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +12,40 @@ import os
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+import typer
 
 from kapell.api.errors import KapellError, NotFoundError, NotRunningError
 
 INSTANCE_FILE = "instance.json"
-DEFAULT_STATE_DIR = Path(".kapell")
+STATE_DIR_ENV = "KAPELL_STATE_DIR"
+
+
+def user_state_dir() -> Path:
+    """``$XDG_STATE_HOME/kapell``, or ``~/.local/state/kapell`` (the XDG default)."""
+    xdg = os.environ.get("XDG_STATE_HOME", "")
+    base = Path(xdg) if os.path.isabs(xdg) else Path.home() / ".local" / "state"
+    return base / "kapell"
+
+
+DEFAULT_STATE_DIR = user_state_dir()
+
+
+def state_dir_default() -> Path:
+    """The state directory a command given no ``--state-dir`` uses."""
+    return Path(os.environ.get(STATE_DIR_ENV) or DEFAULT_STATE_DIR)
+
+
+StateDir = Annotated[
+    Path,
+    typer.Option(
+        "--state-dir",
+        envvar=STATE_DIR_ENV,
+        help="Where the local instance keeps its state (per user by default, so any "
+        "directory finds it).",
+    ),
+]
 
 
 def instance_info(state_dir: Path) -> dict[str, Any]:
@@ -22,7 +55,7 @@ def instance_info(state_dir: Path) -> dict[str, Any]:
         info: dict[str, Any] = json.loads(path.read_text())
     except (OSError, ValueError):
         raise NotRunningError(
-            f"no kapell instance found in {state_dir}; start one with `kapell up -f FILE`"
+            f"no kapell instance found in {state_dir}; start one with `kapell up [-f FILE]`"
         ) from None
     return info
 
@@ -54,5 +87,5 @@ def call(state_dir: Path, method: str, path: str, body: Any = None, timeout_s: f
     except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
         reason = getattr(exc, "reason", exc)
         raise NotRunningError(
-            f"no kapell instance answers at {base} ({reason}); start one with `kapell up -f FILE`"
+            f"no kapell instance answers at {base} ({reason}); start one with `kapell up [-f FILE]`"
         ) from None

@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from kapell.api.errors import KapellError
-from kapell.cli.client import DEFAULT_STATE_DIR, call
+from kapell.cli.client import DEFAULT_STATE_DIR, StateDir, call
 
 energy_app = typer.Typer(help="Energy per model and request (modelled or measured).",
                          no_args_is_help=True)  # fmt: skip
@@ -21,9 +21,7 @@ energy_app = typer.Typer(help="Energy per model and request (modelled or measure
 @energy_app.command("report")
 def report(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
-    state_dir: Annotated[
-        Path, typer.Option("--state-dir", help="Where the local instance keeps its state.")
-    ] = DEFAULT_STATE_DIR,
+    state_dir: StateDir = DEFAULT_STATE_DIR,
     pue: Annotated[float, typer.Option("--pue", help="Power usage effectiveness, >= 1.")] = 1.0,
 ) -> None:
     """Joules per request and per 1k tokens for each model of a running instance."""
@@ -38,23 +36,18 @@ def report(
     if as_json:
         typer.echo(json.dumps({"pue": pue, "models": [asdict(r) for r in rows]}, indent=2))
         return
-    from rich.console import Console
-    from rich.table import Table
+    from kapell.cli.output import print_table
 
     def num(value: float | None, digits: int = 1) -> str:
         return "-" if value is None else f"{value:,.{digits}f}"
 
-    table = Table(title=f"Energy per model (PUE {pue:g}; W is per replica)")
-    table.add_column("model", overflow="fold")
-    table.add_column("hardware", overflow="fold")
-    table.add_column("source")
-    for column in ("kJ", "W", "J/req", "J/1k tok", "requests", "tokens"):
-        table.add_column(column, justify="right")
-    for r in rows:
-        table.add_row(r.model, f"{r.engine} on {r.hardware}", r.source, num(r.energy_j / 1e3, 2),
-                      num(r.avg_power_w, 1), num(r.joules_per_request),
-                      num(r.joules_per_1k_tokens), str(r.requests), str(r.tokens))  # fmt: skip
-    Console().print(table)
+    typer.echo(f"Energy per model (PUE {pue:g}; W is per replica)")
+    print_table(
+        ["MODEL", "HARDWARE", "SOURCE", "KJ", "W", "J/REQ", "J/1K-TOK", "REQUESTS", "TOKENS"],
+        [[r.model, f"{r.engine} on {r.hardware}", r.source, num(r.energy_j / 1e3, 2),
+          num(r.avg_power_w, 1), num(r.joules_per_request), num(r.joules_per_1k_tokens),
+          str(r.requests), str(r.tokens)] for r in rows],
+    )  # fmt: skip
 
 
 def bench_carbon(

@@ -1,26 +1,25 @@
-"""Commands of the local mode: up, down, apply, get, delete, logs, status."""
+"""Commands of the local mode: up, down, apply, get, describe, delete, logs, status."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from kapell.api import KINDS, Model, Resource
-from kapell.api.errors import KapellError, NotRunningError, Problem, SpecError
-from kapell.cli.client import DEFAULT_STATE_DIR, call, instance_info
+from kapell.api.errors import KapellError, NotFoundError, NotRunningError, Problem, SpecError
+from kapell.cli.client import DEFAULT_STATE_DIR, StateDir, call, instance_info
+from kapell.cli.output import age, print_table
 
 Files = Annotated[list[Path], typer.Option("-f", "--file", help="Resource YAML files.")]
-StateDir = Annotated[
-    Path, typer.Option("--state-dir", help="Where the local instance keeps its state.")
-]
-console = Console(highlight=False)
+FOLLOW_POLL_S = 0.25
+"""How often ``logs --follow`` looks for new lines and new replicas."""
 
 
 def load(files: list[Path]) -> list[Resource]:
@@ -71,12 +70,19 @@ def _absolute_source(resource: Resource, base: Path) -> Resource:
 
 
 def up(
-    files: Files,
+    files: Annotated[
+        list[Path] | None,
+        typer.Option("-f", "--file", help="Resource YAML files, applied on top of saved state."),
+    ] = None,
     state_dir: StateDir = DEFAULT_STATE_DIR,
     port: Annotated[int, typer.Option("--port", help="Gateway port (0: any free port).")] = 8000,
 ) -> None:
-    """Run kapell on this machine: replicas, controllers and the gateway, until Ctrl-C."""
-    resources = load(files)
+    """Run kapell on this machine: replicas, controllers and the gateway, until Ctrl-C.
+
+    Resources saved in the state directory by an earlier run (or `kapell apply`) are served
+    again; files given with -f are applied on top of them.
+    """
+    resources = load(files or [])
     try:
         info = instance_info(state_dir)
         call(state_dir, "GET", "/status", timeout_s=2)
@@ -107,7 +113,7 @@ def down(
         try:
             call(state_dir, "GET", "/status", timeout_s=1)
         except NotRunningError:
-            console.print("kapell stopped")
+            typer.echo("kapell stopped")
             return
         time.sleep(0.2)
     raise KapellError(f"kapell did not stop within {timeout_s:.0f}s")
@@ -123,7 +129,7 @@ def apply(files: Files, state_dir: StateDir = DEFAULT_STATE_DIR) -> None:
     }
     for result in call(state_dir, "POST", "/apply", body)["results"]:
         kind, _, name = result["key"].split("/")
-        console.print(f"{kind.lower()}/{name} {result['outcome']}")
+        typer.echo(f"{kind.lower()}/{name} {result['outcome']}")
 
 
 def _kind(kind: str) -> str:
@@ -137,24 +143,38 @@ def _kind(kind: str) -> str:
 def get(
     kind: Annotated[str, typer.Argument(help="Model, TrainingJob, Prompt, ...")] = "Model",
     name: Annotated[str | None, typer.Argument()] = None,
-    output: Annotated[str, typer.Option("-o", "--output", help="table, json or yaml")] = "table",
+    output: Annotated[
+        str, typer.Option("-o", "--output", help="table, wide, json or yaml")
+    ] = "table",
     namespace: Annotated[str, typer.Option("-n", "--namespace")] = "default",
     state_dir: StateDir = DEFAULT_STATE_DIR,
 ) -> None:
-    """List resources, or show one."""
+    """List resources, or show one. `-o wide` adds source, GPU, replicas and endpoints."""
     kind = _kind(kind)
-    if name is not None:
+    if output not in ("table", "wide", "json", "yaml"):
+        raise KapellError(f"unknown output format {output!r}; use table, wide, json or yaml")
+    if name is not None and output in ("json", "yaml"):
         items = [call(state_dir, "GET", f"/resources/{kind}/{namespace}/{name}")]
+        stamps: dict[str, Any] = {}
     else:
-        items = call(state_dir, "GET", f"/resources?kind={kind}")["items"]
+        answer = call(state_dir, "GET", f"/resources?kind={kind}")
+        items, stamps = answer["items"], answer.get("stamps", {})
+        if name is not None:
+            items = [i for i in items if _key(i) == f"{kind}/{namespace}/{name}"]
+            if not items:
+                raise NotFoundError(f"{kind}/{namespace}/{name} not found")
     if output == "json":
         typer.echo(json.dumps(items if name is None else items[0], indent=2))
     elif output == "yaml":
         _print_yaml(items)
-    elif output == "table":
-        _print_table(kind, items)
     else:
-        raise KapellError(f"unknown output format {output!r}; use table, json or yaml")
+        replicas = call(state_dir, "GET", "/status")["replicas"] if output == "wide" else []
+        _print_resources(kind, items, stamps, replicas, wide=output == "wide")
+
+
+def _key(item: dict[str, Any]) -> str:
+    meta = item["metadata"]
+    return f"{item['kind']}/{meta.get('namespace', 'default')}/{meta['name']}"
 
 
 def _print_yaml(items: list[dict[str, Any]]) -> None:
@@ -169,39 +189,162 @@ def _print_yaml(items: list[dict[str, Any]]) -> None:
     typer.echo(buffer.getvalue(), nl=False)
 
 
-def _print_table(kind: str, items: list[dict[str, Any]]) -> None:
-    table = Table(box=None, header_style="bold")
-    for column in (
-        ("NAME", "READY", "REASON", "AGE")
-        if kind != "Model"
-        else ("NAME", "ENGINE", "READY", "DESIRED", "REASON", "MESSAGE")
-    ):
-        table.add_column(column)
+def _shown_condition(status: dict[str, Any]) -> dict[str, Any] | None:
+    """The condition a one-line summary shows: Degraded if true, else Ready."""
+    conditions = status.get("conditions", [])
+    degraded = next(
+        (c for c in conditions if c["type"] == "Degraded" and c["status"] == "True"), None
+    )
+    return degraded or next((c for c in conditions if c["type"] == "Ready"), None)
+
+
+def _gpu(spec: dict[str, Any]) -> str:
+    gpu = spec.get("resources", {}).get("gpu")
+    if not gpu:
+        return "-"
+    if gpu.get("migProfile"):
+        amount = f"mig {gpu['migProfile']}"
+    elif gpu.get("milli"):
+        amount = f"{gpu['milli']}m ({gpu.get('sharing', 'time-slicing')})"
+    else:
+        amount = f"{gpu.get('count', 0)}"
+    models = ",".join(gpu.get("models") or [])
+    return f"{amount}{' ' + models if models else ''}"
+
+
+def _print_resources(
+    kind: str,
+    items: list[dict[str, Any]],
+    stamps: dict[str, Any],
+    replicas: list[dict[str, Any]],
+    wide: bool,
+) -> None:
+    rows = []
     for item in items:
         status = item.get("status", {})
-        ready = next((c for c in status.get("conditions", []) if c["type"] == "Ready"), None)
-        degraded = next(
-            (
-                c
-                for c in status.get("conditions", [])
-                if c["type"] == "Degraded" and c["status"] == "True"
-            ),
-            None,
-        )
-        shown = degraded or ready
+        shown = _shown_condition(status)
         reason = shown["reason"] if shown else "Pending"
-        if kind == "Model":
-            table.add_row(
-                item["metadata"]["name"],
-                item["spec"]["engine"]["name"],
-                f"{status.get('readyReplicas', 0)}/{status.get('replicas', 0)}",
-                str(status.get("desiredReplicas", 0)),
-                reason,
-                shown["message"] if shown else "",
-            )
+        created = stamps.get(_key(item), {}).get("createdAt", "")
+        name = item["metadata"]["name"]
+        if kind != "Model":
+            ready = next((c for c in status.get("conditions", []) if c["type"] == "Ready"), None)
+            rows.append([name, ready["status"] if ready else "-", reason, age(created)])
+            continue
+        spec = item["spec"]
+        row = [
+            name,
+            spec["engine"]["name"],
+            f"{status.get('readyReplicas', 0)}/{status.get('replicas', 0)}",
+            str(status.get("desiredReplicas", 0)),
+            reason,
+            age(created),
+        ]
+        if wide:
+            source = spec["source"].get("uri") or spec["source"].get("url") or "-"
+            ids = [r["id"] for r in replicas if r["model_key"] == _key(item)]
+            row += [
+                source,
+                _gpu(spec),
+                ",".join(ids) or "-",
+                ",".join(status.get("endpoints", [])) or "-",
+            ]
+        rows.append([*row, shown["message"] if shown else ""])
+    if kind != "Model":
+        headers = ["NAME", "READY", "REASON", "AGE"]
+    else:
+        headers = ["NAME", "ENGINE", "READY", "DESIRED", "REASON", "AGE"]
+        headers += ["SOURCE", "GPU", "REPLICAS", "ENDPOINTS"] if wide else []
+        headers.append("MESSAGE")
+    print_table(headers, rows)
+
+
+def describe(
+    kind: Annotated[str, typer.Argument(help="Model, TrainingJob, Prompt, ...")],
+    name: Annotated[str, typer.Argument()],
+    namespace: Annotated[str, typer.Option("-n", "--namespace")] = "default",
+    events: Annotated[int, typer.Option(help="How many recent events to show.")] = 20,
+    state_dir: StateDir = DEFAULT_STATE_DIR,
+) -> None:
+    """Show one resource in detail: its spec, conditions, replicas and recent events."""
+    kind = _kind(kind)
+    answer = call(state_dir, "GET", f"/describe/{kind}/{namespace}/{name}?events={events}")
+    resource, stamps = answer["resource"], answer["stamps"]
+    status = resource.get("status", {})
+    created = stamps.get("createdAt", "")
+    typer.echo(f"Name:         {name}")
+    typer.echo(f"Namespace:    {namespace}")
+    typer.echo(f"Kind:         {kind}")
+    for key, value in sorted(resource["metadata"].get("labels", {}).items()):
+        typer.echo(f"Label:        {key}={value}")
+    typer.echo(f"Created:      {created} ({age(created)} ago)")
+    typer.echo(f"Generation:   {stamps.get('generation', '-')}")
+    if kind == "Model":
+        typer.echo(
+            f"Replicas:     {status.get('readyReplicas', 0)} ready / "
+            f"{status.get('replicas', 0)} running / {status.get('desiredReplicas', 0)} desired"
+        )
+        for url in status.get("endpoints", []):
+            typer.echo(f"Endpoint:     {url}")
+    typer.echo("Spec:")
+    for line in _yaml_text(_without_nulls(resource["spec"])).splitlines():
+        typer.echo(f"  {line}")
+    typer.echo("Conditions:")
+    conditions = status.get("conditions", [])
+    if conditions:
+        print_table(
+            ["  TYPE", "STATUS", "REASON", "AGE", "MESSAGE"],
+            [
+                [f"  {c['type']}", c["status"], c.get("reason", ""),
+                 age(c.get("lastTransitionTime", "")), c.get("message", "")]
+                for c in conditions
+            ],
+        )  # fmt: skip
+    else:
+        typer.echo("  <none>")
+    if kind == "Model":
+        typer.echo("Replicas:")
+        if answer["replicas"]:
+            print_table(
+                ["  ID", "PHASE", "URL", "PID", "RESTARTS", "MESSAGE"],
+                [
+                    [f"  {r['id']}", r["phase"], r["url"] or "-", str(r["pid"] or "-"),
+                     str(r["restarts"]), r["message"]]
+                    for r in answer["replicas"]
+                ],
+            )  # fmt: skip
         else:
-            table.add_row(item["metadata"]["name"], ready["status"] if ready else "-", reason, "")
-    console.print(table)
+            typer.echo("  <none>")
+    typer.echo("Events:")
+    if answer["events"]:
+        print_table(
+            ["  AGE", "REPLICA", "EVENT", "MESSAGE"],
+            [[f"  {age(e['at'])}", e["replica"], e["event"], e["message"]]
+             for e in answer["events"]],
+        )  # fmt: skip
+    else:
+        typer.echo("  <none>")
+
+
+def _without_nulls(data: Any) -> Any:
+    """``data`` without unset (null) fields or empty maps, which say nothing in a summary."""
+    if isinstance(data, dict):
+        kept = {k: _without_nulls(v) for k, v in data.items() if v is not None}
+        return {k: v for k, v in kept.items() if v != {}}
+    if isinstance(data, list):
+        return [_without_nulls(v) for v in data]
+    return data
+
+
+def _yaml_text(data: Any) -> str:
+    import io
+
+    from ruamel.yaml import YAML
+
+    buffer = io.StringIO()
+    yaml = YAML(typ="safe", pure=True)
+    yaml.default_flow_style = False
+    yaml.dump(data, buffer)
+    return buffer.getvalue()
 
 
 def delete(
@@ -221,49 +364,109 @@ def delete(
     for key in keys:
         call(state_dir, "DELETE", "/resources/" + key)
         kind_, _, name_ = key.split("/")
-        console.print(f"{kind_.lower()}/{name_} deleted")
+        typer.echo(f"{kind_.lower()}/{name_} deleted")
 
 
 def logs(
     model: Annotated[str, typer.Argument(help="Model name.")],
     replica: Annotated[str | None, typer.Option(help="One replica id; default all.")] = None,
-    tail: Annotated[int, typer.Option(help="Lines per replica.")] = 100,
+    tail: Annotated[int, typer.Option(help="Lines per replica (or of the access log).")] = 100,
+    follow: Annotated[
+        bool,
+        typer.Option("-f", "--follow", help="Keep printing new lines until Ctrl-C or `down`."),
+    ] = False,
+    access: Annotated[
+        bool,
+        typer.Option("--access", help="The model's access log: one line per request."),
+    ] = False,
     state_dir: StateDir = DEFAULT_STATE_DIR,
 ) -> None:
-    """Print the engine logs of a model's replicas."""
-    status = call(state_dir, "GET", "/status")
-    ids = [r["id"] for r in status["replicas"] if r["model_key"].endswith(f"/{model}")]
-    if replica is not None:
-        ids = [replica]
+    """Print the engine logs of a model's replicas, or its access log (--access)."""
+    if access:
+        path = f"/access/{model}"
+        if follow:
+            _follow(state_dir, lambda: [path], tail, prefix=False)
+            return
+        for line in call(state_dir, "GET", f"{path}?tail={tail}")["lines"]:
+            typer.echo(line)
+        return
+
+    def replica_ids() -> list[str]:
+        if replica is not None:
+            return [replica]
+        status = call(state_dir, "GET", "/status")
+        return [r["id"] for r in status["replicas"] if r["model_key"].endswith(f"/{model}")]
+
+    ids = replica_ids()
+    if follow:
+        _follow(
+            state_dir, lambda: [f"/logs/{i}" for i in replica_ids()], tail, prefix=replica is None
+        )
+        return
     if not ids:
         raise KapellError(f"model {model!r} has no replica; `kapell get` lists models")
     for replica_id in ids:
         answer = call(state_dir, "GET", f"/logs/{replica_id}?tail={tail}")
-        console.print(f"[bold]==> {replica_id} ({answer['path']})[/bold]")
+        typer.echo(f"==> {replica_id} ({answer['path']}) <==")
         for line in answer["lines"]:
             typer.echo(line)
+
+
+def _follow(state_dir: Path, sources: Callable[[], list[str]], tail: int, prefix: bool) -> None:
+    """``tail -f`` over the admin API's log paths: the last ``tail`` lines of each, then new
+    lines as they come; a source that appears later (a new replica) from its start. Returns
+    on Ctrl-C or when the instance stops."""
+    offsets: dict[str, int] = {}
+    current: list[str] = []
+    first = True
+    try:
+        while True:
+            try:
+                current = sources()
+                for path in current:
+                    if path in offsets:
+                        answer = call(state_dir, "GET", f"{path}?offset={offsets[path]}")
+                    elif first:
+                        answer = call(state_dir, "GET", f"{path}?tail={tail}&follow=1")
+                    else:
+                        answer = call(state_dir, "GET", f"{path}?offset=0")
+                    offsets[path] = answer["offset"]
+                    label = path.rsplit("/", 1)[-1] + " | " if prefix else ""
+                    for line in answer["lines"]:
+                        typer.echo(f"{label}{line}")
+            except NotRunningError:
+                typer.echo("kapell: the instance stopped", err=True)
+                return
+            except NotFoundError:
+                pass  # a replica gone between listing and reading: the next round drops it
+            for gone in set(offsets) - set(current):
+                del offsets[gone]
+            first = False
+            sys.stdout.flush()
+            time.sleep(FOLLOW_POLL_S)
+    except KeyboardInterrupt:
+        return
 
 
 def status(state_dir: StateDir = DEFAULT_STATE_DIR) -> None:
     """Show the running instance: its addresses, models and replicas."""
     info = call(state_dir, "GET", "/status")
-    console.print(f"kapell {info['version']} (pid {info['pid']})")
-    console.print(f"  gateway: {info['gateway_url']}\n  admin:   {info['admin_url']}")
-    console.print(f"  state:   {info['state_dir']}")
-    table = Table(box=None, header_style="bold")
-    for column in ("REPLICA", "MODEL", "PHASE", "URL", "RESTARTS", "MESSAGE"):
-        table.add_column(column)
-    for r in info["replicas"]:
-        table.add_row(
-            r["id"],
-            r["model_key"].rsplit("/", 1)[-1],
-            r["phase"],
-            r["url"],
-            str(r["restarts"]),
-            r["message"],
-        )
-    console.print(table)
+    typer.echo(f"kapell {info['version']} (pid {info['pid']})")
+    typer.echo(f"  gateway: {info['gateway_url']}  (OpenAI API: {info['gateway_url']}/v1)")
+    typer.echo(f"  admin:   {info['admin_url']}")
+    typer.echo(f"  state:   {info['state_dir']}")
+    typer.echo("")
+    print_table(
+        ["REPLICA", "MODEL", "PHASE", "URL", "RESTARTS", "MESSAGE"],
+        [
+            [r["id"], r["model_key"].rsplit("/", 1)[-1], r["phase"], r["url"] or "-",
+             str(r["restarts"]), r["message"]]
+            for r in info["replicas"]
+        ],
+    )  # fmt: skip
     if info["events"]:
-        console.print("\n[bold]recent events[/bold]")
-        for e in info["events"]:
-            console.print(f"  {e['at']}  {e['replica']:<24} {e['event']:<9} {e['message']}")
+        typer.echo("\nrecent events")
+        print_table(
+            ["  TIME", "REPLICA", "EVENT", "MESSAGE"],
+            [[f"  {e['at']}", e["replica"], e["event"], e["message"]] for e in info["events"]],
+        )

@@ -73,8 +73,12 @@ def crds() -> None:
     typer.echo(crd_documents(), nl=False)
 
 
-for _command in ("up", "down", "apply", "get", "delete", "logs", "status"):
+for _command in ("up", "down", "apply", "get", "describe", "delete", "logs", "status"):
     app.command(_command)(getattr(local, _command))
+
+from kapell.cli.chat import chat  # noqa: E402  (light: standard library only)
+
+app.command("chat")(chat)
 
 
 def main() -> None:

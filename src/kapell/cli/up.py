@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import socket
+import sys
 import time
 from collections.abc import Generator
 from pathlib import Path
@@ -28,7 +29,7 @@ from kapell.backends.local.admin import AdminContext, create_admin_app
 from kapell.backends.local.endpoints import routable
 from kapell.backends.local.replicas import HOST, LocalReplicas, free_port
 from kapell.backends.local.store import SQLiteStore, utc_now
-from kapell.cli.client import INSTANCE_FILE
+from kapell.cli.client import INSTANCE_FILE, state_dir_default
 from kapell.control.loop import ReconcileLoop
 from kapell.control.model import ModelController
 from kapell.control.scaling import PolicyScaler
@@ -36,6 +37,7 @@ from kapell.gateway.app import create_app
 from kapell.gateway.config import GatewayConfig
 from kapell.gateway.endpoints import StaticEndpointSource
 from kapell.gateway.server import tune_gc, uvicorn_config
+from kapell.observe.access_log import AccessLog
 from kapell.observe.energy_metrics import EnergyCollector
 from kapell.policy.autoscale import DemandSample
 from kapell.policy.energy import ModelUsage as EnergyUsage
@@ -128,11 +130,14 @@ async def run(resources: list[Resource], state_dir: Path, port: int) -> None:
         if model is not None:  # the controller samples the activator's queue at once
             reconciler.enqueue(model.key)
 
-    replicas = LocalReplicas(state_dir / "logs", on_change, store.record_event)
+    replicas = LocalReplicas(
+        state_dir / "logs", on_change, store.record_event, lambda: store.next_number("replica")
+    )
     controller = ModelController(store, replicas, scaler, time.monotonic, utc_now)
     reconciler = ReconcileLoop(reconcile)
     endpoints = StaticEndpointSource(on_capacity_request=on_demand)
-    gateway = create_app(endpoints, GatewayConfig())
+    access_log = AccessLog(state_dir / "logs")
+    gateway = create_app(endpoints, GatewayConfig(), access_log)
 
     gateway_url = f"http://{HOST}:{gateway_sock.getsockname()[1]}"
     admin_url = f"http://{HOST}:{admin_sock.getsockname()[1]}"
@@ -166,7 +171,9 @@ async def run(resources: list[Resource], state_dir: Path, port: int) -> None:
             })  # fmt: skip
         return rows
 
-    admin = create_admin_app(AdminContext(store, replicas, on_change, stop.set, info, usage))
+    admin = create_admin_app(
+        AdminContext(store, replicas, on_change, stop.set, info, usage, access_log.path)
+    )
     power_models = default_power_models()
     gateway.state.gateway.metrics.registry.register(
         EnergyCollector(
@@ -174,6 +181,9 @@ async def run(resources: list[Resource], state_dir: Path, port: int) -> None:
         )
     )
 
+    saved = len(store.resources())
+    if saved:
+        console.print(f"kapell: resuming {saved} resource(s) saved in {state_dir}")
     for resource in resources:
         store.apply(resource)
     for key in store.keys("Model"):
@@ -185,7 +195,12 @@ async def run(resources: list[Resource], state_dir: Path, port: int) -> None:
     reconcile_task = loop.create_task(reconciler.run())
     instance_path.write_text(json.dumps(info, indent=2))
     console.print(f"kapell {__version__}: state in {state_dir}, admin API on {admin_url}")
-    reporter = loop.create_task(_report_ready(store, gateway_url))
+    print(f"Gateway: {gateway_url} (OpenAI API at {gateway_url}/v1)", flush=True)
+    if not store.keys("Model"):
+        console.print("kapell: no Model yet; add one with `kapell apply -f FILE`")
+    reporter = loop.create_task(
+        _report_ready(store, replicas, gateway_url, _chat_command(state_dir))
+    )
     try:
         await stop.wait()
     finally:
@@ -205,6 +220,7 @@ async def run(resources: list[Resource], state_dir: Path, port: int) -> None:
         for server, _ in servers:
             server.should_exit = True
         await asyncio.gather(*server_tasks, return_exceptions=True)
+        access_log.close()
         store.close()
         with contextlib.suppress(FileNotFoundError):
             instance_path.unlink()
@@ -221,25 +237,40 @@ def _kill_now(replicas: LocalReplicas, exit_process: bool = True) -> None:
         os._exit(130)
 
 
-async def _report_ready(store: SQLiteStore, gateway_url: str) -> None:
-    """Print each Model once when it first has a ready replica, with an example call."""
+def _chat_command(state_dir: Path) -> str:
+    """How to run ``kapell chat`` against this instance, as the user would type it."""
+    program = sys.argv[0] if Path(sys.argv[0]).name == "kapell" else "kapell"
+    options = (
+        "" if state_dir.resolve() == state_dir_default().resolve() else f" --state-dir {state_dir}"
+    )
+    return f"{program} chat{options}"
+
+
+async def _report_ready(
+    store: SQLiteStore, replicas: LocalReplicas, gateway_url: str, chat: str
+) -> None:
+    """Print each Model once when it first has a ready replica, with an example call.
+
+    Readiness is read from the live replicas, not the stored status, which a resumed state
+    directory holds from its last run until the first reconcile rewrites it.
+    """
     announced: set[str] = set()
     first = True
     while True:
         for model in store.resources("Model"):
             assert isinstance(model, Model)
-            if model.key in announced or model.status.ready_replicas == 0:
+            ready = sum(r.ready for r in replicas.replicas(model.key))
+            if model.key in announced or ready == 0:
                 continue
             announced.add(model.key)
             name = model.metadata.name
             console.print(
-                f"[green]ready[/green] model {name}: {model.status.ready_replicas} "
-                f"replica(s) behind {gateway_url}/v1"
+                f"[green]ready[/green] model {name}: {ready} replica(s) behind {gateway_url}/v1"
             )
             if first:
                 first = False
                 print(
-                    f"\nGateway: {gateway_url}\nTry:\n  curl -s {gateway_url}/v1/chat/completions "
+                    f"\nTry:\n  {chat} {name}\nor:\n  curl -s {gateway_url}/v1/chat/completions "
                     "-H 'Content-Type: application/json' \\\n"
                     f'    -d \'{{"model": "{name}", "messages": '
                     '[{"role": "user", "content": "ROMEO:"}], "max_tokens": 60}\'\n'

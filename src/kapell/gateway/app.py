@@ -17,7 +17,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +39,7 @@ from kapell.gateway.metering import Meter
 from kapell.gateway.openapi import openapi_document
 from kapell.gateway.requests import ParsedRequest, parse_request
 from kapell.gateway.tenancy import Tenant, Tenants
+from kapell.observe.access_log import AccessRecord
 from kapell.observe.gateway_metrics import GatewayMetrics, RequestMetrics
 from kapell.policy import routing
 
@@ -72,11 +73,19 @@ class Gateway:
 
     ``gateway.app`` is the ASGI app; ``gateway.meter`` is what an autoscaler loop reads;
     ``set_replicas_desired`` lets that loop publish its decision on ``/metrics``.
+    ``access_log``, if given, is called once per finished request to a model (the caller
+    writes it somewhere: ``observe.access_log.AccessLog`` appends a file per model).
     """
 
-    def __init__(self, source: EndpointSource, config: GatewayConfig | None = None) -> None:
+    def __init__(
+        self,
+        source: EndpointSource,
+        config: GatewayConfig | None = None,
+        access_log: Callable[[AccessRecord], None] | None = None,
+    ) -> None:
         self.source = source
         self.config = config or GatewayConfig()
+        self.access_log = access_log
         self.meter = Meter()
         self.tenants = Tenants(self.config.tenants)
         self._gates: dict[str, ModelGate] = {}
@@ -379,6 +388,7 @@ def _header(scope: Scope, name: bytes) -> str | None:
 
 
 _DECODER = json.JSONDecoder()
+_DONE_EVENT = b"data: [DONE]\n\n"
 
 
 def _usage_from(body: bytes) -> tuple[int, int] | None:
@@ -414,6 +424,8 @@ class _ProxyRoute:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         gateway = self._gateway
         started_s = time.perf_counter()
+        arrived = time.time()
+        model: Model | None = None
         try:
             config = gateway.config
             body = await _read_body(receive, scope, config.max_body_bytes, config.body_timeout_s)
@@ -423,6 +435,11 @@ class _ProxyRoute:
             tenant.admit()
         except GatewayError as error:
             await send_error(send, error)
+            if model is not None and gateway.access_log is not None:  # over the tenant's quota
+                gateway.access_log(AccessRecord(
+                    arrived, model.metadata.name, self._path, error.status,
+                    time.perf_counter() - started_s, None, 0, 0, None, tenant.name, request.stream,
+                ))  # fmt: skip
             return
         except _ClientGone:
             return
@@ -439,6 +456,12 @@ class _ProxyRoute:
         exchange = _Exchange(gateway, self._path, model, request, body, tenant, metrics, send)
         status = await exchange.run(receive, started_s)
         metrics.count(status)
+        if gateway.access_log is not None:
+            gateway.access_log(AccessRecord(
+                arrived, name, self._path, status, time.perf_counter() - started_s,
+                exchange.ttft_s, exchange.prompt_tokens, exchange.generated_tokens,
+                exchange.replica, tenant.name, request.stream,
+            ))  # fmt: skip
 
 
 class _Exchange:
@@ -467,6 +490,9 @@ class _Exchange:
         self.finished = False
         self.prompt_tokens = 0
         self.generated_tokens = 0
+        self.ttft_s: float | None = None
+        self.replica: str | None = None
+        """The replica last tried (the one that answered, if any did)."""
         self.request_tokens = request.prompt_tokens_estimate + (
             request.max_tokens
             if request.max_tokens is not None
@@ -536,6 +562,7 @@ class _Exchange:
             if endpoint is None:
                 break
             counts = gateway.counts(endpoint)
+            self.replica = endpoint.replica_id
             counts.tokens += self.request_tokens
             counts.requests += 1
             try:
@@ -566,7 +593,8 @@ class _Exchange:
             if self.request.stream and upstream.status == 200:
                 return await self._relay_stream(upstream, endpoint, started_s)
             payload = await upstream.read()
-            self.metrics.ttft_s.observe(time.perf_counter() - started_s)
+            self.ttft_s = time.perf_counter() - started_s
+            self.metrics.ttft_s.observe(self.ttft_s)
             if upstream.status == 200:
                 usage = _usage_from(payload)
                 if usage is not None:
@@ -608,10 +636,15 @@ class _Exchange:
         try:
             async for chunk in upstream.content.iter_any():
                 if first:
-                    self.metrics.ttft_s.observe(time.perf_counter() - started_s)
+                    self.ttft_s = time.perf_counter() - started_s
+                    self.metrics.ttft_s.observe(self.ttft_s)
                     first = False
                 events += chunk.count(b"data:")
                 previous, tail = tail, chunk
+                if chunk.endswith(_DONE_EVENT):
+                    # The client has the whole answer: one that hangs up now, before the
+                    # replica closes the stream, is done, not gone; its tokens still count.
+                    self.finished = True
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
         except _UPSTREAM_FAILURES as exc:
             error = GatewayError(
@@ -632,6 +665,10 @@ class _Exchange:
         return 200
 
 
-def create_app(source: EndpointSource, config: GatewayConfig | None = None) -> Starlette:
+def create_app(
+    source: EndpointSource,
+    config: GatewayConfig | None = None,
+    access_log: Callable[[AccessRecord], None] | None = None,
+) -> Starlette:
     """The gateway's ASGI app; ``app.state.gateway`` is its ``Gateway`` (meter, metrics)."""
-    return Gateway(source, config).app
+    return Gateway(source, config, access_log).app

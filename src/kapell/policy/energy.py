@@ -125,7 +125,7 @@ def request_energy_j(
     ``interval_s`` is the time the request was in flight, ``interval_tokens`` all tokens (prompt
     and generated, every request in the batch) the replica processed in that interval. A request
     alone on a replica pays the whole interval; one of eight equal requests pays an eighth.
-    The gateway calls this when a response finishes.
+    Not yet called by the gateway: reports divide a model's energy by its requests.
     """
     # No token count for the interval means nothing else was metered: the request pays it all.
     share = 1.0 if interval_tokens <= 0 else min(1.0, max(0, request_tokens) / interval_tokens)

@@ -23,9 +23,13 @@ from starlette.routing import Route
 class StubEngine:
     """The stand-in engine's state and app."""
 
-    def __init__(self, name: str, *, token_delay_s: float = 0.0, tokens: int = 4) -> None:
+    def __init__(
+        self, name: str, *, token_delay_s: float = 0.0, tokens: int = 4, linger_s: float = 0.0
+    ) -> None:
         self.name = name
         self.token_delay_s = token_delay_s
+        self.linger_s = linger_s
+        """How long a stream stays open after its ``[DONE]`` (as a busy engine's may)."""
         self.tokens = tokens
         self.received: list[dict[str, Any]] = []
         self.app = Starlette(
@@ -93,6 +97,8 @@ class StubEngine:
             usage = {**base, "choices": [], "usage": self._usage(payload, generated)}
             yield b"data: " + json.dumps(usage).encode() + b"\n\n"
         yield b"data: [DONE]\n\n"
+        if self.linger_s:
+            await asyncio.sleep(self.linger_s)
 
     async def _embed(self, request: Request) -> Response:
         payload = await request.json()

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import httpx
 import openai
 
 from conftest import Stack
+from kapell.observe.access_log import AccessRecord
 
 
 def client(stack: Stack, key: str = "none") -> openai.OpenAI:
@@ -85,3 +87,29 @@ def test_metrics_show_requests_and_tokens(make_stack: Callable[..., Stack]) -> N
     assert 'kapell_gateway_requests_total{code="200",model="tiny",tenant="anonymous"} 1.0' in text
     assert 'kapell_gateway_generated_tokens_total{model="tiny",tenant="anonymous"} 3.0' in text
     assert 'kapell_model_replicas_ready{model="tiny"} 1.0' in text
+
+
+def test_a_client_that_hangs_up_after_done_is_served_not_gone(
+    make_stack: Callable[..., Stack],
+) -> None:
+    """Many clients close the connection at ``[DONE]``, before the replica ends its stream:
+    that request succeeded, and its tokens count (for quotas, autoscaling, the access log)."""
+    records: list[AccessRecord] = []
+    stack = make_stack()
+    stack.gateway.access_log = records.append
+    stack.set_endpoints("tiny", [stack.add_engine("a", linger_s=1.0)])
+    body = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4,
+            "stream": True, "stream_options": {"include_usage": True}}  # fmt: skip
+    with httpx.stream("POST", stack.url + "/v1/chat/completions", json=body) as response:
+        for line in response.iter_lines():
+            if line == "data: [DONE]":
+                break  # and hang up, while the replica's stream is still open
+    deadline = time.monotonic() + 5
+    while not records and time.monotonic() < deadline:
+        time.sleep(0.05)
+    [record] = records
+    assert (record.status, record.generated_tokens, record.replica) == (200, 4, "tiny-0")
+    usage = stack.loop_thread.call(lambda: stack.gateway.meter.snapshot("tiny"))
+    assert usage.generated_tokens == 4
+    text = httpx.get(stack.url + "/metrics").text
+    assert 'kapell_gateway_requests_total{code="200",model="tiny",tenant="anonymous"} 1.0' in text

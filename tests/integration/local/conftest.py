@@ -60,19 +60,36 @@ def descendants(pid: int) -> list[psutil.Process]:
 
 
 @pytest.fixture
-def kapell_up(tmp_path: Path) -> Iterator[Callable[[str, int], Instance]]:
-    """Start `kapell up -f SPEC`; waits for `ready` replicas. Stops it (SIGINT) afterwards."""
+def kapell_up(tmp_path: Path) -> Iterator[Callable[..., Instance]]:
+    """Start `kapell up -f SPEC`; waits for `ready` replicas. Stops it (SIGINT) afterwards.
+
+    ``spec=None`` starts it with no -f (resuming the state directory). The state directory is
+    ``tmp_path/state``, passed with --state-dir, unless ``state_dir`` names another; with
+    ``pass_state_dir=False`` the command gets none and must find ``state_dir`` on its own
+    (from ``env``). ``cwd`` is where it runs.
+    """
     started: list[Instance] = []
 
-    def start(spec: str, ready: int = 1) -> Instance:
-        spec_path = tmp_path / "spec.yaml"
-        spec_path.write_text(spec)
-        state_dir = tmp_path / "state"
+    def start(
+        spec: str | None,
+        ready: int = 1,
+        *,
+        state_dir: Path | None = None,
+        pass_state_dir: bool = True,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> Instance:
+        state_dir = state_dir or tmp_path / "state"
+        argv = [sys.executable, "-m", "kapell.cli", "up", "--port", "0"]
+        if spec is not None:
+            spec_path = tmp_path / "spec.yaml"
+            spec_path.write_text(spec)
+            argv += ["-f", str(spec_path)]
+        if pass_state_dir:
+            argv += ["--state-dir", str(state_dir)]
         process = subprocess.Popen(
-            [sys.executable, "-m", "kapell.cli", "up", "-f", str(spec_path),
-             "--state-dir", str(state_dir), "--port", "0"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd,
+            env={**(os.environ if env is None else env), "PYTHONUNBUFFERED": "1"},
         )  # fmt: skip
         info_path = state_dir / "instance.json"
         deadline = time.monotonic() + 30
@@ -88,15 +105,21 @@ def kapell_up(tmp_path: Path) -> Iterator[Callable[[str, int], Instance]]:
 
     yield start
     for instance in started:
-        if instance.process.poll() is None:
-            children = descendants(instance.process.pid)
-            instance.process.send_signal(signal.SIGINT)
-            try:
-                instance.process.wait(timeout=45)
-            except subprocess.TimeoutExpired:
-                for process in [*children, psutil.Process(instance.process.pid)]:
-                    with contextlib.suppress(psutil.NoSuchProcess):
-                        process.kill()
-                raise AssertionError("kapell up did not stop on SIGINT within 45 s") from None
-            psutil.wait_procs(children, timeout=10)
-            assert not [c for c in children if c.is_running()], "replicas left behind"
+        stop(instance)
+
+
+def stop(instance: Instance) -> None:
+    """SIGINT `kapell up` and check that it stops, leaving no replica behind."""
+    if instance.process.poll() is not None:
+        return
+    children = descendants(instance.process.pid)
+    instance.process.send_signal(signal.SIGINT)
+    try:
+        instance.process.wait(timeout=45)
+    except subprocess.TimeoutExpired:
+        for process in [*children, psutil.Process(instance.process.pid)]:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.kill()
+        raise AssertionError("kapell up did not stop on SIGINT within 45 s") from None
+    psutil.wait_procs(children, timeout=10)
+    assert not [c for c in children if c.is_running()], "replicas left behind"

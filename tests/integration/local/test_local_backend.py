@@ -29,7 +29,7 @@ spec:
   scaling: {minReplicas: REPLICAS, maxReplicas: 4}
 """
 
-StartFn = Callable[[str, int], Instance]
+StartFn = Callable[..., Instance]
 
 
 def spec(replicas: int, speedup: str = "20") -> str:

@@ -9,7 +9,7 @@ from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
 import pytest
-from starlette.testclient import TestClient
+from tests.asgi import AsgiClient
 
 from kapell.engines.openai_server import (
     ChatMessage,
@@ -70,8 +70,8 @@ class ScriptedBackend:
         return EngineStats(num_running=2, num_waiting=1, kv_cache_usage=0.25)
 
 
-def _client(backend: ScriptedBackend | None = None) -> TestClient:
-    return TestClient(create_app(backend or ScriptedBackend(), MODEL))
+def _client(backend: ScriptedBackend | None = None) -> AsgiClient:
+    return AsgiClient(create_app(backend or ScriptedBackend(), MODEL))
 
 
 def _chat(**extra: Any) -> dict[str, Any]:

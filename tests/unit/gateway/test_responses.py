@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from hypothesis import given
 from hypothesis import strategies as st
-from starlette.testclient import TestClient
+from tests.asgi import AsgiClient
 
 from kapell.api import Model
 from kapell.api.replica import Endpoint
@@ -63,7 +63,7 @@ class _BrokenSource(StaticEndpointSource):
 
 
 def test_wrong_method_is_an_openai_405_with_allow() -> None:
-    client = TestClient(Gateway(StaticEndpointSource()).app)
+    client = AsgiClient(Gateway(StaticEndpointSource()).app)
     reply = client.get("/v1/chat/completions")
     assert reply.status_code == 405
     assert reply.headers["allow"] == "POST"
@@ -71,13 +71,13 @@ def test_wrong_method_is_an_openai_405_with_allow() -> None:
 
 
 def test_unknown_path_is_an_openai_404() -> None:
-    reply = TestClient(Gateway(StaticEndpointSource()).app).post("/v2/nothing")
+    reply = AsgiClient(Gateway(StaticEndpointSource()).app).post("/v2/nothing")
     assert reply.status_code == 404
     assert reply.json()["error"]["code"] == "not_found"
 
 
 def test_unexpected_failure_is_an_openai_500_not_plain_text() -> None:
-    client = TestClient(Gateway(_BrokenSource()).app, raise_server_exceptions=False)
+    client = AsgiClient(Gateway(_BrokenSource()).app, raise_app_exceptions=False)
     for reply in (
         client.get("/v1/models"),
         client.post("/v1/chat/completions", json={"model": "m", "messages": []}),

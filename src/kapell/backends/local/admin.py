@@ -1,4 +1,5 @@
-"""The local admin API: what `kapell apply | get | delete | logs | status | down` talk to.
+"""The local admin API: what `kapell apply | get | describe | delete | logs | status | down`
+talk to.
 
 It listens on loopback only. Bodies are JSON; resources arrive already validated by the CLI
 (which knows file names and lines) and are validated again here, since any local process may call.
@@ -9,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
@@ -18,6 +20,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from kapell.api import KINDS, Resource
+from kapell.backends.local import logfiles
 from kapell.backends.local.replicas import LocalReplicas
 from kapell.backends.local.store import SQLiteStore
 
@@ -35,6 +38,7 @@ class AdminContext:
         shutdown: Callable[[], Awaitable[None] | None],
         info: dict[str, Any],
         usage: Callable[[], list[dict[str, Any]]] = list,
+        access_log_path: Callable[[str], Path] | None = None,
     ) -> None:
         self.store = store
         self.replicas = replicas
@@ -42,6 +46,7 @@ class AdminContext:
         self.shutdown = shutdown
         self.info = info
         self.usage = usage
+        self.access_log_path = access_log_path
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -50,6 +55,38 @@ def _error(status: int, message: str) -> JSONResponse:
 
 def _body(resource: Resource) -> dict[str, Any]:
     return resource.model_dump(mode="json", by_alias=True)
+
+
+def _int(request: Request, name: str, default: int | None) -> int | None:
+    value = request.query_params.get(name)
+    if value is None:
+        return default
+    if not value.isdigit():
+        raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+    return int(value)
+
+
+def _read_log(request: Request, path: Path, missing: str) -> Response:
+    """Lines of a log file: the last ``tail`` (default 200), or those after byte ``offset``
+    (to follow it). ``follow=1`` leaves out a last line without its newline, which the next
+    read returns whole. Each answer carries the ``offset`` to read on from."""
+    try:
+        offset = _int(request, "offset", None)
+        tail = _int(request, "tail", 200)
+    except ValueError as exc:
+        return _error(400, str(exc))
+    assert tail is not None
+    following = offset is not None or request.query_params.get("follow") == "1"
+    try:
+        if offset is not None:
+            lines, end = logfiles.read_from(path, offset)
+        else:
+            lines, end = logfiles.tail(path, tail, partial=not following)
+    except FileNotFoundError:
+        if not following:
+            return _error(404, missing)
+        lines, end = [], 0  # not written yet: a follower waits for it
+    return JSONResponse({"path": str(path), "lines": lines, "offset": end})
 
 
 def create_admin_app(ctx: AdminContext) -> Starlette:
@@ -81,7 +118,31 @@ def create_admin_app(ctx: AdminContext) -> Starlette:
         kind = request.query_params.get("kind")
         if kind is not None and kind not in KINDS:
             return _error(400, f"unknown kind {kind!r}; expected one of {', '.join(KINDS)}")
-        return JSONResponse({"items": [_body(r) for r in ctx.store.resources(kind)]})
+        return JSONResponse(
+            {
+                "items": [_body(r) for r in ctx.store.resources(kind)],
+                "stamps": ctx.store.stamps(kind),
+            }
+        )
+
+    async def describe(request: Request) -> Response:
+        p = request.path_params
+        key = f"{p['kind']}/{p['namespace']}/{p['name']}"
+        resource = ctx.store.get(key)
+        if resource is None:
+            return _error(404, f"{key} not found")
+        try:
+            limit = _int(request, "events", 20)
+        except ValueError as exc:
+            return _error(400, str(exc))
+        return JSONResponse(
+            {
+                "resource": _body(resource),
+                "stamps": ctx.store.stamps(resource.kind).get(key, {}),
+                "replicas": [asdict(r) for r in ctx.replicas.replicas(key)],
+                "events": ctx.store.events(limit or 0, model_key=key),
+            }
+        )
 
     async def one_resource(request: Request) -> Response:
         p = request.path_params
@@ -98,12 +159,18 @@ def create_admin_app(ctx: AdminContext) -> Starlette:
 
     async def logs(request: Request) -> Response:
         replica_id = request.path_params["replica"]
-        tail = int(request.query_params.get("tail", "200"))
         path = ctx.replicas.log_path(replica_id)
-        if not path.exists():
-            return _error(404, f"no log for replica {replica_id}")
-        lines = path.read_text(errors="replace").splitlines()
-        return JSONResponse({"replica": replica_id, "path": str(path), "lines": lines[-tail:]})
+        return _read_log(request, path, f"no log for replica {replica_id}")
+
+    async def access_log(request: Request) -> Response:
+        model = request.path_params["model"]
+        if ctx.access_log_path is None:
+            return _error(404, "this instance keeps no access log")
+        return _read_log(
+            request,
+            ctx.access_log_path(model),
+            f"model {model!r} has no access log: no request yet",
+        )
 
     async def usage(request: Request) -> Response:
         return JSONResponse({"models": ctx.usage()})
@@ -124,7 +191,13 @@ def create_admin_app(ctx: AdminContext) -> Starlette:
                 one_resource,
                 methods=["GET", "DELETE"],
             ),
+            Route(
+                f"{ADMIN_PREFIX}/describe/{{kind}}/{{namespace}}/{{name}}",
+                describe,
+                methods=["GET"],
+            ),
             Route(f"{ADMIN_PREFIX}/logs/{{replica}}", logs),
+            Route(f"{ADMIN_PREFIX}/access/{{model}}", access_log),
             Route(f"{ADMIN_PREFIX}/usage", usage),
             Route(f"{ADMIN_PREFIX}/shutdown", shutdown, methods=["POST"]),
         ]

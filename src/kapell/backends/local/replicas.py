@@ -74,12 +74,16 @@ class LocalReplicas:
         log_dir: Path,
         on_change: Callable[[str], None],
         record: Callable[[str, str, str, str], None],
+        next_number: Callable[[], int] | None = None,
     ) -> None:
+        """``next_number`` numbers replicas (``NAME-REVISION-NUMBER``); ``kapell up`` draws it
+        from a counter in the store, so ids never repeat across runs and a replica's log file
+        and events are its own. By default, 1, 2, ... for this object's life."""
         self._log_dir = log_dir
         self._on_change = on_change
         self._record = record
         self._replicas: dict[str, _Running] = {}
-        self._ids = itertools.count(1)
+        self._next_number = next_number or itertools.count(1).__next__
         self._ready_seconds: dict[str, float] = {}
         self._cold_start_s: dict[str, float] = {}
         self._session: aiohttp.ClientSession | None = None
@@ -91,7 +95,7 @@ class LocalReplicas:
     def start_replica(self, model: Model, revision: str) -> Replica:
         adapter_for(model).check_installed()
         weights = resolve_weights(model)
-        replica_id = f"{model.metadata.name}-{revision[:5]}-{next(self._ids)}"
+        replica_id = f"{model.metadata.name}-{revision[:5]}-{self._next_number()}"
         running = _Running(replica_id, model, model.key, revision)
         self._replicas[replica_id] = running
         running.task = asyncio.get_running_loop().create_task(

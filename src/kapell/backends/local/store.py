@@ -37,6 +37,10 @@ CREATE TABLE IF NOT EXISTS replica_events (
     event       TEXT NOT NULL,
     message     TEXT NOT NULL DEFAULT ''
 );
+CREATE TABLE IF NOT EXISTS counters (
+    name        TEXT PRIMARY KEY,
+    value       INTEGER NOT NULL
+);
 """
 
 
@@ -136,16 +140,44 @@ class SQLiteStore:
                 (utc_now(), model_key, replica, event, message),
             )
 
-    def events(self, limit: int = 50) -> list[dict[str, str]]:
-        """The latest replica events, oldest first: starts, crashes, readiness, stops."""
+    def events(self, limit: int = 50, model_key: str | None = None) -> list[dict[str, str]]:
+        """The latest replica events (of one model if given), oldest first: starts, crashes,
+        readiness, stops."""
+        where, args = ("", ()) if model_key is None else ("WHERE model_key = ? ", (model_key,))
         with self._lock:
             rows = self._db.execute(
                 "SELECT at, model_key, replica, event, message FROM replica_events "
-                "ORDER BY id DESC LIMIT ?",
-                (limit,),
+                f"{where}ORDER BY id DESC LIMIT ?",
+                (*args, limit),
             ).fetchall()
         fields = ("at", "model_key", "replica", "event", "message")
         return [dict(zip(fields, row, strict=True)) for row in reversed(rows)]
+
+    def stamps(self, kind: str | None = None) -> dict[str, dict[str, object]]:
+        """Per key: when the resource was created and last changed, and its generation."""
+        query = "SELECT key, created_at, updated_at, generation FROM resources"
+        args: tuple[str, ...] = ()
+        if kind is not None:
+            query += " WHERE kind = ?"
+            args = (kind,)
+        with self._lock:
+            rows = self._db.execute(query, args).fetchall()
+        return {
+            key: {"createdAt": created, "updatedAt": updated, "generation": generation}
+            for key, created, updated, generation in rows
+        }
+
+    def next_number(self, counter: str) -> int:
+        """The next value (1, 2, ...) of a counter that survives restarts: replica ids drawn
+        from it never repeat across runs of ``kapell up`` on the same state directory."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO counters VALUES (?, 1) "
+                "ON CONFLICT(name) DO UPDATE SET value = value + 1",
+                (counter,),
+            )
+            row = db.execute("SELECT value FROM counters WHERE name = ?", (counter,)).fetchone()
+        return int(row[0])
 
     def close(self) -> None:
         with self._lock:
