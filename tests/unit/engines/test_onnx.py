@@ -162,7 +162,7 @@ def test_a_template_from_chat_template_jinja_in_a_sandbox(tmp_path: Path) -> Non
     with pytest.raises(ValueError, match="no system role"):
         TextTokenizer(tmp_path).render_chat([ChatMessage("system", "x")])
     (tmp_path / "chat_template.jinja").write_text("{{ messages.__class__.__mro__ }}")
-    with pytest.raises(Exception, match="unsafe|not safely"):
+    with pytest.raises(Exception, match=r"unsafe|not safely"):
         TextTokenizer(tmp_path).render_chat([ChatMessage("user", "x")])
 
 
