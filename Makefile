@@ -1,18 +1,34 @@
 # kapell developer commands. Every target creates the virtualenv it needs, so a fresh clone
 # needs nothing installed by hand: `make quickstart`, `make test`.
+#
+# Installs are locked: requirements/test.txt (what `make test` and CI install) and
+# requirements/quickstart.txt (the light set `make quickstart` needs: no torch) pin every
+# package with its hashes. `make lock` regenerates both from pyproject.toml's ranges;
+# `make test-latest` checks the newest versions those ranges allow, in a venv of its own.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
-EXTRAS ?= dev,reference,plot,kubernetes
+LATEST_VENV ?= .venv-latest
+LATEST_EXTRAS ?= dev,onnx,plot,kubernetes
+# The lock is universal (every platform's wheels and hashes) and resolved for Python 3.11.
+LOCK_FLAGS := --universal --python-version 3.11 --generate-hashes --quiet
 
-.PHONY: venv test check quickstart clean k8s-bin e2e
+.PHONY: venv test check quickstart clean k8s-bin e2e lock test-latest
 
-venv: $(VENV)/.installed
+venv: $(VENV)/.installed-test
 
-$(VENV)/.installed: pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[$(EXTRAS)]'
+$(PY):
+	@echo "==> creating the virtualenv $(VENV) with $(PYTHON)"
+	$(PYTHON) -m venv $(VENV)
+
+# One stamp per lock file, so the quickstart's set and the test set can share .venv: each is
+# installed when its stamp is missing or older than its lock. The quickstart's lock is resolved
+# within the test lock's pins, so installing one after the other never changes a version.
+$(VENV)/.installed-%: requirements/%.txt pyproject.toml | $(PY)
+	@echo "==> installing requirements/$*.txt into $(VENV): pinned versions, hashes checked"
+	$(PY) -m pip install --require-hashes -r requirements/$*.txt
+	@echo "==> installing kapell itself (editable, no dependencies: the lock has them)"
+	$(PY) -m pip install --no-deps --no-build-isolation -e .
 	touch $@
 
 ## check: formatting, lint, types and the layer contracts
@@ -35,11 +51,30 @@ e2e: venv k8s-bin
 	$(PY) -m pytest tests/e2e
 
 ## quickstart: serve the bundled tiny Shakespeare model and print the gateway URL
-quickstart: venv
+## (installs about 300 MB: the onnx engine, no torch)
+quickstart: $(VENV)/.installed-quickstart
 	$(VENV)/bin/kapell up -f examples/quickstart.yaml
 
+## lock: re-resolve requirements/*.txt from pyproject.toml's ranges (newest versions allowed)
+lock: | $(PY)
+	test -x $(VENV)/bin/uv || $(PY) -m pip install 'uv>=0.5'
+	$(VENV)/bin/uv pip compile pyproject.toml requirements/build.in \
+	    --extra dev --extra reference --extra plot --extra kubernetes --extra onnx \
+	    $(LOCK_FLAGS) -o requirements/test.txt
+	$(VENV)/bin/uv pip compile pyproject.toml requirements/build.in --extra onnx \
+	    -c requirements/test.txt $(LOCK_FLAGS) -o requirements/quickstart.txt
+
+## test-latest: the unit tests and the onnx engine's tests against the newest versions that
+## pyproject.toml's ranges allow (no lock), in $(LATEST_VENV); LATEST_EXTRAS adds extras
+test-latest:
+	test -x $(LATEST_VENV)/bin/python || $(PYTHON) -m venv $(LATEST_VENV)
+	$(LATEST_VENV)/bin/python -m pip install --upgrade pip
+	$(LATEST_VENV)/bin/python -m pip install --upgrade --upgrade-strategy eager -e '.[$(LATEST_EXTRAS)]'
+	$(LATEST_VENV)/bin/python -m pip list
+	$(LATEST_VENV)/bin/python -m pytest -p no:cacheprovider tests/unit tests/integration/test_onnx_engine.py
+
 clean:
-	rm -rf $(VENV) .kapell .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(LATEST_VENV) .kapell .mypy_cache .ruff_cache .pytest_cache
 
 .PHONY: bench-env bench-gateway
 

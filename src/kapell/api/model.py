@@ -42,7 +42,7 @@ MIG_PROFILES = (
     "7g.141gb",
 )
 
-EngineName = Literal["reference", "sim", "vllm", "sglang", "llama.cpp", "external"]
+EngineName = Literal["reference", "onnx", "sim", "vllm", "sglang", "llama.cpp", "external"]
 RoutingStrategy = Literal["least-tokens", "prefix-affinity", "round-robin"]
 
 

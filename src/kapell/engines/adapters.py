@@ -173,6 +173,12 @@ ADAPTERS: dict[str, EngineAdapter] = {
         python_modules=("torch", "transformers"),
         install_hint="install kapell's 'reference' extra (pip install 'kapell[reference]')",
     ),
+    "onnx": _Kapell(
+        "onnx",
+        metric_names=_VLLM_NAMES,
+        python_modules=("onnxruntime", "tokenizers", "jinja2"),
+        install_hint="install kapell's 'onnx' extra (pip install 'kapell[onnx]')",
+    ),
     "sim": _Kapell("sim", metric_names=_VLLM_NAMES),
     "vllm": _VLLM("vllm", metric_names=_VLLM_NAMES),
     "sglang": _SGLang(
@@ -230,6 +236,17 @@ def local_problems(model: Model) -> list[tuple[tuple[str, ...], str]]:
             ))  # fmt: skip
     elif source.scheme == "file" and not Path(uri).exists():
         problems.append((("spec", "source", "uri"), f"model path {uri} does not exist"))
+    elif (
+        engine == "onnx"
+        and source.scheme == "file"
+        and Path(uri).is_dir()
+        and not (Path(uri) / "model.onnx").is_file()
+    ):
+        problems.append((
+            ("spec", "source", "uri"),
+            f"no model.onnx in {uri} for the onnx engine (export one with "
+            "scripts/export_onnx.py, or use engine 'reference')",
+        ))  # fmt: skip
     return problems
 
 

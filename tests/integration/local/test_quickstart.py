@@ -1,7 +1,8 @@
 """The quickstart as a user runs it: `kapell up -f examples/quickstart.yaml`, then the openai client.
 
-The model is the project's own tiny character-level GPT-2 trained on Shakespeare, served by the
-reference engine (transformers on CPU), so this needs torch and no network.
+The model is the project's own tiny character-level GPT-2 trained on Shakespeare, exported to ONNX
+and served by the onnx engine (ONNX Runtime on the CPU), so this needs the 'onnx' extra, no torch
+and no network.
 """
 
 from __future__ import annotations
@@ -15,8 +16,7 @@ import pytest
 
 from tests.integration.local.conftest import Instance
 
-pytest.importorskip("torch", reason="the reference engine needs the 'reference' extra")
-pytestmark = pytest.mark.reference
+pytest.importorskip("onnxruntime", reason="the onnx engine needs the 'onnx' extra")
 
 QUICKSTART = Path(__file__).resolve().parents[3] / "examples" / "quickstart.yaml"
 

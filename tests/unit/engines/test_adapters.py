@@ -93,6 +93,8 @@ def test_local_problems_name_the_field_and_the_reason(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("PATH", "/nonexistent")
+    # The path checks below are the point, whether or not torch is installed here.
+    monkeypatch.setitem(ADAPTERS, "reference", replace(ADAPTERS["reference"], python_modules=()))
     assert local_problems(model("sim", "uri: h100-llama3-8b")) == []
     assert local_problems(model("sim", "uri: file://h100-llama3-8b")) == []
     [(loc, message)] = local_problems(model("sim", "uri: h100-nope"))
