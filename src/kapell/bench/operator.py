@@ -4,13 +4,14 @@ One run starts a dev cluster of kwok GPU nodes, then measures two ways to get th
 Ready, one after the other on the same cluster:
 
 * **baseline**: ``models`` Deployments of ``replicas`` pods each, handled by
-  kube-controller-manager; each Deployment's pods share one ResourceClaim for one GPU (the
-  closest a Deployment comes to fractional GPUs), placed by kube-scheduler alone;
-* **kapell**: ``models`` Models of ``replicas`` replicas, each a ``milli``/1000 share of a GPU,
-  placed by kapell's policy and pinned to the chosen device, reconciled by ``kapell operator``.
+  kube-controller-manager; each pod gets a claim for one whole GPU from a
+  ResourceClaimTemplate (made by kube-controller-manager), any GPU kube-scheduler finds;
+* **kapell**: ``models`` Models of ``replicas`` replicas of one whole GPU each, the device
+  chosen by kapell's policy and pinned in the claim, reconciled by ``kapell operator``.
 
-The baseline runs first, so kapell meets the fuller cluster. Times are from the first create to
-the moment every pod reports Ready (watched, not polled). The operator's reconcile latencies and
+Each pod has one claim for one device on both sides. The baseline runs first and is deleted
+before kapell starts (the cluster has room for one side at a time). Times are from the first
+create to the moment every pod reports Ready (watched, not polled). The operator's reconcile latencies and
 API writes come from its own Prometheus metrics, its peak RSS from the kernel (``VmHWM``).
 """
 
@@ -29,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lightkube import AsyncClient, Client, KubeConfig
+from lightkube import ApiError, AsyncClient, Client, KubeConfig
 from lightkube.codecs import from_dict
 from lightkube.resources.core_v1 import Namespace, Pod
 from prometheus_client.parser import text_string_to_metric_families
@@ -52,8 +53,7 @@ class OperatorBench:
     models: int
     nodes: int
     replicas: int = 10
-    gpus: str = "h100:8"
-    milli: int = 500
+    gpus: str = "h100:10"
     state_dir: Path = Path(".kapell/bench-operator")
     bin_dir: Path | None = None
 
@@ -125,16 +125,16 @@ def _timed_rollout(
 
 
 def deployment_manifests(namespace: str, count: int, replicas: int) -> list[dict[str, Any]]:
-    """One claim (one GPU, shared by the Deployment's pods) and one Deployment per model."""
+    """One ResourceClaimTemplate (one whole GPU per pod) and one Deployment per model."""
     out: list[dict[str, Any]] = []
     for i in range(count):
         name = f"m-{i}"
         out.append({
-            "apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaim",
+            "apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaimTemplate",
             "metadata": {"name": name, "namespace": namespace},
-            "spec": {"devices": {"requests": [{"name": "gpu", "exactly": {
+            "spec": {"spec": {"devices": {"requests": [{"name": "gpu", "exactly": {
                 "deviceClassName": "gpu.nvidia.com", "allocationMode": "ExactCount", "count": 1,
-            }}]}},
+            }}]}}},
         })  # fmt: skip
         labels = {"app": name}
         out.append({
@@ -144,7 +144,7 @@ def deployment_manifests(namespace: str, count: int, replicas: int) -> list[dict
                 "replicas": replicas, "selector": {"matchLabels": labels},
                 "template": {"metadata": {"labels": labels}, "spec": {
                     "nodeSelector": {"type": "kwok"},
-                    "resourceClaims": [{"name": "gpu", "resourceClaimName": name}],
+                    "resourceClaims": [{"name": "gpu", "resourceClaimTemplateName": name}],
                     "containers": [{
                         "name": "engine", "image": "ghcr.io/kapell-dev/kapell-engine:bench",
                         "resources": {"requests": {"cpu": "100m", "memory": "128Mi"},
@@ -156,7 +156,7 @@ def deployment_manifests(namespace: str, count: int, replicas: int) -> list[dict
     return out
 
 
-def model_manifests(namespace: str, count: int, replicas: int, milli: int) -> list[dict[str, Any]]:
+def model_manifests(namespace: str, count: int, replicas: int) -> list[dict[str, Any]]:
     # fmt: off
     return [
         {
@@ -166,7 +166,7 @@ def model_manifests(namespace: str, count: int, replicas: int, milli: int) -> li
             "spec": {
                 "source": {"uri": "h100-llama3-8b"},
                 "engine": {"name": "sim"},
-                "resources": {"cpu": "100m", "memory": "128Mi", "gpu": {"milli": milli}},
+                "resources": {"cpu": "100m", "memory": "128Mi", "gpu": {"count": 1}},
                 "scaling": {
                     "minReplicas": replicas,
                     "maxReplicas": replicas,
@@ -178,6 +178,21 @@ def model_manifests(namespace: str, count: int, replicas: int, milli: int) -> li
         for i in range(count)
     ]
     # fmt: on
+
+
+def _delete_and_wait(client: Client, namespace: str) -> None:
+    """Delete a namespace and wait until it is gone, with its pods and claims (devices free)."""
+    client.delete(Namespace, namespace)
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        try:
+            client.get(Namespace, namespace)
+        except ApiError as exc:
+            if exc.status.code == 404:
+                return
+            raise
+        time.sleep(2)
+    raise BackendError(f"namespace {namespace} still there after {READY_TIMEOUT_S:.0f} s")
 
 
 def _install_crds(client: Client) -> None:
@@ -280,14 +295,15 @@ def run(config: OperatorBench, progress: Progress) -> dict[str, Any]:
             cluster, client, "bench-deployments",
             deployment_manifests("bench-deployments", config.models, config.replicas), pods,
         )  # fmt: skip
-        progress(f"baseline: {pods} pods Ready in {baseline_s:.1f} s")
+        progress(f"baseline: {pods} pods Ready in {baseline_s:.1f} s; deleting them")
+        _delete_and_wait(client, "bench-deployments")
         operator = OperatorRun(cluster.kubeconfig, config.state_dir / "operator.log")
         try:
             operator.wait_watching()
             progress(f"kapell: {config.models} Models x {config.replicas} replicas")
             kapell_s = _timed_rollout(
                 cluster, client, "bench-kapell",
-                model_manifests("bench-kapell", config.models, config.replicas, config.milli), pods,
+                model_manifests("bench-kapell", config.models, config.replicas), pods,
             )  # fmt: skip
             progress(f"kapell: {pods} pods Ready in {kapell_s:.1f} s")
             time.sleep(3)  # the last status writes
@@ -303,7 +319,7 @@ def run(config: OperatorBench, progress: Progress) -> dict[str, Any]:
         "nodes": config.nodes,
         "gpus_per_node": GpuPool.parse(config.gpus).count,
         "pods": pods,
-        "replica_gpu_milli": config.milli,
+        "gpus_per_replica": 1,
         "cluster_ready_s": round(up.ready_s, 1),
         "all_ready_s": round(kapell_s, 1),
         "deployments_all_ready_s": round(baseline_s, 1),

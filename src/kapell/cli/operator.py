@@ -203,10 +203,9 @@ def bench_operator(
     ] = 1000,
     nodes: Annotated[int, typer.Option(help="kwok GPU nodes in the dev cluster.")] = 1000,
     replicas: Annotated[int, typer.Option(help="Replicas per Model (pods per Deployment).")] = 10,
-    gpus: Annotated[str, typer.Option(help="GPUs per node, TYPE:COUNT.")] = "h100:8",
-    milli: Annotated[
-        int, typer.Option(help="Each replica's share of a GPU, in thousandths.")
-    ] = 500,
+    gpus: Annotated[
+        str, typer.Option(help="GPUs per node, TYPE:COUNT (a replica takes one whole GPU).")
+    ] = "h100:10",
     state_dir: Annotated[Path, typer.Option(help="The benchmark's dev cluster state.")] = Path(
         ".kapell/bench-operator"
     ),
@@ -218,9 +217,9 @@ def bench_operator(
     from kapell.api.errors import KapellError
     from kapell.bench.operator import OperatorBench, run
 
-    if models < 1 or nodes < 1 or replicas < 1 or not 1 <= milli <= 1000:
-        raise KapellError("--models, --nodes, --replicas >= 1 and --milli in 1..1000 expected")
-    config = OperatorBench(models, nodes, replicas, gpus, milli, state_dir)
+    if models < 1 or nodes < 1 or replicas < 1:
+        raise KapellError("--models, --nodes and --replicas: expected at least 1")
+    config = OperatorBench(models, nodes, replicas, gpus, state_dir)
     report = run(config, lambda step: console.print(f"  {step}"))
     if json_out:
         print(json.dumps(report, indent=2))
