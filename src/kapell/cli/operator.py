@@ -24,6 +24,8 @@ from rich.console import Console
 console = Console(stderr=True, highlight=False)
 SYNC_TIMEOUT_S = 120.0
 PAUSED_RETRY_S = 1.0
+EVENT_DRIVEN_PROGRESS_S = 5.0
+EVENT_DRIVEN_RESYNC_S = 10.0
 
 
 def operator(
@@ -160,7 +162,11 @@ async def _run(
         return DemandSample(tokens_total=0.0, ready_replicas=ready)
 
     scaler = PolicyScaler(demand, lambda model: replicas.cold_start_s(model.key))
-    controller = ModelController(store, replicas, scaler, time.monotonic, utc_now)
+    # Informers turn every change of a pod or Model into a reconcile, so polling can be rare.
+    controller = ModelController(
+        store, replicas, scaler, time.monotonic, utc_now, progress_s=EVENT_DRIVEN_PROGRESS_S,
+        resync_s=EVENT_DRIVEN_RESYNC_S,
+    )  # fmt: skip
     metrics = OperatorMetrics(lambda: store.writes + replicas.writes)
 
     def reconcile(key: str) -> float | None:

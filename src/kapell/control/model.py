@@ -45,12 +45,18 @@ class ModelController:
         scaler: Scaler,
         clock: Callable[[], float],
         timestamp: Callable[[], str],
+        progress_s: float = PROGRESS_S,
+        resync_s: float = RESYNC_S,
     ) -> None:
+        """``progress_s`` and ``resync_s``: when to look again while replicas change and when
+        they are settled. A backend that reports every change as an event may poll less."""
         self._store = store
         self._backend = backend
         self._scaler = scaler
         self._clock = clock
         self._timestamp = timestamp
+        self._progress_s = progress_s
+        self._resync_s = resync_s
 
     def reconcile(self, key: str) -> float | None:
         resource = self._store.get(key)
@@ -68,9 +74,10 @@ class ModelController:
             changed = self._step(resource, revision, desired, current, old)
         except KapellError as exc:  # a missing engine binary, no room: report, retry later
             self._write_status(resource, desired, self._backend.replicas(key), revision, exc)
-            return RESYNC_S
+            return self._resync_s
         self._write_status(resource, desired, self._backend.replicas(key), revision)
-        return PROGRESS_S if changed or old or any(not r.ready for r in current) else RESYNC_S
+        busy = changed or old or any(not r.ready for r in current)
+        return self._progress_s if busy else self._resync_s
 
     def _step(
         self, model: Model, revision: str, desired: int, current: list[Replica], old: list[Replica]

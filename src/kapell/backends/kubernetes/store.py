@@ -100,6 +100,7 @@ class KubeStore:
         self._latest: dict[str, tuple[int, dict[str, object]]] = {}
         self._scheduled: set[str] = set()
         self._finalizing: set[str] = set()
+        self._acted_on: dict[Key, tuple[str, int, bool, tuple[str, ...]] | None] = {}
         self._writer = ThreadPoolExecutor(STATUS_WRITERS, thread_name_prefix="kapell-status")
         self._lock = threading.Lock()
         self.writes = 0
@@ -108,6 +109,19 @@ class KubeStore:
         )
 
     def _changed(self, key: Key, stored: StoredModel | None) -> None:
+        """Reconcile on what the controller acts on: not on status writes, its own above all."""
+        acted_on = (
+            None
+            if stored is None
+            else (stored.uid, stored.generation, stored.deleting, stored.finalizers)
+        )
+        with self._lock:
+            if key in self._acted_on and self._acted_on[key] == acted_on:
+                return
+            if stored is None:
+                self._acted_on.pop(key, None)
+            else:
+                self._acted_on[key] = acted_on
         self._on_change(model_key(*key))
 
     def stored(self, key: str) -> StoredModel | None:
