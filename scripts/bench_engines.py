@@ -1,11 +1,13 @@
 """The onnx engine against the reference engine on the tiny model, in the same run. Prints JSON.
 
 For each engine: seconds from launch to ``/health`` 200, time to first token of a streamed
-completion (median), and tokens/s one request at a time and ``--concurrency`` at once. The
+completion (median), tokens/s one request at a time and ``--concurrency`` at once, and what
+continuous batching buys (batched over sequential, against the same server process). The
 engines are measured in turns, round after round, so a noisy neighbour hurts both alike; the
 report gives each median and the onnx/reference ratios.
 
     PYTHONPATH=src .venv/bin/python scripts/bench_engines.py      # needs the onnx and reference extras
+    PYTHONPATH=src .venv/bin/python scripts/bench_engines.py --engines reference --rounds 1
 """
 
 from __future__ import annotations
@@ -139,6 +141,10 @@ def main() -> None:
             "ttft_ms": round(1000 * statistics.median(s["ttft_s"]), 1),
             "sequential_tokens_per_s": round(statistics.median(s["sequential"]), 1),
             "batched_tokens_per_s": round(statistics.median(s["batched"]), 1),
+            "batched_over_sequential": round(
+                statistics.median(b / q for b, q in zip(s["batched"], s["sequential"], strict=True)),
+                2,
+            ),
         }
         for engine, s in samples.items()
     }

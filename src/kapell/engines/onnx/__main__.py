@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from prometheus_client import CollectorRegistry
 
+from kapell.engines.batching import add_batching_arguments
 from kapell.engines.onnx.backend import OnnxBackend, OnnxOptions
 from kapell.engines.openai_server import engine_argument_parser, run_engine
 
@@ -18,11 +19,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "Serve an exported decoder (model.onnx beside its tokenizer) with ONNX Runtime on the "
         "CPU, with an OpenAI-compatible API.",
     )
-    parser.add_argument(
-        "--max-num-seqs", type=int, default=16, help="most sequences decoded together"
-    )
-    parser.add_argument(
-        "--threads", type=int, help="ONNX Runtime intra-op threads (default: its own choice)"
+    add_batching_arguments(
+        parser, threads_help="ONNX Runtime intra-op threads (default: its own choice)"
     )
     registry = CollectorRegistry()
 

@@ -1,31 +1,25 @@
 """Continuous batching over an exported decoder in ONNX Runtime: one run steps every sequence.
 
-The same scheme as the reference engine's, in numpy: the running sequences share one
-left-padded KV cache (``[batch, heads, length, head_dim]`` per layer, keys and values) and a
-``[batch, length]`` attention mask. Newcomers are prefilled together (with an empty past) and
-joined by padding the shorter cache on the left; finished rows are dropped and columns that
-became padding for every row trimmed. Positions are passed explicitly, so padding never
-shifts them.
+The onnx engine's :class:`~kapell.engines.batching.DecodeBatch`: the same scheme as the
+reference engine's, in numpy. The running sequences share one left-padded KV cache
+(``[batch, heads, length, head_dim]`` per layer, keys and values) and a ``[batch, length]``
+attention mask. Newcomers are prefilled together (with an empty past) and joined by padding the
+shorter cache on the left; finished rows are dropped and columns that became padding for every
+row trimmed. Positions are passed explicitly, so padding never shifts them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from kapell.engines.batching import Row
+
 Array = npt.NDArray[Any]
-
-
-@dataclass
-class Row:
-    """One sequence in the batch: how many tokens its cache holds, and the token to feed next."""
-
-    key: int
-    length: int
-    next_token: int = -1
 
 
 @dataclass(frozen=True)
@@ -154,3 +148,12 @@ class DecodeBatch:
         start = int(mask.shape[1] - max(r.length for r in self.rows))
         self._mask = mask[:, start:]
         self._cache = [np.ascontiguousarray(c[keep][:, :, start:]) for c in self._cache]
+
+    def embed(self, inputs: Sequence[Sequence[int]]) -> list[list[float]]:
+        """Mean of the last hidden states over each input's tokens, L2-normalised."""
+        (hidden,), mask = self.forward_padded([list(ids) for ids in inputs], ["last_hidden_state"])
+        weights = mask[:, :, None].astype(np.float64)
+        pooled = (hidden.astype(np.float64) * weights).sum(1) / weights.sum(1)
+        norms = np.maximum(np.linalg.norm(pooled, axis=-1, keepdims=True), 1e-12)
+        vectors: list[list[float]] = (pooled / norms).tolist()
+        return vectors

@@ -8,10 +8,22 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from kapell.engines.batching import Sampler
+
 
 def generator(seed: int | None) -> np.random.Generator:
     """A request's own random stream, so a seed repeats whatever else shares the batch."""
     return np.random.default_rng(secrets.randbits(63) if seed is None else seed)
+
+
+def sampler(seed: int | None) -> Sampler[npt.NDArray[Any]]:
+    """A request's sampler, drawing from its own :func:`generator`."""
+    rng = generator(seed)
+
+    def sample(logits: npt.NDArray[Any], temperature: float, top_p: float) -> int:
+        return sample_token(logits, temperature, top_p, rng)
+
+    return sample
 
 
 def sample_token(

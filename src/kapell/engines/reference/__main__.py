@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from prometheus_client import CollectorRegistry
 
+from kapell.engines.batching import add_batching_arguments
 from kapell.engines.openai_server import engine_argument_parser, run_engine
 from kapell.engines.reference.backend import ReferenceBackend, ReferenceOptions
 
@@ -20,10 +21,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: auto)")
     parser.add_argument("--dtype", default="auto", help="float32, bfloat16 ... (default: auto)")
-    parser.add_argument(
-        "--max-num-seqs", type=int, default=16, help="most sequences decoded together"
-    )
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    add_batching_arguments(parser, threads_help="torch CPU threads (default: torch's)")
 
     registry = CollectorRegistry()
 

@@ -1,31 +1,25 @@
 """Continuous batching over a Hugging Face causal LM: one forward pass steps every sequence.
 
-The running sequences share one left-padded KV cache (``[batch, heads, length, dim]`` per
-layer) and a ``[batch, length]`` attention mask. Sequences that arrive are prefilled together
-and joined to the batch by padding the shorter cache on the left; finished ones are dropped by
-row, and columns that became padding for every row are trimmed, so the cache is never longer
-than the longest live sequence. Positions are passed explicitly, so padding never shifts them.
+The reference engine's :class:`~kapell.engines.batching.DecodeBatch`. The running sequences
+share one left-padded KV cache (``[batch, heads, length, dim]`` per layer) and a
+``[batch, length]`` attention mask. Sequences that arrive are prefilled together and joined to
+the batch by padding the shorter cache on the left; finished ones are dropped by row, and
+columns that became padding for every row are trimmed, so the cache is never longer than the
+longest live sequence. Positions are passed explicitly, so padding never shifts them.
 """
 
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from kapell.engines.batching import Row
+
 KV = list[tuple[torch.Tensor, torch.Tensor]]
-
-
-@dataclass
-class Row:
-    """One sequence in the batch: how many tokens its cache holds, and the token to feed next."""
-
-    key: int
-    length: int
-    next_token: int = -1
 
 
 def _pad_left(kv: KV, mask: torch.Tensor, length: int) -> tuple[KV, torch.Tensor]:
@@ -56,6 +50,11 @@ def _returned_cache(out: Any) -> Any:
     return out.past_key_values if cache is None else cache
 
 
+def _last_logits(out: Any) -> torch.Tensor:
+    logits: torch.Tensor = out.logits[:, -1, :].float().cpu()
+    return logits
+
+
 class DecodeBatch:
     """The running sequences of one model and their shared KV cache."""
 
@@ -74,7 +73,8 @@ class DecodeBatch:
 
     @torch.inference_mode()
     def admit(self, rows: list[Row], prompts: list[list[int]]) -> torch.Tensor:
-        """Prefill ``prompts`` in one forward pass, join them to the batch; their last logits."""
+        """Prefill ``prompts`` in one forward pass, join them to the batch; their last logits
+        (float32, on the CPU, as sampling reads them)."""
         width = max(len(p) for p in prompts)
         ids = torch.zeros((len(prompts), width), dtype=torch.long, device=self.device)
         mask = torch.zeros_like(ids)
@@ -95,8 +95,7 @@ class DecodeBatch:
             mask = torch.cat([old_mask, mask])
         self._cache, self._mask = _cache_from(new_kv), mask
         self.rows.extend(rows)
-        logits: torch.Tensor = out.logits[:, -1, :]
-        return logits
+        return _last_logits(out)
 
     @torch.inference_mode()
     def step(self) -> torch.Tensor:
@@ -114,8 +113,7 @@ class DecodeBatch:
         self._cache, self._mask = _returned_cache(out), mask
         for row in self.rows:
             row.length += 1
-        logits: torch.Tensor = out.logits[:, -1, :]
-        return logits
+        return _last_logits(out)
 
     @torch.inference_mode()
     def remove(self, keys: set[int]) -> None:
@@ -137,3 +135,20 @@ class DecodeBatch:
                 for k, v in _cache_tensors(self._cache)
             ]
         )
+
+    @torch.inference_mode()
+    def embed(self, inputs: Sequence[Sequence[int]]) -> list[list[float]]:
+        """Mean of the last hidden states over each input's tokens, L2-normalised."""
+        width = max(len(ids) for ids in inputs)
+        ids = torch.zeros((len(inputs), width), dtype=torch.long, device=self.device)
+        mask = torch.zeros_like(ids)
+        for i, tokens in enumerate(inputs):
+            ids[i, : len(tokens)] = torch.tensor(list(tokens), device=self.device)
+            mask[i, : len(tokens)] = 1
+        hidden = self.model(
+            input_ids=ids, attention_mask=mask, output_hidden_states=True
+        ).hidden_states[-1]
+        weights = mask.unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * weights).sum(1) / weights.sum(1)
+        vectors: list[list[float]] = F.normalize(pooled.float(), dim=-1).cpu().tolist()
+        return vectors

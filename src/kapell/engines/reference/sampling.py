@@ -2,7 +2,21 @@
 
 from __future__ import annotations
 
+import secrets
+
 import torch
+
+from kapell.engines.batching import Sampler
+
+
+def sampler(seed: int | None) -> Sampler[torch.Tensor]:
+    """A request's sampler, drawing from its own ``torch.Generator`` (seeded, else random)."""
+    generator = torch.Generator().manual_seed(secrets.randbits(63) if seed is None else seed)
+
+    def sample(logits: torch.Tensor, temperature: float, top_p: float) -> int:
+        return sample_token(logits, temperature, top_p, generator)
+
+    return sample
 
 
 def sample_token(

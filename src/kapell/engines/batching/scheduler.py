@@ -1,25 +1,21 @@
-"""The reference engine's scheduler: which sequences run, one batched step at a time.
+"""The scheduler: which sequences run, one batched step at a time.
 
 Each :meth:`Scheduler.step` drops cancelled sequences, admits waiting ones up to
 ``max_num_seqs`` (prefilled together, which also yields their first token), then decodes one
-token for every running sequence in a single forward pass. It runs on the worker thread only.
+token for every running sequence in a single forward pass of the engine's
+:class:`~kapell.engines.batching.batch.DecodeBatch`. It runs on the worker thread only.
 """
 
 from __future__ import annotations
 
-import secrets
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Generic, Protocol
 
-import torch
-import torch.nn.functional as F
-
+from kapell.engines.batching.batch import DecodeBatch, L, Row, Sampler
+from kapell.engines.batching.detokenize import Decoder, IncrementalDetokenizer
 from kapell.engines.openai_server import GenerationChunk, GenerationRequest
-from kapell.engines.reference.batch import DecodeBatch, Row
-from kapell.engines.reference.detokenize import IncrementalDetokenizer
-from kapell.engines.reference.sampling import sample_token
 
 
 class Submitted(Protocol):
@@ -32,39 +28,39 @@ class Submitted(Protocol):
 
 
 @dataclass
-class _Running:
+class _Running(Generic[L]):
     """A sequence in the batch and its sampling state."""
 
     sequence: Submitted
     detokenizer: IncrementalDetokenizer
-    generator: torch.Generator
+    sample: Sampler[L]
     generated: int = 0
 
 
-def _generator(seed: int | None) -> torch.Generator:
-    return torch.Generator().manual_seed(secrets.randbits(63) if seed is None else seed)
-
-
-class Scheduler:
+class Scheduler(Generic[L]):
     """Waiting and running sequences of one model."""
 
     def __init__(
         self,
-        batch: DecodeBatch,
-        tokenizer: Any,
+        batch: DecodeBatch[L],
+        sampler: Callable[[int | None], Sampler[L]],
+        tokenizer: Decoder,
+        eos_token_id: int | None,
         max_num_seqs: int,
         max_len: int,
         *,
         default_sampling: tuple[float, float] = (1.0, 1.0),
     ) -> None:
-        """``default_sampling`` is the (temperature, top_p) for requests that give none."""
+        """``sampler(seed)`` makes a request's sampler; ``default_sampling`` is the
+        (temperature, top_p) for requests that give none."""
         self._batch = batch
+        self._sampler = sampler
         self._tokenizer = tokenizer
         self._max_num_seqs = max_num_seqs
         self._capacity_tokens = max_num_seqs * max_len
-        self._eos = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
+        self._eos = set() if eos_token_id is None else {eos_token_id}
         self._waiting: deque[Submitted] = deque()
-        self._running: dict[int, _Running] = {}
+        self._running: dict[int, _Running[L]] = {}
         self._next_key = 0
         self._default_temperature, self._default_top_p = default_sampling
 
@@ -95,7 +91,7 @@ class Scheduler:
         if not self._batch.rows:
             return 0
         rows = list(self._batch.rows)
-        self._emit(rows, self._batch.step().float().cpu())
+        self._emit(rows, self._batch.step())
         return len(rows)
 
     def abort(self, error: BaseException) -> None:
@@ -104,32 +100,6 @@ class Scheduler:
             sequence.deliver(error)
         self._waiting.clear()
         self._retire(set(self._running))
-
-    @torch.inference_mode()
-    def embed(
-        self,
-        inputs: Sequence[Sequence[int]],
-        deliver: Callable[[list[list[float]] | BaseException], None],
-    ) -> None:
-        """Mean of the last hidden states over each input's tokens, L2-normalised."""
-        try:
-            width = max(len(ids) for ids in inputs)
-            device = self._batch.device
-            ids = torch.zeros((len(inputs), width), dtype=torch.long, device=device)
-            mask = torch.zeros_like(ids)
-            for i, tokens in enumerate(inputs):
-                ids[i, : len(tokens)] = torch.tensor(list(tokens), device=device)
-                mask[i, : len(tokens)] = 1
-            hidden = self._batch.model(
-                input_ids=ids, attention_mask=mask, output_hidden_states=True
-            ).hidden_states[-1]
-            weights = mask.unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * weights).sum(1) / weights.sum(1)
-            vectors: list[list[float]] = F.normalize(pooled.float(), dim=-1).cpu().tolist()
-        except Exception as exc:
-            deliver(exc)
-            return
-        deliver(vectors)
 
     def _retire(self, keys: set[int]) -> None:
         self._batch.remove(keys)
@@ -148,12 +118,12 @@ class Scheduler:
             self._running[key] = _Running(
                 sequence,
                 IncrementalDetokenizer(self._tokenizer),
-                _generator(sequence.request.params.seed),
+                self._sampler(sequence.request.params.seed),
             )
         prompts = [list(s.request.prompt_token_ids) for s in admitted]
-        self._emit(rows, self._batch.admit(rows, prompts).float().cpu())
+        self._emit(rows, self._batch.admit(rows, prompts))
 
-    def _emit(self, rows: list[Row], logits: torch.Tensor) -> None:
+    def _emit(self, rows: list[Row], logits: Iterable[L]) -> None:
         """Sample each row's next token, send its text, and retire the rows that finished."""
         finished = set()
         for row, row_logits in zip(rows, logits, strict=True):
@@ -163,7 +133,7 @@ class Scheduler:
                 self._default_temperature if params.temperature is None else params.temperature
             )
             top_p = self._default_top_p if params.top_p is None else params.top_p
-            token = sample_token(row_logits, temperature, top_p, running.generator)
+            token = running.sample(row_logits, temperature, top_p)
             running.generated += 1
             if token in self._eos:
                 chunk = GenerationChunk("", 1, "stop")
