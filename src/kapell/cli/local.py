@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -419,6 +420,9 @@ def _follow(state_dir: Path, sources: Callable[[], list[str]], tail: int, prefix
     offsets: dict[str, int] = {}
     current: list[str] = []
     first = True
+    # Ctrl-C ends a follow even where the shell started us with SIGINT ignored (a background
+    # job of a non-interactive shell), which Python would otherwise inherit.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         while True:
             try:
