@@ -39,7 +39,9 @@ def _free_port() -> int:
         return port
 
 
-def _start(engine: str, threads: int, max_num_seqs: int) -> tuple[subprocess.Popen[bytes], str, float]:
+def _start(
+    engine: str, threads: int, max_num_seqs: int
+) -> tuple[subprocess.Popen[bytes], str, float]:
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     command = [
@@ -120,9 +122,7 @@ def main() -> None:
                     asyncio.run(_throughput(url, args.requests, 1, args.max_tokens))
                 )
                 s["batched"].append(
-                    asyncio.run(
-                        _throughput(url, args.requests, args.concurrency, args.max_tokens)
-                    )
+                    asyncio.run(_throughput(url, args.requests, args.concurrency, args.max_tokens))
                 )
     finally:
         for server, _ in servers.values():
@@ -142,7 +142,9 @@ def main() -> None:
             "sequential_tokens_per_s": round(statistics.median(s["sequential"]), 1),
             "batched_tokens_per_s": round(statistics.median(s["batched"]), 1),
             "batched_over_sequential": round(
-                statistics.median(b / q for b, q in zip(s["batched"], s["sequential"], strict=True)),
+                statistics.median(
+                    b / q for b, q in zip(s["batched"], s["sequential"], strict=True)
+                ),
                 2,
             ),
         }

@@ -172,13 +172,25 @@ def _tidy(path: Path, layers: int) -> None:
             if name is not None:
                 dim.dim_param = name
     del graph.graph.value_info[:]  # internal shapes, with the old names; inferred at load
-    for node in graph.graph.node:
-        node.doc_string = ""
+    strip_provenance(graph)
     onnx.helper.set_model_props(
         graph, {"architecture": "GPT2LMHeadModel", "exported_by": "kapell scripts/export_onnx.py"}
     )
     onnx.checker.check_model(graph)
     onnx.save(graph, str(path))
+
+
+def strip_provenance(model: Any) -> None:
+    """Drop what the exporter records about where it ran (stack traces and source paths in node
+    doc strings and metadata): it names this machine's files and changes nothing at run time."""
+    for node in model.graph.node:
+        node.doc_string = ""
+        del node.metadata_props[:]
+    for function in model.functions:
+        for node in function.node:
+            node.doc_string = ""
+            del node.metadata_props[:]
+    del model.graph.metadata_props[:]
 
 
 def verify(model_dir: Path, path: Path) -> float:
