@@ -218,6 +218,7 @@ class KubeReplicas:
         self._claim_locks: dict[Key, threading.Lock] = {}
         self._repairing: set[Key] = set()
         self._failures: dict[str, tuple[int, float, str]] = {}  # model -> (count, when, why)
+        self._nodes_seen: dict[Key, NodeView] = {}
         self._writers = ThreadPoolExecutor(WRITERS, thread_name_prefix="kapell-writer")
         self._policies: dict[frozenset[tuple[int, int, str | None]], Policy] = {}
         self.writes = 0
@@ -243,6 +244,13 @@ class KubeReplicas:
             self._view = None
 
     def _node_changed(self, key: Key, node: NodeView | None) -> None:
+        with self._lock:  # most node events are heartbeats that change nothing placement sees
+            if key in self._nodes_seen and self._nodes_seen[key] == node:
+                return
+            if node is None:
+                self._nodes_seen.pop(key, None)
+            else:
+                self._nodes_seen[key] = node
         self._dirty(key, node)
         if node is None or not node.schedulable:  # replicas there must be replaced
             for view in self.pods.items():
