@@ -16,10 +16,13 @@ import socket
 import time
 import uuid
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+
+if TYPE_CHECKING:
+    from lightkube import Client
 
 console = Console(stderr=True, highlight=False)
 SYNC_TIMEOUT_S = 120.0
@@ -78,7 +81,7 @@ def operator(
     asyncio.run(_run(kubeconfig, namespace, me, lease_namespace, lease_duration, metrics_port))
 
 
-def _client(kubeconfig: Path | None):  # type: ignore[no-untyped-def]
+def _client(kubeconfig: Path | None) -> Client:
     from lightkube import Client, KubeConfig
 
     from kapell.backends.kubernetes.store import FIELD_MANAGER
@@ -87,7 +90,7 @@ def _client(kubeconfig: Path | None):  # type: ignore[no-untyped-def]
     return Client(config, field_manager=FIELD_MANAGER)
 
 
-def _check_crds(client) -> None:  # type: ignore[no-untyped-def]
+def _check_crds(client: Client) -> None:
     from lightkube import ApiError
     from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
 

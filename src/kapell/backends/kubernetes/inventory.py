@@ -133,17 +133,24 @@ def request_for(model: Model, name: str, gpu_models: Iterable[str]) -> PodReques
     if wanted and not models:
         models = frozenset(wanted)  # nothing of that kind here: the request cannot fit
     min_memory = int(parse_quantity(gpu.memory) // (1024 * 1024)) if gpu.memory else 0
-    common = {
-        "gpu_models": models,
-        "min_gpu_memory_mib": min_memory,
-        "sharing": gpu.sharing,
-        "node_selector": selector,
-    }
     if gpu.mig_profile is not None:
-        return PodRequest(name, cpu, memory, 1, 0, mig_profile=gpu.mig_profile, **common)  # type: ignore[arg-type]
-    if gpu.milli is not None:
-        return PodRequest(name, cpu, memory, 1, gpu.milli, **common)  # type: ignore[arg-type]
-    return PodRequest(name, cpu, memory, gpu.count, GPU_MILLI, **common)  # type: ignore[arg-type]
+        count, milli = 1, 0
+    elif gpu.milli is not None:
+        count, milli = 1, gpu.milli
+    else:
+        count, milli = gpu.count, GPU_MILLI
+    return PodRequest(
+        name,
+        cpu,
+        memory,
+        count,
+        milli,
+        gpu_models=models,
+        min_gpu_memory_mib=min_memory,
+        mig_profile=gpu.mig_profile,
+        sharing=gpu.sharing,
+        node_selector=selector,
+    )
 
 
 class ClusterView:
