@@ -32,12 +32,12 @@ from typing import Any
 
 from lightkube import ApiError, AsyncClient, Client, KubeConfig
 from lightkube.codecs import from_dict
+from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
 from lightkube.resources.core_v1 import Namespace, Pod
 from prometheus_client.parser import text_string_to_metric_families
-from ruamel.yaml import YAML
 
-from kapell.api import metrics
-from kapell.api.crd import crd_documents
+from kapell.api import KINDS, metrics
+from kapell.api.crd import crd
 from kapell.api.errors import BackendError
 from kapell.backends.kubernetes.informer import Informer
 from kapell.backends.kubernetes.store import ModelResource
@@ -196,12 +196,12 @@ def _delete_and_wait(client: Client, namespace: str) -> None:
 
 
 def _install_crds(client: Client) -> None:
-    for document in YAML(typ="safe", pure=True).load_all(crd_documents()):
+    """kapell's CRDs, as ``kapell crds`` prints them, applied and waited for."""
+    documents = [crd(kind) for kind in KINDS.values()]
+    for document in documents:
         client.apply(from_dict(document), field_manager="kapell-bench", force=True)
-    for document in YAML(typ="safe", pure=True).load_all(crd_documents()):
+    for document in documents:
         name = document["metadata"]["name"]
-        from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
-
         client.wait(CustomResourceDefinition, name, for_conditions=["Established"])
 
 
