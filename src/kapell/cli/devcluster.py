@@ -31,6 +31,14 @@ def up(
             "kapell's node agent instead of kwok (needs root: network namespaces).",
         ),
     ] = 0,
+    node_grace: Annotated[
+        int,
+        typer.Option(
+            "--node-grace",
+            help="Seconds a node may miss its heartbeat before it is NotReady; raise it for "
+            "hundreds of kwok nodes on a small machine (kwok renews every node's Lease).",
+        ),
+    ] = 25,
     gpus: Annotated[
         list[str] | None,
         typer.Option(
@@ -51,7 +59,7 @@ def up(
     cluster = DevCluster(state_dir, bin_dir)
     result = cluster.up(
         nodes, pools, progress=lambda step: typer.echo(f"  {step}", err=True),
-        serving_nodes=serving_nodes,
+        serving_nodes=serving_nodes, node_grace_s=node_grace,
     )  # fmt: skip
     serving = f" (serving: {', '.join(result.serving_nodes)})" if result.serving_nodes else ""
     typer.echo(

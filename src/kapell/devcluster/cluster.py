@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from kapell.api.errors import BackendError, ConflictError, KapellError, NotFoundError
-from kapell.devcluster import agentstate, driver, podnet
+from kapell.devcluster import agentstate, driver, nodeheart, podnet
 from kapell.devcluster.gpus import FAKE_NODE_ANNOTATION, GpuPool, node_name, plan_nodes
 from kapell.devcluster.pki import CertPair, Pki
 from kapell.devcluster.processes import ProcessGroup
@@ -45,6 +45,11 @@ SERVICE_CIDR = "10.96.0.0/16"
 POD_CIDR = "10.64.0.0/12"
 READY_TIMEOUT_S = 240.0
 KWOK_STAGES = Path(__file__).with_name("kwok-stages.yaml")
+# How old a node's Lease may get before kube-controller-manager marks the node NotReady. kwok
+# renews every kwok node's Lease from one process: 1,000 nodes at this default are 100 Lease
+# writes a second, which a loaded 2-core machine cannot always keep up, and a node marked
+# NotReady has all its pods marked not Ready. Large fake clusters ask for a longer grace.
+NODE_GRACE_S = 25
 
 Progress = Callable[[str], None]
 
@@ -133,14 +138,20 @@ class DevCluster:
         pools: list[GpuPool],
         progress: Progress = lambda _: None,
         serving_nodes: int = 0,
+        node_grace_s: int = NODE_GRACE_S,
     ) -> UpResult:
         """Start everything, publish the fake GPU nodes, and return once pods can be scheduled.
 
         The first ``serving_nodes`` nodes get kapell's node agent instead of kwok: their pods
-        really run (see ``agent``)."""
+        really run (see ``agent``). A node whose Lease is ``node_grace_s`` old is NotReady."""
         plan = plan_nodes(nodes, pools)
         if not 0 <= serving_nodes <= nodes:
             raise KapellError(f"--serving-nodes {serving_nodes}: expected 0 to --nodes ({nodes})")
+        if node_grace_s < NODE_GRACE_S:
+            raise KapellError(
+                f"--node-grace {node_grace_s}: expected at least {NODE_GRACE_S} s "
+                f"(the node agent renews its Leases every {nodeheart.RENEW_S:.0f} s)"
+            )
         why_not = podnet.can_manage() if serving_nodes else None
         if why_not:
             raise KapellError(f"--serving-nodes: {why_not}")
@@ -153,7 +164,7 @@ class DevCluster:
         started_s = time.monotonic()
         self._clear_state()
         try:
-            devices = self._start(bins, plan, serving, progress)
+            devices = self._start(bins, plan, serving, node_grace_s, progress)
         except BaseException:
             self.down()
             raise
@@ -179,6 +190,7 @@ class DevCluster:
         bins: Path,
         plan: list[tuple[int, GpuPool]],
         agent_nodes: tuple[str, ...],
+        node_grace_s: int,
         progress: Progress,
     ) -> int:
         pki = Pki(self.state_dir / "pki", dt.datetime.now(dt.UTC))
@@ -237,9 +249,10 @@ class DevCluster:
             f"--cluster-signing-cert-file={pki.ca.cert}", f"--cluster-signing-key-file={pki.ca.key}",
             f"--service-cluster-ip-range={SERVICE_CIDR}", f"--cluster-cidr={POD_CIDR}",
             "--kube-api-qps=200", "--kube-api-burst=400",
-            # A node silent for 25 s is NotReady (default 50 s): kubelets and the node agent
-            # renew every 10 s, and a test of a lost node should not wait a minute.
-            "--node-monitor-grace-period=25s",
+            # A node silent for 25 s is NotReady by default here (Kubernetes' default is 50 s):
+            # kubelets and the node agent renew every 10 s, and a test of a lost node should
+            # not wait a minute. Clusters of many kwok nodes ask for more (see NODE_GRACE_S).
+            f"--node-monitor-grace-period={node_grace_s}s",
         ])  # fmt: skip
         scheduler_config = kubeconfig_for("system:kube-scheduler", None)
         self.processes.start("kube-scheduler", [
@@ -252,7 +265,9 @@ class DevCluster:
             str(bins / "kwok"), f"--kubeconfig={kubeconfig_for('kapell-kwok', 'system:masters')}",
             "--manage-all-nodes=false",
             f"--manage-nodes-with-annotation-selector={FAKE_NODE_ANNOTATION}=fake",
-            f"--cidr={POD_CIDR}", "--node-ip=127.0.0.1", "--node-lease-duration-seconds=40",
+            f"--cidr={POD_CIDR}", "--node-ip=127.0.0.1",
+            # kwok renews a Lease every quarter of its duration: 2.5 renewals per grace period.
+            f"--node-lease-duration-seconds={node_grace_s * 8 // 5}",
             f"--config={KWOK_STAGES}",
         ])  # fmt: skip
 
