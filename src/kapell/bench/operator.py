@@ -223,7 +223,7 @@ class OperatorRun:
         with log.open("wb") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "kapell.cli", "operator", f"--kubeconfig={kubeconfig}",
-                 f"--metrics-port={self.port}", "--identity=bench"],
+                 f"--port={self.port}", "--identity=bench"],
                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
 

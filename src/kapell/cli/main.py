@@ -40,6 +40,9 @@ from kapell.cli.operator import bench_operator, operator  # noqa: E402  (light: 
 
 app.add_typer(dev_app, name="dev")
 app.command("operator")(operator)
+from kapell.cli.cluster_gateway import gateway  # noqa: E402  (light: imports on use)
+
+app.command("gateway")(gateway)
 bench_app.command("operator")(bench_operator)
 
 from kapell.cli.gateway import bench_gateway  # noqa: E402  (light: imports on use)

@@ -11,32 +11,29 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import sys
 import time
-from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
-import uvicorn
 from rich.console import Console
 
 from kapell import __version__
 from kapell.api import Model, Resource
-from kapell.api.errors import BackendError
 from kapell.api.units import parse_quantity
 from kapell.backends.local.admin import AdminContext, create_admin_app
 from kapell.backends.local.endpoints import routable
 from kapell.backends.local.replicas import HOST, LocalReplicas, free_port
 from kapell.backends.local.store import SQLiteStore, utc_now
 from kapell.cli.client import INSTANCE_FILE, state_dir_default
+from kapell.cli.serving import bind, server
 from kapell.control.loop import ReconcileLoop
 from kapell.control.model import ModelController
 from kapell.control.scaling import PolicyScaler
 from kapell.gateway.app import create_app
 from kapell.gateway.config import GatewayConfig
 from kapell.gateway.endpoints import StaticEndpointSource
-from kapell.gateway.server import tune_gc, uvicorn_config
+from kapell.gateway.server import tune_gc
 from kapell.observe.access_log import AccessLog
 from kapell.observe.energy_metrics import EnergyCollector
 from kapell.policy.autoscale import DemandSample
@@ -48,42 +45,12 @@ SHUTDOWN_LIMIT_S = 30.0
 """Longest a graceful stop of all replicas may take before they are killed."""
 
 
-class _Server(uvicorn.Server):
-    """A uvicorn server that leaves signal handling to ``kapell up``."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        yield
-
-
-def _bind(port: int, what: str) -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((HOST, port))
-    except OSError:
-        sock.close()
-        raise BackendError(
-            f"{what} port {port} is in use; pass --port with another number, or 0 for any"
-        ) from None
-    sock.listen(2048)
-    sock.setblocking(False)
-    return sock
-
-
-def _server(app: Any, sock: socket.socket) -> tuple[_Server, socket.socket]:
-    """A server for ``sock`` with the gateway's tuned settings (the socket sets the address)."""
-    config = uvicorn_config(app, HOST, 0)
-    config.timeout_graceful_shutdown = 5
-    return _Server(config), sock
-
-
 async def run(resources: list[Resource], state_dir: Path, port: int) -> None:
     """Serve until SIGINT/SIGTERM or an admin shutdown; leaves no child process behind."""
     state_dir.mkdir(parents=True, exist_ok=True)
     instance_path = state_dir / INSTANCE_FILE
-    gateway_sock = _bind(port, "gateway")
-    admin_sock = _bind(free_port(), "admin")
+    gateway_sock = bind(HOST, port, "the gateway")
+    admin_sock = bind(HOST, free_port(), "the admin API")
     store = SQLiteStore(state_dir / "state.db")
 
     def demand(model: Model, ready: int) -> DemandSample:
@@ -189,7 +156,10 @@ async def run(resources: list[Resource], state_dir: Path, port: int) -> None:
     for key in store.keys("Model"):
         on_change(key)
 
-    servers = [_server(gateway, gateway_sock), _server(admin, admin_sock)]
+    servers = [
+        (server(gateway, gateway_sock), gateway_sock),
+        (server(admin, admin_sock), admin_sock),
+    ]
     tune_gc()  # the gateway shares this process; fewer, larger GC passes keep its latency flat
     server_tasks = [loop.create_task(s.serve(sockets=[sock])) for s, sock in servers]
     reconcile_task = loop.create_task(reconciler.run())
@@ -217,8 +187,8 @@ async def run(resources: list[Resource], state_dir: Path, port: int) -> None:
         except TimeoutError:
             console.print(f"kapell: replicas still running after {SHUTDOWN_LIMIT_S:.0f}s; killing")
             _kill_now(replicas, exit_process=False)
-        for server, _ in servers:
-            server.should_exit = True
+        for running, _ in servers:
+            running.should_exit = True
         await asyncio.gather(*server_tasks, return_exceptions=True)
         access_log.close()
         store.close()
