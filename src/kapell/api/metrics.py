@@ -20,6 +20,7 @@ ENGINE_PREFIX_CACHE_QUERIES = "vllm:prefix_cache_queries_total"
 ENGINE_BATCH_SIZE = "kapell_engine_batch_size"  # sequences per decode step (kapell engines)
 
 GATEWAY_REQUESTS = "kapell_gateway_requests_total"
+GATEWAY_UPSTREAM_RETRIES = "kapell_gateway_upstream_retries_total"
 GATEWAY_PROMPT_TOKENS = "kapell_gateway_prompt_tokens_total"
 GATEWAY_GENERATED_TOKENS = "kapell_gateway_generated_tokens_total"
 GATEWAY_TTFT_SECONDS = "kapell_gateway_time_to_first_token_seconds"

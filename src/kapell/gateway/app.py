@@ -561,6 +561,8 @@ class _Exchange:
             endpoint = gateway.choose(self.model, self.request, self.request_tokens, tried)
             if endpoint is None:
                 break
+            if tried:
+                self.metrics.retries.inc()
             counts = gateway.counts(endpoint)
             self.replica = endpoint.replica_id
             counts.tokens += self.request_tokens

@@ -53,6 +53,8 @@ class RequestMetrics:
         self.prompt_tokens = children["prompt"]
         self.generated_tokens = children["generated"]
         self._requests = children["requests"]
+        self.retries = children["retries"]
+        """Requests sent to another replica after one failed before answering."""
         self._by_code: dict[int, Any] = {}
 
     def count(self, status: int) -> None:
@@ -76,6 +78,12 @@ class GatewayMetrics:
         )
         self._generated = Counter(
             names.GATEWAY_GENERATED_TOKENS, "Generated tokens", labels, registry=self.registry
+        )
+        self._retries = Counter(
+            names.GATEWAY_UPSTREAM_RETRIES,
+            "Requests retried on another replica after one failed before answering",
+            labels,
+            registry=self.registry,
         )
         self._ttft = Histogram(
             names.GATEWAY_TTFT_SECONDS,
@@ -106,6 +114,7 @@ class GatewayMetrics:
                     "prompt": self._prompt.labels(model, tenant),
                     "generated": self._generated.labels(model, tenant),
                     "requests": lambda code: self._requests.labels(model, tenant, code),
+                    "retries": self._retries.labels(model, tenant),
                 }
             )
         return found
