@@ -4,6 +4,7 @@ EndpointSlices, and reports demand to the operator, which scales a Model up from
 from __future__ import annotations
 
 import asyncio
+import collections
 import os
 import signal
 import subprocess
@@ -17,7 +18,7 @@ import httpx
 import pytest
 from kubeobjects import eventually
 from lightkube import Client
-from openai import AsyncOpenAI, OpenAI
+from openai import APIStatusError, AsyncOpenAI, OpenAI
 from operators import KAPELL, OperatorProcess, apply, pods_of, wait_ready
 from prometheus_client.parser import text_string_to_metric_families
 from test_operator_serving import FAST_SIM, _pid, serving_model
@@ -32,12 +33,14 @@ COLD_START_S = 3.0
 class ClusterGateway:
     """``kapell gateway`` for one namespace, as a process; ``url`` once it serves."""
 
-    def __init__(self, kubeconfig: Path, namespace: str, operator_port: int, log: Path) -> None:
+    def __init__(
+        self, kubeconfig: Path, namespace: str, operator_port: int, log: Path, *flags: str
+    ) -> None:
         self.log = log
         with log.open("wb") as out:
             self.proc = subprocess.Popen(
                 [str(KAPELL), "gateway", f"--kubeconfig={kubeconfig}", f"--namespace={namespace}",
-                 f"--operator-url=http://127.0.0.1:{operator_port}", "--port=0"],
+                 f"--operator-url=http://127.0.0.1:{operator_port}", "--port=0", *flags],
                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
 
@@ -261,6 +264,44 @@ def test_a_dead_endpoint_costs_at_most_one_retried_request(
         answered += 1
     assert answered > 20
     assert _counter(gateway.url, GATEWAY_UPSTREAM_RETRIES) == 1
+
+
+def test_ten_times_overload_answers_429s_never_5xx(
+    dev_cluster: DevCluster,
+    operator: OperatorProcess,
+    kube: Client,
+    kubectl: Any,
+    namespace: str,
+    tmp_path: Path,
+) -> None:
+    """Room for 6 requests (2 upstream, 4 queued) and 60 at once: the rest are told to come back."""
+    apply(kubectl, serving_model("busy", namespace, args=FAST_SIM))
+    wait_ready(kube, "busy", namespace)
+    small = ClusterGateway(
+        dev_cluster.kubeconfig, namespace, operator.port, tmp_path / "gw.log",
+        "--max-in-flight-per-replica=2", "--queue-max-per-model=4",
+    )  # fmt: skip
+    try:
+        client = AsyncOpenAI(base_url=f"{small.url}/v1", api_key="unused", max_retries=0)
+
+        async def one() -> int:
+            try:
+                await client.chat.completions.create(
+                    model="busy", messages=[{"role": "user", "content": "hi"}], max_tokens=64
+                )
+            except APIStatusError as exc:
+                return exc.status_code
+            return 200
+
+        async def burst() -> list[int]:
+            await one()  # the gateway has seen the ready endpoint
+            return await asyncio.gather(*(one() for _ in range(60)))
+
+        statuses = collections.Counter(asyncio.run(burst()))
+    finally:
+        small.stop()
+    assert set(statuses) <= {200, 429}, statuses
+    assert statuses[429] > 0 and statuses[200] >= 6, statuses
 
 
 def _counter(url: str, name: str) -> float:

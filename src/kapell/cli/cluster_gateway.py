@@ -14,14 +14,18 @@ import signal
 import socket
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 
+from kapell.gateway.config import GatewayConfig
+
 console = Console(stderr=True, highlight=False)
 SYNC_TIMEOUT_S = 120.0
+DEFAULTS = GatewayConfig()
 
 
 def gateway(
@@ -53,6 +57,18 @@ def gateway(
         str | None,
         typer.Option("--identity", help="This replica's name in demand reports (default: unique)."),
     ] = None,
+    max_in_flight: Annotated[
+        int,
+        typer.Option(
+            "--max-in-flight-per-replica", min=1, help="Requests sent to one replica at once."
+        ),
+    ] = DEFAULTS.max_in_flight_per_replica,
+    queue_max: Annotated[
+        int,
+        typer.Option(
+            "--queue-max-per-model", min=0, help="Requests a Model may hold waiting; then 429."
+        ),
+    ] = DEFAULTS.queue_max_per_model,
 ) -> None:
     """Serve the OpenAI-compatible API for a namespace's Models on a Kubernetes cluster."""
     logging.basicConfig(
@@ -61,7 +77,10 @@ def gateway(
     for noisy in ("httpx", "httpx2", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     me = identity or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-    asyncio.run(_run(kubeconfig, namespace, operator_url, host, port, me))
+    limits = replace(
+        DEFAULTS, max_in_flight_per_replica=max_in_flight, queue_max_per_model=queue_max
+    )
+    asyncio.run(_run(kubeconfig, namespace, operator_url, host, port, me, limits))
 
 
 async def _run(
@@ -71,13 +90,13 @@ async def _run(
     host: str,
     port: int,
     identity: str,
+    config: GatewayConfig,
 ) -> None:
     from kapell.backends.kubernetes.endpoints import KubeEndpointFeed
     from kapell.backends.kubernetes.informer import Informer, wait_synced
     from kapell.cli.operator import kube_client
     from kapell.cli.serving import bind, server
     from kapell.gateway.app import create_app
-    from kapell.gateway.config import GatewayConfig
     from kapell.gateway.demand_report import DemandReporter
     from kapell.gateway.endpoints import StaticEndpointSource
     from kapell.gateway.server import tune_gc
@@ -91,7 +110,7 @@ async def _run(
         loop.add_signal_handler(sig, stop.set)
 
     endpoints = StaticEndpointSource(on_capacity_request=lambda name: reporter.wake(name))
-    app = create_app(endpoints, GatewayConfig())
+    app = create_app(endpoints, config)
     reporter = DemandReporter(
         operator_url, identity, app.state.gateway.meter, endpoints.model_names, served
     )
