@@ -19,7 +19,7 @@ from lightkube.codecs import from_dict
 from lightkube.resources.core_v1 import Node, Pod
 from lightkube.resources.resource_v1 import ResourceClaim
 
-from kapell.api.images import ENGINE_IMAGE
+from kapell.api.images import KAPELL_IMAGE
 from kapell.devcluster.gpus import SERVING_LABEL
 from kapell.devcluster.processes import Started, is_alive, start_ticks
 
@@ -44,7 +44,7 @@ def engine_pod(
     spec: dict[str, Any] = {
         "nodeSelector": {SERVING_LABEL: "true"},
         "terminationGracePeriodSeconds": 5,
-        "containers": [{"name": "engine", "image": ENGINE_IMAGE, "command": command, **container}],
+        "containers": [{"name": "engine", "image": KAPELL_IMAGE, "command": command, **container}],
     }
     if claim:
         spec["resourceClaims"] = [{"name": "gpu", "resourceClaimName": claim}]
@@ -194,7 +194,7 @@ def test_other_images_get_the_kubelets_reason_and_still_delete(
 
     reason = eventually(waiting, "a waiting reason on pod foreign")
     assert reason.reason == "ErrImageNeverPull"
-    assert "vllm/vllm-openai:v0.11.0" in reason.message and ENGINE_IMAGE in reason.message
+    assert "vllm/vllm-openai:v0.11.0" in reason.message and KAPELL_IMAGE in reason.message
     pod = kube.get(Pod, "foreign", namespace=namespace)
     assert pod.status.phase == "Pending" and condition(pod, "Ready") == "False"
     kube.delete(Pod, "foreign", namespace=namespace)

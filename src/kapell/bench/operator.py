@@ -147,7 +147,7 @@ def deployment_manifests(namespace: str, count: int, replicas: int) -> list[dict
                     "nodeSelector": {"type": "kwok"},
                     "resourceClaims": [{"name": "gpu", "resourceClaimTemplateName": name}],
                     "containers": [{
-                        "name": "engine", "image": "ghcr.io/kapell-dev/kapell-engine:bench",
+                        "name": "engine", "image": "ghcr.io/kapell-dev/kapell:bench",
                         "resources": {"requests": {"cpu": "100m", "memory": "128Mi"},
                                       "claims": [{"name": "gpu"}]},
                     }],

@@ -43,12 +43,21 @@ def gateway(
         ),
     ] = None,
     operator_url: Annotated[
-        str,
+        str | None,
         typer.Option(
             "--operator-url",
-            help="Where the operator takes demand reports (its --port), for scaling.",
+            help="Where the operator takes demand reports (its --port), for scaling "
+            "[default: http://127.0.0.1:8090].",
         ),
-    ] = "http://127.0.0.1:8090",
+    ] = None,
+    operator_service: Annotated[
+        str | None,
+        typer.Option(
+            "--operator-service",
+            help="NAMESPACE/NAME of the operator's Service: reports go to its ready endpoint "
+            "(the leader), found by watching its EndpointSlices.",
+        ),
+    ] = None,
     host: Annotated[
         str, typer.Option("--host", help="Address to serve on (0.0.0.0 in a pod).")
     ] = "127.0.0.1",
@@ -71,28 +80,36 @@ def gateway(
     ] = DEFAULTS.queue_max_per_model,
 ) -> None:
     """Serve the OpenAI-compatible API for a namespace's Models on a Kubernetes cluster."""
+    from kapell.api.errors import KapellError
+
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     for noisy in ("httpx", "httpx2", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if operator_url and operator_service:
+        raise KapellError("give --operator-url or --operator-service, not both")
+    if operator_service is not None and operator_service.count("/") != 1:
+        raise KapellError(f"--operator-service {operator_service}: expected NAMESPACE/NAME")
     me = identity or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     limits = replace(
         DEFAULTS, max_in_flight_per_replica=max_in_flight, queue_max_per_model=queue_max
     )
-    asyncio.run(_run(kubeconfig, namespace, operator_url, host, port, me, limits))
+    operator = operator_service or operator_url or "http://127.0.0.1:8090"
+    asyncio.run(_run(kubeconfig, namespace, operator, host, port, me, limits))
 
 
 async def _run(
     kubeconfig: Path | None,
     namespace: str | None,
-    operator_url: str,
+    operator: str,
     host: str,
     port: int,
     identity: str,
     config: GatewayConfig,
 ) -> None:
-    from kapell.backends.kubernetes.endpoints import KubeEndpointFeed
+    """``operator`` is a URL, or the NAMESPACE/NAME of the operator's Service."""
+    from kapell.backends.kubernetes.endpoints import KubeEndpointFeed, ServiceLeader
     from kapell.backends.kubernetes.informer import Informer, wait_synced
     from kapell.cli.operator import kube_client
     from kapell.cli.serving import bind, server
@@ -109,19 +126,26 @@ async def _run(
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
 
-    endpoints = StaticEndpointSource(on_capacity_request=lambda name: reporter.wake(name))
-    app = create_app(endpoints, config)
-    reporter = DemandReporter(
-        operator_url, identity, app.state.gateway.meter, endpoints.model_names, served
-    )
-
     def call_soon(callback: Callable[[], None]) -> None:
         loop.call_soon_threadsafe(callback)
 
+    endpoints = StaticEndpointSource(on_capacity_request=lambda name: reporter.wake(name))
+    app = create_app(endpoints, config)
     feed = KubeEndpointFeed(client, served, endpoints, call_soon)
-    for informer in feed.informers:
-        informer.start()
     informers: list[Informer[Any]] = list(feed.informers)
+    operator_url: Callable[[], str | None]
+    if "://" in operator:
+        operator_url = lambda: operator  # noqa: E731
+    else:
+        service_namespace, service = operator.split("/")
+        leader = ServiceLeader(client, service_namespace, service)
+        informers.append(leader.slices)
+        operator_url = leader.url
+    reporter = DemandReporter(
+        operator_url, identity, app.state.gateway.meter, endpoints.model_names, served
+    )
+    for informer in informers:
+        informer.start()
     await loop.run_in_executor(None, wait_synced, informers, SYNC_TIMEOUT_S)
     feed.publish()
 
@@ -131,7 +155,7 @@ async def _run(
     url = f"http://{host}:{sock.getsockname()[1]}"
     console.print(
         f"kapell gateway {identity}: {len(endpoints.model_names())} Model(s) in namespace "
-        f"{served}; demand to {operator_url}"
+        f"{served}; demand to {operator}"
     )
     print(f"Gateway: {url} (OpenAI API at {url}/v1)", flush=True)
     try:
@@ -140,5 +164,5 @@ async def _run(
         web.should_exit = True
         await asyncio.gather(tasks[0], return_exceptions=True)
         tasks[1].cancel()
-        for informer in feed.informers:
+        for informer in informers:
             informer.stop()

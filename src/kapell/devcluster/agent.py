@@ -37,6 +37,7 @@ from kapell.devcluster import agentstate, podnet
 from kapell.devcluster.agentstate import AgentState
 from kapell.devcluster.container import Backoff
 from kapell.devcluster.nodeheart import Heartbeat
+from kapell.devcluster.podtoken import api_cluster
 from kapell.devcluster.podworker import NodeNet, PodWorker, Runtime
 
 log = logging.getLogger("kapell.devcluster.agent")
@@ -162,6 +163,8 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event) -> None:
         ip_binary=shutil.which("ip") or "ip",
         backoff=Backoff(args.backoff_base_s, args.backoff_cap_s),
         grace_cap_s=args.grace_cap_s,
+        api_cluster=api_cluster(args.kubeconfig),
+        credentials=state_dir / "pod-credentials",
     )
     nodes = [n for n in args.nodes.split(",") if n]
     agent = Agent(runtime, nodes)

@@ -25,18 +25,19 @@ POST_TIMEOUT_S = 5.0
 
 
 class DemandReporter:
-    """Runs as a task on the gateway's event loop; ``wake`` is called from the activator."""
+    """Runs as a task on the gateway's event loop; ``wake`` is called from the activator.
+    ``operator_url`` says where the operator is now (None: not known yet)."""
 
     def __init__(
         self,
-        operator_url: str,
+        operator_url: Callable[[], str | None],
         gateway_id: str,
         meter: Meter,
         models: Callable[[], Sequence[str]],
         namespace: str,
         interval_s: float = INTERVAL_S,
     ) -> None:
-        self._url = operator_url.rstrip("/") + DEMAND_PATH
+        self._operator_url = operator_url
         self._gateway_id = gateway_id
         self._meter = meter
         self._models = models
@@ -78,20 +79,24 @@ class DemandReporter:
                 await self._post(session, self.report())
 
     async def _post(self, session: aiohttp.ClientSession, report: DemandReport) -> None:
-        body = report.model_dump_json()
+        base = self._operator_url()
         try:
+            if base is None:
+                raise aiohttp.ClientError("no operator is ready")
+            url = base.rstrip("/") + DEMAND_PATH
+            body = report.model_dump_json()
             async with session.post(
-                self._url, data=body, headers={"content-type": "application/json"}
+                url, data=body, headers={"content-type": "application/json"}
             ) as response:
                 response.raise_for_status()
         except (aiohttp.ClientError, TimeoutError) as exc:
             if not self._failing:
-                log.warning("cannot report demand to the operator at %s: %s", self._url, exc)
+                log.warning("cannot report demand to the operator (%s): %s", base, exc)
             self._failing = True
             for key in report.wake:  # tell it again next time
                 self._woken.add(key.split("/", 1)[1])
             return
         if self._failing:
-            log.info("reporting demand to the operator at %s again", self._url)
+            log.info("reporting demand to the operator at %s again", base)
         self._failing = False
         self.reports += 1

@@ -111,3 +111,23 @@ class KubeEndpointFeed:
     def _ready(self, name: str) -> list[Endpoint]:
         found = {pod: url for s in self.slices.items() if s.service == name for pod, url in s.ready}
         return [Endpoint(name, pod, url) for pod, url in sorted(found.items())]
+
+
+class ServiceLeader:
+    """The address of a Service's ready endpoint, watched: how a gateway finds the operator.
+
+    The operator's candidates are Ready only while they hold the Lease, so the Service's one
+    ready endpoint is the leader. Reaching it by its pod address needs neither cluster DNS nor a
+    Service proxy (the dev cluster has neither), and follows a new leader within a watch event.
+    """
+
+    def __init__(self, client: Client, namespace: str, service: str) -> None:
+        self.service = service
+        self.slices: Informer[SliceEndpoints] = Informer(
+            client, EndpointSlice, parse_slice, lambda *_: None, namespace=namespace,
+            labels={SERVICE_NAME_LABEL: service},
+        )  # fmt: skip
+
+    def url(self) -> str | None:
+        ready = sorted(url for s in self.slices.items() for _, url in s.ready)
+        return ready[0] if ready else None
