@@ -69,16 +69,23 @@ def bench_carbon(
         str,
         typer.Option("--decision", help="point (re-plan on the forecast hourly) or stopping."),
     ] = "point",
+    grid_forecast: Annotated[
+        Path | None,
+        typer.Option(
+            "--grid-forecast",
+            help="Folder of the grid operator's published day-ahead forecasts (ENTSO-E export) "
+            "for the intensity file's zone: forecast with them (grid-ridge).",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Compact JSON (else indented).")] = False,
     plot: Annotated[Path | None, typer.Option("--plot", help="Write a PNG here.")] = None,
 ) -> None:
     """Savings of carbon-aware shifting with a forecast, vs the perfect-foresight oracle."""
     from kapell.bench.carbon import run_carbon_bench
-    from kapell.policy.carbon.forecast import DEFAULT_FORECAST
 
     paths = [Path(p.strip()) for p in intensity.split(",") if p.strip()]
     result = run_carbon_bench(
-        paths, job_hours, window_hours, pausable, forecast or DEFAULT_FORECAST, signal, plot,
-        show_progress=True, decision=decision,
+        paths, job_hours, window_hours, pausable, forecast, signal, plot,
+        show_progress=True, decision=decision, grid_forecast=grid_forecast,
     )  # fmt: skip
     typer.echo(json.dumps(result, indent=None if as_json else 2))
