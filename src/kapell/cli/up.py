@@ -168,6 +168,7 @@ async def run(resources: list[Resource], state_dir: Path, port: int) -> None:
                 "requests": metered.requests,
                 "prompt_tokens": metered.prompt_tokens,
                 "generated_tokens": metered.generated_tokens,
+                "request_energy_j": metered.request_energy_j,
             })  # fmt: skip
         return rows
 
