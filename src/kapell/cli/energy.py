@@ -23,6 +23,13 @@ def report(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     state_dir: StateDir = DEFAULT_STATE_DIR,
     pue: Annotated[float, typer.Option("--pue", help="Power usage effectiveness, >= 1.")] = 1.0,
+    kepler: Annotated[
+        str | None,
+        typer.Option(
+            "--kepler",
+            help="Kepler's /metrics URL: measured joules of the models' pods (on Kubernetes).",
+        ),
+    ] = None,
 ) -> None:
     """Joules per request and per 1k tokens for each model of a running instance."""
     from dataclasses import asdict
@@ -32,7 +39,12 @@ def report(
     if pue < 1.0:
         raise KapellError(f"--pue must be at least 1.0, got {pue}")
     usages = [ModelUsage.from_json(row) for row in call(state_dir, "GET", "/usage")["models"]]
-    rows = energy_report(usages, default_power_models(), pue=pue)
+    measured = None
+    if kepler is not None:
+        from kapell.observe.power import kepler_model_joules, scrape_kepler
+
+        measured = kepler_model_joules(scrape_kepler(kepler), [u.model for u in usages])
+    rows = energy_report(usages, default_power_models(), pue=pue, measured_j=measured)
     if as_json:
         typer.echo(json.dumps({"pue": pue, "models": [asdict(r) for r in rows]}, indent=2))
         return

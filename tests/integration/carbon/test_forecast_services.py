@@ -12,21 +12,19 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlparse
 
 import pytest
 from typer.testing import CliRunner
 
 from kapell.cli.main import app
 
+from .stub_http import serve
+
 HOUR_S = 3600
 CLEAN_IN_H = 5  # the stub forecasts' cleanest hour, counted from the current hour
-Answer = Callable[[str, dict[str, list[str]], dict[str, str]], tuple[int, object]]
 
 
 def _hours() -> list[tuple[str, float]]:
@@ -77,32 +75,6 @@ def _watttime(path: str, query: dict[str, list[str]], headers: dict[str, str]):
     return 200, {"data": data, "meta": meta}
 
 
-def _serve(answer: Answer) -> Iterator[str]:
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            parts = urlparse(self.path)
-            headers = {k.lower(): v for k, v in self.headers.items()}
-            status, body = answer(parts.path, parse_qs(parts.query), headers)
-            raw = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(raw)))
-            self.end_headers()
-            self.wfile.write(raw)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 @pytest.fixture(params=["carbon-aware-sdk", "electricity-maps", "watttime"])
 def service(request: pytest.FixtureRequest) -> Iterator[tuple[str, str, str, dict[str, str]]]:
     """(service, region, stub URL, environment with the credentials it takes)."""
@@ -113,7 +85,7 @@ def service(request: pytest.FixtureRequest) -> Iterator[tuple[str, str, str, dic
                      {"WATTTIME_USER": "ada", "WATTTIME_PASSWORD": "secret"}),
     }  # fmt: skip
     answer, region, prefix, env = cases[request.param]
-    for base in _serve(answer):
+    with serve(answer) as base:
         yield request.param, region, base + prefix, env
 
 
