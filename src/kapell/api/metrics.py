@@ -29,6 +29,7 @@ GATEWAY_QUEUE_DEPTH = "kapell_gateway_queue_depth"
 GATEWAY_IN_FLIGHT = "kapell_gateway_requests_in_flight"
 GATEWAY_REPLICAS_DESIRED = "kapell_model_replicas_desired"
 GATEWAY_REPLICAS_READY = "kapell_model_replicas_ready"
+GATEWAY_REQUEST_ENERGY_JOULES = "kapell_gateway_request_energy_joules"
 
 MODEL_ENERGY_JOULES = "kapell_model_energy_joules"
 MODEL_JOULES_PER_REQUEST = "kapell_model_joules_per_request"

@@ -54,6 +54,10 @@ from kapell.cli.energy import bench_carbon, energy_app  # noqa: E402  (light: im
 app.add_typer(energy_app, name="energy")
 bench_app.command("carbon")(bench_carbon)
 
+from kapell.cli.carbon import carbon_app  # noqa: E402  (light: imports on use)
+
+app.add_typer(carbon_app, name="carbon")
+
 Files = Annotated[list[Path], typer.Option("-f", "--file", help="Resource YAML files.")]
 
 

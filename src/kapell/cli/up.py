@@ -36,6 +36,7 @@ from kapell.gateway.endpoints import StaticEndpointSource
 from kapell.gateway.server import tune_gc
 from kapell.observe.access_log import AccessLog
 from kapell.observe.energy_metrics import EnergyCollector
+from kapell.observe.power import GpuEnergyMeter, meter_gpus, read_nvml
 from kapell.policy.autoscale import DemandSample
 from kapell.policy.energy import ModelUsage as EnergyUsage
 from kapell.policy.energy import default_power_models, energy_report
@@ -116,6 +117,8 @@ async def run(resources: list[Resource], state_dir: Path, port: int) -> None:
         "state_dir": str(state_dir.resolve()),
     }
 
+    gpu_meter = _gpu_meter()
+
     def usage() -> list[dict[str, Any]]:
         """Per-model usage for `kapell energy report`: what ran, how long, how many tokens."""
         rows = []
@@ -135,7 +138,10 @@ async def run(resources: list[Resource], state_dir: Path, port: int) -> None:
                 "requests": metered.requests,
                 "prompt_tokens": metered.prompt_tokens,
                 "generated_tokens": metered.generated_tokens,
+                "request_energy_j": metered.request_energy_j,
             })  # fmt: skip
+            if gpu_meter is not None and model.metadata.name in gpu_meter.joules:
+                rows[-1]["measured_j"] = gpu_meter.joules[model.metadata.name]
         return rows
 
     admin = create_admin_app(
@@ -162,7 +168,9 @@ async def run(resources: list[Resource], state_dir: Path, port: int) -> None:
     ]
     tune_gc()  # the gateway shares this process; fewer, larger GC passes keep its latency flat
     server_tasks = [loop.create_task(s.serve(sockets=[sock])) for s, sock in servers]
-    reconcile_task = loop.create_task(reconciler.run())
+    background = [loop.create_task(reconciler.run())]
+    if gpu_meter is not None:
+        background.append(loop.create_task(_meter(gpu_meter, replicas)))
     instance_path.write_text(json.dumps(info, indent=2))
     console.print(f"kapell {__version__}: state in {state_dir}, admin API on {admin_url}")
     print(f"Gateway: {gateway_url} (OpenAI API at {gateway_url}/v1)", flush=True)
@@ -179,9 +187,9 @@ async def run(resources: list[Resource], state_dir: Path, port: int) -> None:
         console.print("kapell: shutting down replicas... (Ctrl-C again to kill them at once)")
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, _kill_now, replicas)
-        for task in (reporter, reconcile_task):
+        for task in (reporter, *background):
             task.cancel()
-        await asyncio.gather(reporter, reconcile_task, return_exceptions=True)
+        await asyncio.gather(reporter, *background, return_exceptions=True)
         try:
             await asyncio.wait_for(replicas.shutdown(), SHUTDOWN_LIMIT_S)
         except TimeoutError:
@@ -195,6 +203,27 @@ async def run(resources: list[Resource], state_dir: Path, port: int) -> None:
         with contextlib.suppress(FileNotFoundError):
             instance_path.unlink()
         console.print("kapell: stopped; no replica left running")
+
+
+def _gpu_meter() -> GpuEnergyMeter | None:
+    """A meter of GPU joules per model when NVML can read this machine's GPUs, else None."""
+    try:
+        gpus = read_nvml()
+    except BackendError as exc:
+        console.print(f"kapell: energy is modelled ({exc})")
+        return None
+    if not gpus:
+        console.print("kapell: energy is modelled (NVML sees no GPU)")
+        return None
+    console.print(f"kapell: energy of GPU models is measured with NVML ({len(gpus)} GPU(s))")
+    return GpuEnergyMeter()
+
+
+async def _meter(meter: GpuEnergyMeter, replicas: LocalReplicas) -> None:
+    try:
+        await meter_gpus(meter, replicas.pid_models)
+    except BackendError as exc:
+        console.print(f"kapell: NVML stopped answering ({exc}); energy is modelled from now on")
 
 
 def _kill_now(replicas: LocalReplicas, exit_process: bool = True) -> None:

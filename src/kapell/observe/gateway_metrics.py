@@ -21,6 +21,8 @@ LATENCY_BUCKETS_S = (
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
 )  # fmt: skip
 
+ENERGY_BUCKETS_J = (1.0, 10.0, 30.0, 100.0, 300.0, 1e3, 3e3, 1e4, 3e4, 1e5, 3e5)
+
 ModelGauges = Callable[[], Iterable[tuple[str, int, int, int, int]]]
 """Yields ``(model, queue_depth, in_flight, replicas_ready, replicas_desired)``."""
 
@@ -52,6 +54,7 @@ class RequestMetrics:
         self.e2e_s = children["e2e"]
         self.prompt_tokens = children["prompt"]
         self.generated_tokens = children["generated"]
+        self.energy_j = children["energy"]
         self._requests = children["requests"]
         self.retries = children["retries"]
         """Requests sent to another replica after one failed before answering."""
@@ -99,6 +102,13 @@ class GatewayMetrics:
             buckets=LATENCY_BUCKETS_S,
             registry=self.registry,
         )
+        self._energy = Histogram(
+            names.GATEWAY_REQUEST_ENERGY_JOULES,
+            "Energy charged to a request: its token share of its replica's power while in flight",
+            [*labels, "source"],
+            buckets=ENERGY_BUCKETS_J,
+            registry=self.registry,
+        )
         self.registry.register(_GaugeCollector(gauges))
         self._children: dict[tuple[str, str], RequestMetrics] = {}
 
@@ -113,6 +123,7 @@ class GatewayMetrics:
                     "e2e": self._e2e.labels(model, tenant),
                     "prompt": self._prompt.labels(model, tenant),
                     "generated": self._generated.labels(model, tenant),
+                    "energy": self._energy.labels(model, tenant, "modelled"),
                     "requests": lambda code: self._requests.labels(model, tenant, code),
                     "retries": self._retries.labels(model, tenant),
                 }
