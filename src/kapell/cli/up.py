@@ -20,6 +20,7 @@ from rich.console import Console
 
 from kapell import __version__
 from kapell.api import Model, Resource
+from kapell.api.errors import BackendError
 from kapell.api.units import parse_quantity
 from kapell.backends.local.admin import AdminContext, create_admin_app
 from kapell.backends.local.endpoints import routable
