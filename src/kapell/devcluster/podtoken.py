@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 from lightkube import AsyncClient
 from lightkube.models.authentication_v1 import BoundObjectReference, TokenRequestSpec
+from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import ServiceAccount
 
 TOKEN_EXPIRATION_S = 24 * 3600
@@ -45,13 +46,14 @@ async def write_kubeconfig(
     meta = pod["metadata"]
     account = (pod.get("spec") or {}).get("serviceAccountName") or "default"
     request = ServiceAccount.Token(
+        metadata=ObjectMeta(name=account, namespace=meta["namespace"]),
         spec=TokenRequestSpec(
             audiences=[],
             expirationSeconds=TOKEN_EXPIRATION_S,
             boundObjectRef=BoundObjectReference(
                 kind="Pod", apiVersion="v1", name=meta["name"], uid=meta["uid"]
             ),
-        )
+        ),
     )
     issued = await client.create(request, account, namespace=meta["namespace"])
     assert issued.status is not None  # the apiserver always answers with the token
