@@ -172,7 +172,10 @@ async def run(resources: list[Resource], state_dir: Path, port: int) -> None:
     background = [loop.create_task(reconciler.run())]
     if gpu_meter is not None:
         background.append(loop.create_task(_meter(gpu_meter, replicas)))
-    instance_path.write_text(json.dumps(info, indent=2))
+    # Written whole, then renamed: a `kapell` command (or a test) reading it never sees half.
+    partial = instance_path.with_suffix(".tmp")
+    partial.write_text(json.dumps(info, indent=2))
+    partial.replace(instance_path)
     console.print(f"kapell {__version__}: state in {state_dir}, admin API on {admin_url}")
     print(f"Gateway: {gateway_url} (OpenAI API at {gateway_url}/v1)", flush=True)
     if not store.keys("Model"):
