@@ -36,7 +36,7 @@ from lightkube.types import PatchType
 from kapell.api.errors import BackendError
 from kapell.devcluster import agentstate, podnet
 from kapell.devcluster.agentstate import AgentState
-from kapell.devcluster.apiproxy import SERVICE_URL, ApiServerProxy
+from kapell.devcluster.apiproxy import ApiServerProxy
 from kapell.devcluster.container import Backoff
 from kapell.devcluster.nodeheart import Heartbeat
 from kapell.devcluster.podtoken import api_cluster
@@ -169,7 +169,7 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event) -> None:
         ip_binary=shutil.which("ip") or "ip",
         backoff=Backoff(args.backoff_base_s, args.backoff_cap_s),
         grace_cap_s=args.grace_cap_s,
-        api_cluster={**cluster, "server": SERVICE_URL},
+        api_cluster={**cluster, "server": proxy.url},
         credentials=state_dir / "pod-credentials",
     )
     nodes = [n for n in args.nodes.split(",") if n]

@@ -84,5 +84,5 @@ def clean_up(state_dir: Path, grace_s: float = 5.0) -> list[str]:
     state.pods.clear()
     if state.path.exists():  # an agent ran: it may have died holding the apiserver's address
         state.save()
-        podnet.remove_local_address(SERVICE_IP)
+        podnet.remove_local_address_if_unused(SERVICE_IP)
     return cleaned

@@ -1,10 +1,11 @@
-"""The ``kubernetes`` Service's address for pods on serving nodes: ``https://10.96.0.1:443``.
+"""The ``kubernetes`` Service's address for pods on serving nodes: ``https://10.96.0.1:PORT``.
 
 In a cluster, pods reach the apiserver at the first address of the service range through
 kube-proxy. Here the apiserver listens on the host's loopback, which a pod's network namespace
-cannot reach, so the node agent puts that address on the host's ``lo`` and forwards its port 443
-to the apiserver, bytes only: TLS runs end to end between the pod and the apiserver, whose
-certificate names that address.
+cannot reach, so the node agent puts that address on the host's ``lo`` and forwards it to the
+apiserver, bytes only: TLS runs end to end between the pod and the apiserver, whose certificate
+names that address. The port is the apiserver's own, so several dev clusters on one machine
+share the address without sharing a listener; the last agent to stop removes the address.
 """
 
 from __future__ import annotations
@@ -18,8 +19,6 @@ from kapell.devcluster.pki import SERVICE_IP
 
 log = logging.getLogger(__name__)
 
-SERVICE_PORT = 443
-SERVICE_URL = f"https://{SERVICE_IP}:{SERVICE_PORT}"
 CHUNK = 64 * 1024
 
 
@@ -36,11 +35,13 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
 
 
 class ApiServerProxy:
-    """Forwards ``SERVICE_IP:443`` on this host to the apiserver at ``host:port``."""
+    """Forwards ``SERVICE_IP:port`` on this host to the apiserver at ``host:port``."""
 
     def __init__(self, host: str, port: int) -> None:
         self._target = (host, port)
         self._server: asyncio.Server | None = None
+        self.url = f"https://{SERVICE_IP}:{port}"
+        """Where pods reach the apiserver."""
 
     async def _forward(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -53,11 +54,11 @@ class ApiServerProxy:
 
     async def start(self) -> None:
         podnet.add_local_address(SERVICE_IP)
-        self._server = await asyncio.start_server(self._forward, SERVICE_IP, SERVICE_PORT)
+        self._server = await asyncio.start_server(self._forward, SERVICE_IP, self._target[1])
 
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 5)
-        podnet.remove_local_address(SERVICE_IP)
+        podnet.remove_local_address_if_unused(SERVICE_IP)

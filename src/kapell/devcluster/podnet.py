@@ -187,5 +187,19 @@ def add_local_address(ip: str) -> None:
     _ip("addr", "replace", f"{ip}/32", "dev", "lo")
 
 
-def remove_local_address(ip: str) -> None:
-    _ip("addr", "del", f"{ip}/32", "dev", "lo", check=False)
+def remove_local_address_if_unused(ip: str) -> None:
+    """Remove ``ip`` from ``lo`` unless a socket still listens on it (another dev cluster)."""
+    if not _listening_on(ipaddress.IPv4Address(ip)):
+        _ip("addr", "del", f"{ip}/32", "dev", "lo", check=False)
+
+
+def _listening_on(ip: ipaddress.IPv4Address) -> bool:
+    """Whether a TCP socket listens on ``ip`` (``/proc/net/tcp``: little-endian hex, state 0A)."""
+    wanted = ip.packed[::-1].hex().upper()
+    with open("/proc/net/tcp") as table:
+        next(table)
+        for line in table:
+            local, state = line.split()[1], line.split()[3]
+            if state == "0A" and local.split(":")[0] == wanted:
+                return True
+    return False
