@@ -8,7 +8,8 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from kapell.gateway.config import TenantConfig, hash_api_key
+from kapell.api.tenant import hash_api_key
+from kapell.gateway.config import TenantConfig
 from kapell.gateway.errors import GatewayError
 from kapell.gateway.tenancy import OPEN_TENANT, Tenants, TokenBucket
 
