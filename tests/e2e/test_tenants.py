@@ -1,0 +1,104 @@
+"""Tenants on a cluster: keys made by `kapell keys --kubeconfig` land in a Secret (the hash
+only), and a gateway kept current by ``KubeTenants`` admits, refuses and forgets them."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+from kubeobjects import eventually
+from lightkube import ApiError, Client
+from lightkube.resources.core_v1 import Secret
+from tests.asgi import AsgiClient
+
+from kapell.api.loader import load_text
+from kapell.api.model import Model
+from kapell.backends.kubernetes.tenants import KubeTenants, TenantResource, secret_name
+from kapell.devcluster import DevCluster
+from kapell.gateway.app import Gateway
+from kapell.gateway.endpoints import StaticEndpointSource
+from kapell.gateway.tenancy import tenant_configs
+
+TENANT = "team-a"
+
+
+def kapell_keys(kubeconfig: Path, namespace: str, *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "kapell.cli", "keys", *args, "-n", namespace,
+         "--kubeconfig", str(kubeconfig)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def gateway_for(*names: str) -> Gateway:
+    """A gateway that knows ``names`` (no replicas: these checks are answered before routing)."""
+    source = StaticEndpointSource()
+    for name in names:
+        text = f"kind: Model\napiVersion: kapell.dev/v1alpha1\nmetadata: {{name: {name}}}\n"
+        [model] = load_text(text + "spec: {source: {uri: h100-llama3-8b}, engine: {name: sim}}")
+        assert isinstance(model, Model)
+        source.add_model(model)
+    return Gateway(source)
+
+
+def chat(client: AsgiClient, model: str, key: str | None = None) -> httpx.Response:
+    headers = {"authorization": f"Bearer {key}"} if key else {}
+    body = {"model": model, "messages": [{"role": "user", "content": "hi"}]}
+    return client.post("/v1/chat/completions", json=body, headers=headers)
+
+
+def models_seen(client: AsgiClient, key: str) -> list[str] | None:
+    """The models ``key`` sees, or None while the gateway refuses it."""
+    answer = client.get("/v1/models", headers={"authorization": f"Bearer {key}"})
+    return [m["id"] for m in answer.json()["data"]] if answer.status_code == 200 else None
+
+
+def test_cluster_keys_reach_the_gateway_through_watches(
+    dev_cluster: DevCluster, kube: Client, kapell_crds: str, namespace: str
+) -> None:
+    gateway = gateway_for("chat", "other")
+    client = AsgiClient(gateway.app)
+    watcher = KubeTenants(
+        kube, namespace, lambda tenants, keys: gateway.tenants.update(tenant_configs(tenants, keys))
+    )
+    watcher.start()
+    try:
+        assert "open: no Tenant declared" in gateway.tenants.summary()
+        tenant = {"metadata": {"name": TENANT}, "spec": {"models": ["chat"]}}
+        kube.create(TenantResource(tenant), namespace=namespace)  # type: ignore[arg-type]
+        eventually(lambda: chat(client, "chat").status_code == 401 or None, "keys required")
+
+        created = kapell_keys(dev_cluster.kubeconfig, namespace, "create", TENANT).splitlines()
+        key_id, key = created[0].split()[1], created[1]
+        assert eventually(lambda: models_seen(client, key), "the key admitted") == ["chat"]
+        other, unknown = chat(client, "other", key), chat(client, "nowhere", key)
+        assert other.status_code == unknown.status_code == 403
+        assert other.text.replace("other", "X") == unknown.text.replace("nowhere", "X")
+
+        [stored] = kube.get(Secret, secret_name(TENANT), namespace=namespace).data.values()
+        record = json.loads(base64.b64decode(stored))
+        assert record["id"] == key_id and key not in json.dumps(record)
+        assert key_id in kapell_keys(dev_cluster.kubeconfig, namespace, "list")
+
+        kapell_keys(dev_cluster.kubeconfig, namespace, "revoke", key_id)
+        eventually(lambda: chat(client, "chat", key).status_code == 401 or None, "key revoked")
+
+        kube.delete(TenantResource, TENANT, namespace=namespace)
+        eventually(lambda: "open" in gateway.tenants.summary() or None, "the gateway open again")
+
+        def secret_gone() -> bool | None:  # the garbage collector follows the owner reference
+            try:
+                kube.get(Secret, secret_name(TENANT), namespace=namespace)
+            except ApiError as exc:
+                return exc.status.code == 404 or None
+            return None
+
+        eventually(secret_gone, "the tenant's Secret deleted with it")
+    finally:
+        watcher.stop()
