@@ -69,7 +69,7 @@ def test_cluster_keys_reach_the_gateway_through_watches(
     )
     watcher.start()
     try:
-        assert "open: no Tenant declared" in gateway.tenants.summary()
+        assert "gateway open: no Tenant declared" in gateway.tenants.summary()
         tenant = {"metadata": {"name": TENANT}, "spec": {"models": ["chat"]}}
         kube.create(TenantResource(tenant), namespace=namespace)  # type: ignore[arg-type]
         eventually(lambda: chat(client, "chat").status_code == 401 or None, "keys required")

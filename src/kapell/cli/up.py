@@ -96,7 +96,7 @@ async def run(resources: list[Resource], state_dir: Path, port: int) -> None:
         table.update(tenant_configs(tenants, store.api_keys()))
         if table.summary() != said[0]:
             said[0] = table.summary()
-            console.print(f"kapell {said[0]}")
+            console.print(f"kapell {said[0]}", soft_wrap=True)
 
     def on_change(key: str) -> None:
         if key.startswith("Tenant/"):  # applied, deleted, or a key created or revoked

@@ -133,10 +133,10 @@ class Tenants:
     def summary(self) -> str:
         """One line for the console at start: open, or how many tenants and keys."""
         if self._open is not None:
-            return "gateway: open: no Tenant declared, every caller is served without an API key"
+            return "gateway open: no Tenant declared, no API key needed"
         return (
-            f"gateway: {len(self._buckets)} tenant(s), {len(self._by_key_hash)} API key(s): "
-            "every request needs 'Authorization: Bearer <key>'"
+            f"gateway: {len(self._buckets)} tenant(s), {len(self._by_key_hash)} API key(s); "
+            "requests need one"
         )
 
     def authenticate(self, authorization: str | None) -> Tenant:

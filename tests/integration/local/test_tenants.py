@@ -103,6 +103,9 @@ def test_keys_are_checked_against_the_tenant_and_the_gateway_says_it_is_open(
     tenant = Path(instance.state_dir.parent / "tenant.yaml")
     tenant.write_text(TENANT.replace("RPM", "0"))
     assert instance.kapell("apply", "-f", str(tenant)).returncode == 0
+    listed = instance.kapell("get", "tenants").stdout.splitlines()
+    assert listed[0].split() == ["NAME", "MODELS", "RPM", "TPM", "AGE"]
+    assert listed[1].split()[:4] == ["team-a", "chat", "-", "-"]
     outside = instance.kapell("keys", "create", "team-a", "--models", "other")
     assert outside.returncode == 1 and "not among tenant 'team-a'" in outside.stderr
     with pytest.raises(openai.AuthenticationError):
@@ -113,5 +116,5 @@ def test_keys_are_checked_against_the_tenant_and_the_gateway_says_it_is_open(
     instance.process.send_signal(2)
     _, stderr = instance.process.communicate(timeout=45)
     lines = stderr.splitlines()
-    assert any("gateway: open: no Tenant declared" in line for line in lines), stderr
+    assert any("gateway open: no Tenant declared" in line for line in lines), stderr
     assert any("gateway: 1 tenant(s), 1 API key(s)" in line for line in lines), stderr

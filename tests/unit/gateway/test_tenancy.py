@@ -165,7 +165,7 @@ def test_update_keeps_quota_for_unchanged_limits_and_drops_revoked_keys() -> Non
 
 def test_summary_says_open_or_how_many_tenants_and_keys() -> None:
     tenants = Tenants([])
-    assert "open: no Tenant declared" in tenants.summary()
+    assert "gateway open: no Tenant declared" in tenants.summary()
     tenants.update([_config("t", "k1", set()), TenantConfig("u", [])])
     assert "2 tenant(s), 1 API key(s)" in tenants.summary()
     with pytest.raises(GatewayError):
