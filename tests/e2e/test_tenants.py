@@ -20,6 +20,7 @@ from kapell.api.model import Model
 from kapell.backends.kubernetes.tenants import KubeTenants, TenantResource, secret_name
 from kapell.devcluster import DevCluster
 from kapell.gateway.app import Gateway
+from kapell.gateway.config import GatewayConfig
 from kapell.gateway.endpoints import StaticEndpointSource
 from kapell.gateway.tenancy import tenant_configs
 
@@ -37,14 +38,14 @@ def kapell_keys(kubeconfig: Path, namespace: str, *args: str) -> str:
 
 
 def gateway_for(*names: str) -> Gateway:
-    """A gateway that knows ``names`` (no replicas: these checks are answered before routing)."""
+    """A gateway that knows ``names``, without replicas: tenancy answers before routing does."""
     source = StaticEndpointSource()
     for name in names:
         text = f"kind: Model\napiVersion: kapell.dev/v1alpha1\nmetadata: {{name: {name}}}\n"
         [model] = load_text(text + "spec: {source: {uri: h100-llama3-8b}, engine: {name: sim}}")
         assert isinstance(model, Model)
         source.add_model(model)
-    return Gateway(source)
+    return Gateway(source, GatewayConfig(activation_timeout_s=1.0))  # admitted: 503 at once
 
 
 def chat(client: AsgiClient, model: str, key: str | None = None) -> httpx.Response:
@@ -72,7 +73,8 @@ def test_cluster_keys_reach_the_gateway_through_watches(
         assert "gateway open: no Tenant declared" in gateway.tenants.summary()
         tenant = {"metadata": {"name": TENANT}, "spec": {"models": ["chat"]}}
         kube.create(TenantResource(tenant), namespace=namespace)  # type: ignore[arg-type]
-        eventually(lambda: chat(client, "chat").status_code == 401 or None, "keys required")
+        eventually(lambda: "1 tenant(s)" in gateway.tenants.summary() or None, "the Tenant seen")
+        assert chat(client, "chat").status_code == 401
 
         created = kapell_keys(dev_cluster.kubeconfig, namespace, "create", TENANT).splitlines()
         key_id, key = created[0].split()[1], created[1]
@@ -87,7 +89,8 @@ def test_cluster_keys_reach_the_gateway_through_watches(
         assert key_id in kapell_keys(dev_cluster.kubeconfig, namespace, "list")
 
         kapell_keys(dev_cluster.kubeconfig, namespace, "revoke", key_id)
-        eventually(lambda: chat(client, "chat", key).status_code == 401 or None, "key revoked")
+        eventually(lambda: models_seen(client, key) is None or None, "the key refused")
+        assert chat(client, "chat", key).status_code == 401
 
         kube.delete(TenantResource, TENANT, namespace=namespace)
         eventually(lambda: "open" in gateway.tenants.summary() or None, "the gateway open again")

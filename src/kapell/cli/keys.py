@@ -33,7 +33,7 @@ Namespace = Annotated[str, typer.Option("-n", "--namespace", help="The Tenants' 
 
 class KeyStore(Protocol):
     def create(self, key: ApiKey) -> None: ...
-    def list(self) -> list[ApiKey]: ...
+    def api_keys(self) -> list[ApiKey]: ...
     def revoke(self, key_id: str) -> ApiKey: ...
 
 
@@ -47,7 +47,7 @@ class LocalKeys:
     def create(self, key: ApiKey) -> None:
         call(self._state_dir, "POST", "/keys", key.model_dump(by_alias=True))
 
-    def list(self) -> list[ApiKey]:
+    def api_keys(self) -> list[ApiKey]:
         from kapell.api.tenant import ApiKey
 
         items = call(self._state_dir, "GET", "/keys")["items"]
@@ -63,10 +63,26 @@ class LocalKeys:
 def _store(kubeconfig: Path | None, namespace: str, state_dir: Path) -> KeyStore:
     if kubeconfig is None:
         return LocalKeys(state_dir, namespace)
+    import yaml  # what lightkube reads kubeconfigs with
+    from lightkube import ConfigError
+
+    from kapell.api.errors import KapellError
     from kapell.backends.kubernetes.tenants import KubeKeys
     from kapell.cli.operator import kube_client
 
-    return KubeKeys(kube_client(kubeconfig), namespace)
+    try:
+        return KubeKeys(kube_client(kubeconfig), namespace)
+    except (
+        ConfigError,
+        OSError,
+        ValueError,
+        KeyError,
+        TypeError,
+        AttributeError,
+        yaml.YAMLError,
+    ) as exc:
+        reason = " ".join(str(exc).split())  # YAML errors span lines
+        raise KapellError(f"{kubeconfig}: not a usable kubeconfig: {reason}") from None
 
 
 @keys_app.command("create")
@@ -112,7 +128,7 @@ def list_keys(
 
     rows = [
         [k.id, k.tenant, ",".join(k.models) or "(tenant's)", age(k.created)]
-        for k in _store(kubeconfig, namespace, state_dir).list()
+        for k in _store(kubeconfig, namespace, state_dir).api_keys()
     ]
     print_table(["ID", "TENANT", "MODELS", "AGE"], rows)
 

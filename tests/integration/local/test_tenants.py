@@ -3,6 +3,8 @@ enforced by the gateway for the official openai client, revoked while it runs.""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -112,9 +114,32 @@ def test_keys_are_checked_against_the_tenant_and_the_gateway_says_it_is_open(
         chat(instance, "anything")  # a Tenant exists now: keys are required
     _, key = create_key(instance, "team-a", "--models", "chat")
     assert chat(instance, key)
+    assert instance.kapell("delete", "tenant", "team-a").returncode == 0
+    assert chat(instance, "anything"), "the last Tenant gone: open again"
+    assert instance.kapell("keys", "list").stdout.split() == ["ID", "TENANT", "MODELS", "AGE"]
 
     instance.process.send_signal(2)
     _, stderr = instance.process.communicate(timeout=45)
     lines = stderr.splitlines()
     assert any("gateway open: no Tenant declared" in line for line in lines), stderr
     assert any("gateway: 1 tenant(s), 1 API key(s)" in line for line in lines), stderr
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "not a usable kubeconfig: Configuration file"),
+        ("clusters: [", "not a usable kubeconfig: while parsing"),
+        ("[1]", "not a usable kubeconfig: 'list' object"),
+    ],
+)
+def test_a_bad_kubeconfig_is_one_line(tmp_path: Path, content: str | None, message: str) -> None:
+    path = tmp_path / "kubeconfig"
+    if content is not None:
+        path.write_text(content)
+    done = subprocess.run(
+        [sys.executable, "-m", "kapell.cli", "keys", "list", "--kubeconfig", str(path)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 1 and len(done.stderr.splitlines()) == 1, done.stderr
+    assert done.stderr.startswith(f"error: {path}: {message}")

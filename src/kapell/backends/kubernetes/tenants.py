@@ -14,9 +14,11 @@ from __future__ import annotations
 import base64
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
+import httpx2 as httpx  # the HTTP client lightkube 1.x is built on
 from lightkube import ApiError, Client
 from lightkube.generic_resource import create_namespaced_resource
 from lightkube.models.meta_v1 import ObjectMeta, OwnerReference
@@ -24,7 +26,7 @@ from lightkube.operators import exists
 from lightkube.resources.core_v1 import Secret
 from pydantic import ValidationError
 
-from kapell.api.errors import KapellError, NotFoundError
+from kapell.api.errors import BackendError, KapellError, NotFoundError
 from kapell.api.meta import API_GROUP, API_VERSION
 from kapell.api.tenant import ApiKey, Tenant, key_problem
 from kapell.backends.kubernetes.informer import Informer, Key, wait_synced
@@ -87,6 +89,17 @@ def key_secret(key: ApiKey, tenant_uid: str) -> Secret:
     )
 
 
+@contextmanager
+def _cluster_errors() -> Iterator[None]:
+    """The apiserver's refusals and an unreachable cluster as one-line user errors."""
+    try:
+        yield
+    except ApiError as exc:
+        raise BackendError(f"the apiserver refused: {exc.status.message}") from None
+    except (httpx.HTTPError, OSError) as exc:
+        raise BackendError(f"cannot reach the apiserver: {exc}") from None
+
+
 class KubeKeys:
     """Create, list and revoke keys in one namespace (what ``kapell keys -n NS`` does)."""
 
@@ -96,6 +109,19 @@ class KubeKeys:
 
     def create(self, key: ApiKey) -> None:
         """Store ``key`` in its tenant's Secret, if the Tenant exists and allows its models."""
+        with _cluster_errors():
+            self._create(key)
+
+    def api_keys(self) -> list[ApiKey]:
+        with _cluster_errors():
+            return self._api_keys()
+
+    def revoke(self, key_id: str) -> ApiKey:
+        """Remove one key's entry; the gateways' watches drop it within moments."""
+        with _cluster_errors():
+            return self._revoke(key_id)
+
+    def _create(self, key: ApiKey) -> None:
         raw: dict[str, Any] | None = None
         try:
             raw = dict(self._client.get(TenantResource, key.tenant, namespace=key.namespace))
@@ -116,15 +142,14 @@ class KubeKeys:
                 raise
             self._client.create(key_secret(key, raw["metadata"]["uid"]))
 
-    def list(self) -> list[ApiKey]:
+    def _api_keys(self) -> list[ApiKey]:
         secrets = self._client.list(
             Secret, namespace=self._namespace, labels={TENANT_LABEL: exists()}
         )
         return sorted((k for s in secrets for k in keys_in_secret(s.to_dict())), key=lambda k: k.id)
 
-    def revoke(self, key_id: str) -> ApiKey:
-        """Remove one key's entry; the gateways' watches drop it within moments."""
-        for key in self.list():
+    def _revoke(self, key_id: str) -> ApiKey:
+        for key in self._api_keys():
             if key.id == key_id:
                 self._client.patch(
                     Secret,
