@@ -7,6 +7,7 @@ import base64
 import json
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -105,3 +106,18 @@ def test_cluster_keys_reach_the_gateway_through_watches(
         eventually(secret_gone, "the tenant's Secret deleted with it")
     finally:
         watcher.stop()
+
+
+def test_concurrent_key_creations_all_land_in_the_secret(
+    dev_cluster: DevCluster, kube: Client, kapell_crds: str, namespace: str
+) -> None:
+    kube.create(TenantResource({"metadata": {"name": TENANT}, "spec": {}}), namespace=namespace)  # type: ignore[arg-type]
+    with ThreadPoolExecutor(4) as pool:
+        outputs = list(
+            pool.map(
+                lambda _: kapell_keys(dev_cluster.kubeconfig, namespace, "create", TENANT), range(4)
+            )
+        )
+    ids = {output.split()[1] for output in outputs}
+    secret = kube.get(Secret, secret_name(TENANT), namespace=namespace)
+    assert len(ids) == 4 and set(secret.data or {}) == ids

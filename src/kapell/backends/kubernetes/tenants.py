@@ -134,13 +134,21 @@ class KubeKeys:
             raise (NotFoundError if raw is None else KapellError)(problem)
         assert raw is not None
         try:
-            self._client.patch(
-                Secret, secret_name(key.tenant), {"data": _entry(key)}, namespace=key.namespace
-            )
+            self._add_entry(key)
         except ApiError as exc:
             if exc.status.code != 404:
                 raise
-            self._client.create(key_secret(key, raw["metadata"]["uid"]))
+            try:
+                self._client.create(key_secret(key, raw["metadata"]["uid"]))
+            except ApiError as exc:
+                if exc.status.code != 409:
+                    raise
+                self._add_entry(key)  # another command created the Secret in between
+
+    def _add_entry(self, key: ApiKey) -> None:
+        self._client.patch(
+            Secret, secret_name(key.tenant), {"data": _entry(key)}, namespace=key.namespace
+        )
 
     def _api_keys(self) -> list[ApiKey]:
         secrets = self._client.list(
