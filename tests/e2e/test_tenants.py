@@ -1,5 +1,6 @@
 """Tenants on a cluster: keys made by `kapell keys --kubeconfig` land in a Secret (the hash
-only), and a gateway kept current by ``KubeTenants`` admits, refuses and forgets them."""
+only), and a gateway kept current by ``KubeTenants`` admits, refuses and forgets them: one in
+this process, and `kapell gateway` in front of a Model's pod."""
 
 from __future__ import annotations
 
@@ -9,11 +10,17 @@ import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
+import pytest
 from kubeobjects import eventually
 from lightkube import ApiError, Client
 from lightkube.resources.core_v1 import Secret
+from openai import OpenAI, PermissionDeniedError
+from operators import apply, model, wait_ready
+from test_cluster_gateway import ClusterGateway, gateway  # noqa: F401  (the fixture)
+from test_operator_serving import FAST_SIM, serving_model
 from tests.asgi import AsgiClient
 
 from kapell.api.loader import load_text
@@ -64,17 +71,17 @@ def models_seen(client: AsgiClient, key: str) -> list[str] | None:
 def test_cluster_keys_reach_the_gateway_through_watches(
     dev_cluster: DevCluster, kube: Client, kapell_crds: str, namespace: str
 ) -> None:
-    gateway = gateway_for("chat", "other")
-    client = AsgiClient(gateway.app)
+    served = gateway_for("chat", "other")
+    client = AsgiClient(served.app)
     watcher = KubeTenants(
-        kube, namespace, lambda tenants, keys: gateway.tenants.update(tenant_configs(tenants, keys))
+        kube, namespace, lambda tenants, keys: served.tenants.update(tenant_configs(tenants, keys))
     )
     watcher.start()
     try:
-        assert "gateway open: no Tenant declared" in gateway.tenants.summary()
+        assert "gateway open: no Tenant declared" in served.tenants.summary()
         tenant = {"metadata": {"name": TENANT}, "spec": {"models": ["chat"]}}
         kube.create(TenantResource(tenant), namespace=namespace)  # type: ignore[arg-type]
-        eventually(lambda: "1 tenant(s)" in gateway.tenants.summary() or None, "the Tenant seen")
+        eventually(lambda: "1 tenant(s)" in served.tenants.summary() or None, "the Tenant seen")
         assert chat(client, "chat").status_code == 401
 
         created = kapell_keys(dev_cluster.kubeconfig, namespace, "create", TENANT).splitlines()
@@ -94,7 +101,7 @@ def test_cluster_keys_reach_the_gateway_through_watches(
         assert chat(client, "chat", key).status_code == 401
 
         kube.delete(TenantResource, TENANT, namespace=namespace)
-        eventually(lambda: "open" in gateway.tenants.summary() or None, "the gateway open again")
+        eventually(lambda: "open" in served.tenants.summary() or None, "the gateway open again")
 
         def secret_gone() -> bool | None:  # the garbage collector follows the owner reference
             try:
@@ -121,3 +128,42 @@ def test_concurrent_key_creations_all_land_in_the_secret(
     ids = {output.split()[1] for output in outputs}
     secret = kube.get(Secret, secret_name(TENANT), namespace=namespace)
     assert len(ids) == 4 and set(secret.data or {}) == ids
+
+
+def test_a_key_through_the_in_cluster_gateway(
+    dev_cluster: DevCluster,
+    kube: Client,
+    kubectl: Any,
+    namespace: str,
+    gateway: ClusterGateway,  # noqa: F811  (the fixture imported above)
+) -> None:
+    tenant = {"apiVersion": "kapell.dev/v1alpha1", "kind": "Tenant",
+              "metadata": {"name": TENANT, "namespace": namespace}, "spec": {"models": ["chat"]}}  # fmt: skip
+    other = model("other", namespace, replicas=0)  # declared, no replica: still refused first
+    apply(kubectl, serving_model("chat", namespace, args=FAST_SIM), other, tenant)
+    wait_ready(kube, "chat", namespace)
+    created = kapell_keys(dev_cluster.kubeconfig, namespace, "create", TENANT).splitlines()
+    key_id, key = created[0].split()[1], created[1]
+    client = OpenAI(base_url=f"{gateway.url}/v1", api_key=key, max_retries=0)
+    eventually(lambda: [m.id for m in client.models.list()] == ["chat"] or None, "key admitted")
+
+    def ask(name: str) -> str | None:
+        reply = client.chat.completions.create(
+            model=name, messages=[{"role": "user", "content": "hi"}], max_tokens=4
+        )
+        return reply.choices[0].message.content
+
+    assert ask("chat")
+    refused = []
+    for name in ("other", "nowhere"):
+        with pytest.raises(PermissionDeniedError) as caught:
+            ask(name)
+        refused.append(caught.value.response.text.replace(name, "X"))
+    assert refused[0] == refused[1]
+    assert (
+        httpx.post(f"{gateway.url}/v1/chat/completions", json={"model": "chat"}).status_code == 401
+    )
+
+    kapell_keys(dev_cluster.kubeconfig, namespace, "revoke", key_id)
+    models_url, bearer = f"{gateway.url}/v1/models", {"authorization": f"Bearer {key}"}
+    eventually(lambda: httpx.get(models_url, headers=bearer).status_code == 401 or None, "revoked")
