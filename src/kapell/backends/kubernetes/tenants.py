@@ -180,6 +180,8 @@ class KubeTenants:
     """
 
     def __init__(self, client: Client, namespace: str, on_change: OnTenants) -> None:
+        self._client = client
+        self._namespace = namespace
         self._on_change = on_change
         self._lock = threading.Lock()
         self._started = False
@@ -196,7 +198,21 @@ class KubeTenants:
         )
 
     def start(self, timeout_s: float = SYNC_TIMEOUT_S) -> None:
-        """Start both watches and return once the first full table has been delivered."""
+        """Start both watches and return once the first full table has been delivered.
+
+        Without the Tenant CRD the watch could never list: that is said at once instead."""
+        try:
+            next(
+                iter(self._client.list(TenantResource, namespace=self._namespace, chunk_size=1)),
+                None,
+            )
+        except httpx.HTTPStatusError as exc:  # an ApiError, or a bare 404 for an unknown kind
+            if exc.response.status_code != 404:
+                raise
+            raise BackendError(
+                "the Tenant CRD (tenants.kapell.dev) is not installed; install the CRDs with "
+                "`kapell crds | kubectl apply --server-side -f -`"
+            ) from None
         informers: list[Informer[Any]] = [self.tenants, self.secrets]
         for informer in informers:
             informer.start()
