@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
+from kapell.api.errors import NotFoundError
 from kapell.api.meta import Name, Resource, Spec, Status
 
 KEY_PREFIX = "sk-kapell-"
@@ -94,3 +95,10 @@ def key_problem(tenant: Tenant | None, key: ApiKey) -> str | None:
             f"({', '.join(sorted(allowed))})"
         )
     return None
+
+
+def unknown_key(key_id: str, namespace: str) -> NotFoundError:
+    """The error for revoking a key id that is not there (the same in both modes)."""
+    return NotFoundError(
+        f"no API key with id {key_id!r} in namespace {namespace!r}; see `kapell keys list`"
+    )

@@ -55,8 +55,11 @@ class LocalKeys:
         return [k for k in keys if k.namespace == self._namespace]
 
     def revoke(self, key_id: str) -> ApiKey:
-        from kapell.api.tenant import ApiKey
+        """Like on a cluster, only a key of this namespace."""
+        from kapell.api.tenant import ApiKey, unknown_key
 
+        if key_id not in {k.id for k in self.api_keys()}:
+            raise unknown_key(key_id, self._namespace)
         return ApiKey.model_validate(call(self._state_dir, "DELETE", f"/keys/{key_id}"))
 
 

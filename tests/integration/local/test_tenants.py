@@ -68,6 +68,9 @@ def test_a_key_serves_its_model_only_and_stops_when_revoked(
     no_key = httpx.post(instance.gateway_url + "/v1/chat/completions", json={"model": "chat"})
     assert no_key.status_code == 401
 
+    elsewhere = instance.kapell("keys", "revoke", key_id, "-n", "team-b")
+    assert elsewhere.returncode == 1, "a key is revoked only in its namespace, as on a cluster"
+    assert elsewhere.stderr.startswith(f"error: no API key with id '{key_id}' in namespace")
     revoked = instance.kapell("keys", "revoke", key_id)
     assert revoked.returncode == 0 and "revoked" in revoked.stdout, revoked.stderr
     with pytest.raises(openai.AuthenticationError):

@@ -28,7 +28,7 @@ from pydantic import ValidationError
 
 from kapell.api.errors import BackendError, KapellError, NotFoundError
 from kapell.api.meta import API_GROUP, API_VERSION
-from kapell.api.tenant import ApiKey, Tenant, key_problem
+from kapell.api.tenant import ApiKey, Tenant, key_problem, unknown_key
 from kapell.backends.kubernetes.informer import Informer, Key, wait_synced
 from kapell.backends.kubernetes.store import resource_body
 
@@ -166,10 +166,7 @@ class KubeKeys:
                     namespace=key.namespace,
                 )
                 return key
-        raise NotFoundError(
-            f"no API key with id {key_id!r} in namespace {self._namespace!r}; "
-            "see `kapell keys list`"
-        )
+        raise unknown_key(key_id, self._namespace)
 
 
 class KubeTenants:
