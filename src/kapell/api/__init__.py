@@ -6,9 +6,10 @@ from kapell.api.errors import KapellError, Problem, SpecError
 from kapell.api.kinds import GPUPool, Prompt, TrainingJob, VectorStore
 from kapell.api.meta import API_VERSION, Condition, ObjectMeta, Resource
 from kapell.api.model import Model
+from kapell.api.tenant import Tenant
 
 KINDS: dict[str, type[Resource]] = {
-    cls.__name__: cls for cls in (Model, TrainingJob, Prompt, VectorStore, GPUPool)
+    cls.__name__: cls for cls in (Model, TrainingJob, Prompt, VectorStore, GPUPool, Tenant)
 }
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "Prompt",
     "Resource",
     "SpecError",
+    "Tenant",
     "TrainingJob",
     "VectorStore",
 ]

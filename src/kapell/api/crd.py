@@ -21,6 +21,7 @@ _PLURALS = {
     "Prompt": "prompts",
     "VectorStore": "vectorstores",
     "GPUPool": "gpupools",
+    "Tenant": "tenants",
 }
 _SHORT = {
     "Model": ["km"],
@@ -28,6 +29,7 @@ _SHORT = {
     "Prompt": ["kp"],
     "VectorStore": ["kvs"],
     "GPUPool": ["kgp"],
+    "Tenant": ["ktn"],
 }
 
 
@@ -113,6 +115,12 @@ def crd(model: type[Resource]) -> dict[str, Any]:
         version["additionalPrinterColumns"][1:1] = [
             {"name": "Engine", "type": "string", "jsonPath": ".spec.engine.name"},
             {"name": "Replicas", "type": "integer", "jsonPath": ".status.readyReplicas"},
+        ]
+    if kind == "Tenant":  # no controller writes its status: show what it allows instead
+        version["additionalPrinterColumns"][0:1] = [
+            {"name": "Models", "type": "string", "jsonPath": ".spec.models"},
+            {"name": "RPM", "type": "integer", "jsonPath": ".spec.requestsPerMinute"},
+            {"name": "TPM", "type": "integer", "jsonPath": ".spec.tokensPerMinute"},
         ]
     return {
         "apiVersion": "apiextensions.k8s.io/v1",

@@ -1,8 +1,9 @@
 """``kapell gateway``: the gateway of ``kapell up``, serving a namespace's Models on a cluster.
 
 The same ``kapell.gateway`` app as the local mode, with its endpoint source fed by watches of the
-namespace's Models and their EndpointSlices, and its demand pushed to the operator's
-``/v1/demand`` so that the operator's autoscaler decides for every gateway replica at once.
+namespace's Models and their EndpointSlices, its tenant table by watches of the namespace's
+Tenants and their key Secrets, and its demand pushed to the operator's ``/v1/demand`` so that
+the operator's autoscaler decides for every gateway replica at once.
 """
 
 from __future__ import annotations
@@ -16,12 +17,15 @@ import uuid
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 
 from kapell.gateway.config import GatewayConfig
+
+if TYPE_CHECKING:
+    from kapell.api.tenant import ApiKey, Tenant
 
 console = Console(stderr=True, highlight=False)
 SYNC_TIMEOUT_S = 120.0
@@ -111,12 +115,14 @@ async def _run(
     """``operator`` is a URL, or the NAMESPACE/NAME of the operator's Service."""
     from kapell.backends.kubernetes.endpoints import KubeEndpointFeed, ServiceLeader
     from kapell.backends.kubernetes.informer import Informer, wait_synced
+    from kapell.backends.kubernetes.tenants import KubeTenants
     from kapell.cli.operator import kube_client
     from kapell.cli.serving import bind, server
     from kapell.gateway.app import create_app
     from kapell.gateway.demand_report import DemandReporter
     from kapell.gateway.endpoints import StaticEndpointSource
     from kapell.gateway.server import tune_gc
+    from kapell.gateway.tenancy import tenant_configs
 
     client = kube_client(kubeconfig)
     served = namespace or client.namespace
@@ -144,10 +150,18 @@ async def _run(
     reporter = DemandReporter(
         operator_url, identity, app.state.gateway.meter, endpoints.model_names, served
     )
+    table = app.state.gateway.tenants
+
+    def tenants_changed(tenants: list[Tenant], keys: list[ApiKey]) -> None:
+        configs = tenant_configs(tenants, keys)
+        call_soon(lambda: table.update(configs))
+
+    tenants = KubeTenants(client, served, tenants_changed)
     for informer in informers:
         informer.start()
     await loop.run_in_executor(None, wait_synced, informers, SYNC_TIMEOUT_S)
     feed.publish()
+    await loop.run_in_executor(None, tenants.start, SYNC_TIMEOUT_S)  # its first table too
 
     web = server(app, sock)
     tune_gc()
@@ -157,6 +171,7 @@ async def _run(
         f"kapell gateway {identity}: {len(endpoints.model_names())} Model(s) in namespace "
         f"{served}; demand to {operator}"
     )
+    console.print(f"kapell {table.summary()}", soft_wrap=True)
     print(f"Gateway: {url} (OpenAI API at {url}/v1)", flush=True)
     try:
         await stop.wait()
@@ -166,3 +181,4 @@ async def _run(
         tasks[1].cancel()
         for informer in informers:
             informer.stop()
+        tenants.stop()

@@ -227,6 +227,13 @@ def _print_resources(
         reason = shown["reason"] if shown else "Pending"
         created = stamps.get(_key(item), {}).get("createdAt", "")
         name = item["metadata"]["name"]
+        if kind == "Tenant":  # no status: show what it allows
+            spec = item["spec"]
+            limits = [
+                str(spec.get(f"{unit}PerMinute", 0) or "-") for unit in ("requests", "tokens")
+            ]
+            rows.append([name, ",".join(spec.get("models", [])) or "(all)", *limits, age(created)])
+            continue
         if kind != "Model":
             ready = next((c for c in status.get("conditions", []) if c["type"] == "Ready"), None)
             rows.append([name, ready["status"] if ready else "-", reason, age(created)])
@@ -250,7 +257,9 @@ def _print_resources(
                 ",".join(status.get("endpoints", [])) or "-",
             ]
         rows.append([*row, shown["message"] if shown else ""])
-    if kind != "Model":
+    if kind == "Tenant":
+        headers = ["NAME", "MODELS", "RPM", "TPM", "AGE"]
+    elif kind != "Model":
         headers = ["NAME", "READY", "REASON", "AGE"]
     else:
         headers = ["NAME", "ENGINE", "READY", "DESIRED", "REASON", "AGE"]

@@ -87,6 +87,10 @@ from kapell.cli.chat import chat  # noqa: E402  (light: standard library only)
 
 app.command("chat")(chat)
 
+from kapell.cli.keys import keys_app  # noqa: E402  (light: imports on use)
+
+app.add_typer(keys_app, name="keys")
+
 
 def main() -> None:
     """Console entry point: run the app, turning user errors into one-line messages."""

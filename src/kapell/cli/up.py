@@ -19,7 +19,7 @@ from typing import Any
 from rich.console import Console
 
 from kapell import __version__
-from kapell.api import Model, Resource
+from kapell.api import Model, Resource, Tenant
 from kapell.api.errors import BackendError
 from kapell.api.units import parse_quantity
 from kapell.backends.local.admin import AdminContext, create_admin_app
@@ -35,6 +35,7 @@ from kapell.gateway.app import create_app
 from kapell.gateway.config import GatewayConfig
 from kapell.gateway.endpoints import StaticEndpointSource
 from kapell.gateway.server import tune_gc
+from kapell.gateway.tenancy import tenant_configs
 from kapell.observe.access_log import AccessLog
 from kapell.observe.energy_metrics import EnergyCollector
 from kapell.observe.power import GpuEnergyMeter, meter_gpus, read_nvml
@@ -85,7 +86,22 @@ async def run(resources: list[Resource], state_dir: Path, port: int) -> None:
             endpoints.set_endpoints(name, ready_endpoints)
             endpoints.set_unavailable(name, routes.cannot_start.get(name))
 
+    said = [""]
+
+    def refresh_tenants() -> None:
+        """Give the gateway the Tenants and keys in the store (after any change to them), and
+        say on the console when that changes who it serves (open, tenants and keys)."""
+        table = gateway.state.gateway.tenants
+        tenants = [t for t in store.resources("Tenant") if isinstance(t, Tenant)]
+        table.update(tenant_configs(tenants, store.api_keys()))
+        if table.summary() != said[0]:
+            said[0] = table.summary()
+            console.print(f"kapell {said[0]}", soft_wrap=True)
+
     def on_change(key: str) -> None:
+        if key.startswith("Tenant/"):  # applied, deleted, or a key created or revoked
+            refresh_tenants()
+            return
         publish()
         reconciler.enqueue(key)
 
@@ -160,6 +176,7 @@ async def run(resources: list[Resource], state_dir: Path, port: int) -> None:
         console.print(f"kapell: resuming {saved} resource(s) saved in {state_dir}")
     for resource in resources:
         store.apply(resource)
+    refresh_tenants()
     for key in store.keys("Model"):
         on_change(key)
 

@@ -2,18 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Sequence
-from dataclasses import dataclass
-
-
-def hash_api_key(api_key: str) -> str:
-    """The stored form of an API key: hex SHA-256.
-
-    Keys are long random tokens (not passwords), so a fast unsalted hash is enough: it cannot
-    be reversed and a leaked config does not leak usable keys.
-    """
-    return hashlib.sha256(api_key.encode()).hexdigest()
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -21,7 +11,8 @@ class TenantConfig:
     """A tenant: who may call which models, how often and how much.
 
     ``models`` empty means every model. Limits of 0 mean unlimited. ``api_key_sha256`` holds
-    ``hash_api_key(key)`` of each key that belongs to the tenant (never the key itself).
+    ``api.tenant.hash_api_key(key)`` of each key that belongs to the tenant (never the key
+    itself); ``key_models`` narrows the models of some of those keys (by hash).
     """
 
     name: str
@@ -29,6 +20,7 @@ class TenantConfig:
     models: frozenset[str] = frozenset()
     requests_per_minute: int = 0
     tokens_per_minute: int = 0
+    key_models: Mapping[str, frozenset[str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

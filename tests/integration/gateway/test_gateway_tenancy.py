@@ -9,7 +9,8 @@ import openai
 import pytest
 
 from conftest import Stack
-from kapell.gateway.config import TenantConfig, hash_api_key
+from kapell.api.tenant import hash_api_key
+from kapell.gateway.config import TenantConfig
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from kapell.api import Model
 from kapell.api.loader import load_text
+from kapell.api.tenant import new_api_key
 from kapell.backends.local.store import SQLiteStore
 
 TEXT = """\
@@ -75,3 +76,33 @@ def test_events_of_one_model_and_stamps(tmp_path: Path) -> None:
     assert stamp["createdAt"] == stamp["updatedAt"]
     assert str(stamp["createdAt"]).endswith("Z")
     assert store.stamps("Prompt") == {}
+
+
+TENANT = """\
+apiVersion: kapell.dev/v1alpha1
+kind: Tenant
+metadata: {name: t}
+spec: {models: [m]}
+"""
+
+
+def test_keys_are_stored_by_id_and_go_with_their_tenant(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "s.db")
+    [tenant] = load_text(TENANT)
+    store.apply(tenant)
+    plain, key = new_api_key("default", "t", ["m"], "now")
+    _, other = new_api_key("default", "u", [], "now")
+    assert store.add_key(key) and store.add_key(other) and not store.add_key(key)
+    assert sorted(k.id for k in store.api_keys()) == sorted([key.id, other.id])
+    written = b"".join(p.read_bytes() for p in tmp_path.glob("s.db*"))  # the WAL too
+    assert key.sha256.encode() in written and plain.encode() not in written
+    assert store.remove_key(other.id) == other and store.remove_key(other.id) is None
+    store.delete(tenant.key)
+    assert store.api_keys() == [], "deleting a Tenant deletes its keys"
+
+
+def test_the_database_is_readable_by_its_owner_only(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    path.touch(mode=0o644)
+    SQLiteStore(path).close()
+    assert path.stat().st_mode & 0o777 == 0o600

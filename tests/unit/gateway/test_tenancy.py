@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from kapell.gateway.config import TenantConfig, hash_api_key
+from kapell.api.loader import load_text
+from kapell.api.tenant import Tenant as TenantResource
+from kapell.api.tenant import hash_api_key, new_api_key
+from kapell.gateway.config import TenantConfig
 from kapell.gateway.errors import GatewayError
-from kapell.gateway.tenancy import OPEN_TENANT, Tenants, TokenBucket
+from kapell.gateway.tenancy import OPEN_TENANT, Tenants, TokenBucket, tenant_configs
 
 
 class Clock:
@@ -123,3 +127,62 @@ def test_tokens_per_minute_quota_refuses_until_the_debt_is_paid() -> None:
     assert caught.value.headers["retry-after"] == "30"  # 300 tokens of debt at 10/s
     clock.now_s += 30.1
     tenant.admit()
+
+
+def _config(name: str, key: str, models: set[str], **extra: Any) -> TenantConfig:
+    return TenantConfig(name, [hash_api_key(key)], frozenset(models), **extra)
+
+
+def test_a_key_s_models_narrow_its_tenant_s_never_widen_them() -> None:
+    narrow = TenantConfig(
+        "t", [hash_api_key("k1"), hash_api_key("k2"), hash_api_key("k3")], frozenset({"a", "b"}),
+        key_models={hash_api_key("k2"): frozenset({"b"}), hash_api_key("k3"): frozenset({"c"})},
+    )  # fmt: skip
+    tenants = Tenants([narrow, _config("open", "k4", set(), key_models={
+        hash_api_key("k4"): frozenset({"z"})})])  # fmt: skip
+    k1, k2, k3, k4 = (tenants.authenticate(f"Bearer k{i}") for i in range(1, 5))
+    assert k1.may_use("a") and k1.may_use("b") and not k1.may_use("c")
+    assert k2.may_use("b") and not k2.may_use("a")
+    assert not any(k3.may_use(m) for m in "abc"), "outside the tenant's list: nothing"
+    assert k4.may_use("z") and not k4.may_use("a"), "a tenant of every model, a key of one"
+
+
+def test_update_keeps_quota_for_unchanged_limits_and_drops_revoked_keys() -> None:
+    clock = Clock()
+    tenants = Tenants([_config("t", "k1", set(), requests_per_minute=1)], clock)
+    tenants.authenticate("Bearer k1").admit()
+    both = TenantConfig("t", [hash_api_key("k1"), hash_api_key("k2")], requests_per_minute=1)
+    tenants.update([both])  # a key created: the tenant's bucket is the same one
+    with pytest.raises(GatewayError) as caught:
+        tenants.authenticate("Bearer k2").admit()
+    assert caught.value.status == 429
+    tenants.update([TenantConfig("t", [hash_api_key("k2")], requests_per_minute=2)])
+    tenants.authenticate("Bearer k2").admit()  # new limits: a fresh bucket
+    with pytest.raises(GatewayError) as revoked:
+        tenants.authenticate("Bearer k1")
+    assert revoked.value.status == 401
+
+
+def test_summary_says_open_or_how_many_tenants_and_keys() -> None:
+    tenants = Tenants([])
+    assert "gateway open: no Tenant declared" in tenants.summary()
+    tenants.update([_config("t", "k1", set()), TenantConfig("u", [])])
+    assert "2 tenant(s), 1 API key(s)" in tenants.summary()
+    with pytest.raises(GatewayError):
+        tenants.authenticate(None)  # a tenant without keys still closes the gateway
+
+
+def test_tenant_configs_join_keys_to_their_tenant_by_namespace_and_name() -> None:
+    [tenant, elsewhere] = load_text(
+        "kind: Tenant\napiVersion: kapell.dev/v1alpha1\nmetadata: {name: t}\n"
+        "spec: {models: [a], tokensPerMinute: 9}\n---\n"
+        "kind: Tenant\napiVersion: kapell.dev/v1alpha1\nmetadata: {name: t, namespace: x}\n"
+    )
+    _, mine = new_api_key("default", "t", ["a"], "")
+    _, orphan = new_api_key("default", "gone", [], "")
+    assert isinstance(tenant, TenantResource) and isinstance(elsewhere, TenantResource)
+    [config] = tenant_configs([tenant], [mine, orphan])
+    assert config.api_key_sha256 == [mine.sha256] and config.tokens_per_minute == 9
+    assert config.key_models == {mine.sha256: frozenset({"a"})}
+    [other] = tenant_configs([elsewhere], [mine])
+    assert other.api_key_sha256 == [], "a key of namespace default is not namespace x's"

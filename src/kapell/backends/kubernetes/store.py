@@ -53,13 +53,13 @@ def model_key(namespace: str, name: str) -> str:
     return f"Model/{namespace}/{name}"
 
 
-def parse_model(raw: dict[str, Any]) -> StoredModel:
+def resource_body(raw: dict[str, Any], kind: str) -> dict[str, Any]:
+    """A custom resource as the apiserver returns it, in the shape kapell's kinds validate:
+    the server's metadata (uid, managedFields ...) left out."""
     meta = raw["metadata"]
-    status = raw.get("status") or {}
-    comparable = {k: v for k, v in status.items() if k != "observedGeneration"}
-    body = {
+    return {
         "apiVersion": raw.get("apiVersion", API_VERSION),
-        "kind": "Model",
+        "kind": kind,
         "metadata": {
             "name": meta["name"],
             "namespace": meta.get("namespace", "default"),
@@ -67,8 +67,15 @@ def parse_model(raw: dict[str, Any]) -> StoredModel:
             "annotations": meta.get("annotations") or {},
         },
         "spec": raw.get("spec") or {},
-        "status": status,
+        "status": raw.get("status") or {},
     }
+
+
+def parse_model(raw: dict[str, Any]) -> StoredModel:
+    meta = raw["metadata"]
+    status = raw.get("status") or {}
+    comparable = {k: v for k, v in status.items() if k != "observedGeneration"}
+    body = resource_body(raw, "Model")
     model: Model | None
     error = ""
     try:

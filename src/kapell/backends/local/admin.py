@@ -1,5 +1,5 @@
 """The local admin API: what `kapell apply | get | describe | delete | logs | status | down`
-talk to.
+and `kapell keys` talk to.
 
 It listens on loopback only. Bodies are JSON; resources arrive already validated by the CLI
 (which knows file names and lines) and are validated again here, since any local process may call.
@@ -19,7 +19,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from kapell.api import KINDS, Resource
+from kapell.api import KINDS, Resource, Tenant
+from kapell.api.tenant import ApiKey, key_problem
 from kapell.backends.local import logfiles
 from kapell.backends.local.replicas import LocalReplicas
 from kapell.backends.local.store import SQLiteStore
@@ -172,6 +173,33 @@ def create_admin_app(ctx: AdminContext) -> Starlette:
             f"model {model!r} has no access log: no request yet",
         )
 
+    async def list_keys(request: Request) -> Response:
+        return JSONResponse({"items": [k.model_dump(by_alias=True) for k in ctx.store.api_keys()]})
+
+    async def create_key(request: Request) -> Response:
+        """Store a key's record (the CLI made the key and sends only its hash)."""
+        try:
+            key = ApiKey.model_validate(await request.json())
+        except (ValueError, ValidationError) as exc:
+            return _error(400, f"invalid key record: {exc}")
+        tenant_key = f"Tenant/{key.namespace}/{key.tenant}"
+        tenant = ctx.store.get(tenant_key)
+        problem = key_problem(tenant if isinstance(tenant, Tenant) else None, key)
+        if problem is not None:
+            return _error(404 if tenant is None else 400, problem)
+        if not ctx.store.add_key(key):
+            return _error(409, f"a key with id {key.id} exists already")
+        ctx.enqueue(tenant_key)
+        return JSONResponse(key.model_dump(by_alias=True), status_code=201)
+
+    async def revoke_key(request: Request) -> Response:
+        key_id = request.path_params["id"]
+        key = ctx.store.remove_key(key_id)
+        if key is None:
+            return _error(404, f"no API key with id {key_id!r}; see `kapell keys list`")
+        ctx.enqueue(f"Tenant/{key.namespace}/{key.tenant}")
+        return JSONResponse(key.model_dump(by_alias=True))
+
     async def usage(request: Request) -> Response:
         return JSONResponse({"models": ctx.usage()})
 
@@ -198,6 +226,9 @@ def create_admin_app(ctx: AdminContext) -> Starlette:
             ),
             Route(f"{ADMIN_PREFIX}/logs/{{replica}}", logs),
             Route(f"{ADMIN_PREFIX}/access/{{model}}", access_log),
+            Route(f"{ADMIN_PREFIX}/keys", list_keys, methods=["GET"]),
+            Route(f"{ADMIN_PREFIX}/keys", create_key, methods=["POST"]),
+            Route(f"{ADMIN_PREFIX}/keys/{{id}}", revoke_key, methods=["DELETE"]),
             Route(f"{ADMIN_PREFIX}/usage", usage),
             Route(f"{ADMIN_PREFIX}/shutdown", shutdown, methods=["POST"]),
         ]

@@ -3,11 +3,16 @@
 SQLite gives atomic, durable writes for free: a crash or a bad ``apply`` never leaves a
 half-written resource behind. Resources are stored as the JSON users would see from
 ``kapell get -o json``; status is stored apart so controllers never overwrite a spec.
+
+API keys live here too, as ``api.tenant.ApiKey`` records (the hash, never the key): one file
+that is already atomic and per user, so a Tenant and its keys are deleted in one transaction.
+The file is made readable by its owner only (0600).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -16,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from kapell.api import KINDS, Resource
+from kapell.api.tenant import ApiKey
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS resources (
@@ -41,6 +47,12 @@ CREATE TABLE IF NOT EXISTS counters (
     name        TEXT PRIMARY KEY,
     value       INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS api_keys (
+    id          TEXT PRIMARY KEY,
+    namespace   TEXT NOT NULL,
+    tenant      TEXT NOT NULL,
+    body        TEXT NOT NULL
+);
 """
 
 
@@ -54,6 +66,8 @@ class SQLiteStore:
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600, exist_ok=True)
+        os.chmod(path, 0o600)  # also a file made by an earlier version; WAL files copy its mode
         self.path = path
         self._lock = threading.Lock()
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
@@ -103,8 +117,39 @@ class SQLiteStore:
             return "configured"
 
     def delete(self, key: str) -> bool:
+        """Delete a resource; a Tenant takes its API keys with it."""
+        kind, namespace, name = key.split("/")
         with self._tx() as db:
+            if kind == "Tenant":
+                db.execute(
+                    "DELETE FROM api_keys WHERE namespace = ? AND tenant = ?", (namespace, name)
+                )
             return db.execute("DELETE FROM resources WHERE key = ?", (key,)).rowcount > 0
+
+    def add_key(self, key: ApiKey) -> bool:
+        """Store a key's record; False if a key with its id is already stored."""
+        with self._tx() as db:
+            if db.execute("SELECT 1 FROM api_keys WHERE id = ?", (key.id,)).fetchone():
+                return False
+            db.execute(
+                "INSERT INTO api_keys VALUES (?, ?, ?, ?)",
+                (key.id, key.namespace, key.tenant, key.model_dump_json(by_alias=True)),
+            )
+        return True
+
+    def api_keys(self) -> list[ApiKey]:
+        with self._lock:
+            rows = self._db.execute("SELECT body FROM api_keys ORDER BY id").fetchall()
+        return [ApiKey.model_validate_json(row[0]) for row in rows]
+
+    def remove_key(self, key_id: str) -> ApiKey | None:
+        """Delete a key's record; the record, or None if there was none."""
+        with self._tx() as db:
+            row = db.execute("SELECT body FROM api_keys WHERE id = ?", (key_id,)).fetchone()
+            if row is None:
+                return None
+            db.execute("DELETE FROM api_keys WHERE id = ?", (key_id,))
+        return ApiKey.model_validate_json(row[0])
 
     def get(self, key: str) -> Resource | None:
         with self._lock:
