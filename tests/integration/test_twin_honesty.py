@@ -26,10 +26,11 @@ import numpy as np
 import pytest
 from openai import AsyncOpenAI
 
-from kapell.backends.sim.twin import Twin, TwinConfig
+from kapell.backends.sim.twin import SimSettings
+from kapell.bench.serving import ServeOptions, twin_model
 from kapell.bench.traces import read_trace, slice_trace
+from kapell.bench.twin_replay import Twin, TwinConfig
 from kapell.engines.sim.latency import load_profile
-from kapell.policy.autoscale import StaticAutoscaler
 
 from .sim_procs import sim_cluster
 
@@ -94,12 +95,10 @@ def _percentiles(values: np.ndarray) -> np.ndarray:
 def test_twin_agrees_with_a_real_replay() -> None:
     requests = _requests()
     config = TwinConfig(
-        profile=load_profile(PROFILE),
-        router="least-tokens",
-        initial_replicas=REPLICAS,
-        cold_start_s=0.0,
+        SimSettings(profile=load_profile(PROFILE), cold_start_s=0.0), initial_replicas=REPLICAS
     )
-    twin = Twin(config, requests, StaticAutoscaler(REPLICAS)).replay()
+    model = twin_model(ServeOptions(profile=PROFILE), "static", REPLICAS)
+    twin = Twin(config, requests, model).replay()
     twin_ttft = np.array([r.first_token_s - r.arrival_s for r in twin.requests])
     twin_tpot = np.array(
         [

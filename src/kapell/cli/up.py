@@ -27,6 +27,7 @@ from kapell.api.errors import BackendError
 from kapell.api.units import parse_quantity
 from kapell.backends.local.admin import AdminContext, create_admin_app
 from kapell.backends.local.endpoints import routable
+from kapell.backends.local.engine_load import EngineWaiting
 from kapell.backends.local.replicas import HOST, LocalReplicas, free_port
 from kapell.backends.local.store import SQLiteStore, utc_now
 from kapell.cli.client import INSTANCE_FILE, state_dir_default
@@ -35,6 +36,7 @@ from kapell.control.model import ModelController
 from kapell.control.scaling import PolicyScaler
 from kapell.gateway.app import create_app
 from kapell.gateway.config import GatewayConfig
+from kapell.gateway.demand import demand_sample
 from kapell.gateway.endpoints import StaticEndpointSource
 from kapell.gateway.server import tune_gc, uvicorn_config
 from kapell.observe.access_log import AccessLog
@@ -88,14 +90,7 @@ async def run(resources: list[Resource], state_dir: Path, port: int) -> None:
 
     def demand(model: Model, ready: int) -> DemandSample:
         usage = gateway.state.gateway.meter.snapshot(model.metadata.name)
-        return DemandSample(
-            tokens_total=usage.tokens,
-            requests_total=usage.requests,
-            in_flight=usage.in_flight,
-            queue_depth=usage.queue_depth,
-            ready_replicas=ready,
-            admitted_tokens_total=usage.admitted_tokens,
-        )
+        return demand_sample(usage, ready, engine_waiting.of(model.key))
 
     def publish_desired(model: Model, replicas_desired: int) -> None:
         gateway.state.gateway.set_replicas_desired(model.metadata.name, replicas_desired)
@@ -136,6 +131,9 @@ async def run(resources: list[Resource], state_dir: Path, port: int) -> None:
     controller = ModelController(store, replicas, scaler, time.monotonic, utc_now)
     reconciler = ReconcileLoop(reconcile)
     endpoints = StaticEndpointSource(on_capacity_request=on_demand)
+    engine_waiting = EngineWaiting(
+        lambda: [m for m in store.resources("Model") if isinstance(m, Model)], replicas.replicas
+    )
     access_log = AccessLog(state_dir / "logs")
     gateway = create_app(endpoints, GatewayConfig(), access_log)
 
@@ -193,6 +191,7 @@ async def run(resources: list[Resource], state_dir: Path, port: int) -> None:
     tune_gc()  # the gateway shares this process; fewer, larger GC passes keep its latency flat
     server_tasks = [loop.create_task(s.serve(sockets=[sock])) for s, sock in servers]
     reconcile_task = loop.create_task(reconciler.run())
+    scrape_task = loop.create_task(engine_waiting.run())
     instance_path.write_text(json.dumps(info, indent=2))
     console.print(f"kapell {__version__}: state in {state_dir}, admin API on {admin_url}")
     print(f"Gateway: {gateway_url} (OpenAI API at {gateway_url}/v1)", flush=True)
@@ -209,9 +208,9 @@ async def run(resources: list[Resource], state_dir: Path, port: int) -> None:
         console.print("kapell: shutting down replicas... (Ctrl-C again to kill them at once)")
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, _kill_now, replicas)
-        for task in (reporter, reconcile_task):
+        for task in (reporter, reconcile_task, scrape_task):
             task.cancel()
-        await asyncio.gather(reporter, reconcile_task, return_exceptions=True)
+        await asyncio.gather(reporter, reconcile_task, scrape_task, return_exceptions=True)
         try:
             await asyncio.wait_for(replicas.shutdown(), SHUTDOWN_LIMIT_S)
         except TimeoutError:

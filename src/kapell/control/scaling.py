@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from kapell.api.model import Model
-from kapell.policy.autoscale import Autoscaler, DemandSample, autoscaler_for
+from kapell.policy.autoscale import Autoscaler, DemandSample, Tune, autoscaler_for
 
 SampleFn = Callable[[Model, int], DemandSample]
 """Demand for a model now, given its ready replica count."""
@@ -25,8 +25,11 @@ class PolicyScaler:
         sample: SampleFn,
         cold_start_s: Callable[[Model], float],
         on_decision: Callable[[Model, int], None] | None = None,
+        tune: Tune | None = None,
     ) -> None:
+        """``tune``: changes to the knobs each Model's spec sets (``autoscaler_for``)."""
         self._sample = sample
+        self._tune = tune
         self._cold_start_s = cold_start_s
         self._on_decision = on_decision
         self._scalers: dict[str, tuple[str, Autoscaler]] = {}
@@ -38,7 +41,7 @@ class PolicyScaler:
         config = f"{model.spec.scaling.model_dump_json()}|{cold_start_s}"
         known = self._scalers.get(model.key)
         if known is None or known[0] != config:
-            known = (config, autoscaler_for(model, cold_start_s=cold_start_s))
+            known = (config, autoscaler_for(model, cold_start_s=cold_start_s, tune=self._tune))
             self._scalers[model.key] = known
         return known[1]
 

@@ -17,8 +17,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import aiohttp
@@ -32,6 +31,7 @@ from starlette.types import Message, Receive, Scope, Send
 from kapell.api import Model
 from kapell.api.replica import Endpoint
 from kapell.gateway.activator import ModelGate
+from kapell.gateway.balancer import Balancer
 from kapell.gateway.config import GatewayConfig
 from kapell.gateway.endpoints import EndpointSource
 from kapell.gateway.errors import GatewayError, send_error
@@ -53,15 +53,6 @@ INTERNAL_ERROR = GatewayError(
 _JSON_HEADERS = {"content-type": "application/json"}
 logger = logging.getLogger(__name__)
 _UPSTREAM_FAILURES = (aiohttp.ClientError, TimeoutError, ConnectionError)
-
-
-@dataclass
-class _ReplicaCounts:
-    """What this gateway has outstanding at one replica (mutated at dispatch and finish)."""
-
-    tokens: int = 0
-    requests: int = 0
-    cooldown_until_s: float = 0.0
 
 
 class _ClientGone(Exception):
@@ -89,11 +80,11 @@ class Gateway:
         self.meter = Meter()
         self.tenants = Tenants(self.config.tenants)
         self._gates: dict[str, ModelGate] = {}
-        self._counts: dict[str, dict[str, _ReplicaCounts]] = {}
-        self._round_robin: dict[str, int] = {}
+        self.balancer = Balancer(
+            affinity_blocks=self.config.prefix_affinity_blocks,
+            cooldown_s=self.config.failed_endpoint_cooldown_s,
+        )
         self._desired: dict[str, int] = {}
-        self._cooling_until_s = 0.0
-        """Latest end of any replica's failure cooldown; 0 when none is cooling."""
         self.metrics = GatewayMetrics(self._gauges)
         self._session: aiohttp.ClientSession | None = None
         proxies = {path: _ProxyRoute(self, path) for path in PROXIED_PATHS}
@@ -210,63 +201,6 @@ class Gateway:
             raise GatewayError(404, f"model '{name}' does not exist", code="model_not_found")
         return model
 
-    def choose(
-        self, model: Model, request: ParsedRequest, request_tokens: int, exclude: set[str]
-    ) -> Endpoint | None:
-        """The replica for ``request`` by the model's routing strategy (None if none left)."""
-        name = model.metadata.name
-        counts = self._counts.setdefault(name, {})
-        candidates = self.source.ready_endpoints(name)
-        if exclude:
-            candidates = [e for e in candidates if e.replica_id not in exclude]
-        if self._cooling_until_s > 0.0:
-            candidates = self._not_cooling(candidates, counts)
-        if not candidates:
-            return None
-        strategy = model.spec.routing.strategy
-        if strategy == "round-robin":
-            turn = self._round_robin.get(name, 0)
-            self._round_robin[name] = turn + 1
-            return candidates[routing.round_robin(len(candidates), turn)]
-        loads = [_load(e, counts) for e in candidates]
-        if strategy == "prefix-affinity":
-            blocks = routing.text_block_hashes(request.prompt_text, self.config.prefix_block_chars)
-            index = routing.prefix_affinity(
-                loads,
-                blocks,
-                request_tokens=request_tokens,
-                load_bound=model.spec.routing.prefix_load_bound,
-                affinity_blocks=self.config.prefix_affinity_blocks,
-            )
-        else:
-            index = routing.least_tokens(loads)
-        return candidates[index]
-
-    def _not_cooling(
-        self, candidates: Sequence[Endpoint], counts: dict[str, _ReplicaCounts]
-    ) -> Sequence[Endpoint]:
-        """``candidates`` without replicas in their failure cooldown (all if none is left)."""
-        now_s = time.monotonic()
-        if now_s >= self._cooling_until_s:
-            self._cooling_until_s = 0.0
-            return candidates
-        idle = _ReplicaCounts()
-        cooled = [e for e in candidates if counts.get(e.replica_id, idle).cooldown_until_s <= now_s]
-        return cooled or candidates
-
-    def cool_down(self, counts: _ReplicaCounts) -> None:
-        """Skip a replica that just failed for ``failed_endpoint_cooldown_s``."""
-        counts.cooldown_until_s = time.monotonic() + self.config.failed_endpoint_cooldown_s
-        self._cooling_until_s = max(self._cooling_until_s, counts.cooldown_until_s)
-
-    def counts(self, endpoint: Endpoint) -> _ReplicaCounts:
-        """The outstanding counts of ``endpoint`` (created on first use)."""
-        per_model = self._counts.setdefault(endpoint.model, {})
-        found = per_model.get(endpoint.replica_id)
-        if found is None:
-            found = per_model[endpoint.replica_id] = _ReplicaCounts()
-        return found
-
     @property
     def session(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -317,13 +251,6 @@ def _closing(send: Send) -> Send:
         await send(message)
 
     return send_and_close
-
-
-def _load(endpoint: Endpoint, counts: dict[str, _ReplicaCounts]) -> routing.ReplicaLoad:
-    found = counts.get(endpoint.replica_id)
-    if found is None:
-        return routing.ReplicaLoad(endpoint.replica_id)
-    return routing.ReplicaLoad(endpoint.replica_id, found.tokens, found.requests)
 
 
 _HTTP_ERROR_CODES = {404: "not_found", 405: "method_not_allowed"}
@@ -557,11 +484,16 @@ class _Exchange:
         gateway = self.gateway
         tried: set[str] = set()
         failure = "no ready replica"
+        balancer = gateway.balancer
+        name = self.model.metadata.name
         for _ in range(gateway.config.retries + 1):
-            endpoint = gateway.choose(self.model, self.request, self.request_tokens, tried)
+            candidates = gateway.source.ready_endpoints(name)
+            endpoint = balancer.choose(
+                self.model, candidates, self.request_tokens, self._block_hashes, tried
+            )
             if endpoint is None:
                 break
-            counts = gateway.counts(endpoint)
+            counts = balancer.counts(endpoint)
             self.replica = endpoint.replica_id
             counts.tokens += self.request_tokens
             counts.requests += 1
@@ -572,7 +504,7 @@ class _Exchange:
                     raise
                 failure = f"replica {endpoint.replica_id} failed: {type(exc).__name__}"
                 tried.add(endpoint.replica_id)
-                gateway.cool_down(counts)
+                balancer.cool_down(counts)
             finally:
                 counts.tokens -= self.request_tokens
                 counts.requests -= 1
@@ -581,6 +513,12 @@ class _Exchange:
             f"model '{self.model.metadata.name}': {failure}; tried {len(tried)} replica(s)",
             type="upstream_error",
             code="upstream_failed",
+        )
+
+    def _block_hashes(self) -> list[bytes]:
+        """The prompt's prefix blocks, for prefix-affinity routing."""
+        return routing.text_block_hashes(
+            self.request.prompt_text, self.gateway.config.prefix_block_chars
         )
 
     async def _exchange(self, endpoint: Endpoint, started_s: float) -> int:
