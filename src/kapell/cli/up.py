@@ -28,7 +28,7 @@ from kapell.api.units import parse_quantity
 from kapell.backends.local.admin import AdminContext, create_admin_app
 from kapell.backends.local.endpoints import routable
 from kapell.backends.local.engine_load import EngineWaiting
-from kapell.backends.local.replicas import HOST, LocalReplicas, free_port
+from kapell.backends.local.replicas import HOST, LocalReplicas
 from kapell.backends.local.store import SQLiteStore, utc_now
 from kapell.cli.client import INSTANCE_FILE, state_dir_default
 from kapell.control.loop import ReconcileLoop
@@ -39,6 +39,7 @@ from kapell.gateway.config import GatewayConfig
 from kapell.gateway.demand import demand_sample
 from kapell.gateway.endpoints import StaticEndpointSource
 from kapell.gateway.server import tune_gc, uvicorn_config
+from kapell.net import free_port
 from kapell.observe.access_log import AccessLog
 from kapell.observe.energy_metrics import EnergyCollector
 from kapell.policy.autoscale import DemandSample
@@ -85,7 +86,7 @@ async def run(resources: list[Resource], state_dir: Path, port: int) -> None:
     state_dir.mkdir(parents=True, exist_ok=True)
     instance_path = state_dir / INSTANCE_FILE
     gateway_sock = _bind(port, "gateway")
-    admin_sock = _bind(free_port(), "admin")
+    admin_sock = _bind(free_port(HOST), "admin")
     store = SQLiteStore(state_dir / "state.db")
 
     def demand(model: Model, ready: int) -> DemandSample:
