@@ -33,6 +33,7 @@ from kapell.bench.traces import Trace, TraceRequest
 from kapell.bench.twin_replay import Twin, TwinConfig, TwinRun
 from kapell.engines.sim.latency import load_profile
 from kapell.policy.autoscale import Tune
+from kapell.policy.sizing import SizeOption, choose_size
 
 AUTOSCALERS = ("kapell", "kpa", "static")
 POLICIES = {"kapell": "tokens", "kpa": "concurrency", "static": "static"}
@@ -105,10 +106,12 @@ def resolve_size(trace: Trace, options: ServeOptions, label: str) -> ReplicaSize
 
     ``auto`` looks only at the warm-up (the replayed, uncounted first ``warmup_for`` seconds).
     Candidates are the MIG slices that prefill its p99 prompt at idle within half the TTFT
-    target and meet the TPOT target (``slo_feasible``). Each is tried in the twin on the
-    warm-up as a static fleet of 1, 2, ... replicas; the slice whose smallest fleet serves the
-    warm-up at the attainment goal with less than one GPU's share, and the least share, wins
-    (ties: the smaller slice); if none does, the whole GPU. Slices are for models that do not
+    target and meet the TPOT target (``slo_feasible``). The choice is the sizing policy's
+    (``policy.sizing.choose_size``), with the twin as its measurement (``warmup_serves``):
+    each is tried on the warm-up as a static fleet of the fewest replicas that could carry it,
+    then more; the slice whose smallest fleet serves the warm-up at the attainment goal with
+    less than one GPU's share, and the least share, wins (ties: the smaller slice); if none
+    does, the whole GPU. Slices are for models that do not
     fill a GPU: once demand needs a GPU or more, every slice still pays the full weights out of
     its memory and a whole step's overhead, while a GPU fleet's rounding waste shrinks with
     its size, so whole GPUs cost less (on the conversation trace at 10x, nine 3g.40gb slices
@@ -129,38 +132,39 @@ def resolve_size(trace: Trace, options: ServeOptions, label: str) -> ReplicaSize
     )
     if not warmup:
         return candidates[-1]  # nothing seen, nothing to size for: whole GPUs, as the peers
-    best, best_share = candidates[-1], 1.0  # the whole GPU
-    for candidate in candidates[:-1]:
-        share = warmup_fleet_share(trace, options, warmup, candidate, best_share)
-        if share < best_share:
-            best, best_share = candidate, share
-    return best
+    span_s = max(warmup_s, warmup[-1].arrival_s, 1e-9)
+    mean_tokens_per_s = sum(r.prompt_tokens + r.output_tokens for r in warmup) / span_s
+    sizes = {c.name: c for c in candidates}
+
+    def serves(option: SizeOption, replicas: int) -> bool:
+        return warmup_serves(trace, options, warmup, sizes[option.name], replicas)
+
+    chosen = choose_size(
+        [size_option(c) for c in candidates],
+        mean_tokens_per_s,
+        serves,
+        max_replicas=options.max_replicas,
+    )
+    return sizes[chosen.name]
 
 
-def warmup_fleet_share(
+def size_option(size: ReplicaSize) -> SizeOption:
+    """What the sizing policy knows of a replica size."""
+    return SizeOption(size.name, size.gpu_fraction, peak_tokens_per_s(size))
+
+
+def warmup_serves(
     trace: Trace,
     options: ServeOptions,
     warmup: Sequence[TraceRequest],
     size: ReplicaSize,
-    below_share: float,
-) -> float:
-    """GPU share of the smallest static fleet of ``size`` that serves ``warmup`` at the goal.
-
-    Fleets are tried from the fewest replicas that could carry the warm-up's mean token rate
-    (``peak_tokens_per_s``, an upper bound on a replica's throughput, so no fleet that could
-    qualify is skipped) up, while their share stays below ``below_share`` (a cheaper size is
-    already known) and within ``max_replicas``; inf if none qualifies.
-    """
-    span_s = max(warmup_for(options, trace.duration_s), warmup[-1].arrival_s, 1e-9)
-    mean_tokens_per_s = sum(r.prompt_tokens + r.output_tokens for r in warmup) / span_s
-    replicas = max(1, math.ceil(mean_tokens_per_s / peak_tokens_per_s(size)))
-    while replicas * size.gpu_fraction < below_share and replicas <= options.max_replicas:
-        config = twin_config(trace, options, size, replicas)
-        run = Twin(config, warmup, twin_model(options, "static", replicas)).replay()
-        if summarize(run, options)["slo_attainment"] >= ATTAINMENT_GOAL:
-            return replicas * size.gpu_fraction
-        replicas += 1
-    return math.inf
+    replicas: int,
+) -> bool:
+    """Whether a static fleet of ``replicas`` of ``size`` serves ``warmup`` at the goal (in the
+    twin): the measurement ``policy.sizing`` decides on."""
+    config = twin_config(trace, options, size, replicas)
+    run = Twin(config, warmup, twin_model(options, "static", replicas)).replay()
+    return bool(summarize(run, options)["slo_attainment"] >= ATTAINMENT_GOAL)
 
 
 def twin_config(
