@@ -125,6 +125,8 @@ class Twin:
             RequestRecord(r.arrival_s, r.prompt_tokens, r.output_tokens) for r in requests
         ]
         self.run = TwinRun(requests=self.records, timeline=[])
+        self.desired = 0
+        """The scaler's latest decision."""
 
     def replay(self) -> TwinRun:
         loop = VirtualClockLoop()
@@ -137,7 +139,6 @@ class Twin:
     async def _main(self, loop: asyncio.AbstractEventLoop) -> None:
         model, name, config = self.model, self.model.metadata.name, self.config
         store = _OneModel(model)
-        desired = [0]
         meter = Meter()
 
         def on_change(key: str) -> None:
@@ -153,12 +154,12 @@ class Twin:
             requeue_after_s = controller.reconcile(key)
             ready = len(backend.ready_endpoints(key))
             now_s = loop.time()
-            self.run.timeline.append((now_s, ready, backend.holding(key), desired[0]))
+            self.run.timeline.append((now_s, ready, backend.holding(key), self.desired))
             self.run.gpu_seconds_by_window.append((now_s, backend.gpu_seconds()))
             return requeue_after_s
 
         def decided(model: Model, replicas: int) -> None:
-            desired[0] = replicas
+            self.desired = replicas
 
         backend = SimReplicas(config.replicas, loop, on_change, on_first_token)
         source = StaticEndpointSource(
