@@ -23,8 +23,8 @@ from lightkube import ApiError, Client, KubeConfig
 from lightkube.resources.core_v1 import Namespace, ServiceAccount
 from operators import OperatorProcess
 
-from kapell.backends.local.replicas import free_port
 from kapell.devcluster import DevCluster, GpuPool, find_bin_dir
+from kapell.net import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 STATE_DIR = REPO / ".kapell/e2e-cluster"  # fixed, so a run killed mid-way is cleaned by the next

@@ -24,25 +24,10 @@ from typing import ClassVar
 import openai
 import pytest
 
-from tests.integration.sim_procs import free_port
+from kapell.net import free_port, wait_http
 
 MODEL_DIR = Path(__file__).resolve().parents[2] / "examples/models/tiny-shakespeare"
 SERVED = "tiny-shakespeare"
-
-
-def _wait_ready(url: str, process: subprocess.Popen[bytes], timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"engine exited with {process.returncode}")
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError("engine did not become ready")
 
 
 def serve_engine(engine: str, *extra: str) -> Iterator[str]:
@@ -56,7 +41,7 @@ def serve_engine(engine: str, *extra: str) -> Iterator[str]:
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_ready(url, process, timeout_s=120)
+        wait_http(url + "/health", 120, process=process)
         yield url
     finally:
         process.send_signal(signal.SIGTERM)

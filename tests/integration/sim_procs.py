@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
-import httpx
+from kapell.net import free_port, wait_http
 
 GATEWAY_SCRIPT = """
 import sys
@@ -19,24 +17,6 @@ from kapell.gateway.server import serve
 name, port, urls = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
 serve(create_app(StaticEndpointSource({name: urls})), "127.0.0.1", port)
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_healthy(url: str, timeout_s: float = 30.0, path: str = "/health") -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url + path, timeout=1.0).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    raise TimeoutError(f"{url}{path} not healthy after {timeout_s}s")
 
 
 def sim_engine_args(profile: str, name: str, port: int, *extra: str) -> list[str]:
@@ -75,7 +55,7 @@ def sim_cluster(profile: str, name: str, replicas: int, *extra: str) -> Iterator
     commands.append([sys.executable, "-c", GATEWAY_SCRIPT, name, str(gateway_port), *urls])
     with processes(commands):
         for url in urls:
-            wait_healthy(url)
+            wait_http(url + "/health")
         gateway = f"http://127.0.0.1:{gateway_port}"
-        wait_healthy(gateway, path="/v1/models")
+        wait_http(gateway + "/v1/models")
         yield gateway

@@ -17,13 +17,13 @@ pytest.importorskip("tokenizers", reason="the onnx engine needs the 'onnx' extra
 pytest.importorskip("jinja2", reason="the onnx engine needs the 'onnx' extra")
 import openai
 
+from kapell.net import free_port
 from tests.integration.engine_cases import (
     SERVED,
     EngineServerCases,
     run_engine_command,
     serve_engine,
 )
-from tests.integration.sim_procs import free_port
 
 pytestmark = pytest.mark.slow
 

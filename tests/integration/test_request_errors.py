@@ -16,7 +16,9 @@ import httpx
 import openai
 import pytest
 
-from .sim_procs import GATEWAY_SCRIPT, free_port, sim_engine_args, wait_healthy
+from kapell.net import free_port, wait_http
+
+from .sim_procs import GATEWAY_SCRIPT, sim_engine_args
 
 MODEL = "llama"
 PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
@@ -50,8 +52,8 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
         with log.open("w") as out:
             procs.append(subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT))
     try:
-        wait_healthy(engine)
-        wait_healthy(gateway, path="/v1/models")
+        wait_http(engine + "/health")
+        wait_http(gateway + "/v1/models")
         yield Servers(engine, gateway, logs)
     finally:
         for proc in procs:

@@ -12,8 +12,9 @@ import pytest
 from openai import OpenAI
 
 from kapell.engines.sim.fit import fit
+from kapell.net import free_port, wait_http
 
-from .sim_procs import free_port, processes, sim_engine_args, wait_healthy
+from .sim_procs import processes, sim_engine_args
 
 PERF_DIR = Path(__file__).resolve().parents[2] / "../shared/data/llm-perf"
 PROFILES_JSON = Path(__file__).resolve().parents[2] / "src/kapell/engines/sim/profiles.json"
@@ -24,7 +25,7 @@ def engine_url() -> object:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     with processes([sim_engine_args("h100-llama3-8b", "llama", port, "--cold-start-s", "0.5")]):
-        wait_healthy(url)
+        wait_http(url + "/health")
         yield url
 
 
@@ -66,9 +67,9 @@ def test_cold_start_delays_readiness() -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     with processes([sim_engine_args("a100-llama2-7b", "m", port, "--cold-start-s", "3")]):
-        wait_healthy(url, path="/v1/models")
+        wait_http(url + "/v1/models")
         assert httpx.get(url + "/health").status_code == 503
-        wait_healthy(url)
+        wait_http(url + "/health")
 
 
 def test_unknown_profile_exits_with_one_line() -> None:

@@ -1,4 +1,11 @@
-"""Honesty check: the twin's latencies match a real replay through the gateway and sim engines.
+"""Honesty checks: the twin's latencies and its scaling decisions match the real thing.
+
+Scaling: the same load step is sent through a real `kapell up` with sim engines and replayed
+in the twin (which runs the same controller, scaler, activator and balancer on a virtual
+clock); the desired replica counts, sampled every 0.5 s, must agree within
+``TIMELINE_TOLERANCE`` replicas on average, reach the same peak, within ``PEAK_LAG_S``.
+
+Latencies:
 
 A short slice of the Azure conversation trace is sent in real time, with its own arrival
 times, through kapell's real gateway to two ``sim`` engine processes; the same slice is
@@ -17,21 +24,30 @@ subtracted from each measured TTFT. Outputs are capped at 32 tokens (on both sid
 from __future__ import annotations
 
 import asyncio
+import bisect
 import random
 import time
-from dataclasses import replace
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 from openai import AsyncOpenAI
 
-from kapell.backends.sim.twin import Twin, TwinConfig
+from kapell.api import Model
+from kapell.api.loader import load_text
+from kapell.backends.sim.twin import SimSettings
+from kapell.bench.serving import ServeOptions, twin_model
 from kapell.bench.traces import read_trace, slice_trace
+from kapell.bench.twin_replay import Twin, TwinConfig
 from kapell.engines.sim.latency import load_profile
-from kapell.policy.autoscale import StaticAutoscaler
 
+from .local.conftest import Instance, kapell_up  # noqa: F401 (the fixture)
 from .sim_procs import sim_cluster
+
+StartFn = Callable[..., Instance]
 
 TRACE = (
     Path(__file__).resolve().parents[2]
@@ -94,12 +110,10 @@ def _percentiles(values: np.ndarray) -> np.ndarray:
 def test_twin_agrees_with_a_real_replay() -> None:
     requests = _requests()
     config = TwinConfig(
-        profile=load_profile(PROFILE),
-        router="least-tokens",
-        initial_replicas=REPLICAS,
-        cold_start_s=0.0,
+        SimSettings(profile=load_profile(PROFILE), cold_start_s=0.0), initial_replicas=REPLICAS
     )
-    twin = Twin(config, requests, StaticAutoscaler(REPLICAS)).replay()
+    model = twin_model(ServeOptions(profile=PROFILE), "static", REPLICAS)
+    twin = Twin(config, requests, model).replay()
     twin_ttft = np.array([r.first_token_s - r.arrival_s for r in twin.requests])
     twin_tpot = np.array(
         [
@@ -122,3 +136,108 @@ def test_twin_agrees_with_a_real_replay() -> None:
     print(report)
     for twin_values, real_values in report.values():
         assert np.all(np.abs(real_values - twin_values) <= TOLERANCE * twin_values), report
+
+
+# --- scaling decisions: the same load step through `kapell up` and through the twin ---------
+
+STEP_SPEC = """\
+apiVersion: kapell.dev/v1alpha1
+kind: Model
+metadata: {name: step}
+spec:
+  source: {uri: h100-llama3-8b}
+  engine: {name: sim, args: ["--cold-start-s", "1"]}
+  scaling: {minReplicas: 1, maxReplicas: 4, targetTokensPerSecond: 1000, scaleToZeroAfter: 10m}
+"""
+PHASES = ((0.0, 20.0, 2.0), (20.0, 60.0, 8.0), (60.0, 80.0, 2.0))
+"""``(from_s, to_s, requests_per_s)``: 600 tokens/s, then 2,400 (three replicas at 1,000), then
+600 again (within the 60 s scale-down delay, so the fleet holds)."""
+STEP_PROMPT, STEP_OUTPUT = 250, 50
+SAMPLE_S = 0.5
+TIMELINE_TOLERANCE = 0.25
+"""Mean absolute difference of the desired replica count, sampled every ``SAMPLE_S``: the
+live run's decisions lag the twin's by up to a reconcile period (0.5 s) plus the HTTP path."""
+PEAK_LAG_S = 5.0
+
+
+@dataclass(frozen=True)
+class _StepRequest:
+    arrival_s: float
+    prompt_tokens: int = STEP_PROMPT
+    output_tokens: int = STEP_OUTPUT
+    prefix_blocks: tuple[int, ...] = ()
+
+
+def _step_requests() -> list[_StepRequest]:
+    arrivals = []
+    for start_s, end_s, rate in PHASES:
+        n = round((end_s - start_s) * rate)
+        arrivals += [start_s + i / rate for i in range(n)]
+    return [_StepRequest(t) for t in arrivals]
+
+
+async def _drive(gateway_url: str, admin_url: str, requests: list[_StepRequest]) -> list[float]:
+    """Send ``requests`` at their times; the desired count every ``SAMPLE_S`` meanwhile."""
+    client = AsyncOpenAI(base_url=gateway_url + "/v1", api_key="unused", max_retries=0, timeout=60)
+    prompt = "tok " * STEP_PROMPT  # the sim engine counts words, the gateway 4 chars a token
+    start_s = time.perf_counter()
+    end_s = PHASES[-1][1]
+
+    async def one(request: _StepRequest) -> None:
+        await asyncio.sleep(max(0.0, start_s + request.arrival_s - time.perf_counter()))
+        reply = await client.completions.create(
+            model="step", prompt=prompt, max_tokens=request.output_tokens
+        )
+        assert reply.usage is not None and reply.usage.completion_tokens == STEP_OUTPUT
+
+    async def sample() -> list[float]:
+        desired: list[float] = []
+        async with httpx.AsyncClient() as http:
+            for i in range(int(end_s / SAMPLE_S)):
+                await asyncio.sleep(max(0.0, start_s + i * SAMPLE_S - time.perf_counter()))
+                status = (await http.get(admin_url + "/admin/v1/status")).json()
+                [model] = [r for r in status["resources"] if r["metadata"]["name"] == "step"]
+                desired.append(float(model["status"]["desiredReplicas"]))
+        return desired
+
+    try:
+        sampled, *_ = await asyncio.gather(sample(), *(one(r) for r in requests))
+        return list(sampled)
+    finally:
+        await client.close()
+
+
+def _twin_desired(requests: list[_StepRequest]) -> list[float]:
+    [model] = load_text(STEP_SPEC)
+    assert isinstance(model, Model)
+    config = TwinConfig(SimSettings(profile=load_profile("h100-llama3-8b"), cold_start_s=1.0))
+    run = Twin(config, requests, model).replay()
+    times = [t for t, *_ in run.timeline]
+    return [
+        float(run.timeline[max(0, bisect.bisect_right(times, i * SAMPLE_S) - 1)][3])
+        for i in range(int(PHASES[-1][1] / SAMPLE_S))
+    ]
+
+
+def _first_at(values: list[float], level: float) -> float:
+    return next(i for i, v in enumerate(values) if v >= level) * SAMPLE_S
+
+
+@pytest.mark.slow
+def test_twin_scales_like_kapell_up(kapell_up: StartFn) -> None:  # noqa: F811
+    requests = _step_requests()
+    twin = _twin_desired(requests)
+    instance = kapell_up(STEP_SPEC, 1)
+    live = asyncio.run(_drive(instance.gateway_url, instance.admin_url, requests))
+    difference = float(np.mean(np.abs(np.array(live) - np.array(twin))))
+    report = {
+        "mean_abs_difference": round(difference, 3),
+        "peak": (max(twin), max(live)),
+        "peak_reached_s": (_first_at(twin, max(twin)), _first_at(live, max(live))),
+        "twin": twin[::4],
+        "live": live[::4],
+    }
+    print(report)
+    assert max(twin) == max(live) == 3, report
+    assert abs(_first_at(twin, 3) - _first_at(live, 3)) <= PEAK_LAG_S, report
+    assert difference <= TIMELINE_TOLERANCE, report

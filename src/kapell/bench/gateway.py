@@ -29,7 +29,6 @@ import contextlib
 import functools
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -39,7 +38,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-MODEL = "bench"
+from kapell.bench.sim_engines import MODEL, sim_command
+from kapell.net import free_port, wait_http
+
 P99_LIMIT_MS = 50.0
 LADDER = (5, 10, 25, 50, 100, 200, 300, 400, 500, 600, 800, 1000, 1200, 1500)
 LITELLM_VERSION = "1.81.13"
@@ -47,26 +48,6 @@ LITELLM_VERSION = "1.81.13"
 REPO = Path(__file__).resolve().parents[3]
 
 Progress = Callable[[str], None]
-
-
-def free_port() -> int:
-    """A localhost TCP port free right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_http(url: str, timeout_s: float = 60.0, interval_s: float = 0.1) -> None:
-    """Block until ``url`` answers 200, or raise after ``timeout_s``."""
-    import httpx
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url, timeout=1.0).status_code == 200:
-                return
-        time.sleep(interval_s)
-    raise RuntimeError(f"{url} did not answer within {timeout_s:g}s")
 
 
 def cpu_s(pid: int) -> float:
@@ -103,13 +84,6 @@ def _processes() -> Iterator[list[subprocess.Popen[bytes]]]:
                 process.wait(10)
             except subprocess.TimeoutExpired:
                 process.kill()
-
-
-def sim_command(port: int, *, speedup: float, cold_start_s: float, profile: str) -> list[str]:
-    """The command line of one ``sim`` replica serving ``MODEL`` on ``port``."""
-    return [sys.executable, "-m", "kapell.engines.sim", "--model", profile, "--served-name",
-            MODEL, "--host", "127.0.0.1", "--port", str(port), "--cold-start-s",
-            str(cold_start_s), "--speedup", str(speedup)]  # fmt: skip
 
 
 def _start_sims(

@@ -25,9 +25,10 @@ from typing import Any
 import aiohttp
 import uvicorn
 
-from kapell.bench.gateway import MODEL, free_port, sim_command
+from kapell.bench.sim_engines import MODEL, sim_command
 from kapell.gateway.app import Gateway
 from kapell.gateway.endpoints import StaticEndpointSource, external_model
+from kapell.net import free_port
 
 PROBE_INTERVAL_S = 0.01
 

@@ -43,6 +43,7 @@ from kapell.backends.kubernetes.informer import Informer
 from kapell.backends.kubernetes.store import ModelResource
 from kapell.devcluster import DevCluster, GpuPool
 from kapell.devcluster.cluster import NODE_GRACE_S
+from kapell.net import free_port
 
 Progress = Callable[[str], None]
 WRITERS = 16  # concurrent creates, for both sides
@@ -206,19 +207,11 @@ def _install_crds(client: Client) -> None:
         client.wait(CustomResourceDefinition, name, for_conditions=["Established"])
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class OperatorRun:
     """``kapell operator`` as a child process with its metrics endpoint."""
 
     def __init__(self, kubeconfig: Path, log: Path) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.log = log
         with log.open("wb") as out:
             self.proc = subprocess.Popen(

@@ -20,24 +20,25 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from dataclasses import replace as dc_replace
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 
+from kapell.api import ObjectMeta
 from kapell.api.errors import KapellError
+from kapell.api.model import Model, ModelSpec, RoutingStrategy
 from kapell.backends.sim.slices import WHOLE_GPU, ReplicaSize, replica_size, slo_feasible
-from kapell.backends.sim.twin import ROUTERS, Twin, TwinConfig, TwinRun
+from kapell.backends.sim.twin import SimSettings
 from kapell.bench.traces import Trace, TraceRequest
+from kapell.bench.twin_replay import Twin, TwinConfig, TwinRun
 from kapell.engines.sim.latency import load_profile
-from kapell.policy.autoscale import (
-    AutoscaleConfig,
-    Autoscaler,
-    ConcurrencyAutoscaler,
-    StaticAutoscaler,
-    TokenAutoscaler,
-)
+from kapell.policy.autoscale import Tune
+from kapell.policy.sizing import SizeOption, choose_size
 
 AUTOSCALERS = ("kapell", "kpa", "static")
+POLICIES = {"kapell": "tokens", "kpa": "concurrency", "static": "static"}
+"""The ``spec.scaling.autoscaler`` each benchmark name runs."""
+ROUTERS: tuple[str, ...] = get_args(RoutingStrategy)
 ATTAINMENT_GOAL = 0.99
 # Knob grids, frugal first, both dynamic policies in steps of 2^(1/4) (19%). kapell: tokens/s
 # one replica is asked to carry; KPA: requests in flight per replica; static: replicas.
@@ -105,10 +106,12 @@ def resolve_size(trace: Trace, options: ServeOptions, label: str) -> ReplicaSize
 
     ``auto`` looks only at the warm-up (the replayed, uncounted first ``warmup_for`` seconds).
     Candidates are the MIG slices that prefill its p99 prompt at idle within half the TTFT
-    target and meet the TPOT target (``slo_feasible``). Each is tried in the twin on the
-    warm-up as a static fleet of 1, 2, ... replicas; the slice whose smallest fleet serves the
-    warm-up at the attainment goal with less than one GPU's share, and the least share, wins
-    (ties: the smaller slice); if none does, the whole GPU. Slices are for models that do not
+    target and meet the TPOT target (``slo_feasible``). The choice is the sizing policy's
+    (``policy.sizing.choose_size``), with the twin as its measurement (``warmup_serves``):
+    each is tried on the warm-up as a static fleet of the fewest replicas that could carry it,
+    then more; the slice whose smallest fleet serves the warm-up at the attainment goal with
+    less than one GPU's share, and the least share, wins (ties: the smaller slice); if none
+    does, the whole GPU. Slices are for models that do not
     fill a GPU: once demand needs a GPU or more, every slice still pays the full weights out of
     its memory and a whole step's overhead, while a GPU fleet's rounding waste shrinks with
     its size, so whole GPUs cost less (on the conversation trace at 10x, nine 3g.40gb slices
@@ -129,38 +132,39 @@ def resolve_size(trace: Trace, options: ServeOptions, label: str) -> ReplicaSize
     )
     if not warmup:
         return candidates[-1]  # nothing seen, nothing to size for: whole GPUs, as the peers
-    best, best_share = candidates[-1], 1.0  # the whole GPU
-    for candidate in candidates[:-1]:
-        share = warmup_fleet_share(trace, options, warmup, candidate, best_share)
-        if share < best_share:
-            best, best_share = candidate, share
-    return best
+    span_s = max(warmup_s, warmup[-1].arrival_s, 1e-9)
+    mean_tokens_per_s = sum(r.prompt_tokens + r.output_tokens for r in warmup) / span_s
+    sizes = {c.name: c for c in candidates}
+
+    def serves(option: SizeOption, replicas: int) -> bool:
+        return warmup_serves(trace, options, warmup, sizes[option.name], replicas)
+
+    chosen = choose_size(
+        [size_option(c) for c in candidates],
+        mean_tokens_per_s,
+        serves,
+        max_replicas=options.max_replicas,
+    )
+    return sizes[chosen.name]
 
 
-def warmup_fleet_share(
+def size_option(size: ReplicaSize) -> SizeOption:
+    """What the sizing policy knows of a replica size."""
+    return SizeOption(size.name, size.gpu_fraction, peak_tokens_per_s(size))
+
+
+def warmup_serves(
     trace: Trace,
     options: ServeOptions,
     warmup: Sequence[TraceRequest],
     size: ReplicaSize,
-    below_share: float,
-) -> float:
-    """GPU share of the smallest static fleet of ``size`` that serves ``warmup`` at the goal.
-
-    Fleets are tried from the fewest replicas that could carry the warm-up's mean token rate
-    (``peak_tokens_per_s``, an upper bound on a replica's throughput, so no fleet that could
-    qualify is skipped) up, while their share stays below ``below_share`` (a cheaper size is
-    already known) and within ``max_replicas``; inf if none qualifies.
-    """
-    span_s = max(warmup_for(options, trace.duration_s), warmup[-1].arrival_s, 1e-9)
-    mean_tokens_per_s = sum(r.prompt_tokens + r.output_tokens for r in warmup) / span_s
-    replicas = max(1, math.ceil(mean_tokens_per_s / peak_tokens_per_s(size)))
-    while replicas * size.gpu_fraction < below_share and replicas <= options.max_replicas:
-        config = twin_config(trace, options, size, replicas)
-        run = Twin(config, warmup, StaticAutoscaler(replicas)).replay()
-        if summarize(run, options)["slo_attainment"] >= ATTAINMENT_GOAL:
-            return replicas * size.gpu_fraction
-        replicas += 1
-    return math.inf
+    replicas: int,
+) -> bool:
+    """Whether a static fleet of ``replicas`` of ``size`` serves ``warmup`` at the goal (in the
+    twin): the measurement ``policy.sizing`` decides on."""
+    config = twin_config(trace, options, size, replicas)
+    run = Twin(config, warmup, twin_model(options, "static", replicas)).replay()
+    return bool(summarize(run, options)["slo_attainment"] >= ATTAINMENT_GOAL)
 
 
 def twin_config(
@@ -169,19 +173,18 @@ def twin_config(
     size: ReplicaSize,
     initial_replicas: int,
     cold_start_s: float | None = None,
+    tune: Tune | None = None,
 ) -> TwinConfig:
     """The twin's settings for ``trace`` under ``options`` on replicas of ``size``."""
-    return TwinConfig(
+    replicas = SimSettings(
         profile=size.profile,
-        router=options.router,
         prefix_block_tokens=trace.block_tokens,
-        max_replicas=options.max_replicas,
-        initial_replicas=initial_replicas,
         cold_start_s=cold_start_s,
         warm_tier=options.warm_tier,
         seed=options.seed,
         gpu_fraction=size.gpu_fraction,
     )
+    return TwinConfig(replicas=replicas, initial_replicas=initial_replicas, tune=tune)
 
 
 def peak_tokens_per_s(size: ReplicaSize) -> float:
@@ -192,39 +195,41 @@ def peak_tokens_per_s(size: ReplicaSize) -> float:
     return 1.1 * step_tokens / size.profile.prefill_s(step_tokens)
 
 
-def make_autoscaler(
-    name: str,
-    knob: float | None,
-    options: ServeOptions,
-    cold_start_s: float,
-    size: ReplicaSize | None = None,
-) -> Autoscaler:
-    """The real policy object ``name`` with its main knob set to ``knob``.
+def twin_model(options: ServeOptions, name: str, knob: float | None) -> Model:
+    """The ``sim`` Model a replay serves: autoscaler ``name`` with its main knob at ``knob``
+    where the Model's spec holds it (kapell's tokens/s, static's replica count)."""
+    scaling: dict[str, Any] = {
+        "autoscaler": POLICIES[name],
+        "minReplicas": options.min_replicas,
+        "maxReplicas": options.max_replicas,
+        "scaleToZeroAfter": f"{round(options.scale_to_zero_after_s * 1000)}ms",
+    }
+    if name == "static":
+        count = int(knob if knob is not None else max(options.min_replicas, 1))
+        scaling.update(minReplicas=min(options.min_replicas, count), maxReplicas=count)
+    elif name == "kapell" and knob is not None:
+        scaling["targetTokensPerSecond"] = knob
+    spec = {
+        "source": {"uri": options.profile},
+        "engine": {"name": "sim"},
+        "scaling": scaling,
+        "routing": {"strategy": options.router},
+    }
+    return Model(metadata=ObjectMeta(name="twin"), spec=ModelSpec.model_validate(spec))
 
-    kapell without a knob learns a replica's capacity; it starts from ``size``'s
+
+def tuning(name: str, knob: float | None, size: ReplicaSize) -> Tune | None:
+    """What a replay sets beyond the Model's spec: KPA's target concurrency (its knob), and
+    where kapell learns a replica's capacity, the start of that estimate: ``size``'s
     ``peak_tokens_per_s`` (an overestimate, which saturated replicas correct downward) rather
     than the policy's cautious 1,000 tokens/s, which an H100 exceeds thirty-fold: started low,
-    the fleet is so large that no replica ever saturates and the estimate never rises.
-    """
-    if name == "static":
-        return StaticAutoscaler(int(knob if knob is not None else max(options.min_replicas, 1)))
-    config = AutoscaleConfig(
-        min_replicas=options.min_replicas,
-        max_replicas=options.max_replicas,
-        cold_start_s=cold_start_s,
-        scale_to_zero_after_s=options.scale_to_zero_after_s,
-    )
-    if name == "kapell":
-        if size is not None:
-            config = _replace(config, initial_capacity_tokens_per_s=peak_tokens_per_s(size))
-        return TokenAutoscaler(_replace(config, capacity_tokens_per_s=knob))
-    if knob is not None:
-        config = _replace(config, target_concurrency=knob)
-    return ConcurrencyAutoscaler(config)
-
-
-def _replace(config: AutoscaleConfig, **changes: Any) -> AutoscaleConfig:
-    return dc_replace(config, **changes)
+    the fleet is so large that no replica ever saturates and the estimate never rises."""
+    if name == "kpa" and knob is not None:
+        return lambda config: dc_replace(config, target_concurrency=knob)
+    if name == "kapell" and knob is None:
+        peak = peak_tokens_per_s(size)
+        return lambda config: dc_replace(config, initial_capacity_tokens_per_s=peak)
+    return None
 
 
 def replay(
@@ -252,12 +257,19 @@ def replay(
         options.cold_start_s if options.cold_start_s is not None else size.profile.cold_start_s
     )
     initial = int(knob) if name == "static" and knob is not None else max(options.min_replicas, 1)
-    config = twin_config(trace, options, size, min(initial, options.max_replicas), cold_start_s)
-    autoscaler = make_autoscaler(name, knob, options, cold_start_s, size)
+    config = twin_config(
+        trace,
+        options,
+        size,
+        min(initial, options.max_replicas),
+        cold_start_s,
+        tuning(name, knob, size),
+    )
+    model = twin_model(options, name, knob)
     preroll_s = warmup_for(options, trace.duration_s)
     requests = [r for r in trace.requests if r.arrival_s < preroll_s]
     requests += [dc_replace(r, arrival_s=r.arrival_s + preroll_s) for r in trace.requests]
-    run = Twin(config, requests, autoscaler, progress=progress).replay()
+    run = Twin(config, requests, model, progress=progress).replay()
     return run, preroll_s
 
 

@@ -24,7 +24,8 @@ from kapell.api.errors import BackendError
 from kapell.api.units import parse_quantity
 from kapell.backends.local.admin import AdminContext, create_admin_app
 from kapell.backends.local.endpoints import routable
-from kapell.backends.local.replicas import HOST, LocalReplicas, free_port
+from kapell.backends.local.engine_load import EngineWaiting
+from kapell.backends.local.replicas import HOST, LocalReplicas
 from kapell.backends.local.store import SQLiteStore, utc_now
 from kapell.cli.client import INSTANCE_FILE, state_dir_default
 from kapell.cli.serving import bind, server
@@ -33,9 +34,11 @@ from kapell.control.model import ModelController
 from kapell.control.scaling import PolicyScaler
 from kapell.gateway.app import create_app
 from kapell.gateway.config import GatewayConfig
+from kapell.gateway.demand import demand_sample
 from kapell.gateway.endpoints import StaticEndpointSource
 from kapell.gateway.server import tune_gc
 from kapell.gateway.tenancy import tenant_configs
+from kapell.net import free_port
 from kapell.observe.access_log import AccessLog
 from kapell.observe.energy_metrics import EnergyCollector
 from kapell.observe.power import GpuEnergyMeter, meter_gpus, read_nvml
@@ -53,19 +56,12 @@ async def run(resources: list[Resource], state_dir: Path, port: int) -> None:
     state_dir.mkdir(parents=True, exist_ok=True)
     instance_path = state_dir / INSTANCE_FILE
     gateway_sock = bind(HOST, port, "the gateway")
-    admin_sock = bind(HOST, free_port(), "the admin API")
+    admin_sock = bind(HOST, free_port(HOST), "the admin API")
     store = SQLiteStore(state_dir / "state.db")
 
     def demand(model: Model, ready: int) -> DemandSample:
         usage = gateway.state.gateway.meter.snapshot(model.metadata.name)
-        return DemandSample(
-            tokens_total=usage.tokens,
-            requests_total=usage.requests,
-            in_flight=usage.in_flight,
-            queue_depth=usage.queue_depth,
-            ready_replicas=ready,
-            admitted_tokens_total=usage.admitted_tokens,
-        )
+        return demand_sample(usage, ready, engine_waiting.of(model.key))
 
     def publish_desired(model: Model, replicas_desired: int) -> None:
         gateway.state.gateway.set_replicas_desired(model.metadata.name, replicas_desired)
@@ -121,6 +117,9 @@ async def run(resources: list[Resource], state_dir: Path, port: int) -> None:
     controller = ModelController(store, replicas, scaler, time.monotonic, utc_now)
     reconciler = ReconcileLoop(reconcile)
     endpoints = StaticEndpointSource(on_capacity_request=on_demand)
+    engine_waiting = EngineWaiting(
+        lambda: [m for m in store.resources("Model") if isinstance(m, Model)], replicas.replicas
+    )
     access_log = AccessLog(state_dir / "logs")
     gateway = create_app(endpoints, GatewayConfig(), access_log)
 
@@ -186,7 +185,7 @@ async def run(resources: list[Resource], state_dir: Path, port: int) -> None:
     ]
     tune_gc()  # the gateway shares this process; fewer, larger GC passes keep its latency flat
     server_tasks = [loop.create_task(s.serve(sockets=[sock])) for s, sock in servers]
-    background = [loop.create_task(reconciler.run())]
+    background = [loop.create_task(reconciler.run()), loop.create_task(engine_waiting.run())]
     if gpu_meter is not None:
         background.append(loop.create_task(_meter(gpu_meter, replicas)))
     # Written whole, then renamed: a `kapell` command (or a test) reading it never sees half.

@@ -24,27 +24,29 @@ RETRY_MAX_S = 30.0
 class ReconcileLoop:
     """Runs a reconcile function for keys when they are enqueued or their requeue time comes."""
 
-    def __init__(self, reconcile: Reconcile) -> None:
+    def __init__(self, reconcile: Reconcile, clock: Callable[[], float] = time.monotonic) -> None:
+        """``clock``: the event loop's time (the twin's virtual clock runs this loop too)."""
         self._reconcile = reconcile
+        self._clock = clock
         self._due: list[tuple[float, str]] = []
         self._wake = asyncio.Event()
         self._failures: dict[str, int] = {}
         self.errors: dict[str, str] = {}
 
     def enqueue(self, key: str, after_s: float = 0.0) -> None:
-        heapq.heappush(self._due, (time.monotonic() + after_s, key))
+        heapq.heappush(self._due, (self._clock() + after_s, key))
         self._wake.set()
 
     async def run(self) -> None:
         while True:
-            now = time.monotonic()
+            now = self._clock()
             ready: set[str] = set()
             while self._due and self._due[0][0] <= now:
                 ready.add(heapq.heappop(self._due)[1])
             for key in sorted(ready):
                 self._run_one(key)
             self._wake.clear()
-            timeout = self._due[0][0] - time.monotonic() if self._due else None
+            timeout = self._due[0][0] - self._clock() if self._due else None
             if timeout is None or timeout > 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout)

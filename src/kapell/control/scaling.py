@@ -11,7 +11,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from kapell.api.model import Model
-from kapell.policy.autoscale import Autoscaler, DemandSample, autoscaler_for
+from kapell.policy.autoscale import Autoscaler, DemandSample, Tune, autoscaler_for
+
+COLD_START_REBUILD_FACTOR = 2.0
+"""A measured cold start this many times larger or smaller than the one an autoscaler was
+built with rebuilds it (the cold start sets how far ahead it looks and how long it waits)."""
 
 SampleFn = Callable[[Model, int], DemandSample]
 """Demand for a model now, given its ready replica count."""
@@ -25,22 +29,31 @@ class PolicyScaler:
         sample: SampleFn,
         cold_start_s: Callable[[Model], float],
         on_decision: Callable[[Model, int], None] | None = None,
+        tune: Tune | None = None,
     ) -> None:
+        """``tune``: changes to the knobs each Model's spec sets (``autoscaler_for``)."""
         self._sample = sample
+        self._tune = tune
         self._cold_start_s = cold_start_s
         self._on_decision = on_decision
-        self._scalers: dict[str, tuple[str, Autoscaler]] = {}
+        self._scalers: dict[str, tuple[str, float, Autoscaler]] = {}
+        """Per model: the scaling spec and cold start its autoscaler was built for, and it."""
 
     def _scaler(self, model: Model) -> Autoscaler:
-        # Rebuilt when the spec changes or the measured cold start does (to the second), so
-        # the policy looks one real cold start ahead; both are rare.
-        cold_start_s = round(self._cold_start_s(model))
-        config = f"{model.spec.scaling.model_dump_json()}|{cold_start_s}"
+        # A rebuilt autoscaler starts without history (its windows, its burst memory, the
+        # replicas it holds through the scale-down delay), so it is rebuilt only when the
+        # spec changes or the measured cold start moves by COLD_START_REBUILD_FACTOR: each
+        # replica start re-measures it, and rebuilding on every second of difference dropped
+        # a loaded fleet to its minimum mid-load (the twin-vs-`kapell up` comparison showed it).
+        cold_start_s = self._cold_start_s(model)
+        spec = model.spec.scaling.model_dump_json()
         known = self._scalers.get(model.key)
-        if known is None or known[0] != config:
-            known = (config, autoscaler_for(model, cold_start_s=cold_start_s))
+        if known is None or known[0] != spec or _moved(known[1], cold_start_s):
+            known = (spec, cold_start_s, autoscaler_for(
+                model, cold_start_s=cold_start_s, tune=self._tune
+            ))  # fmt: skip
             self._scalers[model.key] = known
-        return known[1]
+        return known[2]
 
     def desired_replicas(self, model: Model, ready: int, now_s: float) -> int:
         scaler = self._scaler(model)
@@ -49,3 +62,12 @@ class PolicyScaler:
         if self._on_decision is not None:
             self._on_decision(model, replicas)
         return replicas
+
+
+def _moved(built_s: float, measured_s: float) -> bool:
+    """Whether the cold start moved enough to rebuild: first measured, or by the factor."""
+    if built_s <= 0.0:
+        return measured_s > 0.0
+    return (
+        not built_s / COLD_START_REBUILD_FACTOR <= measured_s <= built_s * COLD_START_REBUILD_FACTOR
+    )

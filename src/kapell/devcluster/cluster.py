@@ -15,7 +15,6 @@ import datetime as dt
 import json
 import os
 import shutil
-import socket
 import ssl
 import sys
 import time
@@ -31,6 +30,7 @@ from kapell.devcluster import agentstate, driver, nodeheart, podnet
 from kapell.devcluster.gpus import FAKE_NODE_ANNOTATION, GpuPool, node_name, plan_nodes
 from kapell.devcluster.pki import CertPair, Pki
 from kapell.devcluster.processes import ProcessGroup
+from kapell.net import free_port
 
 BINARIES = (
     "etcd",
@@ -72,13 +72,6 @@ def find_bin_dir(explicit: Path | None = None) -> Path:
     )
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _b64(path: Path) -> str:
     return base64.b64encode(path.read_bytes()).decode()
 
@@ -108,7 +101,7 @@ class Ports:
 
     @classmethod
     def pick(cls) -> Ports:
-        return cls(*(_free_port() for _ in range(5)))
+        return cls(*(free_port() for _ in range(5)))
 
 
 @dataclass(frozen=True)

@@ -462,9 +462,18 @@ def config_from_model(model: Model, *, cold_start_s: float = 0.0) -> AutoscaleCo
     )
 
 
-def autoscaler_for(model: Model, *, cold_start_s: float = 0.0) -> Autoscaler:
-    """The policy ``model.spec.scaling.autoscaler`` names, configured from the Model."""
+Tune = Callable[[AutoscaleConfig], AutoscaleConfig]
+"""Changes to the knobs a Model sets (a benchmark's sweep; the default is none)."""
+
+
+def autoscaler_for(
+    model: Model, *, cold_start_s: float = 0.0, tune: Tune | None = None
+) -> Autoscaler:
+    """The policy ``model.spec.scaling.autoscaler`` names, configured from the Model (then
+    ``tune``d). The one factory of autoscalers: the control loop and the twin both use it."""
     config = config_from_model(model, cold_start_s=cold_start_s)
+    if tune is not None:
+        config = tune(config)
     factories: dict[str, Callable[[], Autoscaler]] = {
         "tokens": lambda: TokenAutoscaler(config),
         "concurrency": lambda: ConcurrencyAutoscaler(config),

@@ -17,6 +17,9 @@ Strategies (``Model.spec.routing.strategy``):
   Thorup, Zadimoghaddam, SODA 2018). If none qualifies, least-tokens decides.
 - ``round-robin``: the baseline.
 
+``choose`` is the one entry point: the gateway's balancer and the serving twin both call it,
+so a strategy means the same thing in production and in a replay.
+
 Everything here is deterministic: hashes are BLAKE2b, never Python's salted ``hash()``.
 """
 
@@ -27,6 +30,8 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+
+from kapell.api.model import RoutingStrategy
 
 VIRTUAL_NODES_PER_REPLICA = 64
 """Ring points per replica; more points spread prefixes more evenly."""
@@ -131,6 +136,34 @@ def prefix_affinity(
         seen.add(index)
         if len(seen) == len(loads):
             break
+    return least_tokens(loads)
+
+
+def choose(
+    strategy: RoutingStrategy,
+    loads: Sequence[ReplicaLoad],
+    *,
+    turn: int,
+    block_hashes: Sequence[int | str | bytes] = (),
+    request_tokens: int = 0,
+    load_bound: float = 1.25,
+    affinity_blocks: int = 4,
+) -> int:
+    """Index of the replica ``strategy`` picks among ``loads``.
+
+    ``turn`` counts this model's earlier requests (round-robin's position); ``block_hashes``
+    are the prompt's prefix blocks (prefix-affinity's key; other strategies ignore them).
+    """
+    if strategy == "round-robin":
+        return round_robin(len(loads), turn)
+    if strategy == "prefix-affinity":
+        return prefix_affinity(
+            loads,
+            block_hashes,
+            request_tokens=request_tokens,
+            load_bound=load_bound,
+            affinity_blocks=affinity_blocks,
+        )
     return least_tokens(loads)
 
 

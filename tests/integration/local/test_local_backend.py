@@ -196,14 +196,15 @@ def test_scale_from_zero_holds_the_request_until_a_replica_is_ready(kapell_up: S
 
 
 def test_external_engine_routes_to_a_server_kapell_does_not_run(kapell_up: StartFn) -> None:
-    from tests.integration.sim_procs import free_port, processes, sim_engine_args, wait_healthy
+    from kapell.net import free_port, wait_http
+    from tests.integration.sim_procs import processes, sim_engine_args
 
     port = free_port()
     args = sim_engine_args(
         "h100-llama3-8b", "remote", port, "--cold-start-s", "0", "--speedup", "20"
     )
     with processes([args]):
-        wait_healthy(f"http://127.0.0.1:{port}")
+        wait_http(f"http://127.0.0.1:{port}/health")
         external = (
             "apiVersion: kapell.dev/v1alpha1\nkind: Model\nmetadata: {name: remote}\n"
             f"spec:\n  source: {{url: 'http://127.0.0.1:{port}/v1'}}\n  engine: {{name: external}}\n"

@@ -7,10 +7,11 @@ import math
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kapell.backends.sim.slices import slo_feasible, smallest_fitting
+from kapell.backends.sim.slices import ReplicaSize, slo_feasible, smallest_fitting
 from kapell.bench import serving
 from kapell.bench.traces import Trace, TraceRequest
 from kapell.engines.sim.latency import load_profile
+from kapell.policy.sizing import SizeOption, fleet_share
 
 WARMUP_S = 300.0
 OPTIONS = serving.ServeOptions(profile="h100-llama3-8b", warmup_s=WARMUP_S)
@@ -81,19 +82,28 @@ def test_only_warmup_arrivals_decide(warmup_per_s: float, after_per_s: float) ->
     assert _auto(_trace(warmup_per_s, after_per_s)) == reference
 
 
+def _share(trace: Trace, warmup: list[TraceRequest], size: ReplicaSize, below: float) -> float:
+    """The share ``policy.sizing.fleet_share`` gives ``size``, measured in the twin."""
+
+    def serves(_: SizeOption, replicas: int) -> bool:
+        return serving.warmup_serves(trace, OPTIONS, warmup, size, replicas)
+
+    mean = sum(r.prompt_tokens + r.output_tokens for r in warmup) / WARMUP_S
+    option = serving.size_option(size)
+    return fleet_share(option, mean, serves, below_share=below, max_replicas=64)
+
+
 def test_the_choice_is_the_least_share_that_serves_the_warmup() -> None:
     # 6 requests/s x 1,200 tokens: one slice is not enough, two are, and two 3g slices cost
     # less than a GPU; the chosen fleet must serve the warm-up and one replica fewer must not.
     trace = _trace(warmup_per_s=6.0, after_per_s=6.0)
     warmup = [r for r in trace.requests if r.arrival_s < WARMUP_S]
     chosen = serving.resolve_size(trace, OPTIONS, "kapell@auto")
-    share = serving.warmup_fleet_share(trace, OPTIONS, warmup, chosen, math.inf)
+    share = _share(trace, warmup, chosen, math.inf)
     replicas = round(share / chosen.gpu_fraction)
     assert share < 1.0 and chosen.name != "gpu"
     if replicas > 1:
-        fewer = serving.warmup_fleet_share(
-            trace, OPTIONS, warmup, chosen, (replicas - 1) * chosen.gpu_fraction + 1e-9
-        )
+        fewer = _share(trace, warmup, chosen, (replicas - 1) * chosen.gpu_fraction + 1e-9)
         assert fewer == math.inf
     for other in slo_feasible(PROFILE, 1000, 0.5, 0.1):
-        assert serving.warmup_fleet_share(trace, OPTIONS, warmup, other, math.inf) >= share
+        assert _share(trace, warmup, other, math.inf) >= share

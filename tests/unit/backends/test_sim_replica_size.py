@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from kapell.api.errors import KapellError
-from kapell.backends.sim.twin import Twin, TwinConfig
 from kapell.bench import serving
 from kapell.bench.traces import Trace, TraceRequest
-from kapell.engines.sim.latency import load_profile
-from kapell.policy.autoscale import StaticAutoscaler
+from kapell.bench.twin_replay import Twin
 
 
 def _trace() -> Trace:
@@ -18,14 +18,16 @@ def _trace() -> Trace:
 
 
 def test_gpu_seconds_count_the_replica_share() -> None:
-    profile = load_profile("h100-llama3-8b")
     trace = _trace()
+    options = serving.ServeOptions(profile="h100-llama3-8b")
+    model = serving.twin_model(options, "static", 2)
+
+    whole_gpu = serving.resolve_size(trace, options, "static@gpu")
 
     def gpu_seconds(fraction: float) -> list[tuple[float, float]]:
-        config = TwinConfig(profile=profile, initial_replicas=2, gpu_fraction=fraction)
-        return (
-            Twin(config, list(trace.requests), StaticAutoscaler(2)).replay().gpu_seconds_by_window
-        )
+        size = replace(whole_gpu, gpu_fraction=fraction)  # same speed, another bill
+        config = serving.twin_config(trace, options, size, 2)
+        return Twin(config, list(trace.requests), model).replay().gpu_seconds_by_window
 
     whole, sliced = gpu_seconds(1.0), gpu_seconds(3 / 7)
     assert [t for t, _ in whole] == [t for t, _ in sliced] and whole[-1][1] > 0

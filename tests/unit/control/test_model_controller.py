@@ -171,3 +171,18 @@ def test_deleted_model_stops_its_replicas(setup) -> None:  # type: ignore[no-unt
     assert store.delete(m.key)
     assert controller.reconcile(m.key) is None
     assert table.rows == {}
+
+
+def test_the_autoscaler_keeps_its_history_while_the_measured_cold_start_wobbles() -> None:
+    cold_start = [0.0]
+    scaler = PolicyScaler(lambda m, ready: DemandSample(tokens_total=0.0), lambda m: cold_start[0])
+    m = model(1)
+    first = scaler._scaler(m)
+    cold_start[0] = 3.0  # first measurement: the horizon it looks ahead changes from none
+    measured = scaler._scaler(m)
+    assert measured is not first
+    for wobble in (3.4, 4.0, 2.6, 5.9):  # each start re-measures it, within 2x
+        cold_start[0] = wobble
+        assert scaler._scaler(m) is measured
+    cold_start[0] = 6.5
+    assert scaler._scaler(m) is not measured

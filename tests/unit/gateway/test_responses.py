@@ -11,9 +11,10 @@ from tests.asgi import AsgiClient
 
 from kapell.api import Model
 from kapell.api.replica import Endpoint
-from kapell.gateway.app import Gateway, _usage_from
+from kapell.gateway.app import Gateway
 from kapell.gateway.endpoints import StaticEndpointSource
 from kapell.gateway.errors import GatewayError
+from kapell.gateway.proxy import _usage_from
 
 
 def test_error_body_has_openai_shape() -> None:

@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 from kapell.policy.routing import (
     ReplicaLoad,
+    choose,
     least_tokens,
     prefix_affinity,
     round_robin,
@@ -86,3 +87,13 @@ def test_block_hashes_are_chained_and_full_blocks_only() -> None:
     a = text_block_hashes("x" * 130, 64)
     b = text_block_hashes("x" * 64 + "y" * 64, 64)
     assert len(a) == 2 and a[0] == b[0] and a[1] != b[1]
+
+
+@given(loads_strategy, st.integers(0, 100))
+def test_choose_is_each_strategy_by_its_name(loads: list[ReplicaLoad], turn: int) -> None:
+    blocks = [b"system", b"turn-1"]
+    assert choose("least-tokens", loads, turn=turn) == least_tokens(loads)
+    assert choose("round-robin", loads, turn=turn) == round_robin(len(loads), turn)
+    assert choose(
+        "prefix-affinity", loads, turn=turn, block_hashes=blocks, request_tokens=300
+    ) == prefix_affinity(loads, blocks, request_tokens=300)

@@ -13,7 +13,6 @@ import ctypes
 import itertools
 import os
 import signal
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ import aiohttp
 from kapell.api.model import Model
 from kapell.api.replica import Replica, ReplicaPhase
 from kapell.engines.adapters import LaunchContext, adapter_for, resolve_weights
+from kapell.net import free_port
 
 HOST = "127.0.0.1"
 BACKOFF_FIRST_S = 0.5
@@ -32,12 +32,6 @@ STABLE_AFTER_S = 60.0  # a replica ready this long has its backoff reset
 PROBE_INTERVAL_S = 0.1
 STOP_GRACE_S = 10.0
 DRAIN_S = 0.3  # time between leaving the endpoint list and SIGTERM
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 def _die_with_parent() -> None:
@@ -181,7 +175,7 @@ class LocalReplicas:
 
     async def _run_once(self, running: _Running, weights: str) -> None:
         adapter = adapter_for(running.model)
-        port = free_port()
+        port = free_port(HOST)
         argv = adapter.command(running.model, LaunchContext(HOST, port, weights))
         log_path = self.log_path(running.id)
         log_path.parent.mkdir(parents=True, exist_ok=True)

@@ -44,7 +44,7 @@ class PendingStep:
 
 
 class SimReplica:
-    """A replica's state, its batcher, and what the router has outstanding on it."""
+    """A replica's lifecycle state and its batcher."""
 
     def __init__(
         self, replica_id: str, profile: LatencyProfile, *, prefix_block_tokens: int
@@ -54,9 +54,6 @@ class SimReplica:
         self.batcher = ContinuousBatcher(profile, prefix_block_tokens=prefix_block_tokens)
         self.pending: PendingStep | None = None
         self.version = 0
-        self.ready_at_s = 0.0
-        self.outstanding_tokens = 0
-        self.outstanding_requests = 0
 
     def next_step(self, now_s: float) -> PendingStep | None:
         """Plan what runs from ``now_s``; ``None`` when idle. The caller schedules its end."""

@@ -1,400 +1,277 @@
-"""The serving digital twin: a discrete-event simulation of a model's replicas under a trace.
+"""The serving twin's replica backend: simulated replicas on the virtual clock.
 
-A virtual clock moves from event to event (arrivals, iteration ends, replicas becoming ready,
-autoscaler ticks). Decisions are kapell's own: ``kapell.policy.routing`` picks the replica for
-every request from the same load counters the gateway keeps, and a
-``kapell.policy.autoscale.Autoscaler`` gets the same ``DemandSample`` the control loop feeds
-it, every ``tick_s``: tokens and requests counted at completion, as the gateway's meter does,
-and tokens counted at admission (prompt plus the mean output of finished requests, as the
-router estimates before a request runs). Requests that find no ready replica wait in an activator queue, as in
-the gateway, and are dispatched when one becomes ready.
+``SimReplicas`` is a ``ReplicaBackend`` (what ``ModelController`` drives) whose replicas are
+continuous batchers with the latency model (``kapell.engines.sim``, the one the ``sim``
+engine serves with), timed by the asyncio loop it is given: on a ``VirtualClockLoop``
+(``clock.py``) an hour of trace replays in seconds. It decides nothing: the production
+controller, autoscaler, activator and balancer run on top of it (``kapell.bench.twin_replay``
+wires them), and it only does what a backend does.
 
-Replicas come from the latency model (``kapell.engines.sim``), the one the ``sim`` engine
-serves with. Scaling up wakes a sleeping (warm-tier) replica first, in ``wake_s``, and cold
-starts one otherwise, in ``cold_start_s`` (jittered by up to 10% from the seed); scaling down
-drains the least-loaded replica, which then sleeps if the warm tier has room, else stops.
+Starting a replica wakes a sleeping one of the same revision (the warm tier) in ``wake_s`` if
+there is one, else cold starts a new one in ``cold_start_s`` (jittered by up to 10% from the
+seed). Stopping a ready replica drains it (it takes no new request, finishes the ones it
+holds), then it sleeps if the warm tier has room, else it is gone; stopping one that is not
+ready yet cancels it. GPU-seconds are integrated over every replica that holds a GPU (or
+slice), sleeping ones apart.
 """
 
 from __future__ import annotations
 
-import heapq
+import asyncio
 import random
-from collections import deque
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Protocol
+from collections.abc import Callable
+from dataclasses import dataclass
 
+from kapell.api.model import Model
+from kapell.api.replica import Endpoint, Replica, ReplicaPhase
 from kapell.backends.sim.replica import PendingStep, ReplicaState, SimReplica
 from kapell.engines.sim.batcher import SimSequence
 from kapell.engines.sim.latency import LatencyProfile
-from kapell.policy import routing
-from kapell.policy.autoscale import Autoscaler, DemandSample
 
-ROUTERS = ("least-tokens", "prefix-affinity", "round-robin")
-EXPECTED_OUTPUT_TOKENS = 256
-"""Output tokens assumed per request before any has finished (the gateway's default)."""
-
-
-class TraceRequestLike(Protocol):
-    """What the twin reads of a request (``kapell.bench.traces.TraceRequest`` fits)."""
-
-    @property
-    def arrival_s(self) -> float: ...
-    @property
-    def prompt_tokens(self) -> int: ...
-    @property
-    def output_tokens(self) -> int: ...
-    @property
-    def prefix_blocks(self) -> tuple[int, ...]: ...
+_PHASES = {
+    ReplicaState.STARTING: ReplicaPhase.STARTING,
+    ReplicaState.WAKING: ReplicaPhase.STARTING,
+    ReplicaState.READY: ReplicaPhase.READY,
+    ReplicaState.DRAINING: ReplicaPhase.STOPPING,
+}
+"""What the controller sees of each state; sleeping replicas are the backend's, not listed."""
 
 
 @dataclass(frozen=True)
-class TwinConfig:
-    """Everything a replay depends on besides the trace and the autoscaler."""
+class SimSettings:
+    """What the simulated replicas are: their latency model, starts and billing."""
 
     profile: LatencyProfile
-    router: str = "least-tokens"
-    prefix_load_bound: float = 1.25
     prefix_block_tokens: int = 512
-    max_replicas: int = 64
-    initial_replicas: int = 1
     cold_start_s: float | None = None
     """None: the profile's cold start."""
     wake_s: float | None = None
+    """None: the profile's wake time."""
     warm_tier: int = 0
-    """Replicas kept asleep after scale-down, to wake in ``wake_s`` instead of a cold start."""
-    tick_s: float = 2.0
+    """Replicas kept asleep after a stop, to wake in ``wake_s`` instead of a cold start."""
     seed: int = 0
     gpu_fraction: float = 1.0
     """Share of a GPU one replica is billed (a MIG slice: g/7); GPU-seconds count by it."""
 
 
 @dataclass
-class RequestRecord:
-    """What happened to one request, in virtual seconds."""
+class _Held:
+    """One replica and whose it is."""
 
-    arrival_s: float
-    prompt_tokens: int
-    output_tokens: int
-    first_token_s: float = -1.0
-    finish_s: float = -1.0
-    cached_tokens: int = 0
-    waited_for_replica: bool = False
+    replica: SimReplica
+    model_key: str
+    model_name: str
+    revision: str
 
 
-@dataclass
-class TwinRun:
-    """The outcome of one replay."""
+class SimReplicas:
+    """A ``ReplicaBackend`` of simulated replicas, plus the data path the twin sends through.
 
-    requests: list[RequestRecord]
-    timeline: list[tuple[float, int, int, int]]
-    """``(t_s, ready, gpu_holding, desired)`` at every autoscaler tick."""
-    gpu_seconds_by_window: list[tuple[float, float]] = field(default_factory=list)
-    """``(t_s, gpu_seconds so far)`` at every tick, to integrate any window."""
-    sleeping_gpu_seconds: float = 0.0
-    cold_starts: int = 0
-    wakes: int = 0
-
-
-_ARRIVAL, _STEP, _READY, _TICK = 0, 1, 2, 3
-
-
-class Twin:
-    """One replay of ``requests`` through kapell's router and the given autoscaler."""
+    ``on_change(model_key)`` is called whenever a replica of the model changes phase (as the
+    local supervisor does); ``on_first_token(seq)`` when a sequence emits its first token.
+    """
 
     def __init__(
         self,
-        config: TwinConfig,
-        requests: Sequence[TraceRequestLike],
-        autoscaler: Autoscaler,
-        *,
-        progress: Callable[[float], None] | None = None,
+        settings: SimSettings,
+        loop: asyncio.AbstractEventLoop,
+        on_change: Callable[[str], None],
+        on_first_token: Callable[[SimSequence], None],
     ) -> None:
-        if config.router not in ROUTERS:
-            raise ValueError(f"unknown router {config.router!r}")
-        self.config = config
-        self.profile = config.profile
-        self.cold_start_s = (
-            config.cold_start_s if config.cold_start_s is not None else self.profile.cold_start_s
+        self.settings = settings
+        profile = settings.profile
+        self._cold_start_s = (
+            settings.cold_start_s if settings.cold_start_s is not None else profile.cold_start_s
         )
-        self.wake_s = config.wake_s if config.wake_s is not None else self.profile.wake_s
-        self.requests = requests
-        self.autoscaler = autoscaler
-        self.progress = progress
-        self.rng = random.Random(config.seed)
-        self.replicas: list[SimReplica] = []
-        """Replicas that exist (stopped ones leave the list)."""
-        self.replicas_created = 0
-        self.records = [
-            RequestRecord(r.arrival_s, r.prompt_tokens, r.output_tokens) for r in requests
-        ]
-        self.events: list[tuple[float, int, int, tuple[SimReplica, int] | None]] = []
-        self.order = 0
-        self.now_s = 0.0
-        self.activator: deque[int] = deque()
-        self.round_robin_counter = 0
-        self.tokens_total = 0
-        self.requests_total = 0
-        self.generated_total = 0
-        self.admitted_tokens = 0.0
-        self.in_flight = 0
-        self.gpu_seconds = 0.0
+        self._wake_s = settings.wake_s if settings.wake_s is not None else profile.wake_s
+        self._loop = loop
+        self._on_change = on_change
+        self._on_first_token = on_first_token
+        self._rng = random.Random(settings.seed)
+        self._held: dict[str, _Held] = {}
+        self._finished: dict[SimSequence, asyncio.Future[None]] = {}
+        self._created = 0
+        self._last_account_s = 0.0
+        self._gpu_seconds = 0.0
         self.sleeping_gpu_seconds = 0.0
-        self.last_account_s = 0.0
-        self.run = TwinRun(requests=self.records, timeline=[])
-        self.desired = config.initial_replicas
-        self.end_s = requests[-1].arrival_s if requests else 0.0
+        self.cold_starts = 0
+        self.wakes = 0
 
-    # -- events ---------------------------------------------------------------------------
+    # -- ReplicaBackend ---------------------------------------------------------------------
 
-    def _push(self, at_s: float, kind: int, payload: tuple[SimReplica, int] | None) -> None:
-        self.order += 1
-        heapq.heappush(self.events, (at_s, self.order, kind, payload))
+    def replicas(self, model_key: str) -> list[Replica]:
+        return [
+            Replica(
+                id=replica_id,
+                model_key=held.model_key,
+                revision=held.revision,
+                phase=_PHASES[held.replica.state],
+                url=f"sim://{replica_id}",
+            )
+            for replica_id, held in self._held.items()
+            if held.model_key == model_key and held.replica.state in _PHASES
+        ]
 
-    def replay(self) -> TwinRun:
-        for _ in range(self.config.initial_replicas):
-            replica = self._new_replica()
-            replica.state = ReplicaState.READY
-        self._push(0.0, _TICK, None)
-        next_arrival = 0
-        n = len(self.requests)
-        while True:
-            arrival_s = self.requests[next_arrival].arrival_s if next_arrival < n else float("inf")
-            if self.events and self.events[0][0] <= arrival_s:
-                at_s, _, kind, payload = heapq.heappop(self.events)
-                if (
-                    kind == _TICK
-                    and next_arrival >= n
-                    and self.in_flight == 0
-                    and not self.activator
-                ):
-                    self._account(at_s)
-                    break
-                self._account(at_s)
-                self._handle(kind, payload)
-            elif next_arrival < n:
-                self._account(arrival_s)
-                self._arrive(next_arrival)
-                next_arrival += 1
-            else:
-                break
-        self.run.sleeping_gpu_seconds = self.sleeping_gpu_seconds
-        return self.run
-
-    def _account(self, at_s: float) -> None:
-        """Integrate GPU-seconds up to ``at_s`` and move the clock there."""
-        dt = at_s - self.last_account_s
-        if dt > 0:
-            holding = sleeping = 0
-            for replica in self.replicas:
-                holding += replica.state.holds_gpu
-                sleeping += replica.state is ReplicaState.SLEEPING
-            self.gpu_seconds += holding * dt * self.config.gpu_fraction
-            self.sleeping_gpu_seconds += sleeping * dt * self.config.gpu_fraction
-            self.last_account_s = at_s
-        self.now_s = at_s
-
-    def _handle(self, kind: int, payload: tuple[SimReplica, int] | None) -> None:
-        if kind == _STEP:
-            assert payload is not None
-            replica, version = payload
-            if replica.pending is not None and replica.pending.version == version:
-                self._step_done(replica)
-        elif kind == _READY:
-            assert payload is not None
-            replica, version = payload
-            if replica.version == version and replica.state in (
-                ReplicaState.STARTING,
-                ReplicaState.WAKING,
-            ):
-                replica.state = ReplicaState.READY
-                self._drain_activator()
-        else:
-            self._tick()
-
-    # -- requests -------------------------------------------------------------------------
-
-    def _arrive(self, index: int) -> None:
-        self.admitted_tokens += self.requests[index].prompt_tokens + self._expected_output()
-        ready = self._routable()
-        if not ready:
-            self.records[index].waited_for_replica = True
-            self.activator.append(index)
-            return
-        self._dispatch(index, ready)
-
-    def _expected_output(self) -> float:
-        """Output tokens the gateway can expect of a new request: the mean of finished ones."""
-        if self.requests_total == 0:
-            return float(EXPECTED_OUTPUT_TOKENS)
-        return self.generated_total / self.requests_total
-
-    def _routable(self) -> list[SimReplica]:
-        return [r for r in self.replicas if r.state is ReplicaState.READY]
-
-    def _dispatch(self, index: int, ready: list[SimReplica]) -> None:
-        request = self.requests[index]
-        expected_tokens = request.prompt_tokens + request.output_tokens
-        replica = ready[self._route(request, ready, expected_tokens)]
-        replica.outstanding_tokens += expected_tokens
-        replica.outstanding_requests += 1
-        self.in_flight += 1
-        seq = SimSequence(
-            request.prompt_tokens, request.output_tokens, request.prefix_blocks, tag=index
+    def start_replica(self, model: Model, revision: str) -> Replica:
+        asleep = next(
+            (
+                h
+                for h in self._held.values()
+                if h.model_key == model.key
+                and h.revision == revision
+                and h.replica.state is ReplicaState.SLEEPING
+            ),
+            None,
         )
+        if asleep is not None:
+            self.wakes += 1
+            self._begin(asleep, ReplicaState.WAKING, self._wake_s)
+            held = asleep
+        else:
+            self.cold_starts += 1
+            held = self._new(model, revision)
+            jitter = 1.0 + self._rng.uniform(-0.1, 0.1)
+            self._begin(held, ReplicaState.STARTING, self._cold_start_s * jitter)
+        return Replica(held.replica.replica_id, model.key, revision, ReplicaPhase.STARTING)
+
+    def stop_replica(self, replica_id: str) -> None:
+        held = self._held.get(replica_id)
+        if held is None:
+            return
+        replica = held.replica
+        if replica.state is ReplicaState.READY:
+            self._set_state(held, ReplicaState.DRAINING)
+            if replica.pending is None and not replica.batcher.has_work():
+                self._retire(held)
+        elif replica.state in (ReplicaState.STARTING, ReplicaState.WAKING):
+            replica.version += 1  # its ready timer finds a stale version and does nothing
+            self._retire(held)
+
+    def cold_start_s(self, model_key: str) -> float:
+        """The mean cold start (what a backend measures, without the per-start jitter)."""
+        del model_key
+        return self._cold_start_s
+
+    # -- setup and observation ---------------------------------------------------------------
+
+    def preload(self, model: Model, revision: str, count: int) -> None:
+        """Start ``count`` replicas already ready (a fleet that exists when the replay begins)."""
+        for _ in range(count):
+            self._set_state(self._new(model, revision), ReplicaState.READY)
+
+    def ready_endpoints(self, model_key: str) -> list[Endpoint]:
+        return [
+            Endpoint(model=h.model_name, replica_id=replica_id, base_url=f"sim://{replica_id}")
+            for replica_id, h in self._held.items()
+            if h.model_key == model_key and h.replica.state is ReplicaState.READY
+        ]
+
+    def engine_waiting(self, model_key: str) -> int:
+        """Requests queued inside the model's replicas (an engine's ``num_requests_waiting``)."""
+        return sum(
+            h.replica.batcher.num_waiting
+            for h in self._held.values()
+            if h.model_key == model_key and h.replica.state in _PHASES
+        )
+
+    def holding(self, model_key: str) -> int:
+        """Replicas of the model holding a GPU (or slice) now."""
+        return sum(
+            h.model_key == model_key and h.replica.state.holds_gpu for h in self._held.values()
+        )
+
+    def gpu_seconds(self) -> float:
+        """GPU-seconds billed so far (slices by their share), up to the loop's time."""
+        self._account()
+        return self._gpu_seconds
+
+    # -- the data path --------------------------------------------------------------------------
+
+    def submit(self, replica_id: str, seq: SimSequence) -> asyncio.Future[None]:
+        """Run ``seq`` on a ready replica; the future is done when its last token is."""
+        replica = self._held[replica_id].replica
+        if replica.state is not ReplicaState.READY:
+            raise RuntimeError(f"replica {replica_id} is {replica.state.value}, not ready")
+        done: asyncio.Future[None] = self._loop.create_future()
+        self._finished[seq] = done
         replica.batcher.submit(seq)
         if replica.pending is None:
-            self._start_step(replica)
+            self._start_step(self._held[replica_id])
         else:
-            cut = replica.cut_run(self.now_s)
+            cut = replica.cut_run(self._loop.time())
             if cut is not None:
-                self._schedule(replica, cut)
+                self._schedule(self._held[replica_id], cut)
+        return done
 
-    def _route(self, request: TraceRequestLike, ready: list[SimReplica], tokens: int) -> int:
-        strategy = self.config.router
-        if strategy == "round-robin":
-            self.round_robin_counter += 1
-            return routing.round_robin(len(ready), self.round_robin_counter - 1)
-        loads = [
-            routing.ReplicaLoad(r.replica_id, r.outstanding_tokens, r.outstanding_requests)
-            for r in ready
-        ]
-        if strategy == "prefix-affinity":
-            return routing.prefix_affinity(
-                loads,
-                request.prefix_blocks,
-                request_tokens=tokens,
-                load_bound=self.config.prefix_load_bound,
-            )
-        return routing.least_tokens(loads)
-
-    def _drain_activator(self) -> None:
-        ready = self._routable()
-        while self.activator and ready:
-            self._dispatch(self.activator.popleft(), ready)
-
-    # -- replica steps ----------------------------------------------------------------------
-
-    def _start_step(self, replica: SimReplica) -> None:
-        pending = replica.next_step(self.now_s)
+    def _start_step(self, held: _Held) -> None:
+        pending = held.replica.next_step(self._loop.time())
         if pending is not None:
-            self._schedule(replica, pending)
-        elif replica.state is ReplicaState.DRAINING:
-            self._retire(replica)
+            self._schedule(held, pending)
+        elif held.replica.state is ReplicaState.DRAINING:
+            self._retire(held)
 
-    def _schedule(self, replica: SimReplica, pending: PendingStep) -> None:
-        self._push(pending.end_s, _STEP, (replica, pending.version))
+    def _schedule(self, held: _Held, pending: PendingStep) -> None:
+        self._loop.call_at(pending.end_s, self._step_done, held, pending.version)
 
-    def _step_done(self, replica: SimReplica) -> None:
+    def _step_done(self, held: _Held, version: int) -> None:
+        replica = held.replica
+        if replica.pending is None or replica.pending.version != version:
+            return  # rescheduled (a decode run cut short by an arrival)
         result = replica.finish_step()
         for seq in result.first_token:
-            record = self.records[seq.tag]
-            record.first_token_s = self.now_s
-            record.cached_tokens = seq.cached_tokens
+            self._on_first_token(seq)
         for seq in result.finished:
-            index = seq.tag
-            record = self.records[index]
-            record.finish_s = self.now_s
-            replica.outstanding_tokens -= record.prompt_tokens + record.output_tokens
-            replica.outstanding_requests -= 1
-            self.in_flight -= 1
-            self.requests_total += 1
-            self.generated_total += record.output_tokens
-            self.tokens_total += record.prompt_tokens + record.output_tokens
-        self._start_step(replica)
+            self._finished.pop(seq).set_result(None)
+        self._start_step(held)
 
-    # -- scaling ----------------------------------------------------------------------------
+    # -- lifecycle ------------------------------------------------------------------------------
 
-    def _tick(self) -> None:
-        now_s = self.now_s
-        ready = sum(r.state is ReplicaState.READY for r in self.replicas)
-        waiting = sum(r.batcher.num_waiting for r in self.replicas)
-        self.autoscaler.observe(
-            now_s,
-            DemandSample(
-                tokens_total=float(self.tokens_total),
-                requests_total=float(self.requests_total),
-                in_flight=self.in_flight,
-                queue_depth=len(self.activator),
-                ready_replicas=ready,
-                engine_waiting=waiting,
-                admitted_tokens_total=self.admitted_tokens,
-            ),
-        )
-        self.desired = min(self.autoscaler.desired(now_s).replicas, self.config.max_replicas)
-        self._scale_to(self.desired)
-        holding = sum(r.state.holds_gpu for r in self.replicas)
-        self.run.timeline.append((now_s, ready, holding, self.desired))
-        self.run.gpu_seconds_by_window.append((now_s, self.gpu_seconds))
-        if self.progress is not None and self.end_s > 0:
-            self.progress(min(now_s / self.end_s, 1.0))
-        self._push(now_s + self.config.tick_s, _TICK, None)
-
-    def _scale_to(self, desired: int) -> None:
-        serving = [
-            r
-            for r in self.replicas
-            if r.state in (ReplicaState.STARTING, ReplicaState.WAKING, ReplicaState.READY)
-        ]
-        missing = desired - len(serving)
-        for replica in self.replicas:
-            if missing <= 0:
-                break
-            if replica.state is ReplicaState.DRAINING:
-                replica.state = ReplicaState.READY  # still loaded: take it back at once
-                missing -= 1
-        for replica in self.replicas:
-            if missing <= 0:
-                break
-            if replica.state is ReplicaState.SLEEPING:
-                self._begin(replica, ReplicaState.WAKING, self.wake_s)
-                self.run.wakes += 1
-                missing -= 1
-        while missing > 0:
-            self._begin(self._new_replica(), ReplicaState.STARTING, self._cold_start_s())
-            self.run.cold_starts += 1
-            missing -= 1
-        if missing < 0:
-            self._scale_down(-missing, serving)
-        self._drain_activator()
-
-    def _scale_down(self, count: int, serving: list[SimReplica]) -> None:
-        not_ready = [r for r in reversed(serving) if r.state is not ReplicaState.READY]
-        ready = sorted(
-            (r for r in serving if r.state is ReplicaState.READY),
-            key=lambda r: (r.outstanding_tokens, r.replica_id),
-        )
-        for replica in (not_ready + ready)[:count]:
-            if replica.state is ReplicaState.READY:
-                replica.state = ReplicaState.DRAINING
-                if replica.pending is None and not replica.batcher.has_work():
-                    self._retire(replica)
-            else:
-                replica.version += 1  # cancels its ready event
-                self._retire(replica)
-
-    def _retire(self, replica: SimReplica) -> None:
-        sleeping = sum(r.state is ReplicaState.SLEEPING for r in self.replicas)
-        if sleeping < self.config.warm_tier:
-            replica.state = ReplicaState.SLEEPING
-            return
-        replica.state = ReplicaState.STOPPED
-        self.replicas.remove(replica)
-
-    def _begin(self, replica: SimReplica, state: ReplicaState, delay_s: float) -> None:
-        replica.state = state
-        replica.version += 1
-        self._push(self.now_s + delay_s, _READY, (replica, replica.version))
-
-    def _new_replica(self) -> SimReplica:
-        self.replicas_created += 1
+    def _new(self, model: Model, revision: str) -> _Held:
+        self._created += 1
+        replica_id = f"{model.metadata.name}-{revision[:5]}-{self._created}"
         replica = SimReplica(
-            f"replica-{self.replicas_created}",
-            self.profile,
-            prefix_block_tokens=self.config.prefix_block_tokens,
+            replica_id, self.settings.profile, prefix_block_tokens=self.settings.prefix_block_tokens
         )
-        self.replicas.append(replica)
-        return replica
+        held = _Held(replica, model.key, model.metadata.name, revision)
+        self._held[replica_id] = held
+        return held
 
-    def _cold_start_s(self) -> float:
-        return self.cold_start_s * (1.0 + self.rng.uniform(-0.1, 0.1))
+    def _begin(self, held: _Held, state: ReplicaState, delay_s: float) -> None:
+        self._set_state(held, state)
+        held.replica.version += 1
+        self._loop.call_at(self._loop.time() + delay_s, self._ready, held, held.replica.version)
+
+    def _ready(self, held: _Held, version: int) -> None:
+        if held.replica.version == version and held.replica.state in (
+            ReplicaState.STARTING,
+            ReplicaState.WAKING,
+        ):
+            self._set_state(held, ReplicaState.READY)
+
+    def _retire(self, held: _Held) -> None:
+        sleeping = sum(h.replica.state is ReplicaState.SLEEPING for h in self._held.values())
+        if sleeping < self.settings.warm_tier:
+            self._set_state(held, ReplicaState.SLEEPING)
+            return
+        self._set_state(held, ReplicaState.STOPPED)
+        del self._held[held.replica.replica_id]
+
+    def _set_state(self, held: _Held, state: ReplicaState) -> None:
+        self._account()
+        held.replica.state = state
+        self._on_change(held.model_key)
+
+    def _account(self) -> None:
+        """Integrate GPU-seconds up to now (called before any replica changes state)."""
+        now_s = self._loop.time()
+        dt = now_s - self._last_account_s
+        if dt <= 0:
+            return
+        holding = sleeping = 0
+        for held in self._held.values():
+            holding += held.replica.state.holds_gpu
+            sleeping += held.replica.state is ReplicaState.SLEEPING
+        fraction = self.settings.gpu_fraction
+        self._gpu_seconds += holding * dt * fraction
+        self.sleeping_gpu_seconds += sleeping * dt * fraction
+        self._last_account_s = now_s

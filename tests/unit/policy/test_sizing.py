@@ -1,0 +1,51 @@
+"""The sizing policy: the least GPU share whose smallest serving fleet is found, no formula."""
+
+from __future__ import annotations
+
+import math
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from kapell.policy.sizing import SizeOption, choose_size, fleet_share
+
+SLICE = SizeOption("3g", 3 / 7, 4000.0)
+SMALL = SizeOption("1g", 1 / 7, 1000.0)
+GPU = SizeOption("gpu", 1.0, 9000.0)
+
+
+def _needs(replicas_needed: dict[str, int]):  # type: ignore[no-untyped-def]
+    tried: list[tuple[str, int]] = []
+
+    def serves(option: SizeOption, replicas: int) -> bool:
+        tried.append((option.name, replicas))
+        return replicas >= replicas_needed[option.name]
+
+    return serves, tried
+
+
+def test_a_fleet_starts_where_the_peak_rate_could_carry_the_demand() -> None:
+    serves, tried = _needs({"3g": 2})
+    assert fleet_share(SLICE, 5000.0, serves, below_share=1.0, max_replicas=8) == 2 * 3 / 7
+    assert tried == [("3g", 2)]  # ceil(5000 / 4000) = 2: one replica could not carry it
+
+
+def test_no_fleet_at_or_above_the_bound_is_tried() -> None:
+    serves, tried = _needs({"3g": 3})
+    assert fleet_share(SLICE, 5000.0, serves, below_share=1.0, max_replicas=8) == math.inf
+    assert tried == [("3g", 2)]  # three slices (9/7) already cost more than a GPU
+
+
+def test_the_least_share_wins_and_whole_gpus_when_no_slice_beats_one() -> None:
+    serves, _ = _needs({"1g": 7, "3g": 2})  # seven 1g slices make a whole GPU: no saving
+    assert choose_size([SMALL, SLICE, GPU], 3000.0, serves, max_replicas=8) == SLICE
+    serves, _ = _needs({"1g": 9, "3g": 3})
+    assert choose_size([SMALL, SLICE, GPU], 3000.0, serves, max_replicas=8) == GPU
+
+
+@given(st.integers(1, 9), st.integers(1, 5), st.floats(1.0, 20_000.0))
+def test_the_choice_never_costs_more_than_a_whole_gpu(small: int, mid: int, rate: float) -> None:
+    serves, _ = _needs({"1g": small, "3g": mid})
+    chosen = choose_size([SMALL, SLICE, GPU], rate, serves, max_replicas=64)
+    if chosen != GPU:
+        assert fleet_share(chosen, rate, serves, below_share=1.0, max_replicas=64) < 1.0
