@@ -21,13 +21,15 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from datetime import datetime
 from typing import Any
 
 import httpx2 as httpx  # the HTTP client lightkube 1.x is built on
 import numpy as np
 from lightkube import ApiError, Client
+from lightkube.generic_resource import create_namespaced_resource
+from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
 from lightkube.resources.core_v1 import Node, Pod, Service
 from lightkube.resources.resource_v1 import ResourceClaim, ResourceSlice
 from lightkube.types import PatchType
@@ -36,7 +38,7 @@ from kapell.api.errors import BackendError, UnschedulableError
 from kapell.api.model import Model
 from kapell.api.replica import Replica, ReplicaPhase
 from kapell.api.units import parse_quantity
-from kapell.backends.kubernetes import dra, pods
+from kapell.backends.kubernetes import dra, inferencepool, pods
 from kapell.backends.kubernetes.informer import Informer, Key
 from kapell.backends.kubernetes.inventory import (
     DRIVER,
@@ -61,6 +63,10 @@ REPAIR_AFTER_S = 10.0
 FAILURE_BACKOFF_S = 1.0  # a model whose last create failed waits this, doubling, before the next
 FAILURE_BACKOFF_MAX_S = 60.0
 DEFAULT_COLD_START_S = 30.0
+INTEROP_RECHECK_S = 60.0  # how often to look again for the Inference Extension's CRDs
+
+InferencePool = create_namespaced_resource(*astuple(inferencepool.POOL))
+InferenceObjective = create_namespaced_resource(*astuple(inferencepool.OBJECTIVE))
 
 
 @dataclass(frozen=True)
@@ -214,6 +220,8 @@ class KubeReplicas:
         self._counted: dict[Key, Placement] = {}
         self._view: ClusterView | None = None
         self._services: set[tuple[str, str, str]] = set()
+        self._pools: set[tuple[str, str, str, int]] = set()
+        self._interop_checked: tuple[float, bool] | None = None  # (when, CRDs installed)
         self._sharers: dict[Key, dict[str, tuple[str, int]]] = {}
         self._claim_locks: dict[Key, threading.Lock] = {}
         self._repairing: set[Key] = set()
@@ -395,6 +403,7 @@ class KubeReplicas:
         namespace, name = model.metadata.namespace, manifest["metadata"]["name"]
         try:
             self._ensure_service(model, owner)
+            self._ensure_pool(model, owner)
             created = pod_view(self._apply(Pod, manifest))
             if claim is not None:
                 self._apply_claim(claim, placement, namespace, name, created.uid)
@@ -420,17 +429,23 @@ class KubeReplicas:
         self._count_write()
 
     def remove_model_objects(self, model_key: str) -> None:
-        """Delete what a deleted Model made besides its pods (its Service) before the
-        finalizer goes, so nothing is left for the garbage collector to find later."""
+        """Delete what a deleted Model made besides its pods (its Service, InferencePool and
+        InferenceObjective) before the finalizer goes, so nothing is left for the garbage
+        collector to find later."""
         _, namespace, name = model_key.split("/", 2)
-        try:
-            self._client.delete(Service, name, namespace=namespace)
-        except ApiError as exc:
-            if exc.status.code != 404:
-                raise
-        self._count_write()
+        kinds: list[Any] = [Service]
+        if self._interop_installed():
+            kinds += [InferenceObjective, InferencePool]
+        for kind in kinds:
+            try:
+                self._client.delete(kind, name, namespace=namespace)
+            except ApiError as exc:
+                if exc.status.code != 404:
+                    raise
+            self._count_write()
         with self._lock:
             self._services = {s for s in self._services if s[:2] != (namespace, name)}
+            self._pools = {s for s in self._pools if s[:2] != (namespace, name)}
 
     def _forget(self, namespace: str, name: str) -> None:
         with self._lock:
@@ -523,6 +538,46 @@ class KubeReplicas:
             with self._lock:
                 self._services.discard(key)
             raise
+
+    def _interop_installed(self) -> bool:
+        """Whether the Gateway API Inference Extension's CRDs are installed (looked up again
+        every minute while they are not; said once in the log)."""
+        with self._lock:
+            checked = self._interop_checked
+        now = time.monotonic()
+        if checked is not None and (checked[1] or now - checked[0] < INTEROP_RECHECK_S):
+            return checked[1]
+        missing = []
+        for kind in (inferencepool.POOL, inferencepool.OBJECTIVE):
+            try:
+                self._client.get(CustomResourceDefinition, kind.crd_name)
+            except ApiError as exc:
+                if exc.status.code not in (403, 404):
+                    raise
+                missing.append(f"{kind.crd_name} ({exc.status.code})")
+        if missing and checked is None:
+            log.info("no InferencePools: CRD %s not readable", ", ".join(missing))
+        with self._lock:
+            self._interop_checked = (now, not missing)
+        return not missing
+
+    def _ensure_pool(self, model: Model, owner: str) -> None:
+        """The Model's InferencePool and InferenceObjective, when their CRDs are installed.
+        A failure is logged and tried again with the next replica: interop never blocks one."""
+        key = (model.metadata.namespace, model.metadata.name, owner, model.spec.priority)
+        with self._lock:
+            if key in self._pools:
+                return
+        try:
+            if not self._interop_installed():
+                return
+            self._apply(InferencePool, inferencepool.inference_pool(model, owner))
+            self._apply(InferenceObjective, inferencepool.inference_objective(model, owner))
+        except (ApiError, httpx.HTTPError, OSError) as exc:
+            log.warning("InferencePool %s/%s: %s", key[0], key[1], exc)
+            return
+        with self._lock:
+            self._pools.add(key)
 
     @staticmethod
     def _claim_name(namespace: str, pod: str, placement: Placement) -> str | None:
