@@ -156,9 +156,7 @@ async def _run(
         loop.call_soon_threadsafe(reconciler.enqueue, key)
 
     store = KubeStore(client, enqueue, namespace)
-    replicas = KubeReplicas(
-        client, lambda key: s.uid if (s := store.stored(key)) else None, enqueue, namespace
-    )
+    replicas = KubeReplicas(client, store.stored, enqueue, namespace)
 
     def demand(model: object, ready: int) -> DemandSample:
         # No in-cluster gateway meters demand yet: the scaler holds each Model at its minimum.

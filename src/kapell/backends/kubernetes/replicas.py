@@ -50,7 +50,7 @@ from kapell.backends.kubernetes.inventory import (
     devices_of,
     request_for,
 )
-from kapell.backends.kubernetes.store import FIELD_MANAGER
+from kapell.backends.kubernetes.store import FIELD_MANAGER, StoredModel
 from kapell.policy.placement.inventory import Decision
 from kapell.policy.placement.policies import Policy, make_policy
 from kapell.policy.placement.requests import PodRequest
@@ -206,13 +206,13 @@ class KubeReplicas:
     def __init__(
         self,
         client: Client,
-        owner_uid: Callable[[str], str | None],
+        stored: Callable[[str], StoredModel | None],
         on_change: Callable[[str], None],
         namespace: str | None = None,
         policy: str = "kapell",
     ) -> None:
         self._client = client
-        self._owner_uid = owner_uid
+        self._stored = stored
         self._on_change = on_change
         self._policy_name = policy
         self._lock = threading.RLock()
@@ -220,7 +220,7 @@ class KubeReplicas:
         self._counted: dict[Key, Placement] = {}
         self._view: ClusterView | None = None
         self._services: set[tuple[str, str, str]] = set()
-        self._pools: set[tuple[str, str, str, int]] = set()
+        self._pools: dict[Key, tuple[str, int]] = {}  # Model -> (uid, priority) applied
         self._interop_checked: tuple[float, bool] | None = None  # (when, CRDs installed)
         self._sharers: dict[Key, dict[str, tuple[str, int]]] = {}
         self._claim_locks: dict[Key, threading.Lock] = {}
@@ -309,6 +309,8 @@ class KubeReplicas:
                 continue
             self._repair_claim(view)
             out.append(view.replica())
+        if out:
+            self._sync_pool(model_key)
         return sorted(out, key=lambda r: r.id)
 
     def _repair_claim(self, view: PodView) -> None:
@@ -350,9 +352,10 @@ class KubeReplicas:
         """Decide the replica's name and device now; its Pod and claim are written by the
         writer pool, and until the informer sees the Pod it counts as Starting."""
         key = f"Model/{model.metadata.namespace}/{model.metadata.name}"
-        owner = self._owner_uid(key)
-        if owner is None:
+        stored = self._stored(key)
+        if stored is None:
             raise BackendError(f"model {model.metadata.name}: not found on the cluster")
+        owner = stored.uid
         namespace = model.metadata.namespace
         with self._lock:
             failed = self._failures.get(key)
@@ -403,7 +406,6 @@ class KubeReplicas:
         namespace, name = model.metadata.namespace, manifest["metadata"]["name"]
         try:
             self._ensure_service(model, owner)
-            self._ensure_pool(model, owner)
             created = pod_view(self._apply(Pod, manifest))
             if claim is not None:
                 self._apply_claim(claim, placement, namespace, name, created.uid)
@@ -445,7 +447,7 @@ class KubeReplicas:
             self._count_write()
         with self._lock:
             self._services = {s for s in self._services if s[:2] != (namespace, name)}
-            self._pools = {s for s in self._pools if s[:2] != (namespace, name)}
+            self._pools.pop((namespace, name), None)
 
     def _forget(self, namespace: str, name: str) -> None:
         with self._lock:
@@ -556,28 +558,51 @@ class KubeReplicas:
                     raise
                 missing.append(f"{kind.crd_name} ({exc.status.code})")
         if missing and checked is None:
-            log.info("no InferencePools: CRD %s not readable", ", ".join(missing))
+            log.info(
+                "Gateway API Inference Extension CRDs not readable (%s): no InferencePools "
+                "until they are",
+                ", ".join(missing),
+            )
         with self._lock:
             self._interop_checked = (now, not missing)
         return not missing
 
-    def _ensure_pool(self, model: Model, owner: str) -> None:
-        """The Model's InferencePool and InferenceObjective, when their CRDs are installed.
-        A failure is logged and tried again with the next replica: interop never blocks one."""
-        key = (model.metadata.namespace, model.metadata.name, owner, model.spec.priority)
+    def _sync_pool(self, model_key: str) -> None:
+        """Have a writer apply the InferencePool and InferenceObjective of a Model that has
+        replicas, once per Model object and priority, while the CRDs are installed."""
+        stored = self._stored(model_key)
+        if stored is None or stored.model is None or stored.deleting:
+            return
+        model = stored.model
+        key, applied = (
+            (model.metadata.namespace, model.metadata.name),
+            (stored.uid, model.spec.priority),
+        )
+        now = time.monotonic()
         with self._lock:
-            if key in self._pools:
+            checked = self._interop_checked
+            if checked is not None and not checked[1] and now - checked[0] < INTEROP_RECHECK_S:
                 return
+            if self._pools.get(key) == applied:
+                return
+            self._pools[key] = applied
+        self._writers.submit(self._apply_pool, model, key, applied)
+
+    def _apply_pool(self, model: Model, key: Key, applied: tuple[str, int]) -> None:
+        """In a writer thread; a failure is logged and retried at a later reconcile, and never
+        holds up a replica."""
         try:
-            if not self._interop_installed():
+            if self._interop_installed():
+                self._apply(InferencePool, inferencepool.inference_pool(model, applied[0]))
+                self._apply(
+                    InferenceObjective, inferencepool.inference_objective(model, applied[0])
+                )
                 return
-            self._apply(InferencePool, inferencepool.inference_pool(model, owner))
-            self._apply(InferenceObjective, inferencepool.inference_objective(model, owner))
         except (ApiError, httpx.HTTPError, OSError) as exc:
             log.warning("InferencePool %s/%s: %s", key[0], key[1], exc)
-            return
         with self._lock:
-            self._pools.add(key)
+            if self._pools.get(key) == applied:
+                del self._pools[key]
 
     @staticmethod
     def _claim_name(namespace: str, pod: str, placement: Placement) -> str | None:
