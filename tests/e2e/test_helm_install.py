@@ -1,4 +1,4 @@
-"""The Helm chart on a real apiserver: `helm template` output applied as a user would, then
+"""The Helm chart on a real apiserver: `helm install`ed as a user would, then
 `kubectl auth can-i --as` each ServiceAccount: what its component does is allowed, the rest is
 refused."""
 
@@ -9,7 +9,7 @@ import subprocess
 from collections.abc import Callable, Iterator
 
 import pytest
-from tests.helmchart import BUILD_HINT, helm_binary, render
+from tests.helmchart import BUILD_HINT, CHART, helm, helm_binary, render
 
 from kapell.devcluster import DevCluster, find_bin_dir
 
@@ -67,37 +67,19 @@ AGENT_REFUSED: list[Check] = [
 def installed(
     dev_cluster: DevCluster, kubectl: Callable[..., str], namespace: str
 ) -> Iterator[str]:
-    """The chart rendered for release NAMESPACE into NAMESPACE and applied; removed afterwards
-    (its CRDs stay: they are the ones `kapell crds` installs)."""
+    """`helm install` of release NAMESPACE into NAMESPACE (its CRDs too, unless the cluster has
+    them already); `helm uninstall` afterwards."""
     if not helm_binary().is_file():
         pytest.fail(f"no helm at {helm_binary()}: {BUILD_HINT}")
-    options = ("--set", "nodeAgent.rbac.create=true")
-    crds = [
-        o
-        for o in render(namespace, namespace, "--include-crds")
-        if o["kind"] == "CustomResourceDefinition"
-    ]
-    objects = render(namespace, namespace, *options)
-    for batch in (crds, objects):
-        body = json.dumps({"apiVersion": "v1", "kind": "List", "items": batch})
-        kubectl("apply", "--server-side", "-f", "-", stdin=body)
-    names = kubectl(
-        "get",
-        "-f",
-        "-",
-        "-o",
-        "name",
-        stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}),
-    )
-    assert len(names.split()) == len(objects)  # every object the chart renders was accepted
+    options = ("--namespace", namespace, "--set", "nodeAgent.rbac.create=true")
+    kube = f"--kubeconfig={dev_cluster.kubeconfig}"
+    helm("install", namespace, str(CHART), kube, *options)
+    objects = render(namespace, namespace, *options[2:])
+    body = json.dumps({"apiVersion": "v1", "kind": "List", "items": objects})
+    names = kubectl("get", "-f", "-", "-o", "name", stdin=body)
+    assert len(names.split()) == len(objects)  # every object the chart renders is there
     yield namespace
-    cluster_scoped = [
-        o
-        for o in objects
-        if "namespace" not in o["metadata"] or o["metadata"]["namespace"] != namespace
-    ]
-    body = json.dumps({"apiVersion": "v1", "kind": "List", "items": cluster_scoped})
-    kubectl("delete", "--ignore-not-found", "-f", "-", stdin=body)
+    helm("uninstall", namespace, kube, "--namespace", namespace, "--wait", "--timeout=90s")
 
 
 def _can(dev_cluster: DevCluster, account: str, check: Check, home: str, ns: str) -> bool:
