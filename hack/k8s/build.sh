@@ -22,7 +22,10 @@ up_to_date() { # up_to_date BINARY: built by this very script from these very mo
   [[ -x "$out/$1" && "$(cat "$out/.stamp-$1" 2>/dev/null)" == "$stamp" ]]
 }
 pending=()
-for b in "${binaries[@]}"; do up_to_date "$b" || pending+=("$b"); done
+for b in "${binaries[@]}"; do
+  [[ " ${all_binaries[*]} " == *" $b "* ]] || { echo "k8s-bin: no binary named $b (${all_binaries[*]})" >&2; exit 2; }
+  up_to_date "$b" || pending+=("$b")
+done
 if [[ ${#pending[@]} -eq 0 ]]; then
   echo "k8s-bin: up to date in $out"
   exit 0
