@@ -20,9 +20,10 @@ mkdir -p "$out"
 root="$(mktemp -d "$out/rootfs.XXXXXX")"
 trap 'rm -rf "$root"' EXIT
 debootstrap --variant=minbase --include="$packages" bookworm "$root" "$mirror"
-# What only the build needed: apt's lists and caches, logs, the machine id.
+# What only the build needed: apt's lists and caches, logs, the machine id, and ldconfig's
+# aux-cache (inode numbers and times: the one file two builds differed in).
 rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/*.bin "$root"/var/cache/apt/archives/*.deb \
-  "$root"/var/log/* "$root"/tmp/*
+  "$root"/var/log/* "$root"/tmp/* "$root"/var/cache/ldconfig/aux-cache
 : > "$root/etc/machine-id"
 tar -C "$root" --sort=name --numeric-owner --owner=0 --group=0 --mtime="@$epoch" \
   --pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime -cf "$out/rootfs.tar.tmp" .
