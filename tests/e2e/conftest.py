@@ -28,6 +28,7 @@ from lightkube import ApiError, Client, KubeConfig
 from lightkube.resources.core_v1 import Namespace, ServiceAccount
 from operators import OperatorProcess
 
+from kapell.backends.local.replicas import free_port
 from kapell.devcluster import DevCluster, GpuPool, find_bin_dir
 
 REPO = Path(__file__).resolve().parents[2]
@@ -133,7 +134,7 @@ def operator(
 ) -> Iterator[OperatorProcess]:
     """One `kapell operator` process for the session (tests that kill it start it again)."""
     log = tmp_path_factory.mktemp("operator") / "operator.log"
-    process = OperatorProcess(dev_cluster.kubeconfig, log, "op-main").start()
+    process = OperatorProcess(dev_cluster.kubeconfig, log, "op-main", port=free_port()).start()
     process.wait_watching()
     yield process
     process.kill(signal.SIGTERM)

@@ -29,13 +29,15 @@ class OperatorProcess:
     kubeconfig: Path
     log: Path
     identity: str
+    port: int = 0  # the operator's HTTP endpoint (probes, metrics, demand); 0: none
     proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> OperatorProcess:
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
                 [str(KAPELL), "operator", f"--kubeconfig={self.kubeconfig}",
-                 f"--identity={self.identity}", f"--lease-duration={LEASE_S}"],
+                 f"--identity={self.identity}", f"--lease-duration={LEASE_S}",
+                 f"--port={self.port}"],
                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
         return self

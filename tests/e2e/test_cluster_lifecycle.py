@@ -10,7 +10,7 @@ from pathlib import Path
 
 from kubeobjects import eventually
 
-from kapell.api.images import ENGINE_IMAGE
+from kapell.api.images import KAPELL_IMAGE
 from kapell.devcluster import find_bin_dir
 from kapell.devcluster.processes import (
     ProcessGroup,
@@ -66,7 +66,7 @@ def test_down_stops_the_node_agent_and_every_pod_process_and_namespace(tmp_path:
         pod = {
             "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "sleeper"},
             "spec": {"containers": [{
-                "name": "main", "image": ENGINE_IMAGE,
+                "name": "main", "image": KAPELL_IMAGE,
                 "command": ["python", "-c", "import time; time.sleep(600)"],
             }]},
         }  # fmt: skip
@@ -130,7 +130,7 @@ def test_an_agent_started_after_a_crash_cleans_up_and_finishes_deletions(tmp_pat
             pod = {
                 "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
                 "spec": {"terminationGracePeriodSeconds": 1, "containers": [{
-                    "name": "main", "image": ENGINE_IMAGE,
+                    "name": "main", "image": KAPELL_IMAGE,
                     "command": ["python", "-c", "import time; time.sleep(600)"],
                 }]},
             }  # fmt: skip

@@ -19,7 +19,7 @@ from lightkube.codecs import from_dict
 from lightkube.resources.core_v1 import Node, Pod
 from lightkube.resources.resource_v1 import ResourceClaim
 
-from kapell.api.images import ENGINE_IMAGE
+from kapell.api.images import KAPELL_IMAGE
 from kapell.devcluster.gpus import SERVING_LABEL
 from kapell.devcluster.processes import Started, is_alive, start_ticks
 
@@ -44,7 +44,7 @@ def engine_pod(
     spec: dict[str, Any] = {
         "nodeSelector": {SERVING_LABEL: "true"},
         "terminationGracePeriodSeconds": 5,
-        "containers": [{"name": "engine", "image": ENGINE_IMAGE, "command": command, **container}],
+        "containers": [{"name": "engine", "image": KAPELL_IMAGE, "command": command, **container}],
     }
     if claim:
         spec["resourceClaims"] = [{"name": "gpu", "resourceClaimName": claim}]
@@ -194,8 +194,53 @@ def test_other_images_get_the_kubelets_reason_and_still_delete(
 
     reason = eventually(waiting, "a waiting reason on pod foreign")
     assert reason.reason == "ErrImageNeverPull"
-    assert "vllm/vllm-openai:v0.11.0" in reason.message and ENGINE_IMAGE in reason.message
+    assert "vllm/vllm-openai:v0.11.0" in reason.message and KAPELL_IMAGE in reason.message
     pod = kube.get(Pod, "foreign", namespace=namespace)
     assert pod.status.phase == "Pending" and condition(pod, "Ready") == "False"
     kube.delete(Pod, "foreign", namespace=namespace)
     eventually(lambda: True if gone(kube, namespace, "foreign") else None, "pod foreign gone")
+
+
+LIST_PODS = ["python", "-c", (
+    "from lightkube import Client; from lightkube.resources.core_v1 import Pod; "
+    "print(len(list(Client().list(Pod))))"
+)]  # fmt: skip
+
+
+def exit_code(kube: Client, namespace: str, name: str) -> int:
+    def probe() -> int | None:
+        pod = kube.get(Pod, name, namespace=namespace)
+        for status in (pod.status.containerStatuses or []) if pod.status else []:
+            if status.state and status.state.terminated:
+                return int(status.state.terminated.exitCode)
+        return None
+
+    return eventually(probe, f"pod {namespace}/{name} finished", WAIT_S)
+
+
+def test_a_pod_acts_as_its_service_account_with_exactly_its_rbac(
+    kube: Client, namespace: str
+) -> None:
+    """The agent gives a pod its ServiceAccount's bound token (``KUBECONFIG``), as a kubelet's
+    projected token: listing pods is refused until a Role allows it to that account."""
+    for name, account in (("refused", "default"), ("allowed", "lister")):
+        if account != "default":
+            kube.create(from_dict({"apiVersion": "v1", "kind": "ServiceAccount",
+                                   "metadata": {"name": account}}), namespace=namespace)  # fmt: skip
+            kube.create(from_dict({
+                "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+                "metadata": {"name": "list-pods"},
+                "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}],
+            }), namespace=namespace)  # fmt: skip
+            kube.create(from_dict({
+                "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                "metadata": {"name": "lister"},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                            "name": "list-pods"},
+                "subjects": [{"kind": "ServiceAccount", "name": account}],
+            }), namespace=namespace)  # fmt: skip
+        pod = engine_pod(name, None, LIST_PODS)
+        pod["spec"].update(restartPolicy="Never", serviceAccountName=account)
+        kube.create(from_dict(pod), namespace=namespace)
+    assert exit_code(kube, namespace, "refused") != 0
+    assert exit_code(kube, namespace, "allowed") == 0

@@ -1,15 +1,18 @@
-"""Container images kapell knows by name, so the operator and the dev cluster agree on them.
+"""kapell's container image, by name, so the operator, the Helm chart and the dev cluster agree.
 
-``ENGINE_IMAGE`` holds kapell's engines (``python -m kapell.engines.sim`` ...). On the dev
-cluster's serving nodes it is the only image that runs: there it stands for this machine's own
-Python environment, so its tag is not checked.
+One image holds all of kapell: the operator, the gateway and the engines it ships
+(``python -m kapell.engines.sim`` ...); its entrypoint is ``kapell``. On the dev cluster's
+serving nodes it is the only image that runs: there it stands for this machine's own Python
+environment, so its tag is not checked.
 """
 
 from __future__ import annotations
 
-ENGINE_REPOSITORY = "ghcr.io/kapell-dev/kapell-engine"
-ENGINE_TAG = "0.1.0"
-ENGINE_IMAGE = f"{ENGINE_REPOSITORY}:{ENGINE_TAG}"
+KAPELL_REPOSITORY = "ghcr.io/kapell-dev/kapell"
+KAPELL_TAG = "0.1.0"
+KAPELL_IMAGE = f"{KAPELL_REPOSITORY}:{KAPELL_TAG}"
+KAPELL_ENTRYPOINT = ("kapell",)
+"""What the image runs when a container gives ``args`` but no ``command``."""
 
 
 def image_repository(image: str) -> str:
@@ -20,6 +23,6 @@ def image_repository(image: str) -> str:
     return name[:colon] if colon > last_slash else name
 
 
-def is_engine_image(image: str) -> bool:
-    """Whether ``image`` is kapell's engine image, at any tag or digest."""
-    return image_repository(image) == ENGINE_REPOSITORY
+def is_kapell_image(image: str) -> bool:
+    """Whether ``image`` is kapell's image, at any tag or digest."""
+    return image_repository(image) == KAPELL_REPOSITORY

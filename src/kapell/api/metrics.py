@@ -20,6 +20,7 @@ ENGINE_PREFIX_CACHE_QUERIES = "vllm:prefix_cache_queries_total"
 ENGINE_BATCH_SIZE = "kapell_engine_batch_size"  # sequences per decode step (kapell engines)
 
 GATEWAY_REQUESTS = "kapell_gateway_requests_total"
+GATEWAY_UPSTREAM_RETRIES = "kapell_gateway_upstream_retries_total"
 GATEWAY_PROMPT_TOKENS = "kapell_gateway_prompt_tokens_total"
 GATEWAY_GENERATED_TOKENS = "kapell_gateway_generated_tokens_total"
 GATEWAY_TTFT_SECONDS = "kapell_gateway_time_to_first_token_seconds"
@@ -28,6 +29,7 @@ GATEWAY_QUEUE_DEPTH = "kapell_gateway_queue_depth"
 GATEWAY_IN_FLIGHT = "kapell_gateway_requests_in_flight"
 GATEWAY_REPLICAS_DESIRED = "kapell_model_replicas_desired"
 GATEWAY_REPLICAS_READY = "kapell_model_replicas_ready"
+GATEWAY_REQUEST_ENERGY_JOULES = "kapell_gateway_request_energy_joules"
 
 MODEL_ENERGY_JOULES = "kapell_model_energy_joules"
 MODEL_JOULES_PER_REQUEST = "kapell_model_joules_per_request"

@@ -250,3 +250,16 @@ class Model(Resource):
     kind: Literal["Model"] = "Model"
     spec: ModelSpec
     status: ModelStatus = Field(default_factory=ModelStatus)
+
+    @property
+    def start_failure(self) -> str | None:
+        """The controller's message when it could not start a replica at all (an engine that
+        is not installed, weights that are not there, no node with room), else None."""
+        for c in self.status.conditions:
+            if (c.type, c.status) == ("Degraded", "True") and c.reason in START_FAILURES:
+                return c.message
+        return None
+
+
+START_FAILURES = ("StartFailed", "Unschedulable")
+"""``Degraded`` reasons that mean no replica starts until the spec or the machines change."""

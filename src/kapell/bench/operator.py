@@ -147,7 +147,7 @@ def deployment_manifests(namespace: str, count: int, replicas: int) -> list[dict
                     "nodeSelector": {"type": "kwok"},
                     "resourceClaims": [{"name": "gpu", "resourceClaimTemplateName": name}],
                     "containers": [{
-                        "name": "engine", "image": "ghcr.io/kapell-dev/kapell-engine:bench",
+                        "name": "engine", "image": "ghcr.io/kapell-dev/kapell:bench",
                         "resources": {"requests": {"cpu": "100m", "memory": "128Mi"},
                                       "claims": [{"name": "gpu"}]},
                     }],
@@ -223,7 +223,7 @@ class OperatorRun:
         with log.open("wb") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "kapell.cli", "operator", f"--kubeconfig={kubeconfig}",
-                 f"--metrics-port={self.port}", "--identity=bench"],
+                 f"--port={self.port}", "--identity=bench"],
                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
 
@@ -287,9 +287,10 @@ def run(config: OperatorBench, progress: Progress) -> dict[str, Any]:
     cluster.down()
     pods = config.models * config.replicas
     progress(f"starting a dev cluster of {config.nodes} kwok nodes ({config.gpus} each)")
-    # kwok renews every node's Lease from one process: at most about 25 renewals a second
-    # (node_grace / 2.5 apart), so that 1,000 fake nodes stay Ready while 10,000 pods start.
-    node_grace_s = max(NODE_GRACE_S, config.nodes // 10)
+    # kwok renews every node's Lease from one process, node_grace / 2.5 apart. Starved of CPU
+    # while 10,000 pods start on 2 cores, it managed about 6 renewals a second: 1,000 nodes
+    # need a 300 s grace to stay Ready (a node that misses it has all its pods marked not Ready).
+    node_grace_s = max(NODE_GRACE_S, config.nodes * 3 // 10)
     up = cluster.up(
         config.nodes, [GpuPool.parse(config.gpus)], progress=progress, node_grace_s=node_grace_s
     )

@@ -23,6 +23,13 @@ def report(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     state_dir: StateDir = DEFAULT_STATE_DIR,
     pue: Annotated[float, typer.Option("--pue", help="Power usage effectiveness, >= 1.")] = 1.0,
+    kepler: Annotated[
+        str | None,
+        typer.Option(
+            "--kepler",
+            help="Kepler's /metrics URL: measured joules of the models' pods (on Kubernetes).",
+        ),
+    ] = None,
 ) -> None:
     """Joules per request and per 1k tokens for each model of a running instance."""
     from dataclasses import asdict
@@ -32,7 +39,12 @@ def report(
     if pue < 1.0:
         raise KapellError(f"--pue must be at least 1.0, got {pue}")
     usages = [ModelUsage.from_json(row) for row in call(state_dir, "GET", "/usage")["models"]]
-    rows = energy_report(usages, default_power_models(), pue=pue)
+    measured = None
+    if kepler is not None:
+        from kapell.observe.power import kepler_model_joules, scrape_kepler
+
+        measured = kepler_model_joules(scrape_kepler(kepler), [u.model for u in usages])
+    rows = energy_report(usages, default_power_models(), pue=pue, measured_j=measured)
     if as_json:
         typer.echo(json.dumps({"pue": pue, "models": [asdict(r) for r in rows]}, indent=2))
         return
@@ -69,16 +81,23 @@ def bench_carbon(
         str,
         typer.Option("--decision", help="point (re-plan on the forecast hourly) or stopping."),
     ] = "point",
+    grid_forecast: Annotated[
+        Path | None,
+        typer.Option(
+            "--grid-forecast",
+            help="Folder of the grid operator's published day-ahead forecasts (ENTSO-E export) "
+            "for the intensity file's zone: forecast with them (grid-ridge).",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Compact JSON (else indented).")] = False,
     plot: Annotated[Path | None, typer.Option("--plot", help="Write a PNG here.")] = None,
 ) -> None:
     """Savings of carbon-aware shifting with a forecast, vs the perfect-foresight oracle."""
     from kapell.bench.carbon import run_carbon_bench
-    from kapell.policy.carbon.forecast import DEFAULT_FORECAST
 
     paths = [Path(p.strip()) for p in intensity.split(",") if p.strip()]
     result = run_carbon_bench(
-        paths, job_hours, window_hours, pausable, forecast or DEFAULT_FORECAST, signal, plot,
-        show_progress=True, decision=decision,
+        paths, job_hours, window_hours, pausable, forecast, signal, plot,
+        show_progress=True, decision=decision, grid_forecast=grid_forecast,
     )  # fmt: skip
     typer.echo(json.dumps(result, indent=None if as_json else 2))

@@ -40,6 +40,9 @@ from kapell.cli.operator import bench_operator, operator  # noqa: E402  (light: 
 
 app.add_typer(dev_app, name="dev")
 app.command("operator")(operator)
+from kapell.cli.cluster_gateway import gateway  # noqa: E402  (light: imports on use)
+
+app.command("gateway")(gateway)
 bench_app.command("operator")(bench_operator)
 
 from kapell.cli.gateway import bench_gateway  # noqa: E402  (light: imports on use)
@@ -50,6 +53,10 @@ from kapell.cli.energy import bench_carbon, energy_app  # noqa: E402  (light: im
 
 app.add_typer(energy_app, name="energy")
 bench_app.command("carbon")(bench_carbon)
+
+from kapell.cli.carbon import carbon_app  # noqa: E402  (light: imports on use)
+
+app.add_typer(carbon_app, name="carbon")
 
 Files = Annotated[list[Path], typer.Option("-f", "--file", help="Resource YAML files.")]
 

@@ -59,9 +59,17 @@ def operator(
         int,
         typer.Option("--lease-duration", min=2, help="Seconds a silent leader keeps the Lease."),
     ] = 15,
-    metrics_port: Annotated[
-        int, typer.Option("--metrics-port", help="Serve Prometheus metrics here (0: off).")
-    ] = 0,
+    port: Annotated[
+        int,
+        typer.Option(
+            "--port",
+            help="HTTP port for probes (/healthz, /readyz), /metrics and the gateways' demand "
+            "reports (0: none; gateways then cannot scale Models).",
+        ),
+    ] = 8090,
+    host: Annotated[
+        str, typer.Option("--host", help="Address to serve on (0.0.0.0 in a pod).")
+    ] = "127.0.0.1",
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Log every watch event.")
     ] = False,
@@ -78,10 +86,10 @@ def operator(
     for noisy in ("httpx", "httpx2", "httpcore"):  # one line per API request otherwise
         logging.getLogger(noisy).setLevel(logging.WARNING)
     me = identity or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-    asyncio.run(_run(kubeconfig, namespace, me, lease_namespace, lease_duration, metrics_port))
+    asyncio.run(_run(kubeconfig, namespace, me, lease_namespace, lease_duration, host, port))
 
 
-def _client(kubeconfig: Path | None) -> Client:
+def kube_client(kubeconfig: Path | None) -> Client:
     from lightkube import Client, KubeConfig
 
     from kapell.backends.kubernetes.store import FIELD_MANAGER
@@ -113,62 +121,34 @@ async def _run(
     identity: str,
     lease_namespace: str,
     lease_duration: int,
-    metrics_port: int,
+    host: str,
+    port: int,
 ) -> None:
+    from kapell.api.model import Model
     from kapell.backends.kubernetes.informer import wait_synced
     from kapell.backends.kubernetes.lease import LeaderElector
     from kapell.backends.kubernetes.replicas import KubeReplicas
-    from kapell.backends.kubernetes.store import KubeStore
+    from kapell.backends.kubernetes.store import KubeStore, model_key
     from kapell.backends.local.store import utc_now
+    from kapell.cli.operator_api import operator_app
+    from kapell.cli.serving import bind, server
+    from kapell.control.demand import DemandBoard
     from kapell.control.loop import ReconcileLoop
     from kapell.control.model import ModelController
     from kapell.control.scaling import PolicyScaler
     from kapell.observe.operator_metrics import OperatorMetrics
     from kapell.policy.autoscale import DemandSample
 
-    client = _client(kubeconfig)
+    client = kube_client(kubeconfig)
     _check_crds(client)
+    sock = bind(host, port, "kapell operator") if port else None
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
 
-    elector = LeaderElector(
-        client,
-        identity,
-        lease_namespace,
-        on_lost=lambda: os._exit(1),
-        duration_s=lease_duration,
-        renew_s=max(0.5, lease_duration / 5),
-    )
-    elector.start()
-    console.print(
-        f"kapell operator {identity}: waiting for the lease {lease_namespace}/kapell-operator"
-    )
-    while not elector.leading.is_set():
-        if stop.is_set():
-            elector.stop()
-            return
-        await asyncio.sleep(0.2)
-    console.print(f"kapell operator {identity}: leading")
-
     def enqueue(key: str) -> None:
         loop.call_soon_threadsafe(reconciler.enqueue, key)
-
-    store = KubeStore(client, enqueue, namespace)
-    replicas = KubeReplicas(client, store.stored, enqueue, namespace)
-
-    def demand(model: object, ready: int) -> DemandSample:
-        # No in-cluster gateway meters demand yet: the scaler holds each Model at its minimum.
-        return DemandSample(tokens_total=0.0, ready_replicas=ready)
-
-    scaler = PolicyScaler(demand, lambda model: replicas.cold_start_s(model.key))
-    # Informers turn every change of a pod or Model into a reconcile, so polling can be rare.
-    controller = ModelController(
-        store, replicas, scaler, time.monotonic, utc_now, progress_s=EVENT_DRIVEN_PROGRESS_S,
-        resync_s=EVENT_DRIVEN_RESYNC_S,
-    )  # fmt: skip
-    metrics = OperatorMetrics(lambda: store.writes + replicas.writes)
 
     def reconcile(key: str) -> float | None:
         if not elector.leading.is_set():  # paused: the Lease could not be renewed
@@ -183,21 +163,62 @@ async def _run(
         metrics.observe(time.perf_counter() - started)
         return requeue
 
+    def demand(model: Model, ready: int) -> DemandSample:
+        key = f"{model.metadata.namespace}/{model.metadata.name}"
+        return board.sample(key, ready, time.monotonic())
+
+    def wake(model: str) -> None:
+        """A gateway holds requests for ``model`` (``namespace/name``): reconcile it now."""
+        model_namespace, _, name = model.partition("/")
+        reconciler.enqueue(model_key(model_namespace, name))
+
+    elector = LeaderElector(
+        client,
+        identity,
+        lease_namespace,
+        on_lost=lambda: os._exit(1),
+        duration_s=lease_duration,
+        renew_s=max(0.5, lease_duration / 5),
+    )
+    store = KubeStore(client, enqueue, namespace)
+    replicas = KubeReplicas(client, store.stored, enqueue, namespace)
+    board = DemandBoard()
+    scaler = PolicyScaler(demand, lambda model: replicas.cold_start_s(model.key))
+    # Informers turn every change of a pod or Model into a reconcile, so polling can be rare.
+    controller = ModelController(
+        store, replicas, scaler, time.monotonic, utc_now, progress_s=EVENT_DRIVEN_PROGRESS_S,
+        resync_s=EVENT_DRIVEN_RESYNC_S,
+    )  # fmt: skip
+    metrics = OperatorMetrics(lambda: store.writes + replicas.writes)
     reconciler = ReconcileLoop(reconcile)
+
+    tasks = []
+    if sock is not None:
+        api = server(operator_app(board, elector.leading, metrics.registry, wake), sock)
+        tasks.append(loop.create_task(api.serve(sockets=[sock])))
+        console.print(f"kapell operator {identity}: probes, metrics and demand on {host}:{port}")
+    elector.start()
+    console.print(
+        f"kapell operator {identity}: waiting for the lease {lease_namespace}/kapell-operator"
+    )
     informers = [*replicas.informers, store.informer]
-    for informer in informers:
-        informer.start()
-    await loop.run_in_executor(None, wait_synced, informers, SYNC_TIMEOUT_S)
-    if metrics_port:
-        metrics.serve(metrics_port)
-    for key in store.model_keys():
-        reconciler.enqueue(key)
-    console.print(f"kapell operator {identity}: watching {namespace or 'all namespaces'}")
-    task = loop.create_task(reconciler.run())
     try:
+        while not elector.leading.is_set():
+            if stop.is_set():
+                return
+            await asyncio.sleep(0.2)
+        console.print(f"kapell operator {identity}: leading")
+        for informer in informers:
+            informer.start()
+        await loop.run_in_executor(None, wait_synced, informers, SYNC_TIMEOUT_S)
+        for key in store.model_keys():
+            reconciler.enqueue(key)
+        console.print(f"kapell operator {identity}: watching {namespace or 'all namespaces'}")
+        tasks.append(loop.create_task(reconciler.run()))
         await stop.wait()
     finally:
-        task.cancel()
+        for task in tasks:
+            task.cancel()
         for informer in informers:
             informer.stop()
         elector.stop()

@@ -11,14 +11,11 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import sys
 import time
-from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
-import uvicorn
 from rich.console import Console
 
 from kapell import __version__
@@ -30,15 +27,17 @@ from kapell.backends.local.endpoints import routable
 from kapell.backends.local.replicas import HOST, LocalReplicas, free_port
 from kapell.backends.local.store import SQLiteStore, utc_now
 from kapell.cli.client import INSTANCE_FILE, state_dir_default
+from kapell.cli.serving import bind, server
 from kapell.control.loop import ReconcileLoop
 from kapell.control.model import ModelController
 from kapell.control.scaling import PolicyScaler
 from kapell.gateway.app import create_app
 from kapell.gateway.config import GatewayConfig
 from kapell.gateway.endpoints import StaticEndpointSource
-from kapell.gateway.server import tune_gc, uvicorn_config
+from kapell.gateway.server import tune_gc
 from kapell.observe.access_log import AccessLog
 from kapell.observe.energy_metrics import EnergyCollector
+from kapell.observe.power import GpuEnergyMeter, meter_gpus, read_nvml
 from kapell.policy.autoscale import DemandSample
 from kapell.policy.energy import ModelUsage as EnergyUsage
 from kapell.policy.energy import default_power_models, energy_report
@@ -48,42 +47,12 @@ SHUTDOWN_LIMIT_S = 30.0
 """Longest a graceful stop of all replicas may take before they are killed."""
 
 
-class _Server(uvicorn.Server):
-    """A uvicorn server that leaves signal handling to ``kapell up``."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        yield
-
-
-def _bind(port: int, what: str) -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((HOST, port))
-    except OSError:
-        sock.close()
-        raise BackendError(
-            f"{what} port {port} is in use; pass --port with another number, or 0 for any"
-        ) from None
-    sock.listen(2048)
-    sock.setblocking(False)
-    return sock
-
-
-def _server(app: Any, sock: socket.socket) -> tuple[_Server, socket.socket]:
-    """A server for ``sock`` with the gateway's tuned settings (the socket sets the address)."""
-    config = uvicorn_config(app, HOST, 0)
-    config.timeout_graceful_shutdown = 5
-    return _Server(config), sock
-
-
 async def run(resources: list[Resource], state_dir: Path, port: int) -> None:
     """Serve until SIGINT/SIGTERM or an admin shutdown; leaves no child process behind."""
     state_dir.mkdir(parents=True, exist_ok=True)
     instance_path = state_dir / INSTANCE_FILE
-    gateway_sock = _bind(port, "gateway")
-    admin_sock = _bind(free_port(), "admin")
+    gateway_sock = bind(HOST, port, "the gateway")
+    admin_sock = bind(HOST, free_port(), "the admin API")
     store = SQLiteStore(state_dir / "state.db")
 
     def demand(model: Model, ready: int) -> DemandSample:
@@ -149,6 +118,8 @@ async def run(resources: list[Resource], state_dir: Path, port: int) -> None:
         "state_dir": str(state_dir.resolve()),
     }
 
+    gpu_meter = _gpu_meter()
+
     def usage() -> list[dict[str, Any]]:
         """Per-model usage for `kapell energy report`: what ran, how long, how many tokens."""
         rows = []
@@ -168,7 +139,10 @@ async def run(resources: list[Resource], state_dir: Path, port: int) -> None:
                 "requests": metered.requests,
                 "prompt_tokens": metered.prompt_tokens,
                 "generated_tokens": metered.generated_tokens,
+                "request_energy_j": metered.request_energy_j,
             })  # fmt: skip
+            if gpu_meter is not None and model.metadata.name in gpu_meter.joules:
+                rows[-1]["measured_j"] = gpu_meter.joules[model.metadata.name]
         return rows
 
     admin = create_admin_app(
@@ -189,11 +163,19 @@ async def run(resources: list[Resource], state_dir: Path, port: int) -> None:
     for key in store.keys("Model"):
         on_change(key)
 
-    servers = [_server(gateway, gateway_sock), _server(admin, admin_sock)]
+    servers = [
+        (server(gateway, gateway_sock), gateway_sock),
+        (server(admin, admin_sock), admin_sock),
+    ]
     tune_gc()  # the gateway shares this process; fewer, larger GC passes keep its latency flat
     server_tasks = [loop.create_task(s.serve(sockets=[sock])) for s, sock in servers]
-    reconcile_task = loop.create_task(reconciler.run())
-    instance_path.write_text(json.dumps(info, indent=2))
+    background = [loop.create_task(reconciler.run())]
+    if gpu_meter is not None:
+        background.append(loop.create_task(_meter(gpu_meter, replicas)))
+    # Written whole, then renamed: a `kapell` command (or a test) reading it never sees half.
+    partial = instance_path.with_suffix(".tmp")
+    partial.write_text(json.dumps(info, indent=2))
+    partial.replace(instance_path)
     console.print(f"kapell {__version__}: state in {state_dir}, admin API on {admin_url}")
     print(f"Gateway: {gateway_url} (OpenAI API at {gateway_url}/v1)", flush=True)
     if not store.keys("Model"):
@@ -209,22 +191,43 @@ async def run(resources: list[Resource], state_dir: Path, port: int) -> None:
         console.print("kapell: shutting down replicas... (Ctrl-C again to kill them at once)")
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, _kill_now, replicas)
-        for task in (reporter, reconcile_task):
+        for task in (reporter, *background):
             task.cancel()
-        await asyncio.gather(reporter, reconcile_task, return_exceptions=True)
+        await asyncio.gather(reporter, *background, return_exceptions=True)
         try:
             await asyncio.wait_for(replicas.shutdown(), SHUTDOWN_LIMIT_S)
         except TimeoutError:
             console.print(f"kapell: replicas still running after {SHUTDOWN_LIMIT_S:.0f}s; killing")
             _kill_now(replicas, exit_process=False)
-        for server, _ in servers:
-            server.should_exit = True
+        for running, _ in servers:
+            running.should_exit = True
         await asyncio.gather(*server_tasks, return_exceptions=True)
         access_log.close()
         store.close()
         with contextlib.suppress(FileNotFoundError):
             instance_path.unlink()
         console.print("kapell: stopped; no replica left running")
+
+
+def _gpu_meter() -> GpuEnergyMeter | None:
+    """A meter of GPU joules per model when NVML can read this machine's GPUs, else None."""
+    try:
+        gpus = read_nvml()
+    except BackendError as exc:
+        console.print(f"kapell: energy is modelled ({exc})")
+        return None
+    if not gpus:
+        console.print("kapell: energy is modelled (NVML sees no GPU)")
+        return None
+    console.print(f"kapell: energy of GPU models is measured with NVML ({len(gpus)} GPU(s))")
+    return GpuEnergyMeter()
+
+
+async def _meter(meter: GpuEnergyMeter, replicas: LocalReplicas) -> None:
+    try:
+        await meter_gpus(meter, replicas.pid_models)
+    except BackendError as exc:
+        console.print(f"kapell: NVML stopped answering ({exc}); energy is modelled from now on")
 
 
 def _kill_now(replicas: LocalReplicas, exit_process: bool = True) -> None:

@@ -23,6 +23,7 @@ import os
 import shutil
 import signal
 import sys
+import urllib.parse
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -35,8 +36,10 @@ from lightkube.types import PatchType
 from kapell.api.errors import BackendError
 from kapell.devcluster import agentstate, podnet
 from kapell.devcluster.agentstate import AgentState
+from kapell.devcluster.apiproxy import SERVICE_URL, ApiServerProxy
 from kapell.devcluster.container import Backoff
 from kapell.devcluster.nodeheart import Heartbeat
+from kapell.devcluster.podtoken import api_cluster
 from kapell.devcluster.podworker import NodeNet, PodWorker, Runtime
 
 log = logging.getLogger("kapell.devcluster.agent")
@@ -151,6 +154,10 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event) -> None:
     if left:
         log.info("removed what an earlier agent left for %s", ", ".join(left))
     client = AsyncClient(KubeConfig.from_file(args.kubeconfig), field_manager=FIELD_MANAGER)
+    cluster = api_cluster(args.kubeconfig)
+    apiserver = urllib.parse.urlsplit(cluster["server"])
+    proxy = ApiServerProxy(apiserver.hostname or "127.0.0.1", apiserver.port or 443)
+    await proxy.start()
     runtime = Runtime(
         client=client,
         state=AgentState(state_dir),
@@ -162,6 +169,8 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event) -> None:
         ip_binary=shutil.which("ip") or "ip",
         backoff=Backoff(args.backoff_base_s, args.backoff_cap_s),
         grace_cap_s=args.grace_cap_s,
+        api_cluster={**cluster, "server": SERVICE_URL},
+        credentials=state_dir / "pod-credentials",
     )
     nodes = [n for n in args.nodes.split(",") if n]
     agent = Agent(runtime, nodes)
@@ -178,6 +187,7 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event) -> None:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await agent.stop_pods()
+        await proxy.stop()
         with contextlib.suppress(Exception):
             await heartbeat.remove_leases()
         for lock in locks:

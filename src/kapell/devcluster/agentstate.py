@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from kapell.devcluster import podnet
+from kapell.devcluster.pki import SERVICE_IP
 from kapell.devcluster.processes import signal_group_of
 
 STATE_FILE = Path("node-agent") / "state.json"
@@ -70,7 +71,8 @@ def stop_processes(processes: list[tuple[int, int]], grace_s: float) -> None:
 
 
 def clean_up(state_dir: Path, grace_s: float = 5.0) -> list[str]:
-    """Stop every recorded process and remove every recorded namespace and veth; returns the
+    """Stop every recorded process and remove every recorded namespace and veth (and the
+    apiserver's service address, see ``apiproxy``); returns the
     ``namespace/name`` of the pods that had something left. Safe to call when nothing is."""
     state = AgentState(state_dir)
     cleaned = []
@@ -80,6 +82,7 @@ def clean_up(state_dir: Path, grace_s: float = 5.0) -> list[str]:
             podnet.delete(record.netns, record.veth)
         cleaned.append(f"{record.namespace}/{record.name}")
     state.pods.clear()
-    if state.path.exists():
+    if state.path.exists():  # an agent ran: it may have died holding the apiserver's address
         state.save()
+        podnet.remove_local_address(SERVICE_IP)
     return cleaned

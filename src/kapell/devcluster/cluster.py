@@ -174,7 +174,7 @@ class DevCluster:
         """Remove what a previous ``up`` left, and only that: the state dir may be user-chosen."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
         agentstate.clean_up(self.state_dir)  # pods of an agent that was killed
-        for name in ("etcd", "pki", "kubeconfigs", "logs", "apiserver-certs"):
+        for name in ("etcd", "pki", "kubeconfigs", "logs", "apiserver-certs", "pod-credentials"):
             shutil.rmtree(self.state_dir / name, ignore_errors=True)
         self.kubeconfig.unlink(missing_ok=True)
 

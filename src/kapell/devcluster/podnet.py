@@ -180,3 +180,12 @@ def can_manage() -> str | None:
     if shutil.which("ip") is None:
         return "serving nodes need iproute2's `ip` on PATH"
     return None
+
+
+def add_local_address(ip: str) -> None:
+    """Make ``ip`` one of this host's own addresses (on ``lo``), so pods can reach it."""
+    _ip("addr", "replace", f"{ip}/32", "dev", "lo")
+
+
+def remove_local_address(ip: str) -> None:
+    _ip("addr", "del", f"{ip}/32", "dev", "lo", check=False)

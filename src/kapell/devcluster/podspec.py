@@ -3,10 +3,10 @@
 Pure functions over the pod as the API returns it (a dict). A container that cannot run here
 raises :class:`Unrunnable` with the waiting reason a kubelet would report.
 
-The kapell engine image (``kapell.api.images``) stands for this machine's Python environment:
-a command whose first word is ``python`` (``python3``, ``python3.11`` ...) runs with the agent's
-own interpreter; another first word is looked up on the container's ``PATH``. Any other image
-cannot run, since there is no container runtime.
+kapell's image (``kapell.api.images``) stands for this machine's Python environment: a command
+whose first word is ``python`` (``python3``, ``python3.11`` ...) runs with the agent's own
+interpreter; another first word is looked up on the container's ``PATH``; no command runs the
+image's entrypoint, ``kapell``. Any other image cannot run, since there is no container runtime.
 """
 
 from __future__ import annotations
@@ -17,13 +17,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from kapell.api.images import ENGINE_IMAGE, is_engine_image
+from kapell.api.images import KAPELL_ENTRYPOINT, KAPELL_IMAGE, is_kapell_image
 
 Pod = dict[str, Any]
 Container = dict[str, Any]
 
 IMAGE_ENV_KEYS = ("PATH", "PYTHONPATH", "VIRTUAL_ENV", "HOME", "LANG", "LC_ALL", "TZ")
-"""Variables of the agent's environment that the engine image "has" (Python must find kapell)."""
+"""Variables of the agent's environment that kapell's image "has" (Python must find kapell)."""
 
 _PYTHON = re.compile(r"^python(\d+(\.\d+)*)?$")
 _VAR_REF = re.compile(r"\$\$|\$\(([-._a-zA-Z][-._a-zA-Z0-9]*)\)")
@@ -40,11 +40,11 @@ class Unrunnable(Exception):
 
 def check_image(container: Container) -> None:
     image = container.get("image", "")
-    if not is_engine_image(image):
+    if not is_kapell_image(image):
         raise Unrunnable(
             "ErrImageNeverPull",
-            f"image {image!r} cannot run on a kapell dev serving node: only the kapell engine "
-            f"image ({ENGINE_IMAGE}, any tag) runs there, as this machine's Python environment",
+            f"image {image!r} cannot run on a kapell dev serving node: only kapell's image "
+            f"({KAPELL_IMAGE}, any tag) runs there, as this machine's Python environment",
         )
 
 
@@ -180,16 +180,11 @@ def render_env(
 
 
 def resolve_argv(container: Container, env: Mapping[str, str], python: str) -> list[str]:
-    """``command`` + ``args`` expanded, with ``python*`` mapped to ``python`` (the agent's
-    interpreter) and any other first word resolved on the container's PATH."""
-    command = [expand(word, env) for word in container.get("command") or []]
+    """``command`` (the image's entrypoint if none) + ``args`` expanded, with ``python*``
+    mapped to the agent's interpreter and any other first word resolved on the container's
+    PATH."""
+    command = [expand(word, env) for word in container.get("command") or KAPELL_ENTRYPOINT]
     args = [expand(word, env) for word in container.get("args") or []]
-    if not command:
-        raise Unrunnable(
-            "CreateContainerConfigError",
-            "no command: the engine image has no entrypoint on a dev serving node; "
-            "set spec.containers[].command, e.g. [python, -m, kapell.engines.sim]",
-        )
     first = command[0]
     if _PYTHON.match(first.rsplit("/", 1)[-1]):
         return [python, *command[1:], *args]

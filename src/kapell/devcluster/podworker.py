@@ -1,6 +1,6 @@
 """One pod on a serving node, from binding to deletion, as a kubelet's pod worker.
 
-Start: refuse images other than the engine image (``ErrImageNeverPull``), make the pod's
+Start: refuse images other than kapell's image (``ErrImageNeverPull``), make the pod's
 network, read what its containers need from the API (ResourceClaims and the node's
 ResourceSlice for the GPU variables, ConfigMaps and Secrets for env), then start a
 :class:`ContainerRunner` per container. Whatever is missing is retried with back-off while the
@@ -17,6 +17,7 @@ import base64
 import contextlib
 import ipaddress
 import logging
+import shutil
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -45,6 +46,7 @@ from kapell.devcluster.podspec import (
     termination_grace_s,
 )
 from kapell.devcluster.podstatus import ContainerObservation, PodObservation, Waiting, render
+from kapell.devcluster.podtoken import wants_token, write_kubeconfig
 from kapell.devcluster.processes import start_ticks
 
 log = logging.getLogger(__name__)
@@ -78,6 +80,10 @@ class Runtime:
     ip_binary: str = "ip"
     backoff: Backoff = field(default_factory=Backoff)
     grace_cap_s: float = 30.0
+    api_cluster: Mapping[str, Any] | None = None
+    """The apiserver (server, CA) pods reach with their ServiceAccount's token; None: no
+    credentials are given to pods."""
+    credentials: Path | None = None  # <state-dir>/pod-credentials: one kubeconfig per pod
 
 
 class PodWorker:
@@ -170,14 +176,14 @@ class PodWorker:
         while runnable and not self._stop.is_set():
             waiting = []
             try:
-                sources, claims, slices = await self._read_inputs([c for c, _ in runnable])
+                inputs = await self._read_inputs([c for c, _ in runnable])
             except ApiError as exc:
                 log.warning("%s: reading claims/config failed: %s", self.describe, exc)
                 waiting = runnable
             else:
                 for container, obs in runnable:
                     try:
-                        launch = self._launch(container, sources, claims, slices)
+                        launch = self._launch(container, *inputs)
                     except Unrunnable as exc:
                         obs.state = Waiting(exc.reason, exc.message)
                         waiting.append((container, obs))
@@ -222,8 +228,12 @@ class PodWorker:
 
     async def _read_inputs(
         self, containers: list[Json]
-    ) -> tuple[Sources, dict[str, Json], list[Json]]:
+    ) -> tuple[Sources, dict[str, Json], list[Json], Path | None]:
         client, ns = self.rt.client, self.namespace
+        kubeconfig = None
+        if self.rt.api_cluster is not None and self.rt.credentials and wants_token(self.pod):
+            path = self.rt.credentials / self.uid / "kubeconfig"
+            kubeconfig = await write_kubeconfig(client, self.pod, self.rt.api_cluster, path)
         config_maps: dict[str, dict[str, str]] = {}
         secrets: dict[str, dict[str, str]] = {}
         for container in containers:
@@ -248,16 +258,23 @@ class PodWorker:
                 ResourceSlice, fields={"spec.nodeName": self.node, "spec.driver": DRIVER}
             )
             slices = [s.to_dict() async for s in listed]
-        return Sources(config_maps, secrets), claims, slices
+        return Sources(config_maps, secrets), claims, slices, kubeconfig
 
     def _launch(
-        self, container: Json, sources: Sources, claims: dict[str, Json], slices: list[Json]
+        self,
+        container: Json,
+        sources: Sources,
+        claims: dict[str, Json],
+        slices: list[Json],
+        kubeconfig: Path | None,
     ) -> Launch:
         uuids = device_uuids(self.pod, container, claims, slices)
         env = render_env(
             self.pod, container, image_env=self.rt.image_env, sources=sources,
             pod_ip=self.obs.pod_ip, host_ip=self.rt.host_ip, devices=device_env(uuids),
         )  # fmt: skip
+        if kubeconfig is not None:  # where a kubelet's projected token would be
+            env.setdefault("KUBECONFIG", str(kubeconfig))
         start_error, argv = "", []
         try:
             argv = resolve_argv(container, env, self.rt.python)
@@ -325,6 +342,8 @@ class PodWorker:
                 await asyncio.to_thread(podnet.delete, record.netns, record.veth)
             self.rt.state.pods.pop(self.uid, None)
             self.rt.state.save()
+        if self.rt.credentials is not None:
+            shutil.rmtree(self.rt.credentials / self.uid, ignore_errors=True)
         if self._finish_deletion and not self._vanished:
             await self._delete_for_good()
         log.info("%s: stopped", self.describe)

@@ -35,7 +35,7 @@ from kapell.gateway.activator import ModelGate
 from kapell.gateway.config import GatewayConfig
 from kapell.gateway.endpoints import EndpointSource
 from kapell.gateway.errors import GatewayError, send_error
-from kapell.gateway.metering import Meter
+from kapell.gateway.metering import Meter, busy_power_w
 from kapell.gateway.openapi import openapi_document
 from kapell.gateway.requests import ParsedRequest, parse_request
 from kapell.gateway.tenancy import Tenant, Tenants
@@ -493,6 +493,9 @@ class _Exchange:
         self.ttft_s: float | None = None
         self.replica: str | None = None
         """The replica last tried (the one that answered, if any did)."""
+        self.power_w = busy_power_w(model)
+        self.energy_j = 0.0
+        """Modelled joules charged to this request on the replicas it was sent to."""
         self.request_tokens = request.prompt_tokens_estimate + (
             request.max_tokens
             if request.max_tokens is not None
@@ -546,6 +549,9 @@ class _Exchange:
         usage.requests += 1
         usage.prompt_tokens += self.prompt_tokens
         usage.generated_tokens += self.generated_tokens
+        if self.replica is not None and self.power_w is not None:
+            usage.request_energy_j += self.energy_j
+            self.metrics.energy_j.observe(self.energy_j)
         tokens = self.prompt_tokens + self.generated_tokens
         if tokens:
             self.tenant.tokens.take(tokens)
@@ -561,10 +567,13 @@ class _Exchange:
             endpoint = gateway.choose(self.model, self.request, self.request_tokens, tried)
             if endpoint is None:
                 break
+            if tried:
+                self.metrics.retries.inc()
             counts = gateway.counts(endpoint)
             self.replica = endpoint.replica_id
             counts.tokens += self.request_tokens
             counts.requests += 1
+            self._energy_start(endpoint.replica_id)
             try:
                 return await self._exchange(endpoint, started_s)
             except _UPSTREAM_FAILURES as exc:
@@ -576,12 +585,24 @@ class _Exchange:
             finally:
                 counts.tokens -= self.request_tokens
                 counts.requests -= 1
+                self._energy_finish(endpoint.replica_id)
         raise GatewayError(
             502,
             f"model '{self.model.metadata.name}': {failure}; tried {len(tried)} replica(s)",
             type="upstream_error",
             code="upstream_failed",
         )
+
+    def _energy_start(self, replica_id: str) -> None:
+        if self.power_w is not None:
+            energy = self.gateway.meter.replica_energy(replica_id, self.power_w)
+            energy.start(id(self), self.request_tokens, time.monotonic())
+
+    def _energy_finish(self, replica_id: str) -> None:
+        if self.power_w is not None:
+            energy = self.gateway.meter.replica_energy(replica_id, self.power_w)
+            self.energy_j += energy.finish(id(self), time.monotonic())
+            self.gateway.meter.release_energy(replica_id)
 
     async def _exchange(self, endpoint: Endpoint, started_s: float) -> int:
         session = self.gateway.session

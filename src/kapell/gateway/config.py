@@ -60,5 +60,7 @@ class GatewayConfig:
     """Prompt characters per prefix block hashed for prefix-affinity routing (~64 tokens)."""
     prefix_affinity_blocks: int = 4
     """Leading blocks that decide a request's place on the hash ring."""
-    failed_endpoint_cooldown_s: float = 2.0
-    """How long a replica that refused a connection is skipped by routing."""
+    failed_endpoint_cooldown_s: float = 10.0
+    """How long a replica that failed before answering is skipped by routing (unless no other
+    is left): longer than Kubernetes takes to drop a dead pod from its EndpointSlice (three
+    failed 1 s readiness probes, then the slice update), so a dead endpoint costs one retry."""

@@ -3,11 +3,33 @@
 The autoscaler loop (in the same process for the local backend) reads ``Meter.snapshot``
 every tick and feeds ``kapell.policy.autoscale``; counters are cumulative so a reader computes
 rates from two snapshots without the gateway knowing the reader's period.
+
+Each replica's modelled power is split among the requests in flight on it
+(``policy.energy.RequestEnergy``), so every request carries the joules it is charged.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+
+from kapell.api import Model
+from kapell.api.errors import NotFoundError
+from kapell.api.units import parse_quantity
+from kapell.policy.energy import RequestEnergy, default_power_models, replica_busy_power_w
+
+
+def busy_power_w(model: Model) -> float | None:
+    """A replica's modelled power while serving; None for a GPU without a power model."""
+    gpu = model.spec.resources.gpu
+    try:
+        return replica_busy_power_w(
+            default_power_models(),
+            gpu.models[0] if gpu is not None and gpu.models else None,
+            gpu.milli_gpus if gpu is not None else 0,
+            parse_quantity(model.spec.resources.cpu),
+        )
+    except NotFoundError:
+        return None
 
 
 @dataclass
@@ -31,6 +53,8 @@ class ModelUsage:
     """Seconds with at least one request in flight, over finished busy periods."""
     busy_since_s: float | None = None
     """Monotonic start of the current busy period, if one is open."""
+    request_energy_j: float = 0.0
+    """Modelled joules charged to finished requests (``RequestEnergy``)."""
 
     def arrive(self, prompt_tokens: int, max_tokens: int) -> None:
         """A request arrived; its output is expected to be this model's mean so far."""
@@ -66,6 +90,20 @@ class Meter:
 
     def __init__(self) -> None:
         self._usage: dict[str, ModelUsage] = {}
+        self._energy: dict[str, RequestEnergy] = {}
+
+    def replica_energy(self, replica_id: str, power_w: float) -> RequestEnergy:
+        """The energy split of one replica (created on first use, dropped when it goes idle)."""
+        found = self._energy.get(replica_id)
+        if found is None:
+            found = self._energy[replica_id] = RequestEnergy(power_w)
+        return found
+
+    def release_energy(self, replica_id: str) -> None:
+        """Forget an idle replica's split, so replicas that come and go leave nothing behind."""
+        found = self._energy.get(replica_id)
+        if found is not None and not found.in_flight:
+            del self._energy[replica_id]
 
     def usage(self, model: str) -> ModelUsage:
         """The live (mutable) record for ``model``; created on first use."""

@@ -43,7 +43,7 @@ class CarbonReadings:
     g_per_kwh: tuple[float, ...]
 
 
-def _epoch_s(text: str) -> float:
+def epoch_s(text: str) -> float:
     stamp = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     if stamp.tzinfo is None:
         stamp = stamp.replace(tzinfo=UTC)
@@ -66,7 +66,7 @@ def parse_intensity_csv(text: str, name: str, signal: str = "lca") -> CarbonRead
             return CarbonReadings(
                 body[0][zone],
                 signal,
-                tuple(_epoch_s(r[0]) for r in body),
+                tuple(epoch_s(r[0]) for r in body),
                 tuple(float(r[col]) for r in body),
             )
         if len(header) == 2:
@@ -77,7 +77,7 @@ def parse_intensity_csv(text: str, name: str, signal: str = "lca") -> CarbonRead
             return CarbonReadings(
                 region,
                 kind,
-                tuple(_epoch_s(r[0]) for r in body),
+                tuple(epoch_s(r[0]) for r in body),
                 tuple(float(r[1]) for r in body),
             )
     except (ValueError, IndexError) as exc:
@@ -100,11 +100,24 @@ def parse_carbon_aware_sdk(payload: object, location: str) -> CarbonReadings:
     if not isinstance(payload, list):
         raise KapellError("Carbon Aware SDK answer is not a JSON list of emissions")
     points = sorted(
-        (_epoch_s(str(p["time"])), float(p["rating"]))
+        (epoch_s(str(p["time"])), float(p["rating"]))
         for p in payload
         if isinstance(p, dict) and p.get("location", location) == location
     )
     return CarbonReadings(location, "sdk", tuple(t for t, _ in points), tuple(v for _, v in points))
+
+
+def get_json(url: str, what: str, headers: dict[str, str] | None = None,
+             timeout_s: float = 10.0) -> object:  # fmt: skip
+    """The JSON answer of ``GET url``; a one-line ``BackendError`` naming ``what`` otherwise."""
+    request = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            return json.loads(response.read().decode("utf-8"))
+    except urllib.error.HTTPError as exc:
+        raise BackendError(f"{what} answered HTTP {exc.code} {exc.reason} for {url}") from exc
+    except (urllib.error.URLError, OSError, json.JSONDecodeError) as exc:
+        raise BackendError(f"{what} did not answer at {url}: {exc}") from exc
 
 
 def fetch_carbon_aware_sdk(
@@ -115,12 +128,7 @@ def fetch_carbon_aware_sdk(
         {"location": location, "time": start.isoformat(), "toTime": end.isoformat()}
     )
     url = f"{base_url.rstrip('/')}/emissions/bylocations?{query}"
-    try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as response:
-            payload = json.loads(response.read().decode("utf-8"))
-    except (urllib.error.URLError, OSError, json.JSONDecodeError) as exc:
-        raise BackendError(f"Carbon Aware SDK at {base_url} did not answer: {exc}") from exc
-    return parse_carbon_aware_sdk(payload, location)
+    return parse_carbon_aware_sdk(get_json(url, "Carbon Aware SDK", timeout_s=timeout_s), location)
 
 
 def constant_intensity(region: str, g_per_kwh: float, times_s: Iterable[float]) -> CarbonReadings:

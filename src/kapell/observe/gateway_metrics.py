@@ -21,6 +21,8 @@ LATENCY_BUCKETS_S = (
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
 )  # fmt: skip
 
+ENERGY_BUCKETS_J = (1.0, 10.0, 30.0, 100.0, 300.0, 1e3, 3e3, 1e4, 3e4, 1e5, 3e5)
+
 ModelGauges = Callable[[], Iterable[tuple[str, int, int, int, int]]]
 """Yields ``(model, queue_depth, in_flight, replicas_ready, replicas_desired)``."""
 
@@ -52,7 +54,10 @@ class RequestMetrics:
         self.e2e_s = children["e2e"]
         self.prompt_tokens = children["prompt"]
         self.generated_tokens = children["generated"]
+        self.energy_j = children["energy"]
         self._requests = children["requests"]
+        self.retries = children["retries"]
+        """Requests sent to another replica after one failed before answering."""
         self._by_code: dict[int, Any] = {}
 
     def count(self, status: int) -> None:
@@ -77,6 +82,12 @@ class GatewayMetrics:
         self._generated = Counter(
             names.GATEWAY_GENERATED_TOKENS, "Generated tokens", labels, registry=self.registry
         )
+        self._retries = Counter(
+            names.GATEWAY_UPSTREAM_RETRIES,
+            "Requests retried on another replica after one failed before answering",
+            labels,
+            registry=self.registry,
+        )
         self._ttft = Histogram(
             names.GATEWAY_TTFT_SECONDS,
             "Time to the first response byte",
@@ -89,6 +100,13 @@ class GatewayMetrics:
             "Time to the last response byte",
             labels,
             buckets=LATENCY_BUCKETS_S,
+            registry=self.registry,
+        )
+        self._energy = Histogram(
+            names.GATEWAY_REQUEST_ENERGY_JOULES,
+            "Energy charged to a request: its token share of its replica's power while in flight",
+            [*labels, "source"],
+            buckets=ENERGY_BUCKETS_J,
             registry=self.registry,
         )
         self.registry.register(_GaugeCollector(gauges))
@@ -105,7 +123,9 @@ class GatewayMetrics:
                     "e2e": self._e2e.labels(model, tenant),
                     "prompt": self._prompt.labels(model, tenant),
                     "generated": self._generated.labels(model, tenant),
+                    "energy": self._energy.labels(model, tenant, "modelled"),
                     "requests": lambda code: self._requests.labels(model, tenant, code),
+                    "retries": self._retries.labels(model, tenant),
                 }
             )
         return found

@@ -1,6 +1,6 @@
 """The operator's own metrics: how long reconciles take and how many API writes they cost.
 
-Served on ``kapell operator --metrics-port`` next to the process metrics prometheus-client
+Served on ``kapell operator --port``'s ``/metrics`` next to the process metrics prometheus-client
 always exports (``process_resident_memory_bytes`` ...), which ``kapell bench operator`` reads.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from prometheus_client import CollectorRegistry, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.process_collector import ProcessCollector
 
@@ -47,6 +47,3 @@ class OperatorMetrics:
 
     def observe(self, seconds: float) -> None:
         self.reconcile.observe(seconds)
-
-    def serve(self, port: int) -> None:
-        start_http_server(port, addr="127.0.0.1", registry=self.registry)

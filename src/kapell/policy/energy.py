@@ -125,11 +125,63 @@ def request_energy_j(
     ``interval_s`` is the time the request was in flight, ``interval_tokens`` all tokens (prompt
     and generated, every request in the batch) the replica processed in that interval. A request
     alone on a replica pays the whole interval; one of eight equal requests pays an eighth.
-    Not yet called by the gateway: reports divide a model's energy by its requests.
+    ``RequestEnergy`` applies it to every stretch of time between two arrivals or departures.
     """
     # No token count for the interval means nothing else was metered: the request pays it all.
     share = 1.0 if interval_tokens <= 0 else min(1.0, max(0, request_tokens) / interval_tokens)
     return replica_power_w * interval_s * share * pue
+
+
+def replica_busy_power_w(
+    models: PowerModels, gpu_model: str | None, gpu_milli: int, cpu_cores: float
+) -> float:
+    """Modelled power of one replica while it serves: its share of its devices at full load."""
+    if gpu_model and gpu_milli > 0:
+        return models.gpu(gpu_model).peak_w * gpu_milli / 1000.0
+    return models.cpu_core.peak_w * (cpu_cores if cpu_cores > 0 else 1.0)
+
+
+class RequestEnergy:
+    """Splits one replica's power among the requests in flight on it, stretch by stretch.
+
+    Between two events (a request starts or finishes) the set in flight is fixed, so each of
+    them pays ``request_energy_j`` for that stretch by its token weight; the charges of all
+    requests add up to the replica's busy power times its busy time. The weight is what the
+    gateway knows when a request starts: prompt tokens plus the tokens it may generate. Time is
+    an argument (seconds on any monotonic clock).
+    """
+
+    def __init__(self, power_w: float, pue: float = 1.0) -> None:
+        self.power_w = power_w
+        self.pue = pue
+        self._weights: dict[int, int] = {}
+        self._joules: dict[int, float] = {}
+        self._last_s = 0.0
+
+    def _advance(self, now_s: float) -> None:
+        interval_s = max(0.0, now_s - self._last_s)
+        self._last_s = max(self._last_s, now_s)
+        if not self._weights or interval_s == 0.0:
+            return
+        total = sum(self._weights.values())
+        for key, weight in self._weights.items():
+            self._joules[key] += request_energy_j(self.power_w, interval_s, weight, total, self.pue)
+
+    def start(self, key: int, weight: int, now_s: float) -> None:
+        """Request ``key`` (with ``weight`` tokens, at least 1) goes to the replica now."""
+        self._advance(now_s)
+        self._weights[key] = max(1, weight)
+        self._joules[key] = 0.0
+
+    def finish(self, key: int, now_s: float) -> float:
+        """Request ``key`` is done: the joules it is charged."""
+        self._advance(now_s)
+        del self._weights[key]
+        return self._joules.pop(key)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._weights)
 
 
 @dataclass(frozen=True)
@@ -147,6 +199,8 @@ class ModelUsage:
     requests: int
     prompt_tokens: int
     generated_tokens: int
+    measured_j: float | None = None
+    """Joules a meter (NVML, Kepler) read for the model over the same period, if one did."""
 
     @classmethod
     def from_json(cls, row: Mapping[str, object]) -> ModelUsage:
@@ -157,6 +211,7 @@ class ModelUsage:
             return float(value) if isinstance(value, int | float) else 0.0
 
         gpu = row.get("gpu_model")
+        measured = row.get("measured_j")
         return cls(
             model=str(row["model"]),
             engine=str(row.get("engine", "")),
@@ -169,6 +224,7 @@ class ModelUsage:
             requests=int(num("requests")),
             prompt_tokens=int(num("prompt_tokens")),
             generated_tokens=int(num("generated_tokens")),
+            measured_j=float(measured) if isinstance(measured, int | float) else None,
         )
 
 
@@ -214,15 +270,16 @@ def energy_report(
 ) -> list[EnergyRow]:
     """Per-model rows: joules, average power, joules per request and per 1k tokens.
 
-    ``measured_j`` maps a model to joules read from a meter (NVML, Kepler) over the same period;
-    such rows are labelled "measured", the rest "modelled". PUE scales both.
+    ``measured_j`` maps a model to joules read from a meter (NVML, Kepler) over the same period
+    (it overrides a usage row's own ``measured_j``); such rows are labelled "measured", the rest
+    "modelled". PUE scales both.
     """
     if pue < 1.0:
         raise ValueError(f"PUE is at least 1.0, got {pue}")
     rows = []
     for usage in usages:
         modelled_j, hardware = modelled_energy_j(usage, models)
-        measured = (measured_j or {}).get(usage.model)
+        measured = (measured_j or {}).get(usage.model, usage.measured_j)
         energy_j = (measured if measured is not None else modelled_j) * pue
         tokens = usage.prompt_tokens + usage.generated_tokens
         rows.append(

@@ -12,9 +12,11 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import Stack
 from kapell.api import Model
+from kapell.api.metrics import GATEWAY_UPSTREAM_RETRIES
 
 STUB = Path(__file__).resolve().parent / "stub_engine.py"
 
@@ -71,7 +73,8 @@ def test_non_streamed_request_is_retried_on_another_replica(
     make_stack: Callable[..., Stack], doomed_replica: tuple[subprocess.Popen[bytes], str]
 ) -> None:
     process, url = doomed_replica
-    api = setup(make_stack(), url)
+    stack = make_stack()
+    api = setup(stack, url)
     killer = subprocess.Popen(
         [sys.executable, "-c", f"import os,time; time.sleep(0.5); os.kill({process.pid}, 9)"]
     )
@@ -81,6 +84,14 @@ def test_non_streamed_request_is_retried_on_another_replica(
     killer.wait()
     assert process.wait(5) != 0
     assert reply.system_fingerprint == "healthy"
+    exposition = httpx.get(stack.url + "/metrics").text
+    retries = [
+        s.value
+        for family in text_string_to_metric_families(exposition)
+        for s in family.samples
+        if s.name == GATEWAY_UPSTREAM_RETRIES
+    ]
+    assert retries == [1.0]
 
 
 def test_stream_ends_with_an_error_event_when_its_replica_dies(

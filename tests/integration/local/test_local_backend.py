@@ -99,6 +99,12 @@ def test_openai_client_gets_plain_and_streamed_chat(kapell_up: StartFn) -> None:
     assert 'kapell_model_replicas_desired{model="chat"} 1.0' in scrape
     assert 'kapell_model_replicas_ready{model="chat"} 1.0' in scrape
     assert 'kapell_model_joules_per_1k_tokens{model="chat",source="modelled"}' in scrape
+    charged = [
+        line for line in scrape.splitlines()
+        if line.startswith("kapell_gateway_request_energy_joules_count{") and 'model="chat"' in line
+    ]  # fmt: skip
+    assert len(charged) == 1 and 'source="modelled"' in charged[0]
+    assert charged[0].endswith(" 2.0")  # both requests were charged
 
 
 def test_sigkilled_replica_restarts_within_10s_and_no_request_fails(kapell_up: StartFn) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from kapell.api.images import ENGINE_IMAGE, image_repository, is_engine_image
+from kapell.api.images import KAPELL_IMAGE, image_repository, is_kapell_image
 from kapell.devcluster.podspec import (
     Probe,
     ProbeTally,
@@ -43,30 +43,30 @@ def env_of(container: dict[str, Any], sources: Sources | None = None, **kw: Any)
 @pytest.mark.parametrize(
     ("image", "repository", "engine"),
     [
-        (ENGINE_IMAGE, "ghcr.io/kapell-dev/kapell-engine", True),
-        ("ghcr.io/kapell-dev/kapell-engine", "ghcr.io/kapell-dev/kapell-engine", True),
-        ("ghcr.io/kapell-dev/kapell-engine@sha256:ab12", "ghcr.io/kapell-dev/kapell-engine", True),
-        ("localhost:5000/kapell-engine:1", "localhost:5000/kapell-engine", False),
+        (KAPELL_IMAGE, "ghcr.io/kapell-dev/kapell", True),
+        ("ghcr.io/kapell-dev/kapell", "ghcr.io/kapell-dev/kapell", True),
+        ("ghcr.io/kapell-dev/kapell@sha256:ab12", "ghcr.io/kapell-dev/kapell", True),
+        ("localhost:5000/kapell:1", "localhost:5000/kapell", False),
         ("busybox", "busybox", False),
         (
-            "ghcr.io/kapell-dev/kapell-engine-extra:1",
-            "ghcr.io/kapell-dev/kapell-engine-extra",
+            "ghcr.io/kapell-dev/kapell-extra:1",
+            "ghcr.io/kapell-dev/kapell-extra",
             False,
         ),
     ],
 )
 def test_engine_image_is_recognised_at_any_tag(image: str, repository: str, engine: bool) -> None:
     assert image_repository(image) == repository
-    assert is_engine_image(image) is engine
+    assert is_kapell_image(image) is engine
 
 
 def test_other_images_cannot_run_and_say_why() -> None:
-    check_image({"image": ENGINE_IMAGE})
+    check_image({"image": KAPELL_IMAGE})
     with pytest.raises(Unrunnable) as raised:
         check_image({"image": "vllm/vllm-openai:v0.11"})
     assert raised.value.reason == "ErrImageNeverPull"
     assert "vllm/vllm-openai:v0.11" in raised.value.message
-    assert ENGINE_IMAGE in raised.value.message
+    assert KAPELL_IMAGE in raised.value.message
 
 
 @pytest.mark.parametrize(
@@ -157,8 +157,16 @@ def test_other_commands_are_found_on_the_container_path(tmp_path: Path) -> None:
     ]  # fmt: skip
     with pytest.raises(StartError, match='"nope": executable file not found'):
         resolve_argv({"command": ["nope"]}, {"PATH": str(tmp_path)}, "py")
-    with pytest.raises(Unrunnable, match="no command"):
-        resolve_argv({"args": ["--port", "1"]}, {}, "py")
+
+
+def test_no_command_runs_the_images_entrypoint_kapell(tmp_path: Path) -> None:
+    kapell = tmp_path / "kapell"
+    kapell.write_text("#!/bin/sh\n")
+    kapell.chmod(0o755)
+    argv = resolve_argv(
+        {"args": ["gateway", "--port", "$(P)"]}, {"PATH": str(tmp_path), "P": "9"}, "py"
+    )
+    assert argv == [str(kapell), "gateway", "--port", "9"]
 
 
 def test_probe_defaults_and_named_port() -> None:

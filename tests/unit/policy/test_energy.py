@@ -6,17 +6,19 @@ import json
 from importlib import resources
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kapell.api.errors import NotFoundError
 from kapell.policy.energy import (
     DevicePower,
     ModelUsage,
+    RequestEnergy,
     carbon_g,
     default_power_models,
     energy_report,
     mig_share,
+    replica_busy_power_w,
     replica_energy_j,
     request_energy_j,
 )
@@ -164,3 +166,51 @@ def test_idle_model_has_no_per_request_figures() -> None:
 
 def test_carbon_of_one_kwh() -> None:
     assert carbon_g(3.6e6, 250.0, pue=1.2) == pytest.approx(300.0)
+
+
+@settings(max_examples=50)
+@given(
+    requests=st.lists(
+        st.tuples(st.floats(0, 100), st.floats(0.01, 50), st.integers(1, 5_000)),
+        min_size=1,
+        max_size=30,
+    ),
+    power_w=st.floats(1, 2e3),
+)
+def test_charges_add_up_to_the_replicas_busy_energy(
+    requests: list[tuple[float, float, int]], power_w: float
+) -> None:
+    """Whatever the overlap, the requests pay exactly the busy power times the busy time."""
+    events = sorted(
+        [(start, 1, i) for i, (start, _, _) in enumerate(requests)]
+        + [(start + length, 0, i) for i, (start, length, _) in enumerate(requests)]
+    )  # at equal times, finishes (0) before starts (1)
+    split = RequestEnergy(power_w)
+    charged = 0.0
+    busy_s, depth, since = 0.0, 0, 0.0
+    for time_s, is_start, i in events:
+        if is_start:
+            split.start(i, requests[i][2], time_s)
+            since = time_s if depth == 0 else since
+            depth += 1
+        else:
+            charged += split.finish(i, time_s)
+            depth -= 1
+            busy_s += time_s - since if depth == 0 else 0.0
+    assert charged == pytest.approx(power_w * busy_s, rel=1e-9, abs=1e-9)
+
+
+def test_overlapping_requests_split_by_token_weight_and_a_lone_one_pays_all() -> None:
+    split = RequestEnergy(100.0)
+    split.start(1, 300, 0.0)  # alone for 1 s: 100 J
+    split.start(2, 100, 1.0)  # together for 2 s: 3/4 and 1/4 of 200 J
+    assert split.finish(2, 3.0) == pytest.approx(50.0)
+    assert split.finish(1, 3.0) == pytest.approx(100.0 + 150.0)
+    assert split.in_flight == 0
+
+
+def test_busy_power_is_the_share_of_the_device_at_full_load() -> None:
+    models = default_power_models()
+    assert replica_busy_power_w(models, "H100", 500, 8) == pytest.approx(350.0)
+    assert replica_busy_power_w(models, None, 0, 2) == pytest.approx(7.0)
+    assert replica_busy_power_w(models, None, 0, 0) == pytest.approx(3.5)  # at least one core

@@ -1,13 +1,10 @@
-"""Measured energy readers (observe.power): Kepler's Prometheus text, NVML's clear absence."""
+"""Kepler's Prometheus text (observe.power); NVML is tested in tests/unit/observe."""
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 
-from kapell.api.errors import BackendError
-from kapell.observe.power import parse_kepler_pod_joules, read_nvml
+from kapell.observe.power import parse_kepler_pod_joules
 
 KEPLER = """\
 # HELP kepler_pod_cpu_joules_total Energy consumption of cpu at pod level in joules
@@ -28,9 +25,3 @@ kepler_node_cpu_joules_total{zone="package"} 99999.0
 def test_kepler_pod_joules_sum_package_dram_and_gpu_without_double_counting() -> None:
     joules = parse_kepler_pod_joules(KEPLER)
     assert joules == {"ai/qwen-0": pytest.approx(5130.5), "ai/web-1": pytest.approx(3.0)}
-
-
-@pytest.mark.skipif(importlib.util.find_spec("pynvml") is not None, reason="NVML installed")
-def test_nvml_absence_is_a_one_line_instruction() -> None:
-    with pytest.raises(BackendError, match=r"pip install 'kapell\[nvidia\]'"):
-        read_nvml()

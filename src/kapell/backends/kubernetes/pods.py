@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from kapell.api.errors import BackendError
-from kapell.api.images import ENGINE_IMAGE
+from kapell.api.images import KAPELL_IMAGE
 from kapell.api.meta import API_VERSION
 from kapell.api.model import Model
 from kapell.backends.kubernetes import dra
@@ -101,7 +101,7 @@ def replica_pod(
     requests = {"cpu": str(resources.cpu), "memory": str(resources.memory)}
     container: Manifest = {
         "name": "engine",
-        "image": ENGINE_IMAGE,
+        "image": KAPELL_IMAGE,
         "command": engine_command(model, weights),
         "env": [{"name": k, "value": v} for k, v in sorted(model.spec.engine.env.items())],
         "ports": [{"name": "http", "containerPort": ENGINE_PORT, "protocol": "TCP"}],

@@ -53,7 +53,7 @@ def model_key(namespace: str, name: str) -> str:
     return f"Model/{namespace}/{name}"
 
 
-def _parse(raw: dict[str, Any]) -> StoredModel:
+def parse_model(raw: dict[str, Any]) -> StoredModel:
     meta = raw["metadata"]
     status = raw.get("status") or {}
     comparable = {k: v for k, v in status.items() if k != "observedGeneration"}
@@ -105,7 +105,7 @@ class KubeStore:
         self._lock = threading.Lock()
         self.writes = 0
         self.informer: Informer[StoredModel] = Informer(
-            client, ModelResource, _parse, self._changed, namespace=namespace
+            client, ModelResource, parse_model, self._changed, namespace=namespace
         )
 
     def _changed(self, key: Key, stored: StoredModel | None) -> None:

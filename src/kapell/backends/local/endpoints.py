@@ -52,15 +52,14 @@ def cannot_start(model: Model, replicas: Sequence[Replica]) -> str | None:
     """Why ``model`` will not get a ready replica until its spec or this machine changes, or
     None while it has one or may still get one.
 
-    Two cases: the controller could not start a replica at all (``Degraded``, reason
-    ``StartFailed``: an engine that is not installed, weights that are not there), or every
+    Two cases: the controller could not start a replica at all (``Model.start_failure``: an
+    engine that is not installed, weights that are not there), or every
     replica has failed ``CRASH_LOOP_STARTS`` starts in a row and none is ready.
     """
     if any(r.ready for r in replicas):
         return None
-    for c in model.status.conditions:
-        if (c.type, c.status, c.reason) == ("Degraded", "True", "StartFailed"):
-            return c.message
+    if model.start_failure is not None:
+        return model.start_failure
     if replicas and all(r.failed_starts >= CRASH_LOOP_STARTS for r in replicas):
         failures = "; ".join(f"{r.id}: {r.message}" for r in replicas)
         return f"every replica exits before it is ready ({failures})"

@@ -133,6 +133,10 @@ class LocalReplicas:
     def pids(self) -> list[int]:
         return [r.pid for r in self._replicas.values() if r.pid is not None]
 
+    def pid_models(self) -> dict[int, str]:
+        """Each replica process's model name (for attributing measured GPU energy)."""
+        return {r.pid: r.model.metadata.name for r in self._replicas.values() if r.pid is not None}
+
     def log_path(self, replica_id: str) -> Path:
         running = self._replicas.get(replica_id)
         name = running.model.metadata.name if running else replica_id.rsplit("-", 2)[0]

@@ -145,6 +145,17 @@ class SeasonalRidge:
         return coef
 
 
+def mae_by_lead(values: Array, forecast: Array, first: int) -> Array:
+    """Mean absolute error at each lead over origins ``first ..`` whose targets are all in range."""
+    horizon = forecast.shape[1]
+    origins = np.arange(first, len(values) - horizon + 1)
+    if not len(origins):
+        raise KapellError(f"a {horizon} h forecast needs more than {first + horizon} h of data")
+    truth = values[origins[:, None] + np.arange(horizon)[None, :]]
+    error: Array = np.mean(np.abs(forecast[origins] - truth), axis=0)
+    return error
+
+
 FORECASTERS: dict[str, Forecaster] = {
     f.name: f for f in (SeasonalRidge(), SeasonalNaive(), Perfect())
 }

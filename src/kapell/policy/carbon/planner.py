@@ -25,6 +25,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from kapell.api.errors import KapellError
+from kapell.policy.carbon.series import HourlySeries
 
 Intensity = Mapping[str, Sequence[float] | NDArray[np.float64]]
 """Intensity per region; element ``i`` is for hour ``now_h + i``."""
@@ -128,3 +129,35 @@ def next_region(
         return progress.region
     hour, region = plan(job, now_h, forecast, progress).first
     return region if hour == now_h else None
+
+
+@dataclass(frozen=True)
+class ForecastPlan:
+    """A plan made on a live forecast, with what starting at once would cost on it."""
+
+    job: DeferrableJob
+    plan: Plan
+    at_once_sum: float
+
+
+def plan_on_forecast(
+    forecast: HourlySeries, now_h: int, duration_h: int, window_h: int, pausable: bool = False
+) -> ForecastPlan:
+    """Plan a job released at ``now_h`` on one region's forecast.
+
+    Hours between now and the forecast's first hour take its first value; the window shrinks to
+    the hours the forecast covers (a service forecasts 24-72 h ahead).
+    """
+    lead_in = max(0, forecast.start_h - now_h)
+    skip = max(0, now_h - forecast.start_h)
+    values = np.concatenate([np.full(lead_in, forecast.values[0]), forecast.values[skip:]])
+    window = min(window_h, len(values) - duration_h)
+    if window < 0:
+        raise KapellError(
+            f"the {forecast.region} forecast covers {len(values)} h from now, "
+            f"less than the {duration_h} h job"
+        )
+    job = DeferrableJob(duration_h, now_h, now_h + window + duration_h, pausable,
+                        (forecast.region,))  # fmt: skip
+    chosen = plan(job, now_h, {forecast.region: values})
+    return ForecastPlan(job, chosen, float(values[:duration_h].sum()))

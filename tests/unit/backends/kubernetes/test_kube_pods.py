@@ -8,7 +8,7 @@ import kubernetes_validate
 import pytest
 
 from kapell.api.errors import BackendError
-from kapell.api.images import ENGINE_IMAGE
+from kapell.api.images import KAPELL_IMAGE
 from kapell.api.loader import load_text
 from kapell.api.model import Model
 from kapell.api.replica import ReplicaPhase
@@ -46,7 +46,7 @@ def test_a_replica_pod_is_valid_pinned_and_owned(tmp_path: Path) -> None:
     assert term["matchFields"][0]["values"] == ["gpu-node-0001"]
     assert spec["resourceClaims"] == [{"name": "gpu", "resourceClaimName": "m-abc-0"}]
     [container] = spec["containers"]
-    assert container["image"] == ENGINE_IMAGE
+    assert container["image"] == KAPELL_IMAGE
     assert container["command"][:3] == ["python", "-m", "kapell.engines.reference"]
     assert container["command"][container["command"].index("--model") + 1] == str(tmp_path)
     assert container["resources"]["claims"] == [{"name": "gpu"}]
