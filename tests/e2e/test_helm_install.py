@@ -43,23 +43,24 @@ OPERATOR_REFUSED: list[Check] = [
     ("delete", "resourceslices.resource.k8s.io"), ("create", "deployments.apps", "-n", "NS"),
     ("create", "clusterrolebindings.rbac.authorization.k8s.io"), ("create", "pods", "--subresource=exec", "-n", "NS"),
 ]  # fmt: skip
-GATEWAY_ALLOWED: list[Check] = [
-    ("watch", "models.kapell.dev", "-A"), ("list", "endpointslices.discovery.k8s.io", "-A"),
-    ("watch", "secrets", "-A"),
+GATEWAY_ALLOWED: list[Check] = [  # it serves HOME's Models (the default)
+    ("watch", "models.kapell.dev", "-n", "HOME"), ("list", "endpointslices.discovery.k8s.io", "-n", "HOME"),
+    ("watch", "secrets", "-n", "HOME"),
 ]  # fmt: skip
 GATEWAY_REFUSED: list[Check] = [
     ("create", "pods", "-n", "NS"), ("patch", "models.kapell.dev", "-n", "NS"),
     ("create", "secrets", "-n", "NS"), ("delete", "endpointslices.discovery.k8s.io", "-n", "NS"),
-    ("list", "nodes"),
+    ("list", "nodes"), ("watch", "secrets", "-A"), ("list", "models.kapell.dev", "-n", "NS"),
 ]  # fmt: skip
 AGENT_ALLOWED: list[Check] = [
     ("patch", "nodes", "--subresource=status"), ("patch", "pods", "--subresource=status", "-n", "NS"), ("watch", "pods", "-A"),
     ("get", "secrets", "-n", "NS"), ("get", "resourceclaims.resource.k8s.io", "-n", "NS"),
     ("create", "leases.coordination.k8s.io", "-n", "kube-node-lease"),
+    ("create", "serviceaccounts", "--subresource=token", "-n", "NS"),
 ]  # fmt: skip
 AGENT_REFUSED: list[Check] = [
     ("create", "pods", "-n", "NS"), ("delete", "nodes"), ("list", "secrets", "-A"),
-    ("create", "leases.coordination.k8s.io", "-n", "HOME"),
+    ("create", "leases.coordination.k8s.io", "-n", "HOME"), ("create", "serviceaccounts", "-n", "NS"),
 ]  # fmt: skip
 
 
@@ -105,7 +106,12 @@ def test_the_gateway_may_watch_tenants(kubectl: Callable[..., str], installed: s
             "spec": {
                 "user": f"system:serviceaccount:{installed}:{installed}-gateway",
                 "groups": ["system:serviceaccounts", f"system:serviceaccounts:{installed}"],
-                "resourceAttributes": {"verb": verb, "group": "kapell.dev", "resource": "tenants"},
+                "resourceAttributes": {
+                    "verb": verb,
+                    "group": "kapell.dev",
+                    "resource": "tenants",
+                    "namespace": installed,
+                },
             },
         }
         out = kubectl(

@@ -54,9 +54,9 @@ def test_the_containers_get_the_command_lines_of_the_contract() -> None:
     operator = objects[("Deployment", "prod-operator")]["spec"]["template"]["spec"]
     [container] = operator["containers"]
     assert container["image"] == "ghcr.io/kapell-dev/kapell:0.1.0"
-    assert container["args"][:5] == [
-        "operator", "--all-namespaces", "--port=8090", "--identity=$(POD_NAME)",
-        "--lease-namespace=$(POD_NAMESPACE)",
+    assert container["args"] == [
+        "operator", "--all-namespaces", "--host=0.0.0.0", "--port=8090", "--identity=$(POD_NAME)",
+        "--lease-namespace=$(POD_NAMESPACE)", "--lease-duration=15",
     ]  # fmt: skip
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"  # the leader only
     assert operator["serviceAccountName"] == "prod-operator"
@@ -64,9 +64,9 @@ def test_the_containers_get_the_command_lines_of_the_contract() -> None:
     assert service["ports"][0]["port"] == 8090
     gateway = objects[("Deployment", "prod-gateway")]["spec"]["template"]["spec"]
     [container] = gateway["containers"]
-    assert container["args"][:4] == [
-        "gateway", "--all-namespaces", "--port=8000",
-        "--operator-url=http://prod-operator.ops.svc:8090",
+    assert container["args"] == [
+        "gateway", "--namespace=ops", "--host=0.0.0.0", "--port=8000", "--identity=$(POD_NAME)",
+        "--operator-service=ops/prod-operator",
     ]  # fmt: skip
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
 
@@ -99,6 +99,17 @@ def test_a_namespaced_install_binds_the_write_rules_in_that_namespace_only() -> 
     assert binding["metadata"]["namespace"] == "team-a"
     operator = kinds[("Deployment", "kapell-operator")]["spec"]["template"]["spec"]
     assert "--namespace=team-a" in operator["containers"][0]["args"]
+    # The gateway serves that namespace, and reads only the operator's EndpointSlices at home.
+    gateway = kinds[("Deployment", "kapell-gateway")]["spec"]["template"]["spec"]
+    assert "--namespace=team-a" in gateway["containers"][0]["args"]
+    assert kinds[("Role", "kapell-gateway")]["metadata"]["namespace"] == "team-a"
+    [home] = kinds[("Role", "kapell-gateway-operator-endpoints")]["rules"]
+    assert home["resources"] == ["endpointslices"]
+    assert not [
+        o
+        for o in kinds.values()
+        if o["kind"].startswith("Cluster") and "gateway" in o["metadata"]["name"]
+    ]
 
 
 def test_optional_parts_are_off_by_default_and_the_crds_ship_with_the_chart() -> None:

@@ -40,6 +40,11 @@ app.kubernetes.io/component: {{ .component }}
 {{ .Values.gateway.serviceAccount.name | default (include "kapell.gatewayName" .) }}
 {{- end -}}
 
+{{/* The namespace whose Models the gateway serves. */}}
+{{- define "kapell.gatewayNamespace" -}}
+{{ .Values.gateway.namespace | default .Values.operator.watchNamespace | default .Release.Namespace }}
+{{- end -}}
+
 {{- define "kapell.nodeAgentName" -}}
 {{ include "kapell.fullname" . }}-node-agent
 {{- end -}}
