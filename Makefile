@@ -1,9 +1,10 @@
 # kapell developer commands. Every target creates the virtualenv it needs, so a fresh clone
 # needs nothing installed by hand: `make quickstart`, `make test`.
 #
-# Installs are locked: requirements/test.txt (what `make test` and CI install) and
-# requirements/quickstart.txt (the light set `make quickstart` needs: no torch) pin every
-# package with its hashes. `make lock` regenerates both from pyproject.toml's ranges;
+# Installs are locked: requirements/test.txt (what `make test` and CI install),
+# requirements/quickstart.txt (the light set `make quickstart` needs: no torch) and
+# requirements/image.txt (the container image's set, Containerfile) pin every package with its
+# hashes. `make lock` regenerates all three from pyproject.toml's ranges;
 # `make test-latest` checks the newest versions those ranges allow, in a venv of its own.
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -13,7 +14,7 @@ LATEST_EXTRAS ?= dev,onnx,plot,kubernetes
 # The lock is universal (every platform's wheels and hashes) and resolved for Python 3.11.
 LOCK_FLAGS := --universal --python-version 3.11 --generate-hashes --quiet
 
-.PHONY: venv test check quickstart clean k8s-bin e2e lock test-latest
+.PHONY: venv test check quickstart clean k8s-bin e2e lock test-latest chart-crds
 
 venv: $(VENV)/.installed-test
 
@@ -42,9 +43,14 @@ check: venv
 test: check
 	$(PY) -m pytest
 
-## k8s-bin: build etcd, kube-apiserver, -scheduler, -controller-manager, kubectl, kwok into k8s-bin/
+## k8s-bin: build etcd, kube-apiserver, -scheduler, -controller-manager, kubectl, kwok, helm into k8s-bin/
 k8s-bin:
 	hack/k8s/build.sh
+
+## chart-crds: regenerate the Helm chart's CRDs from `kapell crds` (a unit test checks they match)
+CHART := deploy/helm/kapell
+chart-crds: venv
+	$(VENV)/bin/kapell crds > $(CHART)/crds/kapell.dev.yaml
 
 ## e2e: end-to-end tests against a local control plane with fake GPU nodes (builds what is missing)
 e2e: venv k8s-bin
@@ -63,6 +69,8 @@ lock: | $(PY)
 	    $(LOCK_FLAGS) -o requirements/test.txt
 	$(VENV)/bin/uv pip compile pyproject.toml requirements/build.in --extra onnx \
 	    -c requirements/test.txt $(LOCK_FLAGS) -o requirements/quickstart.txt
+	$(VENV)/bin/uv pip compile pyproject.toml requirements/build.in --extra kubernetes --extra onnx \
+	    -c requirements/test.txt $(LOCK_FLAGS) -o requirements/image.txt
 
 ## test-latest: the unit tests and the onnx engine's tests against the newest versions that
 ## pyproject.toml's ranges allow (no lock), in $(LATEST_VENV); LATEST_EXTRAS adds extras

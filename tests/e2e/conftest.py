@@ -6,10 +6,15 @@ A100s split into 1g.10gb MIG devices. The other four are kwok's (label ``type=kw
 with eight whole H100s, one with the MIG A100s. Each test works in its own namespace. The ecosystem CRDs are installed only for the tests that
 ask for them (``ecosystem_crds``). Binaries come from ``make k8s-bin``; a missing one fails the
 session with that hint rather than skipping, because `make e2e` is meant to prove something.
+
+``KAPELL_E2E_CLUSTER=STATE_DIR`` runs the tests against a dev cluster already up there
+(`kapell dev cluster up --state-dir STATE_DIR`), left running afterwards: for tests that need no
+serving nodes (the InferencePool and Helm chart tests), next to other runs on one machine.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -44,6 +49,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session")
 def dev_cluster() -> Iterator[DevCluster]:
+    running = os.environ.get("KAPELL_E2E_CLUSTER")
+    if running:
+        cluster = DevCluster(Path(running), find_bin_dir())
+        if not cluster.kubeconfig.is_file():
+            pytest.fail(f"KAPELL_E2E_CLUSTER={running}: no dev cluster there (no kubeconfig)")
+        yield cluster
+        return
     cluster = DevCluster(STATE_DIR, find_bin_dir())
     cluster.down()  # left over from a run that was killed before its teardown
     cluster.up(NODES, [GpuPool.parse(p) for p in POOLS], serving_nodes=SERVING_NODES)

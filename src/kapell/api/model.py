@@ -220,6 +220,11 @@ class ModelSpec(Spec):
         default_factory=dict,
         description="Kubernetes only: labels a node must carry to run a replica (ignored locally)",
     )
+    priority: Annotated[int, Field(ge=-1000, le=1000)] = Field(
+        default=0,
+        description="How important this Model's requests are against others sharing a pool "
+        "(higher first; Kubernetes only: the InferenceObjective's priority)",
+    )
 
     @model_validator(mode="after")
     @cel("(has(self.engine) && self.engine.name == 'external') == has(self.source.url)",

@@ -181,9 +181,7 @@ async def _run(
         renew_s=max(0.5, lease_duration / 5),
     )
     store = KubeStore(client, enqueue, namespace)
-    replicas = KubeReplicas(
-        client, lambda key: s.uid if (s := store.stored(key)) else None, enqueue, namespace
-    )
+    replicas = KubeReplicas(client, store.stored, enqueue, namespace)
     board = DemandBoard()
     scaler = PolicyScaler(demand, lambda model: replicas.cold_start_s(model.key))
     # Informers turn every change of a pod or Model into a reconcile, so polling can be rare.

@@ -141,6 +141,11 @@ def replica_pod(
     }
 
 
+def model_selector(model: Model) -> dict[str, str]:
+    """The labels that select a Model's pods, for every object that routes to them."""
+    return {MODEL_LABEL: model.metadata.name}
+
+
 def model_service(model: Model, owner_uid: str) -> Manifest:
     """One Service per Model over its ready replicas (what an in-cluster gateway resolves)."""
     return {
@@ -153,7 +158,7 @@ def model_service(model: Model, owner_uid: str) -> Manifest:
             "ownerReferences": [owner_reference(model, owner_uid)],
         },
         "spec": {
-            "selector": {MODEL_LABEL: model.metadata.name},
+            "selector": model_selector(model),
             "ports": [{"name": "http", "port": ENGINE_PORT, "targetPort": ENGINE_PORT}],
         },
     }

@@ -21,13 +21,15 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from datetime import datetime
 from typing import Any
 
 import httpx2 as httpx  # the HTTP client lightkube 1.x is built on
 import numpy as np
 from lightkube import ApiError, Client
+from lightkube.generic_resource import create_namespaced_resource
+from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
 from lightkube.resources.core_v1 import Node, Pod, Service
 from lightkube.resources.resource_v1 import ResourceClaim, ResourceSlice
 from lightkube.types import PatchType
@@ -36,7 +38,7 @@ from kapell.api.errors import BackendError, UnschedulableError
 from kapell.api.model import Model
 from kapell.api.replica import Replica, ReplicaPhase
 from kapell.api.units import parse_quantity
-from kapell.backends.kubernetes import dra, pods
+from kapell.backends.kubernetes import dra, inferencepool, pods
 from kapell.backends.kubernetes.informer import Informer, Key
 from kapell.backends.kubernetes.inventory import (
     DRIVER,
@@ -48,7 +50,7 @@ from kapell.backends.kubernetes.inventory import (
     devices_of,
     request_for,
 )
-from kapell.backends.kubernetes.store import FIELD_MANAGER
+from kapell.backends.kubernetes.store import FIELD_MANAGER, StoredModel
 from kapell.policy.placement.inventory import Decision
 from kapell.policy.placement.policies import Policy, make_policy
 from kapell.policy.placement.requests import PodRequest
@@ -61,6 +63,10 @@ REPAIR_AFTER_S = 10.0
 FAILURE_BACKOFF_S = 1.0  # a model whose last create failed waits this, doubling, before the next
 FAILURE_BACKOFF_MAX_S = 60.0
 DEFAULT_COLD_START_S = 30.0
+INTEROP_RECHECK_S = 60.0  # how often to look again for the Inference Extension's CRDs
+
+InferencePool = create_namespaced_resource(*astuple(inferencepool.POOL))
+InferenceObjective = create_namespaced_resource(*astuple(inferencepool.OBJECTIVE))
 
 
 @dataclass(frozen=True)
@@ -200,13 +206,13 @@ class KubeReplicas:
     def __init__(
         self,
         client: Client,
-        owner_uid: Callable[[str], str | None],
+        stored: Callable[[str], StoredModel | None],
         on_change: Callable[[str], None],
         namespace: str | None = None,
         policy: str = "kapell",
     ) -> None:
         self._client = client
-        self._owner_uid = owner_uid
+        self._stored = stored
         self._on_change = on_change
         self._policy_name = policy
         self._lock = threading.RLock()
@@ -214,6 +220,8 @@ class KubeReplicas:
         self._counted: dict[Key, Placement] = {}
         self._view: ClusterView | None = None
         self._services: set[tuple[str, str, str]] = set()
+        self._pools: dict[Key, tuple[str, int]] = {}  # Model -> (uid, priority) applied
+        self._interop_checked: tuple[float, bool] | None = None  # (when, CRDs installed)
         self._sharers: dict[Key, dict[str, tuple[str, int]]] = {}
         self._claim_locks: dict[Key, threading.Lock] = {}
         self._repairing: set[Key] = set()
@@ -301,6 +309,8 @@ class KubeReplicas:
                 continue
             self._repair_claim(view)
             out.append(view.replica())
+        if out:
+            self._sync_pool(model_key)
         return sorted(out, key=lambda r: r.id)
 
     def _repair_claim(self, view: PodView) -> None:
@@ -342,9 +352,10 @@ class KubeReplicas:
         """Decide the replica's name and device now; its Pod and claim are written by the
         writer pool, and until the informer sees the Pod it counts as Starting."""
         key = f"Model/{model.metadata.namespace}/{model.metadata.name}"
-        owner = self._owner_uid(key)
-        if owner is None:
+        stored = self._stored(key)
+        if stored is None:
             raise BackendError(f"model {model.metadata.name}: not found on the cluster")
+        owner = stored.uid
         namespace = model.metadata.namespace
         with self._lock:
             failed = self._failures.get(key)
@@ -420,17 +431,23 @@ class KubeReplicas:
         self._count_write()
 
     def remove_model_objects(self, model_key: str) -> None:
-        """Delete what a deleted Model made besides its pods (its Service) before the
-        finalizer goes, so nothing is left for the garbage collector to find later."""
+        """Delete what a deleted Model made besides its pods (its Service, InferencePool and
+        InferenceObjective) before the finalizer goes, so nothing is left for the garbage
+        collector to find later."""
         _, namespace, name = model_key.split("/", 2)
-        try:
-            self._client.delete(Service, name, namespace=namespace)
-        except ApiError as exc:
-            if exc.status.code != 404:
-                raise
-        self._count_write()
+        kinds: list[Any] = [Service]
+        if self._interop_installed():
+            kinds += [InferenceObjective, InferencePool]
+        for kind in kinds:
+            try:
+                self._client.delete(kind, name, namespace=namespace)
+            except ApiError as exc:
+                if exc.status.code != 404:
+                    raise
+            self._count_write()
         with self._lock:
             self._services = {s for s in self._services if s[:2] != (namespace, name)}
+            self._pools.pop((namespace, name), None)
 
     def _forget(self, namespace: str, name: str) -> None:
         with self._lock:
@@ -523,6 +540,69 @@ class KubeReplicas:
             with self._lock:
                 self._services.discard(key)
             raise
+
+    def _interop_installed(self) -> bool:
+        """Whether the Gateway API Inference Extension's CRDs are installed (looked up again
+        every minute while they are not; said once in the log)."""
+        with self._lock:
+            checked = self._interop_checked
+        now = time.monotonic()
+        if checked is not None and (checked[1] or now - checked[0] < INTEROP_RECHECK_S):
+            return checked[1]
+        missing = []
+        for kind in (inferencepool.POOL, inferencepool.OBJECTIVE):
+            try:
+                self._client.get(CustomResourceDefinition, kind.crd_name)
+            except ApiError as exc:
+                if exc.status.code not in (403, 404):
+                    raise
+                missing.append(f"{kind.crd_name} ({exc.status.code})")
+        if missing and checked is None:
+            log.info(
+                "Gateway API Inference Extension CRDs not readable (%s): no InferencePools "
+                "until they are",
+                ", ".join(missing),
+            )
+        with self._lock:
+            self._interop_checked = (now, not missing)
+        return not missing
+
+    def _sync_pool(self, model_key: str) -> None:
+        """Have a writer apply the InferencePool and InferenceObjective of a Model that has
+        replicas, once per Model object and priority, while the CRDs are installed."""
+        stored = self._stored(model_key)
+        if stored is None or stored.model is None or stored.deleting:
+            return
+        model = stored.model
+        key, applied = (
+            (model.metadata.namespace, model.metadata.name),
+            (stored.uid, model.spec.priority),
+        )
+        now = time.monotonic()
+        with self._lock:
+            checked = self._interop_checked
+            if checked is not None and not checked[1] and now - checked[0] < INTEROP_RECHECK_S:
+                return
+            if self._pools.get(key) == applied:
+                return
+            self._pools[key] = applied
+        self._writers.submit(self._apply_pool, model, key, applied)
+
+    def _apply_pool(self, model: Model, key: Key, applied: tuple[str, int]) -> None:
+        """In a writer thread; a failure is logged and retried at a later reconcile, and never
+        holds up a replica."""
+        try:
+            if self._interop_installed():
+                self._apply(InferencePool, inferencepool.inference_pool(model, applied[0]))
+                self._apply(
+                    InferenceObjective, inferencepool.inference_objective(model, applied[0])
+                )
+                return
+        except (ApiError, httpx.HTTPError, OSError) as exc:
+            log.warning("InferencePool %s/%s: %s", key[0], key[1], exc)
+        with self._lock:
+            if self._pools.get(key) == applied:
+                del self._pools[key]
 
     @staticmethod
     def _claim_name(namespace: str, pod: str, placement: Placement) -> str | None:
