@@ -1,7 +1,8 @@
 """``kapell up``: wire the local mode together and run it until Ctrl-C or ``kapell down``.
 
-One asyncio process holds the SQLite store, the reconcile loop with the Model controller, the
-replica supervisor, the admin API and the gateway. Replicas are child processes that die with it.
+One asyncio process holds the SQLite store, the reconcile loop with the Model and TrainingJob
+controllers, the replica supervisor, the local Ray runner, the admin API and the gateway.
+Replicas and Ray nodes are child processes that die with it.
 """
 
 from __future__ import annotations
@@ -29,10 +30,12 @@ from kapell.backends.local.admin import AdminContext, create_admin_app
 from kapell.backends.local.endpoints import routable
 from kapell.backends.local.replicas import HOST, LocalReplicas, free_port
 from kapell.backends.local.store import SQLiteStore, utc_now
+from kapell.backends.local.training import LocalRayJobs
 from kapell.cli.client import INSTANCE_FILE, state_dir_default
 from kapell.control.loop import ReconcileLoop
 from kapell.control.model import ModelController
 from kapell.control.scaling import PolicyScaler
+from kapell.control.training import TrainingJobController
 from kapell.gateway.app import create_app
 from kapell.gateway.config import GatewayConfig
 from kapell.gateway.endpoints import StaticEndpointSource
@@ -121,6 +124,8 @@ async def run(resources: list[Resource], state_dir: Path, port: int) -> None:
         reconciler.enqueue(key)
 
     def reconcile(key: str) -> float | None:
+        if key.startswith("TrainingJob/"):
+            return trainer.reconcile(key)
         requeue_after_s = controller.reconcile(key)
         publish()  # the status it wrote may say the model cannot start (or can again)
         return requeue_after_s
@@ -134,6 +139,11 @@ async def run(resources: list[Resource], state_dir: Path, port: int) -> None:
         state_dir / "logs", on_change, store.record_event, lambda: store.next_number("replica")
     )
     controller = ModelController(store, replicas, scaler, time.monotonic, utc_now)
+    training = LocalRayJobs(
+        state_dir / "logs", state_dir / "checkpoints", lambda key: reconciler.enqueue(key),
+        store.record_event,
+    )  # fmt: skip
+    trainer = TrainingJobController(store, training, utc_now)
     reconciler = ReconcileLoop(reconcile)
     endpoints = StaticEndpointSource(on_capacity_request=on_demand)
     access_log = AccessLog(state_dir / "logs")
@@ -172,7 +182,9 @@ async def run(resources: list[Resource], state_dir: Path, port: int) -> None:
         return rows
 
     admin = create_admin_app(
-        AdminContext(store, replicas, on_change, stop.set, info, usage, access_log.path)
+        AdminContext(
+            store, replicas, on_change, stop.set, info, usage, access_log.path, training.log_path
+        )
     )
     power_models = default_power_models()
     gateway.state.gateway.metrics.registry.register(
@@ -188,6 +200,8 @@ async def run(resources: list[Resource], state_dir: Path, port: int) -> None:
         store.apply(resource)
     for key in store.keys("Model"):
         on_change(key)
+    for key in store.keys("TrainingJob"):
+        reconciler.enqueue(key)
 
     servers = [_server(gateway, gateway_sock), _server(admin, admin_sock)]
     tune_gc()  # the gateway shares this process; fewer, larger GC passes keep its latency flat
@@ -208,15 +222,17 @@ async def run(resources: list[Resource], state_dir: Path, port: int) -> None:
         # and the servers stop before the store closes under them.
         console.print("kapell: shutting down replicas... (Ctrl-C again to kill them at once)")
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, _kill_now, replicas)
+            loop.add_signal_handler(sig, _kill_now, replicas, training)
         for task in (reporter, reconcile_task):
             task.cancel()
         await asyncio.gather(reporter, reconcile_task, return_exceptions=True)
         try:
-            await asyncio.wait_for(replicas.shutdown(), SHUTDOWN_LIMIT_S)
+            await asyncio.wait_for(
+                asyncio.gather(replicas.shutdown(), training.shutdown()), SHUTDOWN_LIMIT_S
+            )
         except TimeoutError:
             console.print(f"kapell: replicas still running after {SHUTDOWN_LIMIT_S:.0f}s; killing")
-            _kill_now(replicas, exit_process=False)
+            _kill_now(replicas, training, exit_process=False)
         for server, _ in servers:
             server.should_exit = True
         await asyncio.gather(*server_tasks, return_exceptions=True)
@@ -227,11 +243,13 @@ async def run(resources: list[Resource], state_dir: Path, port: int) -> None:
         console.print("kapell: stopped; no replica left running")
 
 
-def _kill_now(replicas: LocalReplicas, exit_process: bool = True) -> None:
-    """SIGKILL every replica process (a second Ctrl-C, or a shutdown that overran)."""
+def _kill_now(replicas: LocalReplicas, training: LocalRayJobs, exit_process: bool = True) -> None:
+    """SIGKILL every replica process and every Ray node's processes (a second Ctrl-C, or a
+    shutdown that overran)."""
     for pid in replicas.pids():
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+    training.kill_now()
     if exit_process:
         console.print("kapell: killed every replica")
         os._exit(130)
