@@ -18,6 +18,7 @@ import hashlib
 import math
 import os
 import secrets
+import shutil
 import signal
 import sys
 import tempfile
@@ -212,6 +213,8 @@ class LocalRayJobs:
                 task.cancel()
             await asyncio.gather(*supervisors, return_exceptions=True)
             await asyncio.gather(*(_stop_node(n) for n in run.nodes), return_exceptions=True)
+            # Ray's own logs go with it; the driver's and the nodes' output stay in log_dir.
+            shutil.rmtree(temp_dir, ignore_errors=True)
             self._record(key, name, run.observed.phase.value, run.observed.message)
             if self._runs.get(key) is run:
                 self._on_change(key)
