@@ -62,5 +62,7 @@ def test_job_environment_round_trips() -> None:
 def test_progress_lines_are_found_behind_rays_prefix() -> None:
     line = "\x1b[36m(RayTrainWorker pid=7)\x1b[0m " + progress_line(step=3, loss=2.5)
     assert parse_progress(line) == {"step": 3, "loss": 2.5}
+    interleaved = progress_line(step=4) + "2026-12-02 08:00:00 WARNING from another thread"
+    assert parse_progress(interleaved) == {"step": 4}
     assert parse_progress("step 3 loss 2.5") is None
     assert parse_progress("kapell-progress {not json") is None

@@ -63,12 +63,14 @@ def progress_line(**fields: Any) -> str:
 
 
 def parse_progress(line: str) -> dict[str, Any] | None:
-    """The record in a log line, wherever Ray's prefix (``(RayTrainWorker pid=..)``) put it."""
+    """The record in a log line, wherever Ray's prefix (``(RayTrainWorker pid=..)``) put it,
+    and whatever follows it: the driver's stdout and stderr share one log, and another
+    thread's output can land between a record and its newline."""
     at = line.find(PROGRESS_MARKER)
     if at < 0:
         return None
     try:
-        record = json.loads(line[at + len(PROGRESS_MARKER) :])
+        record, _ = json.JSONDecoder().raw_decode(line, at + len(PROGRESS_MARKER))
     except ValueError:
         return None
     return record if isinstance(record, dict) else None

@@ -131,15 +131,9 @@ class ModelController:
                 now,
             ),
         ]
-        previous = {c.type: c for c in model.status.conditions}
+        kept = keep_transition_times(conditions, model.status.conditions)
         self._store.set_status(
-            model.key,
-            {
-                "conditions": [
-                    keep_transition_time(c, previous.get(c.type)).model_dump(by_alias=True)
-                    for c in conditions
-                ]
-            },
+            model.key, {"conditions": [c.model_dump(by_alias=True) for c in kept]}
         )
 
     def _write_status(
@@ -185,7 +179,7 @@ class ModelController:
                 now,
             ),
         ]
-        previous = {c.type: c for c in model.status.conditions}
+        kept = keep_transition_times(conditions, model.status.conditions)
         self._store.set_status(
             model.key,
             {
@@ -193,10 +187,7 @@ class ModelController:
                 "readyReplicas": len(ready),
                 "desiredReplicas": desired,
                 "endpoints": [r.url for r in ready],
-                "conditions": [
-                    keep_transition_time(c, previous.get(c.type)).model_dump(by_alias=True)
-                    for c in conditions
-                ],
+                "conditions": [c.model_dump(by_alias=True) for c in kept],
             },
         )
 
@@ -228,8 +219,14 @@ def trained_source(store: Store, model: Model) -> Model | Untrained:
     return model.model_copy(update={"spec": model.spec.model_copy(update={"source": trained})})
 
 
-def keep_transition_time(new: Condition, old: Condition | None) -> Condition:
-    """A condition's transition time changes only when its status does."""
-    if old is not None and old.status == new.status:
-        return new.model_copy(update={"last_transition_time": old.last_transition_time})
-    return new
+def keep_transition_times(new: list[Condition], old: list[Condition]) -> list[Condition]:
+    """``new`` conditions whose transition time changes only where their status does."""
+    previous = {c.type: c for c in old}
+    kept = []
+    for condition_ in new:
+        before = previous.get(condition_.type)
+        if before is not None and before.status == condition_.status:
+            update = {"last_transition_time": before.last_transition_time}
+            condition_ = condition_.model_copy(update=update)
+        kept.append(condition_)
+    return kept

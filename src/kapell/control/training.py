@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from kapell.api import TrainingJob
 from kapell.api.kinds import TrainingJobStatus, TrainingPhase
-from kapell.control.model import keep_transition_time
+from kapell.control.model import keep_transition_times
 from kapell.control.protocol import RunPhase, Store, TrainingBackend, TrainingRun, condition
 
 ACTIVE_S = 1.0
@@ -136,7 +136,6 @@ class TrainingJobController:
                 now,
             ),
         ]
-        previous = {c.type: c for c in job.status.conditions}
-        kept = [keep_transition_time(c, previous.get(c.type)) for c in conditions]
+        kept = keep_transition_times(conditions, job.status.conditions)
         status = status.model_copy(update={"conditions": kept})
         self._store.set_status(job.key, status.model_dump(mode="json", by_alias=True))

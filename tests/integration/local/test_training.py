@@ -153,5 +153,5 @@ def test_a_worker_killed_mid_training_redoes_at_most_one_checkpoint_interval(
     # Ray Train restarted the worker group inside the same run: no resubmission was needed.
     status = job_status(instance, "preempted")
     assert status["attempt"] == 0 and status["step"] == 149
-    restarted = {r["pid"] for r in records[at:] if "worker" in r}
-    assert rank1 not in restarted and len(restarted) == 2
+    restarted = {r["pid"] for r in records[len(before) :] if "worker" in r}
+    assert rank1 not in restarted and len(restarted) == 2  # a new group of two workers
