@@ -207,7 +207,10 @@ async def run(resources: list[Resource], state_dir: Path, port: int) -> None:
     tune_gc()  # the gateway shares this process; fewer, larger GC passes keep its latency flat
     server_tasks = [loop.create_task(s.serve(sockets=[sock])) for s, sock in servers]
     reconcile_task = loop.create_task(reconciler.run())
-    instance_path.write_text(json.dumps(info, indent=2))
+    # Written whole, then renamed: a command that finds the file can always parse it.
+    partial = instance_path.with_suffix(".tmp")
+    partial.write_text(json.dumps(info, indent=2))
+    partial.replace(instance_path)
     console.print(f"kapell {__version__}: state in {state_dir}, admin API on {admin_url}")
     print(f"Gateway: {gateway_url} (OpenAI API at {gateway_url}/v1)", flush=True)
     if not store.keys("Model"):

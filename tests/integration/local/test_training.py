@@ -127,6 +127,7 @@ def test_a_worker_killed_mid_training_redoes_at_most_one_checkpoint_interval(
 ) -> None:
     instance = kapell_up(PREEMPTED.replace("TEXT", str(TEXT)), ready=0)
     interval = 20
+    wait_for_phase(instance, "preempted", "Running", 600)  # submitted: its log exists
 
     def mid_interval() -> bool:
         records = progress(instance, "preempted")
