@@ -36,7 +36,7 @@ from kapell.api.training import RunPhase, TrainingRun
 from kapell.api.units import parse_quantity
 from kapell.backends.local.replicas import HOST, die_with_parent, free_port
 
-HEAD_READY_LIMIT_S = 120.0
+HEAD_READY_LIMIT_S = 300.0  # generous: on a loaded machine a node can take minutes
 POLL_S = 1.0
 STOP_GRACE_S = 5.0
 NODE_BACKOFF_FIRST_S = 1.0
@@ -211,13 +211,24 @@ class LocalRayJobs:
             run.finished = True
             for task in supervisors:
                 task.cancel()
-            await asyncio.gather(*supervisors, return_exceptions=True)
-            await asyncio.gather(*(_stop_node(n) for n in run.nodes), return_exceptions=True)
-            # Ray's own logs go with it; the driver's and the nodes' output stay in log_dir.
-            shutil.rmtree(temp_dir, ignore_errors=True)
+            # A stop that arrives during the teardown must not cut it short: nodes would stay.
+            teardown = asyncio.ensure_future(self._teardown(run, supervisors, temp_dir))
+            try:
+                await asyncio.shield(teardown)
+            except asyncio.CancelledError:
+                await teardown
+                raise
             self._record(key, name, run.observed.phase.value, run.observed.message)
             if self._runs.get(key) is run:
                 self._on_change(key)
+
+    async def _teardown(
+        self, run: _Run, supervisors: list[asyncio.Task[None]], temp_dir: Path
+    ) -> None:
+        await asyncio.gather(*supervisors, return_exceptions=True)
+        await asyncio.gather(*(_stop_node(n) for n in run.nodes), return_exceptions=True)
+        # Ray's own logs go with it; the driver's and the nodes' output stay in log_dir.
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
     async def _submit_and_follow(self, run: _Run, dashboard: str) -> None:
         from ray.job_submission import JobStatus, JobSubmissionClient
