@@ -116,6 +116,7 @@ class LocalRayJobs:
         self._on_change = on_change
         self._record = record
         self._runs: dict[str, _Run] = {}
+        self._stopping: list[_Run] = []  # stopped, nodes not yet down (for kill_now)
 
     # -- TrainingBackend ------------------------------------------------------------------
     def run(self, job_key: str) -> TrainingRun | None:
@@ -148,6 +149,8 @@ class LocalRayJobs:
     def stop(self, job_key: str) -> None:
         run = self._runs.pop(job_key, None)
         if run is not None and run.task is not None:
+            self._stopping = [r for r in self._stopping if r.task and not r.task.done()]
+            self._stopping.append(run)
             run.task.cancel()
 
     # -- queries for the CLI and the composition root -------------------------------------
@@ -158,7 +161,7 @@ class LocalRayJobs:
 
     def kill_now(self) -> None:
         """SIGKILL every process of every Ray node at once (a second Ctrl-C)."""
-        for run in self._runs.values():
+        for run in [*self._runs.values(), *self._stopping]:
             for node in run.nodes:
                 for pid in _session_pids(node.proc.pid) if node.proc is not None else []:
                     with contextlib.suppress(ProcessLookupError, PermissionError):
