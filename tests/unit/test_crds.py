@@ -158,6 +158,7 @@ RULE_PATHS = ("spec", "spec.source", "spec.resources.gpu", "spec.scaling")
 PYDANTIC_ONLY = {
     "ModelSource._known_scheme": "URI syntax per scheme: checked by kapell, stored as a string",
     "GPURequest._known_profile": "said by the schema's enum on migProfile",
+    "CheckpointSpec._known_scheme": "URI syntax: checked by kapell, stored as a string",
 }
 
 

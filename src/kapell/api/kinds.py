@@ -7,29 +7,102 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from kapell.api.meta import Name, Resource, Spec, Status
 from kapell.api.model import Resources
 from kapell.api.units import Duration
 
 
-class TrainingJobSpec(Spec):
-    """A distributed training run, gang-scheduled on Ray."""
+class WorkerGroup(Spec):
+    """Ray worker nodes of one shape (KubeRay's ``workerGroupSpecs`` entry)."""
 
-    entrypoint: str
-    workers: Annotated[int, Field(ge=1, le=4096)] = 1
+    group_name: Name = "workers"
+    replicas: Annotated[int, Field(ge=1, le=4096)] = 1
     resources: Resources = Field(default_factory=Resources)
-    spot: bool = False
-    checkpoint_uri: str | None = None
+    spot: bool = Field(
+        default=False, description="May run on spot capacity (cheap, can be reclaimed)"
+    )
+
+
+class RuntimeEnv(Spec):
+    """The driver's environment (a subset of Ray's ``runtime_env``).
+
+    Locally ``workingDir`` is a directory on this machine (relative to the spec file) the
+    entrypoint runs in; nothing is uploaded.
+    """
+
+    working_dir: str | None = None
+    env_vars: dict[str, str] = Field(default_factory=dict)
+
+
+class CheckpointSpec(Spec):
+    """Where checkpoints go and how often: a restarted job resumes from the newest."""
+
+    uri: str | None = Field(
+        default=None,
+        description="A path (relative to the spec file) or s3://BUCKET/PREFIX; "
+        "default: the state directory",
+    )
+    interval_steps: Annotated[int, Field(ge=1, le=10_000_000)] = 100
+
+    @field_validator("uri")
+    @classmethod
+    def _known_scheme(cls, uri: str | None) -> str | None:
+        if uri is not None and "://" in uri and uri.split("://", 1)[0] not in ("file", "s3"):
+            raise ValueError("expected a path, file:// or s3://BUCKET/PREFIX")
+        return uri
+
+
+class TrainingJobSpec(Spec):
+    """A distributed training run on its own Ray cluster, in KubeRay's RayJob vocabulary."""
+
+    entrypoint: str = Field(min_length=1)
+    runtime_env: RuntimeEnv = Field(default_factory=RuntimeEnv)
+    worker_group_specs: Annotated[list[WorkerGroup], Field(min_length=1)] = Field(
+        default_factory=lambda: [WorkerGroup()]
+    )
+    checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec)
+    max_restarts: Annotated[int, Field(ge=0, le=1000)] = Field(
+        default=3, description="Worker-group restarts within one run (a worker died)"
+    )
+    backoff_limit: Annotated[int, Field(ge=0, le=100)] = Field(
+        default=2, description="Resubmissions of the whole job after it failed"
+    )
     deadline: Duration | None = None
     deferrable: bool = False
+
+    @property
+    def workers(self) -> int:
+        return sum(g.replicas for g in self.worker_group_specs)
+
+
+TrainingPhase = Literal["Pending", "Running", "Succeeded", "Failed"]
+
+
+class TrainingJobStatus(Status):
+    """Observed state of a TrainingJob: its phase, progress and where the result is."""
+
+    phase: TrainingPhase = "Pending"
+    revision: str = ""
+    attempt: int = 0
+    step: int | None = None
+    loss: float | None = None
+    checkpoints: int = 0
+    last_checkpoint_step: int | None = None
+    worker_restarts: int = 0
+    submission_id: str = ""
+    dashboard_url: str = ""
+    output_uri: str = ""
+    message: str = ""
+    start_time: str = ""
+    completion_time: str = ""
 
 
 class TrainingJob(Resource):
     kind: Literal["TrainingJob"] = "TrainingJob"
     spec: TrainingJobSpec
-    status: Status = Field(default_factory=Status)
+    status: TrainingJobStatus = Field(default_factory=TrainingJobStatus)
 
 
 class PromptSpec(Spec):

@@ -56,7 +56,8 @@ class ModelSource(Spec):
 
     ``uri`` is one of: a local path (relative paths are relative to the spec file),
     ``file:///abs/path``, ``hf://org/name[@revision]``, ``s3://bucket/prefix``,
-    ``pvc://claim-name/path``. ``url`` is for the ``external`` engine: an
+    ``pvc://claim-name/path``, ``trainingjob://NAME`` (what that TrainingJob trained, once it
+    has succeeded). ``url`` is for the ``external`` engine: an
     OpenAI-compatible base URL that kapell does not run.
     """
 
@@ -79,10 +80,15 @@ class ModelSource(Spec):
         if uri is None:
             return uri
         scheme = uri.split("://", 1)[0] if "://" in uri else "file"
-        if scheme not in ("file", "hf", "s3", "pvc"):
+        if scheme not in ("file", "hf", "s3", "pvc", "trainingjob"):
             raise ValueError(
-                f"unsupported scheme {scheme!r}: use a path, file://, hf://, s3:// or pvc://"
+                f"unsupported scheme {scheme!r}: use a path, file://, hf://, s3://, pvc:// "
+                "or trainingjob://"
             )
+        if scheme == "trainingjob" and not re.fullmatch(
+            r"trainingjob://[a-z0-9]([-a-z0-9]*[a-z0-9])?", uri
+        ):
+            raise ValueError("expected trainingjob://NAME (a TrainingJob in the same namespace)")
         if scheme == "hf" and not re.fullmatch(r"hf://[\w.-]+/[\w.-]+(@[\w./-]+)?", uri):
             raise ValueError("expected hf://ORG/NAME or hf://ORG/NAME@REVISION")
         if scheme in ("s3", "pvc") and not re.fullmatch(rf"{scheme}://[a-z0-9][\w.-]*(/.*)?", uri):
@@ -91,7 +97,7 @@ class ModelSource(Spec):
 
     @property
     def scheme(self) -> str:
-        """``file``, ``hf``, ``s3``, ``pvc`` or ``url``."""
+        """``file``, ``hf``, ``s3``, ``pvc``, ``trainingjob`` or ``url``."""
         if self.url is not None:
             return "url"
         assert self.uri is not None

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
-from kapell.api import KINDS, Model, Resource
+from kapell.api import KINDS, Model, Resource, TrainingJob
 from kapell.api.errors import KapellError, NotFoundError, NotRunningError, Problem, SpecError
 from kapell.cli.client import DEFAULT_STATE_DIR, StateDir, call, instance_info
 from kapell.cli.output import age, print_table
@@ -57,6 +57,10 @@ def load(files: list[Path]) -> list[Resource]:
 
 
 def _absolute_source(resource: Resource, base: Path) -> Resource:
+    """Local paths in a spec made absolute, relative to ``base`` (the spec file's directory):
+    a Model's weights, a TrainingJob's working directory and checkpoint location."""
+    if isinstance(resource, TrainingJob):
+        return _absolute_job_paths(resource, base)
     if not isinstance(resource, Model) or resource.spec.engine.name == "sim":
         return resource
     source = resource.spec.source
@@ -68,6 +72,21 @@ def _absolute_source(resource: Resource, base: Path) -> Resource:
     new_source = source.model_copy(update={"uri": str((base / path).resolve())})
     new_spec = resource.spec.model_copy(update={"source": new_source})
     return resource.model_copy(update={"spec": new_spec})
+
+
+def _absolute_job_paths(job: TrainingJob, base: Path) -> TrainingJob:
+    def absolute(path: str | None) -> str | None:
+        if path is None or ("://" in path and not path.startswith("file://")):
+            return path
+        return str((base / path.removeprefix("file://")).resolve())
+
+    spec = job.spec
+    runtime_env = spec.runtime_env.model_copy(
+        update={"working_dir": absolute(spec.runtime_env.working_dir)}
+    )
+    checkpoint = spec.checkpoint.model_copy(update={"uri": absolute(spec.checkpoint.uri)})
+    new_spec = spec.model_copy(update={"runtime_env": runtime_env, "checkpoint": checkpoint})
+    return job.model_copy(update={"spec": new_spec})
 
 
 def up(
@@ -234,6 +253,9 @@ def _print_resources(
             ]
             rows.append([name, ",".join(spec.get("models", [])) or "(all)", *limits, age(created)])
             continue
+        if kind == "TrainingJob":
+            rows.append(_job_row(item, status, created))
+            continue
         if kind != "Model":
             ready = next((c for c in status.get("conditions", []) if c["type"] == "Ready"), None)
             rows.append([name, ready["status"] if ready else "-", reason, age(created)])
@@ -259,6 +281,8 @@ def _print_resources(
         rows.append([*row, shown["message"] if shown else ""])
     if kind == "Tenant":
         headers = ["NAME", "MODELS", "RPM", "TPM", "AGE"]
+    elif kind == "TrainingJob":
+        headers = ["NAME", "PHASE", "STEP", "LOSS", "CHECKPOINTS", "ATTEMPT", "AGE", "MESSAGE"]
     elif kind != "Model":
         headers = ["NAME", "READY", "REASON", "AGE"]
     else:
@@ -266,6 +290,24 @@ def _print_resources(
         headers += ["SOURCE", "GPU", "REPLICAS", "ENDPOINTS"] if wide else []
         headers.append("MESSAGE")
     print_table(headers, rows)
+
+
+def _job_row(item: dict[str, Any], status: dict[str, Any], created: str) -> list[str]:
+    """A TrainingJob's line: phase and progress, as its driver last reported them."""
+    step, loss, last = status.get("step"), status.get("loss"), status.get("lastCheckpointStep")
+    checkpoints = str(status.get("checkpoints", 0)) + (
+        f" (step {last})" if last is not None else ""
+    )
+    return [
+        item["metadata"]["name"],
+        status.get("phase", "Pending"),
+        "-" if step is None else str(step),
+        "-" if loss is None else f"{loss:.3f}",
+        checkpoints,
+        str(status.get("attempt", 0)),
+        age(created),
+        status.get("message", ""),
+    ]
 
 
 def describe(
@@ -378,7 +420,9 @@ def delete(
 
 
 def logs(
-    model: Annotated[str, typer.Argument(help="Model name.")],
+    model: Annotated[
+        str, typer.Argument(help="Model name, or trainingjob/NAME for a job's driver log.")
+    ],
     replica: Annotated[str | None, typer.Option(help="One replica id; default all.")] = None,
     tail: Annotated[int, typer.Option(help="Lines per replica (or of the access log).")] = 100,
     follow: Annotated[
@@ -389,9 +433,22 @@ def logs(
         bool,
         typer.Option("--access", help="The model's access log: one line per request."),
     ] = False,
+    namespace: Annotated[str, typer.Option("-n", "--namespace")] = "default",
     state_dir: StateDir = DEFAULT_STATE_DIR,
 ) -> None:
-    """Print the engine logs of a model's replicas, or its access log (--access)."""
+    """Print the engine logs of a model's replicas, its access log (--access), or the driver
+    log of a TrainingJob (`kapell logs trainingjob/NAME`)."""
+    kind, _, job = model.rpartition("/")
+    if kind:
+        if _kind(kind) != "TrainingJob":
+            raise KapellError(f"logs are kept for models and trainingjob/NAME, not {kind!r}")
+        path = f"/trainlogs/{namespace}/{job}"
+        if follow:
+            _follow(state_dir, lambda: [path], tail, prefix=False)
+            return
+        for line in call(state_dir, "GET", f"{path}?tail={tail}")["lines"]:
+            typer.echo(line)
+        return
     if access:
         path = f"/access/{model}"
         if follow:

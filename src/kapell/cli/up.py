@@ -1,7 +1,8 @@
 """``kapell up``: wire the local mode together and run it until Ctrl-C or ``kapell down``.
 
-One asyncio process holds the SQLite store, the reconcile loop with the Model controller, the
-replica supervisor, the admin API and the gateway. Replicas are child processes that die with it.
+One asyncio process holds the SQLite store, the reconcile loop with the Model and TrainingJob
+controllers, the replica supervisor, the local Ray runner, the admin API and the gateway.
+Replicas and Ray nodes are child processes that die with it.
 """
 
 from __future__ import annotations
@@ -27,11 +28,13 @@ from kapell.backends.local.endpoints import routable
 from kapell.backends.local.engine_load import EngineWaiting
 from kapell.backends.local.replicas import HOST, LocalReplicas
 from kapell.backends.local.store import SQLiteStore, utc_now
+from kapell.backends.local.training import LocalRayJobs
 from kapell.cli.client import INSTANCE_FILE, state_dir_default
 from kapell.cli.serving import bind, server
 from kapell.control.loop import ReconcileLoop
 from kapell.control.model import ModelController
 from kapell.control.scaling import PolicyScaler
+from kapell.control.training import TrainingJobController
 from kapell.gateway.app import create_app
 from kapell.gateway.config import GatewayConfig
 from kapell.gateway.demand import demand_sample
@@ -102,6 +105,8 @@ async def run(resources: list[Resource], state_dir: Path, port: int) -> None:
         reconciler.enqueue(key)
 
     def reconcile(key: str) -> float | None:
+        if key.startswith("TrainingJob/"):
+            return trainer.reconcile(key)
         requeue_after_s = controller.reconcile(key)
         publish()  # the status it wrote may say the model cannot start (or can again)
         return requeue_after_s
@@ -115,6 +120,11 @@ async def run(resources: list[Resource], state_dir: Path, port: int) -> None:
         state_dir / "logs", on_change, store.record_event, lambda: store.next_number("replica")
     )
     controller = ModelController(store, replicas, scaler, time.monotonic, utc_now)
+    training = LocalRayJobs(
+        state_dir / "logs", state_dir / "checkpoints", lambda key: reconciler.enqueue(key),
+        store.record_event,
+    )  # fmt: skip
+    trainer = TrainingJobController(store, training, utc_now)
     reconciler = ReconcileLoop(reconcile)
     endpoints = StaticEndpointSource(on_capacity_request=on_demand)
     engine_waiting = EngineWaiting(
@@ -161,7 +171,9 @@ async def run(resources: list[Resource], state_dir: Path, port: int) -> None:
         return rows
 
     admin = create_admin_app(
-        AdminContext(store, replicas, on_change, stop.set, info, usage, access_log.path)
+        AdminContext(
+            store, replicas, on_change, stop.set, info, usage, access_log.path, training.log_path
+        )
     )
     power_models = default_power_models()
     gateway.state.gateway.metrics.registry.register(
@@ -178,6 +190,8 @@ async def run(resources: list[Resource], state_dir: Path, port: int) -> None:
     refresh_tenants()
     for key in store.keys("Model"):
         on_change(key)
+    for key in store.keys("TrainingJob"):
+        reconciler.enqueue(key)
 
     servers = [
         (server(gateway, gateway_sock), gateway_sock),
@@ -206,15 +220,17 @@ async def run(resources: list[Resource], state_dir: Path, port: int) -> None:
         # and the servers stop before the store closes under them.
         console.print("kapell: shutting down replicas... (Ctrl-C again to kill them at once)")
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, _kill_now, replicas)
+            loop.add_signal_handler(sig, _kill_now, replicas, training)
         for task in (reporter, *background):
             task.cancel()
         await asyncio.gather(reporter, *background, return_exceptions=True)
         try:
-            await asyncio.wait_for(replicas.shutdown(), SHUTDOWN_LIMIT_S)
+            await asyncio.wait_for(
+                asyncio.gather(replicas.shutdown(), training.shutdown()), SHUTDOWN_LIMIT_S
+            )
         except TimeoutError:
             console.print(f"kapell: replicas still running after {SHUTDOWN_LIMIT_S:.0f}s; killing")
-            _kill_now(replicas, exit_process=False)
+            _kill_now(replicas, training, exit_process=False)
         for running, _ in servers:
             running.should_exit = True
         await asyncio.gather(*server_tasks, return_exceptions=True)
@@ -246,11 +262,13 @@ async def _meter(meter: GpuEnergyMeter, replicas: LocalReplicas) -> None:
         console.print(f"kapell: NVML stopped answering ({exc}); energy is modelled from now on")
 
 
-def _kill_now(replicas: LocalReplicas, exit_process: bool = True) -> None:
-    """SIGKILL every replica process (a second Ctrl-C, or a shutdown that overran)."""
+def _kill_now(replicas: LocalReplicas, training: LocalRayJobs, exit_process: bool = True) -> None:
+    """SIGKILL every replica process and every Ray node's processes (a second Ctrl-C, or a
+    shutdown that overran)."""
     for pid in replicas.pids():
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+    training.kill_now()
     if exit_process:
         console.print("kapell: killed every replica")
         os._exit(130)

@@ -10,8 +10,9 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 
-from kapell.api import Condition, KapellError
+from kapell.api import Condition, KapellError, TrainingJob
 from kapell.api.errors import UnschedulableError
 from kapell.api.model import Model
 from kapell.control.protocol import Replica, ReplicaBackend, ReplicaPhase, Scaler, Store, condition
@@ -65,6 +66,13 @@ class ModelController:
             for replica in replicas:
                 self._backend.stop_replica(replica.id)
             return None
+        source = trained_source(self._store, resource)
+        if isinstance(source, Untrained):
+            for replica in replicas:  # a job training anew makes what they serve out of date
+                self._backend.stop_replica(replica.id)
+            self._write_waiting(resource, source)
+            return self._resync_s
+        resource = source
         revision = revision_of(resource)
         current = [r for r in replicas if r.revision == revision]
         old = [r for r in replicas if r.revision != revision]
@@ -109,6 +117,25 @@ class ModelController:
             return True
         return False
 
+    def _write_waiting(self, model: Model, untrained: Untrained) -> None:
+        now = self._timestamp()
+        message, failed = untrained.message, untrained.failed
+        conditions = [
+            condition("Ready", False, "WaitingForTrainingJob", message, now),
+            condition("Progressing", not failed, "WaitingForTrainingJob", message, now),
+            condition(
+                "Degraded",
+                failed,
+                "TrainingJobFailed" if failed else "Healthy",
+                message if failed else "no replica failing",
+                now,
+            ),
+        ]
+        kept = keep_transition_times(conditions, model.status.conditions)
+        self._store.set_status(
+            model.key, {"conditions": [c.model_dump(by_alias=True) for c in kept]}
+        )
+
     def _write_status(
         self,
         model: Model,
@@ -152,7 +179,7 @@ class ModelController:
                 now,
             ),
         ]
-        previous = {c.type: c for c in model.status.conditions}
+        kept = keep_transition_times(conditions, model.status.conditions)
         self._store.set_status(
             model.key,
             {
@@ -160,16 +187,46 @@ class ModelController:
                 "readyReplicas": len(ready),
                 "desiredReplicas": desired,
                 "endpoints": [r.url for r in ready],
-                "conditions": [
-                    _keep_transition_time(c, previous.get(c.type)).model_dump(by_alias=True)
-                    for c in conditions
-                ],
+                "conditions": [c.model_dump(by_alias=True) for c in kept],
             },
         )
 
 
-def _keep_transition_time(new: Condition, old: Condition | None) -> Condition:
-    """A condition's transition time changes only when its status does."""
-    if old is not None and old.status == new.status:
-        return new.model_copy(update={"last_transition_time": old.last_transition_time})
-    return new
+@dataclass(frozen=True)
+class Untrained:
+    """Why a Model's ``trainingjob://`` source has nothing to serve yet."""
+
+    message: str
+    failed: bool = False
+
+
+def trained_source(store: Store, model: Model) -> Model | Untrained:
+    """``model`` with a ``trainingjob://NAME`` source replaced by what the job wrote, once it
+    succeeded; while it has not, why not. Other sources are returned as they are."""
+    source = model.spec.source
+    if source.scheme != "trainingjob":
+        return model
+    name = (source.uri or "").removeprefix("trainingjob://")
+    job = store.get(f"TrainingJob/{model.metadata.namespace}/{name}")
+    if not isinstance(job, TrainingJob):
+        return Untrained(f"TrainingJob {name} does not exist")
+    if job.status.phase != "Succeeded" or not job.status.output_uri:
+        progress = "" if job.status.step is None else f" at step {job.status.step}"
+        return Untrained(
+            f"TrainingJob {name} is {job.status.phase}{progress}", job.status.phase == "Failed"
+        )
+    trained = source.model_copy(update={"uri": job.status.output_uri})
+    return model.model_copy(update={"spec": model.spec.model_copy(update={"source": trained})})
+
+
+def keep_transition_times(new: list[Condition], old: list[Condition]) -> list[Condition]:
+    """``new`` conditions whose transition time changes only where their status does."""
+    previous = {c.type: c for c in old}
+    kept = []
+    for condition_ in new:
+        before = previous.get(condition_.type)
+        if before is not None and before.status == condition_.status:
+            update = {"last_transition_time": before.last_transition_time}
+            condition_ = condition_.model_copy(update=update)
+        kept.append(condition_)
+    return kept

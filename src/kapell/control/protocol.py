@@ -1,4 +1,4 @@
-"""What controllers need from the world: a store of desired state and a backend that runs replicas.
+"""What controllers need from the world: a store of desired state and backends that run things.
 
 Controllers import only these protocols; the local, Kubernetes and sim backends implement them
 structurally, so the same reconcile code runs in every mode.
@@ -8,11 +8,22 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from kapell.api import Condition, Resource
+from kapell.api import Condition, Resource, TrainingJob
 from kapell.api.model import Model
 from kapell.api.replica import Replica, ReplicaPhase
+from kapell.api.training import RunPhase, TrainingRun
 
-__all__ = ["Replica", "ReplicaBackend", "ReplicaPhase", "Scaler", "Store", "condition"]
+__all__ = [
+    "Replica",
+    "ReplicaBackend",
+    "ReplicaPhase",
+    "RunPhase",
+    "Scaler",
+    "Store",
+    "TrainingBackend",
+    "TrainingRun",
+    "condition",
+]
 
 
 class Store(Protocol):
@@ -48,3 +59,13 @@ def condition(type_: str, ok: bool, reason: str, message: str, now: str) -> Cond
         message=message,
         last_transition_time=now,
     )
+
+
+class TrainingBackend(Protocol):
+    """Runs TrainingJobs, one run (attempt) per job at a time, and reports how each goes."""
+
+    def run(self, job_key: str) -> TrainingRun | None: ...
+
+    def start(self, job: TrainingJob, revision: str, attempt: int) -> None: ...
+
+    def stop(self, job_key: str) -> None: ...

@@ -1,5 +1,5 @@
 """The local admin API: what `kapell apply | get | describe | delete | logs | status | down`
-and `kapell keys` talk to.
+and `kapell keys` talk to (``logs`` reads replica, access and TrainingJob driver logs).
 
 It listens on loopback only. Bodies are JSON; resources arrive already validated by the CLI
 (which knows file names and lines) and are validated again here, since any local process may call.
@@ -40,6 +40,7 @@ class AdminContext:
         info: dict[str, Any],
         usage: Callable[[], list[dict[str, Any]]] = list,
         access_log_path: Callable[[str], Path] | None = None,
+        training_log_path: Callable[[str, str], Path] | None = None,
     ) -> None:
         self.store = store
         self.replicas = replicas
@@ -48,6 +49,7 @@ class AdminContext:
         self.info = info
         self.usage = usage
         self.access_log_path = access_log_path
+        self.training_log_path = training_log_path
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -173,6 +175,16 @@ def create_admin_app(ctx: AdminContext) -> Starlette:
             f"model {model!r} has no access log: no request yet",
         )
 
+    async def training_log(request: Request) -> Response:
+        p = request.path_params
+        if ctx.training_log_path is None:
+            return _error(404, "this instance runs no TrainingJob")
+        return _read_log(
+            request,
+            ctx.training_log_path(p["namespace"], p["name"]),
+            f"TrainingJob {p['name']} has no driver log yet: not submitted",
+        )
+
     async def list_keys(request: Request) -> Response:
         return JSONResponse({"items": [k.model_dump(by_alias=True) for k in ctx.store.api_keys()]})
 
@@ -229,6 +241,7 @@ def create_admin_app(ctx: AdminContext) -> Starlette:
             Route(f"{ADMIN_PREFIX}/keys", list_keys, methods=["GET"]),
             Route(f"{ADMIN_PREFIX}/keys", create_key, methods=["POST"]),
             Route(f"{ADMIN_PREFIX}/keys/{{id}}", revoke_key, methods=["DELETE"]),
+            Route(f"{ADMIN_PREFIX}/trainlogs/{{namespace}}/{{name}}", training_log),
             Route(f"{ADMIN_PREFIX}/usage", usage),
             Route(f"{ADMIN_PREFIX}/shutdown", shutdown, methods=["POST"]),
         ]

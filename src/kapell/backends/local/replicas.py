@@ -34,7 +34,7 @@ STOP_GRACE_S = 10.0
 DRAIN_S = 0.3  # time between leaving the endpoint list and SIGTERM
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """Run in the child before exec: SIGTERM it when the parent dies (Linux only)."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
@@ -190,7 +190,7 @@ class LocalReplicas:
                     stderr=asyncio.subprocess.STDOUT,
                     stdin=asyncio.subprocess.DEVNULL,
                     env=env,
-                    preexec_fn=_die_with_parent,
+                    preexec_fn=die_with_parent,
                 )
             except OSError as exc:
                 running.message = f"cannot start {argv[0]}: {exc.strerror}"

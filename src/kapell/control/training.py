@@ -1,0 +1,141 @@
+"""The TrainingJob controller: one run of the job at a time, resubmitted while it may retry.
+
+Level-based: every call reads the job, its status (the attempt it is on) and the run the
+backend reports, and moves one step. No run yet, or none since ``kapell up`` restarted: start
+one (the entrypoint resumes from the newest checkpoint). A failed run: start the next attempt
+while ``backoffLimit`` allows, else the job has failed. A changed spec: stop the run of the old
+spec and start over at attempt 0. The status carries the progress the run reported.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+
+from kapell.api import TrainingJob
+from kapell.api.kinds import TrainingJobStatus, TrainingPhase
+from kapell.control.model import keep_transition_times
+from kapell.control.protocol import RunPhase, Store, TrainingBackend, TrainingRun, condition
+
+ACTIVE_S = 1.0
+"""How often to look at a job whose run is active (progress shows this fresh in status)."""
+
+
+def revision_of(job: TrainingJob) -> str:
+    """A short, stable hash of the spec: a run of another revision trains something else."""
+    spec = job.spec.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:10]
+
+
+class TrainingJobController:
+    """``reconcile(key) -> requeue_after_s`` for TrainingJobs."""
+
+    def __init__(
+        self, store: Store, backend: TrainingBackend, timestamp: Callable[[], str]
+    ) -> None:
+        self._store = store
+        self._backend = backend
+        self._timestamp = timestamp
+
+    def reconcile(self, key: str) -> float | None:
+        job = self._store.get(key)
+        run = self._backend.run(key)
+        if not isinstance(job, TrainingJob):
+            if run is not None:
+                self._backend.stop(key)
+            return None
+        revision = revision_of(job)
+        status = job.status
+        if status.revision != revision:
+            # New, or its spec changed: a fresh status, and no run of the old spec.
+            if run is not None:
+                self._backend.stop(key)
+            status = TrainingJobStatus(revision=revision)
+            run = None
+        if status.phase in ("Succeeded", "Failed") and (run is None or run.phase.finished):
+            self._write(job, status)  # finished: nothing runs again unless the spec changes
+            return None
+        if run is None:
+            self._backend.start(job, revision, status.attempt)
+            status = status.model_copy(
+                update={"phase": "Pending", "message": f"starting attempt {status.attempt}"}
+            )
+        elif run.phase is RunPhase.FAILED and status.attempt < job.spec.backoff_limit:
+            attempt = status.attempt + 1
+            self._backend.start(job, revision, attempt)
+            status = self._observed(status, run).model_copy(
+                update={
+                    "phase": "Pending",
+                    "attempt": attempt,
+                    "message": f"attempt {status.attempt} failed ({run.message}); "
+                    f"starting attempt {attempt} from the newest checkpoint",
+                }
+            )
+        else:
+            status = self._observed(status, run)
+        self._write(job, status)
+        return None if status.phase in ("Succeeded", "Failed") else ACTIVE_S
+
+    def _observed(self, status: TrainingJobStatus, run: TrainingRun) -> TrainingJobStatus:
+        phases: dict[RunPhase, TrainingPhase] = {
+            RunPhase.STARTING: "Pending",
+            RunPhase.PENDING: "Pending",
+            RunPhase.RUNNING: "Running",
+            RunPhase.SUCCEEDED: "Succeeded",
+            RunPhase.FAILED: "Failed",
+        }
+        now = self._timestamp()
+        update: dict[str, object] = {
+            "phase": phases[run.phase],
+            "message": run.message,
+            "submission_id": run.submission_id or status.submission_id,
+            "dashboard_url": run.dashboard_url,
+            "worker_restarts": run.worker_restarts,
+            "checkpoints": max(status.checkpoints, run.checkpoints),
+        }
+        # Progress of this run where it has reported some, else what earlier runs reached.
+        for field in ("step", "loss", "last_checkpoint_step"):
+            if getattr(run, field) is not None:
+                update[field] = getattr(run, field)
+        if run.phase is RunPhase.RUNNING and not status.start_time:
+            update["start_time"] = now
+        if run.phase.finished and not status.completion_time:
+            update["completion_time"] = now
+        if run.phase is RunPhase.SUCCEEDED:
+            update["output_uri"] = run.output_uri
+        return status.model_copy(update=update)
+
+    def _write(self, job: TrainingJob, status: TrainingJobStatus) -> None:
+        now = self._timestamp()
+        progress = "" if status.step is None else f" at step {status.step}"
+        conditions = [
+            condition(
+                "Ready",
+                status.phase == "Succeeded",
+                status.phase,
+                status.message or f"{status.phase}{progress}",
+                now,
+            ),
+            condition(
+                "Progressing",
+                status.phase in ("Pending", "Running"),
+                status.phase,
+                f"attempt {status.attempt}{progress}",
+                now,
+            ),
+            condition(
+                "Degraded",
+                status.phase == "Failed" or status.attempt > 0,
+                "Failed"
+                if status.phase == "Failed"
+                else "Retried"
+                if status.attempt
+                else "Healthy",
+                status.message if status.attempt or status.phase == "Failed" else "no failure",
+                now,
+            ),
+        ]
+        kept = keep_transition_times(conditions, job.status.conditions)
+        status = status.model_copy(update={"conditions": kept})
+        self._store.set_status(job.key, status.model_dump(mode="json", by_alias=True))
