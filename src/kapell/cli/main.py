@@ -51,6 +51,10 @@ from kapell.cli.energy import bench_carbon, energy_app  # noqa: E402  (light: im
 app.add_typer(energy_app, name="energy")
 bench_app.command("carbon")(bench_carbon)
 
+from kapell.cli.spot import bench_spot  # noqa: E402  (light: imports on use)
+
+bench_app.command("spot")(bench_spot)
+
 Files = Annotated[list[Path], typer.Option("-f", "--file", help="Resource YAML files.")]
 
 
