@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from kapell.api.errors import KapellError
 from kapell.policy.spot.decide import (
     POLICIES,
     Capacity,
@@ -39,7 +40,7 @@ def jobs_on_traces(draw: st.DrawFn, max_ticks: int = 60) -> tuple[SpotJob, list[
     return SpotJob(work, deadline, overhead), up, tick
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(case=jobs_on_traces())
 def test_every_online_policy_meets_the_deadline_whatever_spot_does(
     case: tuple[SpotJob, list[bool], int],
@@ -51,7 +52,7 @@ def test_every_online_policy_meets_the_deadline_whatever_spot_does(
         assert outcome.finished_s is not None and outcome.finished_s <= job.deadline_s + 1e-9
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(case=jobs_on_traces(max_ticks=40))
 def test_the_optimum_costs_no_more_than_any_policy(case: tuple[SpotJob, list[bool], int]) -> None:
     job, up, tick = case
@@ -159,3 +160,9 @@ def test_kapell_keeps_on_demand_for_a_short_lead_and_for_short_lived_spot() -> N
     lasting = replace(flicker, spot_runs_s=(195.0, 5 * 3600.0))
     assert worth_leaving_on_demand(lasting)
     assert kapell(lasting) == SPOT
+
+
+def test_optimum_needs_whole_seconds() -> None:
+    job = SpotJob(work_s=1200.5, deadline_s=1800, restart_overhead_s=300)
+    with pytest.raises(KapellError, match="whole seconds"):
+        optimal_costs(job, np.array([[True] * 3]), 600)

@@ -35,7 +35,9 @@ class _Layer:
 def _quantum(*seconds: float) -> int:
     whole = [round(s) for s in seconds]
     if any(abs(s - w) > 1e-9 for s, w in zip(seconds, whole, strict=True)):
-        raise KapellError("spot optimum: times must be whole seconds")
+        raise KapellError(
+            "spot optimum: work, deadline, restart overhead and tick must be whole seconds"
+        )
     return math.gcd(*whole)
 
 
