@@ -65,7 +65,7 @@ def _azure_seconds(stamp: str) -> float:
 def read_azure_csv(path: Path) -> Trace:
     """The Azure LLM inference CSV at ``path``."""
     rows: list[tuple[float, int, int]] = []
-    with _open(path) as f:
+    with open_trace(path) as f:
         reader = csv.DictReader(f)
         for line, row in enumerate(reader, start=2):
             try:
@@ -89,7 +89,7 @@ def read_azure_csv(path: Path) -> Trace:
 def read_mooncake_jsonl(path: Path) -> Trace:
     """The Mooncake JSONL trace at ``path``, with ``hash_ids`` as prefix blocks."""
     requests: list[TraceRequest] = []
-    with _open(path) as f:
+    with open_trace(path) as f:
         for line, text in enumerate(f, start=1):
             if not text.strip():
                 continue
@@ -155,7 +155,8 @@ def gate_trace(trace: Trace, on_s: float, off_s: float) -> Trace:
     return replace(trace, requests=kept)
 
 
-def _open(path: Path) -> TextIO:
+def open_trace(path: Path) -> TextIO:
+    """``path`` opened for reading, or a one-line error saying why it cannot be."""
     try:
         return path.open(newline="")
     except FileNotFoundError:

@@ -57,6 +57,9 @@ bench_app.command("carbon")(bench_carbon)
 from kapell.cli.carbon import carbon_app  # noqa: E402  (light: imports on use)
 
 app.add_typer(carbon_app, name="carbon")
+from kapell.cli.spot import bench_spot  # noqa: E402  (light: imports on use)
+
+bench_app.command("spot")(bench_spot)
 
 Files = Annotated[list[Path], typer.Option("-f", "--file", help="Resource YAML files.")]
 
