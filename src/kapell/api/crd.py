@@ -21,6 +21,7 @@ _PLURALS = {
     "Prompt": "prompts",
     "VectorStore": "vectorstores",
     "GPUPool": "gpupools",
+    "Budget": "budgets",
 }
 _SHORT = {
     "Model": ["km"],
@@ -28,6 +29,7 @@ _SHORT = {
     "Prompt": ["kp"],
     "VectorStore": ["kvs"],
     "GPUPool": ["kgp"],
+    "Budget": ["kb"],
 }
 
 

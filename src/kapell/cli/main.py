@@ -84,8 +84,10 @@ for _command in ("up", "down", "apply", "get", "describe", "delete", "logs", "st
     app.command(_command)(getattr(local, _command))
 
 from kapell.cli.chat import chat  # noqa: E402  (light: standard library only)
+from kapell.cli.spend import spend  # noqa: E402  (light: imports on use)
 
 app.command("chat")(chat)
+app.command("spend")(spend)
 
 
 def main() -> None:

@@ -92,6 +92,9 @@ class Gateway:
         self._counts: dict[str, dict[str, _ReplicaCounts]] = {}
         self._round_robin: dict[str, int] = {}
         self._desired: dict[str, int] = {}
+        self.over_budget: Callable[[Model], str | None] = lambda model: None
+        """Why new requests to a model are refused by its namespace's budget (None: admit);
+        set by the composition root that accounts spend."""
         self._cooling_until_s = 0.0
         """Latest end of any replica's failure cooldown; 0 when none is cooling."""
         self.metrics = GatewayMetrics(self._gauges)
@@ -209,6 +212,12 @@ class Gateway:
         if model is None:
             raise GatewayError(404, f"model '{name}' does not exist", code="model_not_found")
         return model
+
+    def check_budget(self, model: Model) -> None:
+        """A 429 when the model's namespace is over its budget (requests in flight go on)."""
+        refusal = self.over_budget(model)
+        if refusal is not None:
+            raise GatewayError(429, refusal, type="insufficient_quota", code="budget_exceeded")
 
     def choose(
         self, model: Model, request: ParsedRequest, request_tokens: int, exclude: set[str]
@@ -432,6 +441,7 @@ class _ProxyRoute:
             tenant = gateway.tenants.authenticate(_header(scope, b"authorization"))
             request = parse_request(self._path, body)
             model = gateway.resolve_model(tenant, request.model)
+            gateway.check_budget(model)
             tenant.admit()
         except GatewayError as error:
             await send_error(send, error)
@@ -554,6 +564,12 @@ class _Exchange:
             self.metrics.energy_j.observe(self.energy_j)
         tokens = self.prompt_tokens + self.generated_tokens
         if tokens:
+            self.gateway.meter.charge_tenant(
+                self.model.metadata.name,
+                self.tenant.name,
+                self.prompt_tokens,
+                self.generated_tokens,
+            )
             self.tenant.tokens.take(tokens)
             self.metrics.prompt_tokens.inc(self.prompt_tokens)
             self.metrics.generated_tokens.inc(self.generated_tokens)

@@ -39,6 +39,7 @@ class AdminContext:
         info: dict[str, Any],
         usage: Callable[[], list[dict[str, Any]]] = list,
         access_log_path: Callable[[str], Path] | None = None,
+        spend: Callable[[str | None], dict[str, Any]] | None = None,
     ) -> None:
         self.store = store
         self.replicas = replicas
@@ -47,6 +48,7 @@ class AdminContext:
         self.info = info
         self.usage = usage
         self.access_log_path = access_log_path
+        self.spend = spend
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -175,6 +177,11 @@ def create_admin_app(ctx: AdminContext) -> Starlette:
     async def usage(request: Request) -> Response:
         return JSONResponse({"models": ctx.usage()})
 
+    async def spend(request: Request) -> Response:
+        if ctx.spend is None:
+            return _error(404, "this instance accounts no spend")
+        return JSONResponse(ctx.spend(request.query_params.get("namespace")))
+
     async def shutdown(request: Request) -> Response:
         result = ctx.shutdown()
         if asyncio.iscoroutine(result):
@@ -199,6 +206,7 @@ def create_admin_app(ctx: AdminContext) -> Starlette:
             Route(f"{ADMIN_PREFIX}/logs/{{replica}}", logs),
             Route(f"{ADMIN_PREFIX}/access/{{model}}", access_log),
             Route(f"{ADMIN_PREFIX}/usage", usage),
+            Route(f"{ADMIN_PREFIX}/spend", spend),
             Route(f"{ADMIN_PREFIX}/shutdown", shutdown, methods=["POST"]),
         ]
     )
