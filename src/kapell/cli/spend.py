@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from typing import Annotated, Any
 
 import typer
@@ -31,7 +32,8 @@ def spend(
     from rich.console import Console
     from rich.table import Table
 
-    console = Console(highlight=False)
+    # Piped, rich would fit the tables to 80 columns and cut the values scripts read.
+    console = Console(highlight=False, width=None if sys.stdout.isatty() else 240)
     table = Table(title=f"Spend (day {report['day']}, month {report['month']}, UTC)")
     for header in ("NAMESPACE", "TENANT", "PERIOD", "TOKENS IN", "TOKENS OUT", "GPU-S"):
         table.add_column(header, no_wrap=True)
