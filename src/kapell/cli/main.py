@@ -89,6 +89,10 @@ from kapell.cli.spend import spend  # noqa: E402  (light: imports on use)
 app.command("chat")(chat)
 app.command("spend")(spend)
 
+from kapell.cli.mcp_server import mcp  # noqa: E402  (light: the SDK imports on use)
+
+app.command("mcp")(mcp)
+
 
 def main() -> None:
     """Console entry point: run the app, turning user errors into one-line messages."""
