@@ -43,7 +43,7 @@ def spend(
         table.add_row(
             row["namespace"], row["tenant"], row["period"], str(row["tokensIn"]),
             str(row["tokensOut"]), f"{row['gpuSeconds']:.1f}",
-            f"{row['joules']:.1f} ({row['energySource']})", f"{row['gramsCo2']:.3f}",
+            f"{row['joules']:.1f} ({row['energySource']})", f"{row['gramsCo2']:.3g}",
         )  # fmt: skip
     console.print(table if report["rows"] else "no spend accounted yet")
     if report["budgets"]:
