@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic import ValidationError
 
 from kapell.api import Model
 from kapell.api.errors import KapellError, SpecError
@@ -77,6 +78,9 @@ class Scope:
                 f"(set metadata.namespace: {self.namespace})"
             )
         self._refuse_if_over_budget(f"applying Model {model.metadata.name}")
+        return self._apply(model)
+
+    def _apply(self, model: Model) -> dict[str, str]:
         body = {"resources": [model.model_dump(mode="json", by_alias=True, exclude={"status"})]}
         [result] = self._call("POST", "/apply", body)["results"]
         return dict(result)
@@ -91,14 +95,13 @@ class Scope:
             new_scaling = scaling.model_validate(
                 {**scaling.model_dump(), "min_replicas": min_replicas, "max_replicas": new_max}
             )
-        except ValueError as exc:
-            raise KapellError(f"invalid scale of Model {name}: {exc}") from None
+        except ValidationError as exc:
+            problems = "; ".join(str(e["msg"]) for e in exc.errors())
+            raise KapellError(f"invalid scale of Model {name}: {problems}") from None
         if new_scaling.min_replicas > scaling.min_replicas or new_max > scaling.max_replicas:
             self._refuse_if_over_budget(f"scaling Model {name} up")
         spec = current.spec.model_copy(update={"scaling": new_scaling})
-        body = {"resources": [current.model_copy(update={"spec": spec}).model_dump(
-            mode="json", by_alias=True, exclude={"status"})]}  # fmt: skip
-        [result] = self._call("POST", "/apply", body)["results"]
+        result = self._apply(current.model_copy(update={"spec": spec}))
         return {**result, "minReplicas": min_replicas, "maxReplicas": new_max}
 
     def delete_model(self, name: str) -> dict[str, str]:
