@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 from kapell.api.errors import KapellError, Problem, SpecError
-from kapell.api.kinds import GPUPool, Prompt, TrainingJob, VectorStore
+from kapell.api.kinds import Budget, GPUPool, Prompt, TrainingJob, VectorStore
 from kapell.api.meta import API_VERSION, Condition, ObjectMeta, Resource
 from kapell.api.model import Model
 from kapell.api.tenant import Tenant
 
 KINDS: dict[str, type[Resource]] = {
-    cls.__name__: cls for cls in (Model, TrainingJob, Prompt, VectorStore, GPUPool, Tenant)
+    cls.__name__: cls for cls in (Model, TrainingJob, Prompt, VectorStore, GPUPool, Tenant, Budget)
 }
 
 __all__ = [
     "API_VERSION",
     "KINDS",
+    "Budget",
     "Condition",
     "GPUPool",
     "KapellError",

@@ -22,6 +22,7 @@ _PLURALS = {
     "VectorStore": "vectorstores",
     "GPUPool": "gpupools",
     "Tenant": "tenants",
+    "Budget": "budgets",
 }
 _SHORT = {
     "Model": ["km"],
@@ -30,6 +31,7 @@ _SHORT = {
     "VectorStore": ["kvs"],
     "GPUPool": ["kgp"],
     "Tenant": ["ktn"],
+    "Budget": ["kb"],
 }
 
 

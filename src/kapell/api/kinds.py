@@ -155,3 +155,33 @@ class GPUPool(Resource):
     kind: Literal["GPUPool"] = "GPUPool"
     spec: GPUPoolSpec
     status: Status = Field(default_factory=Status)
+
+
+class BudgetLimits(Spec):
+    """Caps on what a namespace may spend in one period; an unset cap is no cap."""
+
+    tokens: Annotated[int | None, Field(ge=0)] = Field(
+        default=None, description="Prompt plus generated tokens"
+    )
+    gpu_seconds: Annotated[float | None, Field(ge=0)] = Field(
+        default=None, description="GPU-seconds by fraction (a 3g.40gb slice counts 3/7)"
+    )
+    joules: Annotated[float | None, Field(ge=0)] = None
+    grams_co2: Annotated[float | None, Field(ge=0)] = Field(
+        default=None, description="gCO2eq at the configured carbon intensity"
+    )
+
+
+class BudgetSpec(Spec):
+    """What the namespace of this Budget may spend per day or per calendar month (UTC)."""
+
+    period: Literal["day", "month"] = "day"
+    limits: BudgetLimits
+
+
+class Budget(Resource):
+    """A cap on one namespace's spend; at the cap new work there is refused."""
+
+    kind: Literal["Budget"] = "Budget"
+    spec: BudgetSpec
+    status: Status = Field(default_factory=Status)

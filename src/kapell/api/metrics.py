@@ -37,3 +37,10 @@ MODEL_JOULES_PER_1K_TOKENS = "kapell_model_joules_per_1k_tokens"
 
 OPERATOR_RECONCILE_SECONDS = "kapell_operator_reconcile_seconds"
 OPERATOR_API_WRITES = "kapell_operator_api_writes_total"
+
+SPEND_TOKENS_IN = "kapell_spend_prompt_tokens"
+SPEND_TOKENS_OUT = "kapell_spend_generated_tokens"
+SPEND_GPU_SECONDS = "kapell_spend_gpu_seconds"
+SPEND_JOULES = "kapell_spend_joules"
+SPEND_GRAMS_CO2 = "kapell_spend_grams_co2"
+BUDGET_OVER = "kapell_budget_over"

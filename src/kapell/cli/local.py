@@ -96,6 +96,14 @@ def up(
     ] = None,
     state_dir: StateDir = DEFAULT_STATE_DIR,
     port: Annotated[int, typer.Option("--port", help="Gateway port (0: any free port).")] = 8000,
+    carbon_intensity: Annotated[
+        str | None,
+        typer.Option(
+            "--carbon-intensity",
+            help="gCO2eq/kWh for spend accounting: a number, or an intensity CSV file "
+            "(its reading nearest in time). Default: none (0 gCO2 accounted).",
+        ),
+    ] = None,
 ) -> None:
     """Run kapell on this machine: replicas, controllers and the gateway, until Ctrl-C.
 
@@ -112,14 +120,16 @@ def up(
         )
     except NotRunningError:
         pass
+    from kapell.cli.accounting import intensity_source
     from kapell.cli.up import run
 
+    intensity = intensity_source(carbon_intensity)
     try:
         import uvloop
 
-        uvloop.run(run(resources, state_dir, port))
+        uvloop.run(run(resources, state_dir, port, intensity))
     except ImportError:
-        asyncio.run(run(resources, state_dir, port))
+        asyncio.run(run(resources, state_dir, port, intensity))
 
 
 def down(

@@ -87,8 +87,14 @@ for _command in ("up", "down", "apply", "get", "describe", "delete", "logs", "st
     app.command(_command)(getattr(local, _command))
 
 from kapell.cli.chat import chat  # noqa: E402  (light: standard library only)
+from kapell.cli.spend import spend  # noqa: E402  (light: imports on use)
 
 app.command("chat")(chat)
+app.command("spend")(spend)
+
+from kapell.cli.mcp_server import mcp  # noqa: E402  (light: the SDK imports on use)
+
+app.command("mcp")(mcp)
 
 from kapell.cli.keys import keys_app  # noqa: E402  (light: imports on use)
 

@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +28,10 @@ from kapell.backends.local.admin import AdminContext, create_admin_app
 from kapell.backends.local.endpoints import routable
 from kapell.backends.local.engine_load import EngineWaiting
 from kapell.backends.local.replicas import HOST, LocalReplicas
+from kapell.backends.local.spend import SpendLedger
 from kapell.backends.local.store import SQLiteStore, utc_now
 from kapell.backends.local.training import LocalRayJobs
+from kapell.cli.accounting import Accountant
 from kapell.cli.client import INSTANCE_FILE, state_dir_default
 from kapell.cli.serving import bind, server
 from kapell.control.loop import ReconcileLoop
@@ -45,16 +48,19 @@ from kapell.net import free_port
 from kapell.observe.access_log import AccessLog
 from kapell.observe.energy_metrics import EnergyCollector
 from kapell.observe.power import GpuEnergyMeter, meter_gpus, read_nvml
+from kapell.observe.spend_metrics import SpendCollector
 from kapell.policy.autoscale import DemandSample
+from kapell.policy.energy import EnergyRow, default_power_models, energy_report
 from kapell.policy.energy import ModelUsage as EnergyUsage
-from kapell.policy.energy import default_power_models, energy_report
 
 console = Console(stderr=True, highlight=False)
 SHUTDOWN_LIMIT_S = 30.0
 """Longest a graceful stop of all replicas may take before they are killed."""
 
 
-async def run(resources: list[Resource], state_dir: Path, port: int) -> None:
+async def run(
+    resources: list[Resource], state_dir: Path, port: int, intensity: Callable[[float], float]
+) -> None:
     """Serve until SIGINT/SIGTERM or an admin shutdown; leaves no child process behind."""
     state_dir.mkdir(parents=True, exist_ok=True)
     instance_path = state_dir / INSTANCE_FILE
@@ -119,7 +125,14 @@ async def run(resources: list[Resource], state_dir: Path, port: int) -> None:
     replicas = LocalReplicas(
         state_dir / "logs", on_change, store.record_event, lambda: store.next_number("replica")
     )
-    controller = ModelController(store, replicas, scaler, time.monotonic, utc_now)
+    controller = ModelController(
+        store,
+        replicas,
+        scaler,
+        time.monotonic,
+        utc_now,
+        over_budget=lambda model: accountant.over_budget(model.metadata.namespace),
+    )
     training = LocalRayJobs(
         state_dir / "logs", state_dir / "checkpoints", lambda key: reconciler.enqueue(key),
         store.record_event,
@@ -170,17 +183,40 @@ async def run(resources: list[Resource], state_dir: Path, port: int) -> None:
                 rows[-1]["measured_j"] = gpu_meter.joules[model.metadata.name]
         return rows
 
+    power_models = default_power_models()
+
+    def energy() -> list[EnergyRow]:
+        return energy_report([EnergyUsage.from_json(r) for r in usage()], power_models)
+
+    ledger = SpendLedger(store.path)
+    accountant = Accountant(
+        store,
+        ledger,
+        gateway.state.gateway.meter.tenant_tokens,
+        replicas.ready_seconds,
+        energy,
+        intensity,
+    )
+    accountant.refresh()  # a restart knows at once which namespaces are over budget
+    gateway.state.gateway.over_budget = lambda model: accountant.over_budget(
+        model.metadata.namespace
+    )
     admin = create_admin_app(
         AdminContext(
-            store, replicas, on_change, stop.set, info, usage, access_log.path, training.log_path
+            store,
+            replicas,
+            on_change,
+            stop.set,
+            info,
+            usage,
+            access_log.path,
+            training_log_path=training.log_path,
+            spend=accountant.report,
         )
     )
-    power_models = default_power_models()
-    gateway.state.gateway.metrics.registry.register(
-        EnergyCollector(
-            lambda: energy_report([EnergyUsage.from_json(r) for r in usage()], power_models)
-        )
-    )
+    registry = gateway.state.gateway.metrics.registry
+    registry.register(EnergyCollector(energy))
+    registry.register(SpendCollector(accountant.report))
 
     saved = len(store.resources())
     if saved:
@@ -199,7 +235,11 @@ async def run(resources: list[Resource], state_dir: Path, port: int) -> None:
     ]
     tune_gc()  # the gateway shares this process; fewer, larger GC passes keep its latency flat
     server_tasks = [loop.create_task(s.serve(sockets=[sock])) for s, sock in servers]
-    background = [loop.create_task(reconciler.run()), loop.create_task(engine_waiting.run())]
+    background = [
+        loop.create_task(reconciler.run()),
+        loop.create_task(engine_waiting.run()),
+        loop.create_task(accountant.run()),
+    ]
     if gpu_meter is not None:
         background.append(loop.create_task(_meter(gpu_meter, replicas)))
     # Written whole, then renamed: a `kapell` command (or a test) reading it never sees half.
@@ -235,6 +275,7 @@ async def run(resources: list[Resource], state_dir: Path, port: int) -> None:
             running.should_exit = True
         await asyncio.gather(*server_tasks, return_exceptions=True)
         access_log.close()
+        ledger.close()
         store.close()
         with contextlib.suppress(FileNotFoundError):
             instance_path.unlink()

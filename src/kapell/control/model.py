@@ -48,9 +48,11 @@ class ModelController:
         timestamp: Callable[[], str],
         progress_s: float = PROGRESS_S,
         resync_s: float = RESYNC_S,
+        over_budget: Callable[[Model], str | None] = lambda model: None,
     ) -> None:
         """``progress_s`` and ``resync_s``: when to look again while replicas change and when
-        they are settled. A backend that reports every change as an event may poll less."""
+        they are settled. A backend that reports every change as an event may poll less.
+        ``over_budget`` says why the Model's namespace may start nothing new (None: it may)."""
         self._store = store
         self._backend = backend
         self._scaler = scaler
@@ -58,6 +60,7 @@ class ModelController:
         self._timestamp = timestamp
         self._progress_s = progress_s
         self._resync_s = resync_s
+        self._over_budget = over_budget
 
     def reconcile(self, key: str) -> float | None:
         resource = self._store.get(key)
@@ -78,12 +81,18 @@ class ModelController:
         old = [r for r in replicas if r.revision != revision]
         ready = sum(r.ready for r in replicas)
         desired = self._scaler.desired_replicas(resource, ready, self._clock())
+        refusal = self._over_budget(resource)
+        budget = _budget_condition(refusal, desired, len(replicas), self._timestamp())
+        if refusal is not None:
+            desired = min(desired, len(replicas))  # start nothing new, stop nothing running
         try:
             changed = self._step(resource, revision, desired, current, old)
         except KapellError as exc:  # a missing engine binary, no room: report, retry later
-            self._write_status(resource, desired, self._backend.replicas(key), revision, exc)
+            self._write_status(
+                resource, desired, self._backend.replicas(key), revision, budget, exc
+            )
             return self._resync_s
-        self._write_status(resource, desired, self._backend.replicas(key), revision)
+        self._write_status(resource, desired, self._backend.replicas(key), revision, budget)
         busy = changed or old or any(not r.ready for r in current)
         return self._progress_s if busy else self._resync_s
 
@@ -142,6 +151,7 @@ class ModelController:
         desired: int,
         replicas: list[Replica],
         revision: str,
+        budget: Condition,
         failure: KapellError | None = None,
     ) -> None:
         ready = [r for r in replicas if r.ready]
@@ -178,6 +188,7 @@ class ModelController:
                 error or "; ".join(f"{r.id}: {r.message}" for r in failing) or "no replica failing",
                 now,
             ),
+            budget,
         ]
         kept = keep_transition_times(conditions, model.status.conditions)
         self._store.set_status(
@@ -230,3 +241,14 @@ def keep_transition_times(new: list[Condition], old: list[Condition]) -> list[Co
             condition_ = condition_.model_copy(update=update)
         kept.append(condition_)
     return kept
+
+
+def _budget_condition(refusal: str | None, wanted: int, running: int, now: str) -> Condition:
+    """``OverBudget``: True while the namespace's budget refuses new work, saying whether it
+    held this Model below the replicas the autoscaler wanted."""
+    if refusal is None:
+        return condition("OverBudget", False, "WithinBudget", "the namespace has budget left", now)
+    if wanted > running:
+        message = f"scale-up from {running} to {wanted} replicas refused: {refusal}"
+        return condition("OverBudget", True, "ScaleUpRefused", message, now)
+    return condition("OverBudget", True, "BudgetReached", refusal, now)

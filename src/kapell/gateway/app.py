@@ -61,6 +61,9 @@ class Gateway:
         self.access_log = access_log
         self.meter = Meter()
         self.tenants = Tenants(self.config.tenants)
+        self.over_budget: Callable[[Model], str | None] = lambda model: None
+        """Why new requests to a model are refused by its namespace's budget (None: admit);
+        set by the composition root that accounts spend."""
         self._gates: dict[str, ModelGate] = {}
         self.balancer = Balancer(
             affinity_blocks=self.config.prefix_affinity_blocks,
@@ -171,6 +174,12 @@ class Gateway:
         if model is None:
             raise GatewayError(404, f"model '{name}' does not exist", code="model_not_found")
         return model
+
+    def check_budget(self, model: Model) -> None:
+        """A 429 when the model's namespace is over its budget (requests in flight go on)."""
+        refusal = self.over_budget(model)
+        if refusal is not None:
+            raise GatewayError(429, refusal, type="insufficient_quota", code="budget_exceeded")
 
 
 class _GatewayApp(Starlette):

@@ -91,6 +91,17 @@ class Meter:
     def __init__(self) -> None:
         self._usage: dict[str, ModelUsage] = {}
         self._energy: dict[str, RequestEnergy] = {}
+        self._tenant_tokens: dict[tuple[str, str], tuple[int, int]] = {}
+
+    def charge_tenant(self, model: str, tenant: str, prompt: int, generated: int) -> None:
+        """Count a finished request's tokens against the tenant that sent it."""
+        before_in, before_out = self._tenant_tokens.get((model, tenant), (0, 0))
+        self._tenant_tokens[model, tenant] = (before_in + prompt, before_out + generated)
+
+    def tenant_tokens(self) -> dict[tuple[str, str], tuple[int, int]]:
+        """Cumulative (prompt, generated) tokens per (model, tenant): what spend accounting
+        reads."""
+        return dict(self._tenant_tokens)
 
     def replica_energy(self, replica_id: str, power_w: float) -> RequestEnergy:
         """The energy split of one replica (created on first use, dropped when it goes idle)."""

@@ -137,6 +137,7 @@ class ProxyRoute:
             tenant = gateway.tenants.authenticate(_header(scope, b"authorization"))
             request = parse_request(self._path, body)
             model = gateway.resolve_model(tenant, request.model)
+            gateway.check_budget(model)
             tenant.admit()
         except GatewayError as error:
             await send_error(send, error)
@@ -259,6 +260,12 @@ class _Exchange:
             self.metrics.energy_j.observe(self.energy_j)
         tokens = self.prompt_tokens + self.generated_tokens
         if tokens:
+            self.gateway.meter.charge_tenant(
+                self.model.metadata.name,
+                self.tenant.name,
+                self.prompt_tokens,
+                self.generated_tokens,
+            )
             self.tenant.tokens.take(tokens)
             self.metrics.prompt_tokens.inc(self.prompt_tokens)
             self.metrics.generated_tokens.inc(self.generated_tokens)

@@ -66,7 +66,7 @@ def kapell_up(tmp_path: Path) -> Iterator[Callable[..., Instance]]:
     ``spec=None`` starts it with no -f (resuming the state directory). The state directory is
     ``tmp_path/state``, passed with --state-dir, unless ``state_dir`` names another; with
     ``pass_state_dir=False`` the command gets none and must find ``state_dir`` on its own
-    (from ``env``). ``cwd`` is where it runs.
+    (from ``env``). ``cwd`` is where it runs; ``args`` are added to the command line.
     """
     started: list[Instance] = []
 
@@ -78,9 +78,10 @@ def kapell_up(tmp_path: Path) -> Iterator[Callable[..., Instance]]:
         pass_state_dir: bool = True,
         env: dict[str, str] | None = None,
         cwd: Path | None = None,
+        args: tuple[str, ...] = (),
     ) -> Instance:
         state_dir = state_dir or tmp_path / "state"
-        argv = [sys.executable, "-m", "kapell.cli", "up", "--port", "0"]
+        argv = [sys.executable, "-m", "kapell.cli", "up", "--port", "0", *args]
         if spec is not None:
             spec_path = tmp_path / "spec.yaml"
             spec_path.write_text(spec)

@@ -186,3 +186,32 @@ def test_the_autoscaler_keeps_its_history_while_the_measured_cold_start_wobbles(
         assert scaler._scaler(m) is measured
     cold_start[0] = 6.5
     assert scaler._scaler(m) is not measured
+
+
+def test_over_budget_holds_the_replicas_running_and_says_why(tmp_path: Path) -> None:
+    store, table, demand = SQLiteStore(tmp_path / "s.db"), ReplicaTable(), Demand()
+    refusal: list[str | None] = [None]
+    controller = ModelController(
+        store, table, PolicyScaler(demand, lambda m: 0.0), lambda: 0.0, lambda: "t",
+        over_budget=lambda m: refusal[0],
+    )  # fmt: skip
+    m = model(1)
+    store.apply(m)
+    controller.reconcile(m.key)
+    table.make_ready()
+    refusal[0] = "namespace 'default' is over its daily budget"
+    store.apply(model(3))  # the user asks for more: the budget refuses, the one running stays
+    controller.reconcile(m.key)
+    assert len(table.rows) == 1 and table.ready() == 1
+    stored = store.get(m.key)
+    assert isinstance(stored, Model)
+    over = next(c for c in stored.status.conditions if c.type == "OverBudget")
+    assert (over.status, over.reason) == ("True", "ScaleUpRefused")
+    assert "from 1 to 3 replicas refused" in over.message and "daily budget" in over.message
+    refusal[0] = None  # a new day, or a raised Budget
+    controller.reconcile(m.key)
+    assert len(table.rows) == 3
+    stored = store.get(m.key)
+    assert isinstance(stored, Model)
+    over = next(c for c in stored.status.conditions if c.type == "OverBudget")
+    assert (over.status, over.reason) == ("False", "WithinBudget")

@@ -41,6 +41,7 @@ class AdminContext:
         usage: Callable[[], list[dict[str, Any]]] = list,
         access_log_path: Callable[[str], Path] | None = None,
         training_log_path: Callable[[str, str], Path] | None = None,
+        spend: Callable[[str | None], dict[str, Any]] | None = None,
     ) -> None:
         self.store = store
         self.replicas = replicas
@@ -50,6 +51,7 @@ class AdminContext:
         self.usage = usage
         self.access_log_path = access_log_path
         self.training_log_path = training_log_path
+        self.spend = spend
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -215,6 +217,11 @@ def create_admin_app(ctx: AdminContext) -> Starlette:
     async def usage(request: Request) -> Response:
         return JSONResponse({"models": ctx.usage()})
 
+    async def spend(request: Request) -> Response:
+        if ctx.spend is None:
+            return _error(404, "this instance accounts no spend")
+        return JSONResponse(ctx.spend(request.query_params.get("namespace")))
+
     async def shutdown(request: Request) -> Response:
         result = ctx.shutdown()
         if asyncio.iscoroutine(result):
@@ -243,6 +250,7 @@ def create_admin_app(ctx: AdminContext) -> Starlette:
             Route(f"{ADMIN_PREFIX}/keys/{{id}}", revoke_key, methods=["DELETE"]),
             Route(f"{ADMIN_PREFIX}/trainlogs/{{namespace}}/{{name}}", training_log),
             Route(f"{ADMIN_PREFIX}/usage", usage),
+            Route(f"{ADMIN_PREFIX}/spend", spend),
             Route(f"{ADMIN_PREFIX}/shutdown", shutdown, methods=["POST"]),
         ]
     )

@@ -1,0 +1,106 @@
+"""Budgets end to end: a real `kapell up` with a sim engine, the openai client as the caller.
+
+A namespace's daily token cap is reached by real requests; then requests get a 429 that says
+why, a scale-up is refused with an ``OverBudget`` condition, the replica already running keeps
+running, and after a restart the accounted spend (and the refusal) are still there.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+import openai
+
+from tests.integration.local.conftest import Instance, stop
+
+SPEC = """\
+apiVersion: kapell.dev/v1alpha1
+kind: Model
+metadata: {name: chat, namespace: team-a}
+spec:
+  source: {uri: h100-llama3-8b}
+  engine: {name: sim, args: ["--cold-start-s", "0.3", "--speedup", "20"]}
+  scaling: {minReplicas: REPLICAS, maxReplicas: 4}
+---
+apiVersion: kapell.dev/v1alpha1
+kind: Budget
+metadata: {name: daily, namespace: team-a}
+spec:
+  period: day
+  limits: {tokens: 300}
+"""
+StartFn = Callable[..., Instance]
+
+
+def spend(instance: Instance) -> dict[str, object]:
+    with urllib.request.urlopen(instance.admin_url + "/admin/v1/spend", timeout=5) as r:
+        return dict(json.loads(r.read()))
+
+
+def chat_until_refused(instance: Instance, limit: int = 200) -> tuple[int, openai.APIStatusError]:
+    client = openai.OpenAI(base_url=instance.gateway_url + "/v1", api_key="x", max_retries=0)
+    for sent in range(limit):
+        try:
+            client.chat.completions.create(
+                model="chat", max_tokens=16, messages=[{"role": "user", "content": "hello"}]
+            )
+        except openai.APIStatusError as exc:
+            return sent, exc
+    raise AssertionError(f"{limit} requests and no refusal")
+
+
+def overbudget(instance: Instance) -> dict[str, str]:
+    model = instance.kapell("get", "model", "chat", "-n", "team-a", "-o", "json")
+    conditions = json.loads(model.stdout)["status"]["conditions"]
+    return dict(next(c for c in conditions if c["type"] == "OverBudget"))
+
+
+def test_budget_refuses_new_work_at_its_cap_and_survives_a_restart(
+    kapell_up: StartFn, tmp_path: Path
+) -> None:
+    spec_path = tmp_path / "budget.yaml"
+    spec_path.write_text(SPEC.replace("REPLICAS", "1"))
+    instance = kapell_up(SPEC.replace("REPLICAS", "1"), args=("--carbon-intensity", "400"))
+
+    answered, refused = chat_until_refused(instance)
+    assert answered > 0 and refused.status_code == 429
+    assert "namespace 'team-a' is over its daily budget" in str(refused.message)
+    assert "tokens used this day (UTC)" in str(refused.message)
+
+    spec_path.write_text(SPEC.replace("REPLICAS", "3"))  # ask for more replicas: refused
+    assert instance.kapell("apply", "-f", str(spec_path)).returncode == 0
+    instance.wait_for(
+        lambda: overbudget(instance).get("reason") == "ScaleUpRefused", 10, "OverBudget"
+    )
+    assert "from 1 to 3 replicas refused" in overbudget(instance)["message"]
+    assert len(instance.replicas()) == 1, "the replica already running was stopped"
+
+    before = spend(instance)
+    [row] = [r for r in before["rows"] if r["period"] == "day" and r["tenant"] == "anonymous"]  # type: ignore[attr-defined]
+    assert row["tokensIn"] + row["tokensOut"] >= 300
+    assert row["joules"] > 0 and row["energySource"] == "modelled"
+    assert row["gramsCo2"] > 0  # 400 g/kWh from --carbon-intensity
+    [budget] = before["budgets"]  # type: ignore[misc]
+    assert budget["remaining"] == {"tokens": 0.0} and budget["refusal"]
+
+    table = instance.kapell("spend", "-n", "team-a")
+    assert table.returncode == 0, table.stderr
+    assert "team-a" in table.stdout and "anonymous" in table.stdout
+    assert "over its daily budget" in table.stdout
+    with urllib.request.urlopen(instance.gateway_url + "/metrics", timeout=5) as r:
+        metrics = r.read().decode()
+    assert 'kapell_budget_over{budget="daily",namespace="team-a"} 1.0' in metrics
+    assert 'kapell_spend_prompt_tokens{namespace="team-a",period="day"' in metrics
+
+    stop(instance)
+    resumed = kapell_up(None, ready=0)
+    after = spend(resumed)
+    [again] = [r for r in after["rows"] if r["period"] == "day" and r["tenant"] == "anonymous"]  # type: ignore[attr-defined]
+    assert again["tokensIn"] == row["tokensIn"] and again["tokensOut"] == row["tokensOut"]
+    _, refused_again = chat_until_refused(resumed, limit=1)
+    assert refused_again.status_code == 429
+    resumed.wait_for(lambda: overbudget(resumed).get("status") == "True", 10, "OverBudget")
+    assert resumed.replicas(ready_only=False) == [], "over budget, nothing new may start"
