@@ -1,7 +1,7 @@
 """kapell's container image, by name, so the operator, the Helm chart and the dev cluster agree.
 
 One image holds all of kapell: the operator, the gateway and the engines it ships
-(``python -m kapell.engines.sim`` ...); its entrypoint is ``kapell``. On the dev cluster's
+(``python -m kapell.engines.sim`` ...); its entrypoint is ``kapell`` (the ``Containerfile``). On the dev cluster's
 serving nodes it is the only image that runs: there it stands for this machine's own Python
 environment, so its tag is not checked.
 """
@@ -11,8 +11,6 @@ from __future__ import annotations
 KAPELL_REPOSITORY = "ghcr.io/kapell-dev/kapell"
 KAPELL_TAG = "0.1.0"
 KAPELL_IMAGE = f"{KAPELL_REPOSITORY}:{KAPELL_TAG}"
-KAPELL_ENTRYPOINT = ("kapell",)
-"""What the image runs when a container gives ``args`` but no ``command``."""
 
 
 def image_repository(image: str) -> str:

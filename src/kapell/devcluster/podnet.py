@@ -6,7 +6,8 @@ first address is the gateway, held by the host end of every veth of that node (s
 default route leads to the host), and the host has a /32 route to the pod through the veth. The
 addresses exist only on this machine: the node's whole /24 has an ``unreachable`` route on the
 host, so an address without a pod fails at once instead of following the default route off the
-machine (pods' own traffic stops at the host unless the host forwards, which kapell leaves off).
+machine. Pods reach each other through the host: forwarding is switched on for each pod's veth
+(packets arriving from a pod), never machine-wide.
 
 Network namespaces, links and routes are machine-wide, while several dev clusters may run on one
 machine at a time. Node CIDRs are therefore claimed with a lock file under ``/run`` that the
@@ -151,6 +152,9 @@ def create(uid: str, ip: ipaddress.IPv4Address, gw: ipaddress.IPv4Address) -> tu
         _ip(*inside, "route", "add", f"{gw}/32", "dev", "eth0", "scope", "link")
         _ip(*inside, "route", "add", "default", "via", str(gw), "dev", "eth0")
         _ip("route", "replace", f"{ip}/32", "dev", veth, "scope", "link", "src", str(gw))
+        # Pod to pod goes through the host: forward what arrives from a pod's veth (this
+        # interface only; the machine's own forwarding setting is left as it is).
+        Path(f"/proc/sys/net/ipv4/conf/{veth}/forwarding").write_text("1\n")
     except BaseException:
         delete(netns, veth)
         raise

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from kapell.api.images import KAPELL_ENTRYPOINT, KAPELL_IMAGE, is_kapell_image
+from kapell.api.images import KAPELL_IMAGE, is_kapell_image
 
 Pod = dict[str, Any]
 Container = dict[str, Any]
@@ -180,11 +180,13 @@ def render_env(
 
 
 def resolve_argv(container: Container, env: Mapping[str, str], python: str) -> list[str]:
-    """``command`` (the image's entrypoint if none) + ``args`` expanded, with ``python*``
-    mapped to the agent's interpreter and any other first word resolved on the container's
-    PATH."""
-    command = [expand(word, env) for word in container.get("command") or KAPELL_ENTRYPOINT]
+    """``command`` + ``args`` expanded, with ``python*`` mapped to the agent's interpreter and
+    any other first word resolved on the container's PATH. No command runs the image's
+    entrypoint, ``kapell``, as the agent's interpreter's ``-m kapell.cli`` (whatever PATH is)."""
     args = [expand(word, env) for word in container.get("args") or []]
+    if not container.get("command"):
+        return [python, "-m", "kapell.cli", *args]
+    command = [expand(word, env) for word in container["command"]]
     first = command[0]
     if _PYTHON.match(first.rsplit("/", 1)[-1]):
         return [python, *command[1:], *args]

@@ -159,14 +159,9 @@ def test_other_commands_are_found_on_the_container_path(tmp_path: Path) -> None:
         resolve_argv({"command": ["nope"]}, {"PATH": str(tmp_path)}, "py")
 
 
-def test_no_command_runs_the_images_entrypoint_kapell(tmp_path: Path) -> None:
-    kapell = tmp_path / "kapell"
-    kapell.write_text("#!/bin/sh\n")
-    kapell.chmod(0o755)
-    argv = resolve_argv(
-        {"args": ["gateway", "--port", "$(P)"]}, {"PATH": str(tmp_path), "P": "9"}, "py"
-    )
-    assert argv == [str(kapell), "gateway", "--port", "9"]
+def test_no_command_runs_the_images_entrypoint_kapell() -> None:
+    argv = resolve_argv({"args": ["gateway", "--port", "$(P)"]}, {"P": "9"}, "/venv/bin/python")
+    assert argv == ["/venv/bin/python", "-m", "kapell.cli", "gateway", "--port", "9"]
 
 
 def test_probe_defaults_and_named_port() -> None:
