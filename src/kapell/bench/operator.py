@@ -239,9 +239,14 @@ class OperatorRun:
         return 0.0
 
     def stop(self) -> None:
+        """SIGTERM, then SIGKILL after a minute: the measurements are taken already."""
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(timeout=60)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
 
 
 def histogram_quantile(buckets: list[tuple[float, float]], q: float) -> float:

@@ -193,6 +193,7 @@ async def _run(
     reconciler = ReconcileLoop(reconcile)
 
     tasks = []
+    api = None
     if sock is not None:
         api = server(operator_app(board, elector.leading, metrics.registry, wake), sock)
         tasks.append(loop.create_task(api.serve(sockets=[sock])))
@@ -217,10 +218,15 @@ async def _run(
         tasks.append(loop.create_task(reconciler.run()))
         await stop.wait()
     finally:
+        if api is not None:
+            api.should_exit = True
         for task in tasks:
             task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         for informer in informers:
             informer.stop()
+        replicas.close()
+        store.close()
         elector.stop()
         console.print(f"kapell operator {identity}: stopped (the lease is free)")
 

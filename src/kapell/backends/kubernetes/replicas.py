@@ -239,6 +239,11 @@ class KubeReplicas:
             client, ResourceSlice, slice_view, self._dirty
         )
 
+    def close(self) -> None:
+        """Drop queued writes (a stopping operator's successor redoes what is still needed:
+        reconciles are level-based) so the process exits at once, not after every write."""
+        self._writers.shutdown(wait=False, cancel_futures=True)
+
     @property
     def informers(self) -> list[Informer[Any]]:
         return [self.nodes, self.slices, self.claims, self.pods]

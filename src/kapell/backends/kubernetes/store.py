@@ -115,6 +115,10 @@ class KubeStore:
             client, ModelResource, parse_model, self._changed, namespace=namespace
         )
 
+    def close(self) -> None:
+        """Drop queued status writes, as ``KubeReplicas.close`` does."""
+        self._writer.shutdown(wait=False, cancel_futures=True)
+
     def _changed(self, key: Key, stored: StoredModel | None) -> None:
         """Reconcile on what the controller acts on: not on status writes, its own above all."""
         acted_on = (
