@@ -58,6 +58,8 @@ class OperatorBench:
     gpus: str = "h100:10"
     state_dir: Path = Path(".kapell/bench-operator")
     bin_dir: Path | None = None
+    baseline: bool = True
+    """Measure the Deployments too (off: kapell's side alone, e.g. to rerun its latencies)."""
 
 
 def _pod_ready(raw: dict[str, Any]) -> bool:
@@ -295,13 +297,15 @@ def run(config: OperatorBench, progress: Progress) -> dict[str, Any]:
     try:
         client = Client(KubeConfig.from_file(cluster.kubeconfig), field_manager="kapell-bench")
         _install_crds(client)
-        progress(f"baseline: {config.models} Deployments x {config.replicas} pods")
-        baseline_s = _timed_rollout(
-            cluster, client, "bench-deployments",
-            deployment_manifests("bench-deployments", config.models, config.replicas), pods,
-        )  # fmt: skip
-        progress(f"baseline: {pods} pods Ready in {baseline_s:.1f} s; deleting them")
-        _delete_and_wait(client, "bench-deployments")
+        baseline_s = None
+        if config.baseline:
+            progress(f"baseline: {config.models} Deployments x {config.replicas} pods")
+            baseline_s = _timed_rollout(
+                cluster, client, "bench-deployments",
+                deployment_manifests("bench-deployments", config.models, config.replicas), pods,
+            )  # fmt: skip
+            progress(f"baseline: {pods} pods Ready in {baseline_s:.1f} s; deleting them")
+            _delete_and_wait(client, "bench-deployments")
         operator = OperatorRun(cluster.kubeconfig, config.state_dir / "operator.log")
         try:
             operator.wait_watching()
@@ -328,8 +332,8 @@ def run(config: OperatorBench, progress: Progress) -> dict[str, Any]:
         "cluster_ready_s": round(up.ready_s, 1),
         "node_grace_s": node_grace_s,
         "all_ready_s": round(kapell_s, 1),
-        "deployments_all_ready_s": round(baseline_s, 1),
-        "all_ready_over_deployments": round(kapell_s / baseline_s, 3),
+        "deployments_all_ready_s": round(baseline_s, 1) if baseline_s else None,
+        "all_ready_over_deployments": round(kapell_s / baseline_s, 3) if baseline_s else None,
         "reconcile_ms": {
             "p50": round(histogram_quantile(buckets, 0.5) * 1000, 1),
             "p99": round(histogram_quantile(buckets, 0.99) * 1000, 1),

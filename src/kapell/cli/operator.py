@@ -243,6 +243,10 @@ def bench_operator(
     state_dir: Annotated[Path, typer.Option(help="The benchmark's dev cluster state.")] = Path(
         ".kapell/bench-operator"
     ),
+    baseline: Annotated[
+        bool,
+        typer.Option(help="Also time the same pods as Deployments (the comparison's baseline)."),
+    ] = True,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
 ) -> None:
     """The operator at scale on kwok GPU nodes, beside the same pods as Deployments (JSON out)."""
@@ -253,7 +257,7 @@ def bench_operator(
 
     if models < 1 or nodes < 1 or replicas < 1:
         raise KapellError("--models, --nodes and --replicas: expected at least 1")
-    config = OperatorBench(models, nodes, replicas, gpus, state_dir)
+    config = OperatorBench(models, nodes, replicas, gpus, state_dir, baseline=baseline)
     report = run(config, lambda step: console.print(f"  {step}"))
     if json_out:
         print(json.dumps(report, indent=2))
