@@ -452,20 +452,10 @@ def logs(
     if kind:
         if _kind(kind) != "TrainingJob":
             raise KapellError(f"logs are kept for models and trainingjob/NAME, not {kind!r}")
-        path = f"/trainlogs/{namespace}/{job}"
-        if follow:
-            _follow(state_dir, lambda: [path], tail, prefix=False)
-            return
-        for line in call(state_dir, "GET", f"{path}?tail={tail}")["lines"]:
-            typer.echo(line)
+        _print_log(state_dir, f"/trainlogs/{namespace}/{job}", tail, follow)
         return
     if access:
-        path = f"/access/{model}"
-        if follow:
-            _follow(state_dir, lambda: [path], tail, prefix=False)
-            return
-        for line in call(state_dir, "GET", f"{path}?tail={tail}")["lines"]:
-            typer.echo(line)
+        _print_log(state_dir, f"/access/{model}", tail, follow)
         return
 
     def replica_ids() -> list[str]:
@@ -487,6 +477,15 @@ def logs(
         typer.echo(f"==> {replica_id} ({answer['path']}) <==")
         for line in answer["lines"]:
             typer.echo(line)
+
+
+def _print_log(state_dir: Path, path: str, tail: int, follow: bool) -> None:
+    """One log of the admin API: its last ``tail`` lines, or followed."""
+    if follow:
+        _follow(state_dir, lambda: [path], tail, prefix=False)
+        return
+    for line in call(state_dir, "GET", f"{path}?tail={tail}")["lines"]:
+        typer.echo(line)
 
 
 def _follow(state_dir: Path, sources: Callable[[], list[str]], tail: int, prefix: bool) -> None:
