@@ -240,7 +240,10 @@ def test_a_killed_gateway_replica_loses_only_its_in_flight_requests(
 def test_a_dead_endpoint_costs_at_most_one_retried_request(
     kube: Client, kubectl: Any, namespace: str, gateway: ClusterGateway
 ) -> None:
-    apply(kubectl, serving_model("pair", namespace, replicas=2, args=FAST_SIM))
+    manifest = serving_model("pair", namespace, replicas=2, args=FAST_SIM)
+    # Requests alternate, so one of the first two after the kill goes to the dead endpoint.
+    manifest["spec"]["routing"] = {"strategy": "round-robin"}
+    apply(kubectl, manifest)
     wait_ready(kube, "pair", namespace, replicas=2)
     client = OpenAI(base_url=f"{gateway.url}/v1", api_key="unused", max_retries=0)
 
@@ -251,9 +254,8 @@ def test_a_dead_endpoint_costs_at_most_one_retried_request(
         client.chat.completions.create(
             model="pair", messages=[{"role": "user", "content": "hi"}], max_tokens=2
         )
-    # The victim is the replica that took the traffic, so the dead endpoint really is chosen.
-    victim = max(pods_of(kube, namespace, "pair"), key=served)
-    assert served(victim) > 0
+    victim = pods_of(kube, namespace, "pair")[0]
+    assert served(victim) > 0, "round-robin sent the victim none of the first requests"
     os.kill(_pid(victim), signal.SIGKILL)
     deadline = time.monotonic() + 8  # past the readiness probe's 3 failures and the slice update
     answered = 0
@@ -263,7 +265,9 @@ def test_a_dead_endpoint_costs_at_most_one_retried_request(
         )
         answered += 1
     assert answered > 20
-    assert _counter(gateway.url, GATEWAY_UPSTREAM_RETRIES) == 1
+    # One retry if a request reaches the dead engine before its slice drops it (then it is
+    # skipped for 10 s), none if the slice is faster: never one per request.
+    assert _counter(gateway.url, GATEWAY_UPSTREAM_RETRIES) <= 1
 
 
 def test_ten_times_overload_answers_429s_never_5xx(
