@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import socket
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -168,9 +169,10 @@ async def _run(
         return board.sample(key, ready, time.monotonic())
 
     def wake(model: str) -> None:
-        """A gateway holds requests for ``model`` (``namespace/name``): reconcile it now."""
+        """A gateway holds requests for ``model`` (``namespace/name``): reconcile it now.
+        Called on the API server's thread."""
         model_namespace, _, name = model.partition("/")
-        reconciler.enqueue(model_key(model_namespace, name))
+        enqueue(model_key(model_namespace, name))
 
     elector = LeaderElector(
         client,
@@ -195,8 +197,15 @@ async def _run(
     tasks = []
     api = None
     if sock is not None:
+        # A thread and event loop of its own: probes, scrapes and demand reports are answered
+        # at once even while reconciles keep the controllers' loop busy (10,000 pods).
         api = server(operator_app(board, elector.leading, metrics.registry, wake), sock)
-        tasks.append(loop.create_task(api.serve(sockets=[sock])))
+        serving = api
+        threading.Thread(
+            target=lambda: asyncio.run(serving.serve(sockets=[sock])),
+            name="operator-api",
+            daemon=True,
+        ).start()
         console.print(f"kapell operator {identity}: probes, metrics and demand on {host}:{port}")
     elector.start()
     console.print(
