@@ -8,6 +8,7 @@ flight and queued in the activator, ready replicas, and requests waiting inside 
 
 from __future__ import annotations
 
+from kapell.api.demand import ModelDemand
 from kapell.gateway.metering import ModelUsage
 from kapell.policy.autoscale import DemandSample
 
@@ -22,4 +23,17 @@ def demand_sample(usage: ModelUsage, ready: int, engine_waiting: int) -> DemandS
         ready_replicas=ready,
         engine_waiting=engine_waiting,
         admitted_tokens_total=usage.admitted_tokens,
+    )
+
+
+def reported_demand(usage: ModelUsage) -> ModelDemand:
+    """What a gateway replica on a cluster reports to the operator for one model: the fields of
+    ``demand_sample`` the gateway knows (the operator adds its ready replicas)."""
+    sample = demand_sample(usage, ready=0, engine_waiting=0)
+    return ModelDemand(
+        requests_total=sample.requests_total,
+        tokens_total=sample.tokens_total,
+        admitted_tokens_total=sample.admitted_tokens_total or 0.0,
+        in_flight=sample.in_flight,
+        queue_depth=sample.queue_depth,
     )

@@ -15,7 +15,8 @@ from collections.abc import Callable, Sequence
 
 import aiohttp
 
-from kapell.api.demand import DEMAND_PATH, DemandReport, ModelDemand
+from kapell.api.demand import DEMAND_PATH, DemandReport
+from kapell.gateway.demand import reported_demand
 from kapell.gateway.metering import Meter
 
 log = logging.getLogger(__name__)
@@ -58,13 +59,7 @@ class DemandReporter:
         models = {}
         for name in self._models():
             usage = self._meter.snapshot(name)
-            models[f"{self._namespace}/{name}"] = ModelDemand(
-                requests_total=usage.requests,
-                tokens_total=usage.tokens,
-                admitted_tokens_total=usage.admitted_tokens,
-                in_flight=usage.in_flight,
-                queue_depth=usage.queue_depth,
-            )
+            models[f"{self._namespace}/{name}"] = reported_demand(usage)
         woken = sorted(f"{self._namespace}/{name}" for name in self._woken)
         self._woken.clear()
         return DemandReport(gateway=self._gateway_id, models=models, wake=woken)
