@@ -127,9 +127,9 @@ def up(
     try:
         import uvloop
 
-        uvloop.run(run(resources, state_dir, port, intensity))
+        uvloop.run(run(resources, state_dir, port, intensity, carbon_intensity))
     except ImportError:
-        asyncio.run(run(resources, state_dir, port, intensity))
+        asyncio.run(run(resources, state_dir, port, intensity, carbon_intensity))
 
 
 def down(
@@ -533,6 +533,7 @@ def status(state_dir: StateDir = DEFAULT_STATE_DIR) -> None:
     typer.echo(f"kapell {info['version']} (pid {info['pid']})")
     typer.echo(f"  gateway: {info['gateway_url']}  (OpenAI API: {info['gateway_url']}/v1)")
     typer.echo(f"  admin:   {info['admin_url']}")
+    typer.echo(f"  console: {info['console_url']}")
     typer.echo(f"  state:   {info['state_dir']}")
     typer.echo("")
     print_table(

@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from starlette.applications import Starlette
+from starlette.routing import Mount
 
 from kapell import __version__
 from kapell.api import Model, Resource, Tenant
@@ -33,7 +35,9 @@ from kapell.backends.local.store import SQLiteStore, utc_now
 from kapell.backends.local.training import LocalRayJobs
 from kapell.cli.accounting import Accountant
 from kapell.cli.client import INSTANCE_FILE, state_dir_default
+from kapell.cli.console_local import LocalConsole
 from kapell.cli.serving import bind, server
+from kapell.console.app import CONSOLE_PATH, console_app
 from kapell.control.loop import ReconcileLoop
 from kapell.control.model import ModelController
 from kapell.control.scaling import PolicyScaler
@@ -45,7 +49,7 @@ from kapell.gateway.endpoints import StaticEndpointSource
 from kapell.gateway.server import tune_gc
 from kapell.gateway.tenancy import tenant_configs
 from kapell.net import free_port
-from kapell.observe.access_log import AccessLog
+from kapell.observe.access_log import AccessLog, AccessRecord
 from kapell.observe.energy_metrics import EnergyCollector
 from kapell.observe.power import GpuEnergyMeter, meter_gpus, read_nvml
 from kapell.observe.spend_metrics import SpendCollector
@@ -59,9 +63,16 @@ SHUTDOWN_LIMIT_S = 30.0
 
 
 async def run(
-    resources: list[Resource], state_dir: Path, port: int, intensity: Callable[[float], float]
+    resources: list[Resource],
+    state_dir: Path,
+    port: int,
+    intensity: Callable[[float], float],
+    carbon_option: str | None = None,
 ) -> None:
-    """Serve until SIGINT/SIGTERM or an admin shutdown; leaves no child process behind."""
+    """Serve until SIGINT/SIGTERM or an admin shutdown; leaves no child process behind.
+
+    ``carbon_option`` is ``--carbon-intensity`` as given (``intensity`` is read from it); the
+    console names it."""
     state_dir.mkdir(parents=True, exist_ok=True)
     instance_path = state_dir / INSTANCE_FILE
     gateway_sock = bind(HOST, port, "the gateway")
@@ -144,7 +155,12 @@ async def run(
         lambda: [m for m in store.resources("Model") if isinstance(m, Model)], replicas.replicas
     )
     access_log = AccessLog(state_dir / "logs")
-    gateway = create_app(endpoints, GatewayConfig(), access_log)
+
+    def finished(record: AccessRecord) -> None:
+        access_log(record)
+        console_source.add_latency(record)
+
+    gateway = create_app(endpoints, GatewayConfig(), finished)
 
     gateway_url = f"http://{HOST}:{gateway_sock.getsockname()[1]}"
     admin_url = f"http://{HOST}:{admin_sock.getsockname()[1]}"
@@ -153,6 +169,7 @@ async def run(
         "pid": os.getpid(),
         "gateway_url": gateway_url,
         "admin_url": admin_url,
+        "console_url": f"{admin_url}{CONSOLE_PATH}/",
         "state_dir": str(state_dir.resolve()),
     }
 
@@ -201,7 +218,15 @@ async def run(
     gateway.state.gateway.over_budget = lambda model: accountant.over_budget(
         model.metadata.namespace
     )
-    admin = create_admin_app(
+    console_source = LocalConsole(
+        store,
+        replicas,
+        gateway.state.gateway.meter.snapshot,
+        accountant.report,
+        intensity,
+        carbon_option,
+    )
+    admin_api = create_admin_app(
         AdminContext(
             store,
             replicas,
@@ -213,6 +238,9 @@ async def run(
             training_log_path=training.log_path,
             spend=accountant.report,
         )
+    )
+    admin = Starlette(
+        routes=[Mount(CONSOLE_PATH, console_app(console_source)), Mount("/", admin_api)]
     )
     registry = gateway.state.gateway.metrics.registry
     registry.register(EnergyCollector(energy))
@@ -239,6 +267,7 @@ async def run(
         loop.create_task(reconciler.run()),
         loop.create_task(engine_waiting.run()),
         loop.create_task(accountant.run()),
+        loop.create_task(console_source.run()),
     ]
     if gpu_meter is not None:
         background.append(loop.create_task(_meter(gpu_meter, replicas)))
@@ -248,6 +277,7 @@ async def run(
     partial.replace(instance_path)
     console.print(f"kapell {__version__}: state in {state_dir}, admin API on {admin_url}")
     print(f"Gateway: {gateway_url} (OpenAI API at {gateway_url}/v1)", flush=True)
+    print(f"Console: {info['console_url']}", flush=True)
     if not store.keys("Model"):
         console.print("kapell: no Model yet; add one with `kapell apply -f FILE`")
     reporter = loop.create_task(

@@ -1,0 +1,100 @@
+"""A short in-memory history of each model's traffic, for the console's plots.
+
+The gateway (or, on a cluster, the operator's demand board) keeps cumulative counters and
+gauges; a sampler reads them once a second and ``SeriesRing.record`` turns two readings into a
+rate. Latencies arrive one per finished request (``add_latency``) and are summarised per
+sample. Nothing is persisted: the plots show the last ``keep`` samples since the process
+started, which is what a live view needs and what Prometheus is for beyond that.
+
+Example: tokens_total 1200 at t=10 s and 1500 at t=11 s give ``tokens_per_s`` 300.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+KEEP_SAMPLES = 600
+"""Ten minutes at one sample a second."""
+
+
+@dataclass(frozen=True)
+class Reading:
+    """One model's cumulative counters and gauges at one moment."""
+
+    tokens_total: float
+    queue_depth: int
+    in_flight: int
+    ready: int
+    desired: int
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One point of the plots. Latencies are None when no request finished in the interval
+    (a gap in the line, not a zero), or where the mode does not see latencies at all."""
+
+    t_s: float
+    tokens_per_s: float
+    latency_p50_ms: float | None
+    latency_p95_ms: float | None
+    queue_depth: int
+    in_flight: int
+    ready: int
+    desired: int
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The nearest-rank percentile ``q`` (0-100) of a non-empty sequence."""
+    ordered = sorted(values)
+    rank = max(1, -(-len(ordered) * q // 100))  # ceil(n * q / 100), at least the first
+    return ordered[int(rank) - 1]
+
+
+class SeriesRing:
+    """Samples per model key, the newest ``keep`` of each."""
+
+    def __init__(self, keep: int = KEEP_SAMPLES) -> None:
+        self._keep = keep
+        self._samples: dict[str, deque[Sample]] = {}
+        self._last: dict[str, tuple[float, Reading]] = {}
+        self._latencies: dict[str, list[float]] = {}
+
+    def add_latency(self, key: str, latency_s: float) -> None:
+        """A request to ``key`` finished after ``latency_s``; it counts in the next sample."""
+        self._latencies.setdefault(key, []).append(latency_s)
+
+    def record(self, key: str, now_s: float, reading: Reading) -> None:
+        """Add the sample for ``now_s``; the first reading of a key only sets its baseline."""
+        before = self._last.get(key)
+        self._last[key] = (now_s, reading)
+        latencies = self._latencies.pop(key, [])
+        if before is None or now_s <= before[0]:
+            return
+        grown = reading.tokens_total - before[1].tokens_total
+        if grown < 0:  # the counter restarted (the model was re-created): count from zero
+            grown = reading.tokens_total
+        ring = self._samples.setdefault(key, deque(maxlen=self._keep))
+        ring.append(
+            Sample(
+                t_s=now_s,
+                tokens_per_s=grown / (now_s - before[0]),
+                latency_p50_ms=percentile(latencies, 50) * 1e3 if latencies else None,
+                latency_p95_ms=percentile(latencies, 95) * 1e3 if latencies else None,
+                queue_depth=reading.queue_depth,
+                in_flight=reading.in_flight,
+                ready=reading.ready,
+                desired=reading.desired,
+            )
+        )
+
+    def samples(self, key: str) -> list[Sample]:
+        return list(self._samples.get(key, ()))
+
+    def retain(self, keys: Iterable[str]) -> None:
+        """Forget models that are gone, so a long-lived process does not keep them."""
+        keep = set(keys)
+        for table in (self._samples, self._last, self._latencies):
+            for gone in [k for k in table if k not in keep]:
+                del table[gone]
