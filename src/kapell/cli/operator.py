@@ -131,8 +131,10 @@ async def _run(
     from kapell.backends.kubernetes.replicas import KubeReplicas
     from kapell.backends.kubernetes.store import KubeStore, model_key
     from kapell.backends.local.store import utc_now
+    from kapell.cli.console_cluster import ClusterConsole
     from kapell.cli.operator_api import operator_app
     from kapell.cli.serving import bind, server
+    from kapell.console.app import CONSOLE_PATH, console_app
     from kapell.control.demand import DemandBoard
     from kapell.control.loop import ReconcileLoop
     from kapell.control.model import ModelController
@@ -193,20 +195,27 @@ async def _run(
     )  # fmt: skip
     metrics = OperatorMetrics(lambda: store.writes + replicas.writes)
     reconciler = ReconcileLoop(reconcile)
+    console_source = ClusterConsole(store, replicas, board)
 
     tasks = []
     api = None
     if sock is not None:
         # A thread and event loop of its own: probes, scrapes and demand reports are answered
         # at once even while reconciles keep the controllers' loop busy (10,000 pods).
-        api = server(operator_app(board, elector.leading, metrics.registry, wake), sock)
+        app = operator_app(
+            board, elector.leading, metrics.registry, wake, console=console_app(console_source)
+        )
+        api = server(app, sock)
         serving = api
         threading.Thread(
             target=lambda: asyncio.run(serving.serve(sockets=[sock])),
             name="operator-api",
             daemon=True,
         ).start()
-        console.print(f"kapell operator {identity}: probes, metrics and demand on {host}:{port}")
+        console.print(
+            f"kapell operator {identity}: probes, metrics and demand on {host}:{port}, "
+            f"the console at http://{host}:{port}{CONSOLE_PATH}/"
+        )
     elector.start()
     console.print(
         f"kapell operator {identity}: waiting for the lease {lease_namespace}/kapell-operator"
@@ -225,6 +234,8 @@ async def _run(
             reconciler.enqueue(key)
         console.print(f"kapell operator {identity}: watching {namespace or 'all namespaces'}")
         tasks.append(loop.create_task(reconciler.run()))
+        if api is not None:  # the console's plots: sampled only where the console is served
+            tasks.append(loop.create_task(console_source.run()))
         await stop.wait()
     finally:
         if api is not None:

@@ -1,4 +1,5 @@
-"""The operator's HTTP endpoint: probes, Prometheus metrics, and the gateways' demand reports.
+"""The operator's HTTP endpoint: probes, Prometheus metrics, the gateways' demand reports, and
+the web console (``/console/``, read-only) when one is given.
 
 Served by every operator candidate, so a Deployment can probe standbys too; ``/readyz`` answers
 200 only while this candidate leads, so a Service in front of the candidates reaches the
@@ -17,9 +18,11 @@ from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.types import ASGIApp
 
 from kapell.api.demand import DEMAND_PATH, DemandReport
+from kapell.console.app import CONSOLE_PATH
 from kapell.control.demand import DemandBoard
 
 
@@ -29,8 +32,10 @@ def operator_app(
     registry: CollectorRegistry,
     wake: Callable[[str], None],
     clock: Callable[[], float] = time.monotonic,
+    console: ASGIApp | None = None,
 ) -> Starlette:
-    """``wake`` gets each ``namespace/name`` a report says has requests waiting."""
+    """``wake`` gets each ``namespace/name`` a report says has requests waiting; ``console``
+    (``console.app.console_app``) is mounted at ``/console``."""
 
     async def healthz(_: Request) -> Response:
         return PlainTextResponse("ok")
@@ -58,11 +63,12 @@ def operator_app(
             wake(model)
         return Response(status_code=204)
 
-    return Starlette(
-        routes=[
-            Route("/healthz", healthz, methods=["GET"]),
-            Route("/readyz", readyz, methods=["GET"]),
-            Route("/metrics", metrics, methods=["GET"]),
-            Route(DEMAND_PATH, demand, methods=["POST"]),
-        ]
-    )
+    routes: list[BaseRoute] = [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+        Route(DEMAND_PATH, demand, methods=["POST"]),
+    ]
+    if console is not None:
+        routes.append(Mount(CONSOLE_PATH, console))
+    return Starlette(routes=routes)

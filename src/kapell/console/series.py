@@ -11,6 +11,7 @@ Example: tokens_total 1200 at t=10 s and 1500 at t=11 s give ``tokens_per_s`` 30
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -53,9 +54,11 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 
 class SeriesRing:
-    """Samples per model key, the newest ``keep`` of each."""
+    """Samples per model key, the newest ``keep`` of each. Thread-safe: on a cluster the
+    operator samples on its controllers' loop and the console reads on its API thread."""
 
     def __init__(self, keep: int = KEEP_SAMPLES) -> None:
+        self._lock = threading.Lock()
         self._keep = keep
         self._samples: dict[str, deque[Sample]] = {}
         self._last: dict[str, tuple[float, Reading]] = {}
@@ -63,38 +66,42 @@ class SeriesRing:
 
     def add_latency(self, key: str, latency_s: float) -> None:
         """A request to ``key`` finished after ``latency_s``; it counts in the next sample."""
-        self._latencies.setdefault(key, []).append(latency_s)
+        with self._lock:
+            self._latencies.setdefault(key, []).append(latency_s)
 
     def record(self, key: str, now_s: float, reading: Reading) -> None:
         """Add the sample for ``now_s``; the first reading of a key only sets its baseline."""
-        before = self._last.get(key)
-        self._last[key] = (now_s, reading)
-        latencies = self._latencies.pop(key, [])
-        if before is None or now_s <= before[0]:
-            return
+        with self._lock:
+            before = self._last.get(key)
+            self._last[key] = (now_s, reading)
+            latencies = self._latencies.pop(key, [])
+            if before is None or now_s <= before[0]:
+                return
+            ring = self._samples.setdefault(key, deque(maxlen=self._keep))
         grown = reading.tokens_total - before[1].tokens_total
         if grown < 0:  # the counter restarted (the model was re-created): count from zero
             grown = reading.tokens_total
-        ring = self._samples.setdefault(key, deque(maxlen=self._keep))
-        ring.append(
-            Sample(
-                t_s=now_s,
-                tokens_per_s=grown / (now_s - before[0]),
-                latency_p50_ms=percentile(latencies, 50) * 1e3 if latencies else None,
-                latency_p95_ms=percentile(latencies, 95) * 1e3 if latencies else None,
-                queue_depth=reading.queue_depth,
-                in_flight=reading.in_flight,
-                ready=reading.ready,
-                desired=reading.desired,
-            )
+        sample = Sample(
+            t_s=now_s,
+            tokens_per_s=grown / (now_s - before[0]),
+            latency_p50_ms=percentile(latencies, 50) * 1e3 if latencies else None,
+            latency_p95_ms=percentile(latencies, 95) * 1e3 if latencies else None,
+            queue_depth=reading.queue_depth,
+            in_flight=reading.in_flight,
+            ready=reading.ready,
+            desired=reading.desired,
         )
+        with self._lock:
+            ring.append(sample)
 
     def samples(self, key: str) -> list[Sample]:
-        return list(self._samples.get(key, ()))
+        with self._lock:
+            return list(self._samples.get(key, ()))
 
     def retain(self, keys: Iterable[str]) -> None:
         """Forget models that are gone, so a long-lived process does not keep them."""
         keep = set(keys)
-        for table in (self._samples, self._last, self._latencies):
-            for gone in [k for k in table if k not in keep]:
-                del table[gone]
+        with self._lock:
+            for table in (self._samples, self._last, self._latencies):
+                for gone in [k for k in table if k not in keep]:
+                    del table[gone]

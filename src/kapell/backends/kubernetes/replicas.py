@@ -291,7 +291,9 @@ class KubeReplicas:
 
     # --- the ReplicaBackend protocol ------------------------------------------------------
 
-    def _views(self, model_key: str) -> list[PodView]:
+    def views(self, model_key: str) -> list[PodView]:
+        """What is kept of the model's pods (and those being created), read-only: the console
+        shows their placement without the repairs ``replicas`` makes."""
         _, namespace, name = model_key.split("/", 2)
         with self._lock:
             pending = list(self._pending.values())
@@ -305,7 +307,7 @@ class KubeReplicas:
         controller starts their replacements elsewhere (what taint eviction does, sooner)."""
         lost = self._lost_nodes()
         out = []
-        for view in self._views(model_key):
+        for view in self.views(model_key):
             if view.placement is not None and view.placement.node in lost:
                 log.info(
                     "%s/%s: node %s lost; replacing", view.namespace, view.name, view.placement.node
@@ -369,7 +371,7 @@ class KubeReplicas:
                 wait_s = min(FAILURE_BACKOFF_S * 2 ** (count - 1), FAILURE_BACKOFF_MAX_S)
                 if time.monotonic() - at < wait_s:  # the controller reports it and retries
                     raise BackendError(f"creating a replica failed ({count}x): {message}")
-            taken = {v.name for v in self._views(key)}
+            taken = {v.name for v in self.views(key)}
             slot = next(
                 i
                 for i in range(len(taken) + 1)
@@ -464,7 +466,7 @@ class KubeReplicas:
         """Median seconds from pod creation to Ready over the model's ready replicas."""
         starts = [
             v.ready_at - v.created
-            for v in self._views(model_key)
+            for v in self.views(model_key)
             if v.ready_at is not None and v.ready_at >= v.created
         ]
         return statistics.median(starts) if starts else DEFAULT_COLD_START_S

@@ -1,0 +1,113 @@
+"""The console's source for the operator: Models from its informers, replicas with the node,
+GPU and slice placement put on each pod, and traffic from the gateways' demand reports.
+
+On a cluster the operator carries Models only (TrainingJobs, Prompts and Budgets have no
+informer there yet), so those pages say so; the gateways report counters and queues, not
+latencies, so the latency plot stays empty; replica events live in Kubernetes' Events, which
+the operator does not watch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
+
+from kapell.api import Model, Resource
+from kapell.api.replica import ReplicaPhase
+from kapell.backends.kubernetes.inventory import Placement
+from kapell.backends.kubernetes.replicas import KubeReplicas
+from kapell.backends.kubernetes.store import KubeStore
+from kapell.console.series import Reading, Sample, SeriesRing
+from kapell.console.source import CarbonView, Event, ReplicaRow
+from kapell.control.demand import DemandBoard
+
+SAMPLE_EVERY_S = 1.0
+
+
+def describe_placement(placement: Placement) -> str:
+    """Where a pod was placed, in words: ``node-3 GPU 2 MIG 3g.40gb (slice 4)``,
+    ``node-1 GPU 0 250/1000 time-slicing``, ``node-2 GPUs 0,1``, ``node-5 (no GPU)``."""
+    gpus = placement.gpus
+    if not gpus:
+        return f"{placement.node} (no GPU)"
+    where = f"{placement.node} GPU{'s' if len(gpus) > 1 else ''} {','.join(map(str, gpus))}"
+    if placement.mig is not None:
+        return f"{where} MIG {placement.mig.profile} (slice {placement.mig.start})"
+    request = placement.request
+    if request.gpu_milli and request.gpu_milli < 1000:
+        return f"{where} {request.gpu_milli}/1000 {request.sharing}"
+    return where
+
+
+class ClusterConsole:
+    """A ``ConsoleSource`` over the operator's caches; it never calls the apiserver."""
+
+    mode: Literal["local", "kubernetes"] = "kubernetes"
+
+    def __init__(
+        self,
+        store: KubeStore,
+        replicas: KubeReplicas,
+        board: DemandBoard,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._store = store
+        self._replicas = replicas
+        self._board = board
+        self._clock = clock
+        self._monotonic = monotonic
+        self.ring = SeriesRing()
+
+    def _models(self) -> list[Model]:
+        found = (self._store.get(key) for key in self._store.model_keys())
+        return [m for m in found if m is not None]
+
+    def resources(self, kind: str) -> Sequence[Resource]:
+        return self._models() if kind == "Model" else []
+
+    def carries(self, kind: str) -> bool:
+        return kind == "Model"
+
+    def replicas(self, model: Model) -> Sequence[ReplicaRow]:
+        views = sorted(self._replicas.views(model.key), key=lambda v: v.name)
+        return [
+            ReplicaRow.of(v.replica(), describe_placement(v.placement) if v.placement else None)
+            for v in views
+        ]
+
+    def events(self, model: Model, limit: int) -> Sequence[Event]:
+        return []
+
+    def series(self, model: Model) -> Sequence[Sample]:
+        return self.ring.samples(model.key)
+
+    def spend(self) -> dict[str, Any] | None:
+        return None
+
+    def carbon(self) -> CarbonView:
+        return CarbonView(None)
+
+    def sample(self) -> None:
+        """One sample of every Model from the demand board (keyed ``namespace/name``)."""
+        now_s, monotonic_s = self._clock(), self._monotonic()
+        models = self._models()
+        for model in models:
+            ready = sum(v.phase is ReplicaPhase.READY for v in self._replicas.views(model.key))
+            demand = self._board.sample(
+                f"{model.metadata.namespace}/{model.metadata.name}", ready, monotonic_s
+            )
+            self.ring.record(
+                model.key, now_s, Reading(
+                    demand.tokens_total, demand.queue_depth, demand.in_flight, ready,
+                    model.status.desired_replicas,
+                ),
+            )  # fmt: skip
+        self.ring.retain(m.key for m in models)
+
+    async def run(self, every_s: float = SAMPLE_EVERY_S) -> None:
+        while True:
+            self.sample()
+            await asyncio.sleep(every_s)
