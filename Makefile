@@ -14,7 +14,7 @@ LATEST_EXTRAS ?= dev,onnx,plot,kubernetes
 # The lock is universal (every platform's wheels and hashes) and resolved for Python 3.11.
 LOCK_FLAGS := --universal --python-version 3.11 --generate-hashes --quiet
 
-.PHONY: venv test check quickstart clean k8s-bin e2e lock test-latest chart-crds
+.PHONY: venv test check quickstart clean k8s-bin e2e lock test-latest chart-crds console-assets console-screenshots
 
 venv: $(VENV)/.installed-test
 
@@ -51,6 +51,16 @@ k8s-bin:
 CHART := deploy/helm/kapell
 chart-crds: venv
 	$(VENV)/bin/kapell crds > $(CHART)/crds/kapell.dev.yaml
+
+## console-assets: fetch htmx and uPlot (pinned) from npm into the console's static/vendor/
+## (the files are committed: `make test` needs no npm; run this to update them)
+console-assets:
+	hack/console-assets.sh
+
+## console-screenshots: run the console's browser test and copy its screenshots into docs/img/
+## (needs Debian's chromium and chromium-driver, as the test does)
+console-screenshots: venv
+	KAPELL_CONSOLE_SCREENSHOTS=docs/img $(PY) -m pytest tests/integration/local/test_console.py
 
 ## e2e: end-to-end tests against a local control plane with fake GPU nodes (builds what is missing)
 e2e: venv k8s-bin
