@@ -118,6 +118,9 @@ async def run(
         if key.startswith("Tenant/"):  # applied, deleted, or a key created or revoked
             refresh_tenants()
             return
+        if key.startswith("Budget/"):  # a job applied with it must not start before its verdict
+            accountant.refresh()
+            return
         publish()
         reconciler.enqueue(key)
 
@@ -148,7 +151,12 @@ async def run(
         state_dir / "logs", state_dir / "checkpoints", lambda key: reconciler.enqueue(key),
         store.record_event,
     )  # fmt: skip
-    trainer = TrainingJobController(store, training, utc_now)
+    trainer = TrainingJobController(
+        store,
+        training,
+        utc_now,
+        over_budget=lambda job: accountant.over_budget(job.metadata.namespace),
+    )
     reconciler = ReconcileLoop(reconcile)
     endpoints = StaticEndpointSource(on_capacity_request=on_demand)
     engine_waiting = EngineWaiting(
@@ -214,7 +222,6 @@ async def run(
         energy,
         intensity,
     )
-    accountant.refresh()  # a restart knows at once which namespaces are over budget
     gateway.state.gateway.over_budget = lambda model: accountant.over_budget(
         model.metadata.namespace
     )
@@ -251,6 +258,7 @@ async def run(
         console.print(f"kapell: resuming {saved} resource(s) saved in {state_dir}")
     for resource in resources:
         store.apply(resource)
+    accountant.refresh()  # before any reconcile: saved and new Budgets say who may start work
     refresh_tenants()
     for key in store.keys("Model"):
         on_change(key)

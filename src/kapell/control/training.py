@@ -5,6 +5,10 @@ backend reports, and moves one step. No run yet, or none since ``kapell up`` res
 one (the entrypoint resumes from the newest checkpoint). A failed run: start the next attempt
 while ``backoffLimit`` allows, else the job has failed. A changed spec: stop the run of the old
 spec and start over at attempt 0. The status carries the progress the run reported.
+
+A namespace over its Budget starts no run (first, retried or resumed after a restart): the job
+waits at ``Pending`` with an ``OverBudget`` condition and is looked at again every
+``REFUSED_RETRY_S``; a run already going is not stopped.
 """
 
 from __future__ import annotations
@@ -15,11 +19,14 @@ from collections.abc import Callable
 
 from kapell.api import TrainingJob
 from kapell.api.kinds import TrainingJobStatus, TrainingPhase
+from kapell.api.meta import Condition
 from kapell.control.model import keep_transition_times
 from kapell.control.protocol import RunPhase, Store, TrainingBackend, TrainingRun, condition
 
 ACTIVE_S = 1.0
 """How often to look at a job whose run is active (progress shows this fresh in status)."""
+REFUSED_RETRY_S = 5.0
+"""How often a job refused by its namespace's budget looks again (a new day, a raised cap)."""
 
 
 def revision_of(job: TrainingJob) -> str:
@@ -32,11 +39,17 @@ class TrainingJobController:
     """``reconcile(key) -> requeue_after_s`` for TrainingJobs."""
 
     def __init__(
-        self, store: Store, backend: TrainingBackend, timestamp: Callable[[], str]
+        self,
+        store: Store,
+        backend: TrainingBackend,
+        timestamp: Callable[[], str],
+        over_budget: Callable[[TrainingJob], str | None] = lambda job: None,
     ) -> None:
+        """``over_budget`` says why the job's namespace may start nothing new (None: it may)."""
         self._store = store
         self._backend = backend
         self._timestamp = timestamp
+        self._over_budget = over_budget
 
     def reconcile(self, key: str) -> float | None:
         job = self._store.get(key)
@@ -53,9 +66,21 @@ class TrainingJobController:
                 self._backend.stop(key)
             status = TrainingJobStatus(revision=revision)
             run = None
+        refusal = self._over_budget(job)
         if status.phase in ("Succeeded", "Failed") and (run is None or run.phase.finished):
-            self._write(job, status)  # finished: nothing runs again unless the spec changes
+            self._write(
+                job, status, refusal
+            )  # finished: nothing runs again unless the spec changes
             return None
+        retry = run is not None and run.phase is RunPhase.FAILED
+        if refusal is not None and (
+            run is None or (retry and status.attempt < job.spec.backoff_limit)
+        ):
+            status = (status if run is None else self._observed(status, run)).model_copy(
+                update={"phase": "Pending", "message": f"not started: {refusal}"}
+            )
+            self._write(job, status, refusal, refused=True)
+            return REFUSED_RETRY_S
         if run is None:
             self._backend.start(job, revision, status.attempt)
             status = status.model_copy(
@@ -74,7 +99,7 @@ class TrainingJobController:
             )
         else:
             status = self._observed(status, run)
-        self._write(job, status)
+        self._write(job, status, refusal)
         return None if status.phase in ("Succeeded", "Failed") else ACTIVE_S
 
     def _observed(self, status: TrainingJobStatus, run: TrainingRun) -> TrainingJobStatus:
@@ -106,7 +131,13 @@ class TrainingJobController:
             update["output_uri"] = run.output_uri
         return status.model_copy(update=update)
 
-    def _write(self, job: TrainingJob, status: TrainingJobStatus) -> None:
+    def _write(
+        self,
+        job: TrainingJob,
+        status: TrainingJobStatus,
+        refusal: str | None,
+        refused: bool = False,
+    ) -> None:
         now = self._timestamp()
         progress = "" if status.step is None else f" at step {status.step}"
         conditions = [
@@ -135,7 +166,18 @@ class TrainingJobController:
                 status.message if status.attempt or status.phase == "Failed" else "no failure",
                 now,
             ),
+            _budget_condition(refusal, refused, now),
         ]
         kept = keep_transition_times(conditions, job.status.conditions)
         status = status.model_copy(update={"conditions": kept})
         self._store.set_status(job.key, status.model_dump(mode="json", by_alias=True))
+
+
+def _budget_condition(refusal: str | None, refused: bool, now: str) -> Condition:
+    """``OverBudget``: True while the namespace's budget refuses new work, saying whether it
+    kept this job's run from starting (a run already going goes on)."""
+    if refusal is None:
+        return condition("OverBudget", False, "WithinBudget", "the namespace has budget left", now)
+    if refused:
+        return condition("OverBudget", True, "StartRefused", f"run not started: {refusal}", now)
+    return condition("OverBudget", True, "BudgetReached", refusal, now)

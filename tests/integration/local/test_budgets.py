@@ -104,3 +104,40 @@ def test_budget_refuses_new_work_at_its_cap_and_survives_a_restart(
     assert refused_again.status_code == 429
     resumed.wait_for(lambda: overbudget(resumed).get("status") == "True", 10, "OverBudget")
     assert resumed.replicas(ready_only=False) == [], "over budget, nothing new may start"
+
+
+JOB_OVER_BUDGET = """\
+apiVersion: kapell.dev/v1alpha1
+kind: Budget
+metadata: {name: none-left, namespace: team-b}
+spec:
+  period: month
+  limits: {tokens: 0}
+---
+apiVersion: kapell.dev/v1alpha1
+kind: TrainingJob
+metadata: {name: tiny, namespace: team-b}
+spec:
+  entrypoint: python -c "print('trained')"
+"""
+
+
+def test_a_training_job_is_not_started_in_a_namespace_over_its_budget(
+    kapell_up: StartFn,
+) -> None:
+    instance = kapell_up(JOB_OVER_BUDGET, ready=0)
+
+    def refused() -> dict[str, str] | None:
+        job = instance.kapell("get", "trainingjob", "tiny", "-n", "team-b", "-o", "json")
+        conditions = json.loads(job.stdout)["status"]["conditions"]
+        found = next((c for c in conditions if c["type"] == "OverBudget"), None)
+        return found if found is not None and found["reason"] == "StartRefused" else None
+
+    instance.wait_for(lambda: refused() is not None, 10, "OverBudget StartRefused")
+    condition = refused()
+    assert condition is not None and "over its monthly budget" in condition["message"]
+    job = json.loads(
+        instance.kapell("get", "trainingjob", "tiny", "-n", "team-b", "-o", "json").stdout
+    )
+    assert job["status"]["phase"] == "Pending" and not job["status"]["submissionId"]
+    assert not (instance.state_dir / "logs" / "trainingjobs").exists(), "a Ray cluster started"

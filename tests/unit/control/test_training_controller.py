@@ -17,7 +17,7 @@ from kapell.api.loader import load_text
 from kapell.api.training import RunPhase, TrainingRun
 from kapell.backends.local.store import SQLiteStore
 from kapell.control.model import Untrained, trained_source
-from kapell.control.training import TrainingJobController, revision_of
+from kapell.control.training import REFUSED_RETRY_S, TrainingJobController, revision_of
 
 JOB = """\
 apiVersion: kapell.dev/v1alpha1
@@ -178,3 +178,55 @@ def test_a_model_serves_the_jobs_output_only_once_it_succeeded(store: SQLiteStor
     resolved = trained_source(store, model)
     assert isinstance(resolved, Model)
     assert resolved.spec.source.uri == "/ckpt/t/model"
+
+
+def overbudget(store: SQLiteStore, key: str) -> tuple[str, str, str]:
+    found = next(c for c in stored_job(store, key).status.conditions if c.type == "OverBudget")
+    return found.status, found.reason, found.message
+
+
+def test_a_namespace_over_budget_starts_no_run_until_it_has_budget_again(
+    store: SQLiteStore,
+) -> None:
+    job, _ = resources()
+    store.apply(job)
+    runs = RunTable()
+    refusal: list[str | None] = ["namespace 'default' is over its daily budget"]
+    controller = TrainingJobController(
+        store, runs, lambda: "2026-01-01T00:00:00Z", over_budget=lambda job: refusal[0]
+    )
+    assert controller.reconcile(job.key) == REFUSED_RETRY_S
+    assert runs.starts == []
+    status = stored_job(store, job.key).status
+    assert status.phase == "Pending" and "over its daily budget" in status.message
+    assert overbudget(store, job.key)[:2] == ("True", "StartRefused")
+
+    refusal[0] = None  # a new day, or a raised cap
+    assert controller.reconcile(job.key) == 1.0
+    assert runs.starts == [(revision_of(job), 0)]
+    assert overbudget(store, job.key)[:2] == ("False", "WithinBudget")
+
+
+def test_over_budget_a_running_job_goes_on_but_a_failed_one_is_not_retried(
+    store: SQLiteStore,
+) -> None:
+    job, _ = resources()
+    store.apply(job)
+    runs = RunTable()
+    refusal: list[str | None] = [None]
+    controller = TrainingJobController(
+        store, runs, lambda: "2026-01-01T00:00:00Z", over_budget=lambda job: refusal[0]
+    )
+    controller.reconcile(job.key)
+    runs.move(job.key, phase=RunPhase.RUNNING, step=20)
+    refusal[0] = "namespace 'default' is over its daily budget"
+    assert controller.reconcile(job.key) == 1.0
+    assert runs.stops == [] and stored_job(store, job.key).status.phase == "Running"
+    assert overbudget(store, job.key)[:2] == ("True", "BudgetReached")
+
+    runs.move(job.key, phase=RunPhase.FAILED, step=30, message="worker died")
+    assert controller.reconcile(job.key) == REFUSED_RETRY_S
+    assert len(runs.starts) == 1, "a retry started over budget"
+    status = stored_job(store, job.key).status
+    assert (status.phase, status.attempt, status.step) == ("Pending", 0, 30)
+    assert overbudget(store, job.key)[:2] == ("True", "StartRefused")
