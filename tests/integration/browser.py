@@ -20,6 +20,7 @@ import pytest
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 WINDOW = (1360, 1000)
+MIN_HEIGHT = 480  # a short page is shot short, not padded to the window
 
 needs_chromium = pytest.mark.skipif(
     not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
@@ -63,7 +64,7 @@ def wait_until(check: Callable[[], Any], timeout_s: float, what: str) -> Any:
 def screenshot(driver: Any, directory: Path, name: str) -> Path:
     """Save the page as ``console-NAME.png`` (whole height), and copy it where asked."""
     height = driver.execute_script("return document.documentElement.scrollHeight")
-    driver.set_window_size(WINDOW[0], min(max(WINDOW[1], int(height) + 40), 2400))
+    driver.set_window_size(WINDOW[0], min(max(MIN_HEIGHT, int(height) + 40), 2400))
     path = directory / f"console-{name}.png"
     assert driver.save_screenshot(str(path)), f"no screenshot of {name}"
     driver.set_window_size(*WINDOW)

@@ -10,9 +10,11 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import pytest
+from pydantic import Field
 from starlette.testclient import TestClient
 
 from kapell.api import Model, Prompt, Resource, TrainingJob
+from kapell.api.meta import Status
 from kapell.console.app import budget_rows, console_app, gpu_request
 from kapell.console.series import Sample
 from kapell.console.source import CarbonView, Event, ReplicaRow
@@ -107,6 +109,37 @@ def test_prompts_page_shows_every_spec_field_but_the_template_body() -> None:
     assert "Greet {name}." in text
 
 
+class VersionWeight(Status):
+    version: int
+    weight: int
+    state: str
+
+
+class RolloutStatus(Status):
+    """A Prompt status that carries canary weights, as a prompt rollout controller writes."""
+
+    phase: str = "Stable"
+    versions: list[VersionWeight] = Field(default_factory=list)
+
+
+class RolledOutPrompt(Prompt):
+    status: RolloutStatus = Field(default_factory=RolloutStatus)
+
+
+def test_prompts_page_shows_canary_weights_where_the_schema_has_them() -> None:
+    rolled = RolledOutPrompt.model_validate({
+        **PROMPT.model_dump(by_alias=True, exclude={"status"}),
+        "status": {"phase": "Canary", "versions": [
+            {"version": 3, "weight": 90, "state": "stable"},
+            {"version": 4, "weight": 10, "state": "canary"},
+        ]},
+    })  # fmt: skip
+    text = client(FixedSource(items={"Prompt": [rolled]})).get("/prompts").text
+    assert "v3: 90% (stable)" in text and "v4: 10% (canary)" in text and "Canary" in text
+    plain = client(FixedSource(items={"Prompt": [PROMPT]})).get("/prompts").text
+    assert 'class="weights">–<' in plain
+
+
 def test_what_a_mode_does_not_carry_is_said_not_left_blank() -> None:
     app = client(FixedSource(kinds=("Model",)))
     assert "not run in this mode yet" in app.get("/training").text
@@ -143,3 +176,23 @@ def test_budget_rows_say_what_is_used_of_each_limit() -> None:
 )
 def test_a_gpu_request_in_words(gpu: dict[str, Any] | None, words: str) -> None:
     assert gpu_request(model(gpu)) == words
+
+
+def test_the_operator_endpoint_mounts_the_console_beside_its_probes() -> None:
+    import threading
+
+    from prometheus_client import CollectorRegistry
+
+    from kapell.cli.operator_api import operator_app
+    from kapell.control.demand import DemandBoard
+
+    app = operator_app(
+        DemandBoard(), threading.Event(), CollectorRegistry(), lambda model: None,
+        console=console_app(FixedSource(items={"Model": [model()]})),
+    )  # fmt: skip
+    with TestClient(app) as endpoint:
+        page = endpoint.get("/console/")
+        assert page.status_code == 200 and 'data-model="chat"' in page.text
+        assert 'href="/console/training"' in page.text, "links do not follow the mount"
+        assert endpoint.get("/console/static/vendor/htmx.min.js").status_code == 200
+        assert endpoint.get("/healthz").text == "ok"
