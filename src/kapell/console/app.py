@@ -9,6 +9,7 @@ The app changes nothing: every route is a GET.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -94,7 +95,6 @@ def console_app(source: ConsoleSource) -> Starlette:
             rows.append({
                 "model": model,
                 "ready": sum(r.phase == "Ready" for r in replicas),
-                "replicas": len(replicas),
                 "replica_rows": replicas,
                 "events": source.events(model, EVENTS_SHOWN),
                 "last": samples[-1] if samples else None,
@@ -166,7 +166,7 @@ def console_app(source: ConsoleSource) -> Starlette:
     )
 
 
-def _find(resources: Any, request: Request) -> Resource | None:
+def _find(resources: Sequence[Resource], request: Request) -> Resource | None:
     p = request.path_params
     return next(
         (
