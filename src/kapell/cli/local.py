@@ -533,7 +533,8 @@ def status(state_dir: StateDir = DEFAULT_STATE_DIR) -> None:
     typer.echo(f"kapell {info['version']} (pid {info['pid']})")
     typer.echo(f"  gateway: {info['gateway_url']}  (OpenAI API: {info['gateway_url']}/v1)")
     typer.echo(f"  admin:   {info['admin_url']}")
-    typer.echo(f"  console: {info['console_url']}")
+    if "console_url" in info:  # an instance started by an older kapell has none
+        typer.echo(f"  console: {info['console_url']}")
     typer.echo(f"  state:   {info['state_dir']}")
     typer.echo("")
     print_table(
