@@ -8,6 +8,7 @@ them into DIR, e.g. ``docs/img``.
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import time
@@ -62,12 +63,18 @@ def wait_until(check: Callable[[], Any], timeout_s: float, what: str) -> Any:
 
 
 def screenshot(driver: Any, directory: Path, name: str) -> Path:
-    """Save the page as ``console-NAME.png`` (whole height), and copy it where asked."""
-    height = driver.execute_script("return document.documentElement.scrollHeight")
-    driver.set_window_size(WINDOW[0], min(max(MIN_HEIGHT, int(height) + 40), 2400))
+    """Save the whole page as ``console-NAME.png`` (through the DevTools protocol: a headless
+    window is no taller than its virtual screen), and copy it where asked."""
+    bottom = "return document.querySelector('main').getBoundingClientRect().bottom + scrollY"
+    height = int(driver.execute_script(bottom)) + 16
+    shot = driver.execute_cdp_cmd(
+        "Page.captureScreenshot",
+        {"format": "png", "captureBeyondViewport": True,
+         "clip": {"x": 0, "y": 0, "width": WINDOW[0], "height": min(max(MIN_HEIGHT, height), 2400),
+                  "scale": 1}},
+    )  # fmt: skip
     path = directory / f"console-{name}.png"
-    assert driver.save_screenshot(str(path)), f"no screenshot of {name}"
-    driver.set_window_size(*WINDOW)
+    path.write_bytes(base64.b64decode(shot["data"]))
     copy_to = os.environ.get("KAPELL_CONSOLE_SCREENSHOTS")
     if copy_to:
         Path(copy_to).mkdir(parents=True, exist_ok=True)

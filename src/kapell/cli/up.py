@@ -83,8 +83,18 @@ async def run(
         usage = gateway.state.gateway.meter.snapshot(model.metadata.name)
         return demand_sample(usage, ready, engine_waiting.of(model.key))
 
+    decided: dict[str, int] = {}
+
     def publish_desired(model: Model, replicas_desired: int) -> None:
+        """Show the autoscaler's decision on /metrics, and record a change of it as an event
+        (`kapell describe`, the console), beside the replica events it leads to."""
         gateway.state.gateway.set_replicas_desired(model.metadata.name, replicas_desired)
+        before = decided.get(model.key, model.status.desired_replicas)
+        decided[model.key] = replicas_desired
+        if replicas_desired != before:
+            store.record_event(
+                model.key, "-", "Scaled", f"desired replicas {before} -> {replicas_desired}"
+            )
 
     scaler = PolicyScaler(
         demand, lambda model: replicas.cold_start_s(model.key), on_decision=publish_desired

@@ -125,7 +125,10 @@ def test_each_console_page_shows_what_the_admin_api_says(
     assert max(series["tokens_per_s"]) > 0, "the tokens/s plot saw no traffic"
     assert any(p is not None for p in series["latency_p50_ms"]), "no latency sampled"
     events = cells(browser, "#model-team-a-chat table.events td:nth-child(3)")
-    assert "ready" in " ".join(events).lower(), events
+    assert "Ready" in events and "Scaled" in events, events
+    scaled = cells(browser, "#model-team-a-chat table.events td:nth-child(4)")
+    assert "desired replicas 0 -> 2" in scaled, scaled
+    assert "Scaled" in instance.kapell("describe", "model", "chat", "-n", "team-a").stdout
     screenshot(browser, tmp_path, "models")
 
     # Spend: the accounted tokens per tenant match /admin/v1/spend once the ledger settles.
