@@ -9,6 +9,7 @@ them into DIR, e.g. ``docs/img``.
 from __future__ import annotations
 
 import base64
+import importlib.util
 import os
 import shutil
 import time
@@ -24,9 +25,9 @@ WINDOW = (1360, 1000)
 MIN_HEIGHT = 480  # a short page is shot short, not padded to the window
 
 needs_chromium = pytest.mark.skipif(
-    not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
+    not (CHROMIUM.exists() and CHROMEDRIVER.exists() and importlib.util.find_spec("selenium")),
     reason="needs Debian's chromium and chromium-driver (apt-get install chromium "
-    "chromium-driver; .ci/run does)",
+    "chromium-driver; .ci/run does) and selenium (the dev extra)",
 )
 
 
