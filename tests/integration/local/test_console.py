@@ -119,6 +119,20 @@ def test_each_console_page_shows_what_the_admin_api_says(
         "the admin API's replica ids",
     )
     assert "MIG 3g.40gb" in browser.find_element(By.ID, "model-team-a-chat").text
+
+    # Scale to three: the open page follows (htmx swaps its parts in; no reload).
+    (tmp_path / "spec.yaml").write_text(SPEC.replace("minReplicas: 2", "minReplicas: 3"))
+    assert instance.kapell("apply", "-f", str(tmp_path / "spec.yaml")).returncode == 0
+    browser.execute_script("document.body.dataset.loaded = 'once'")
+    instance.wait_for(lambda: len(instance.replicas()) == 3, 30, "3 ready replicas")
+    replica_ids = sorted(r["id"] for r in instance.replicas())
+    wait_until(lambda: cells(browser, "tr[data-model=chat] td.ready") == ["3"], 10, "3 ready")
+    wait_until(
+        lambda: sorted(cells(browser, "tr.replica.Ready td:first-child")) == replica_ids,
+        10,
+        "the admin API's replica ids after the scale-up",
+    )
+    assert browser.execute_script("return document.body.dataset.loaded") == "once", "reloaded"
     wait_until(lambda: charts_drawn(browser, 3), 15, "three uPlot charts with points")
     assert len(browser.find_elements(By.CSS_SELECTOR, "figure.chart canvas")) == 3
     series = json.loads(urllib.request.urlopen(console_url + "series/team-a/chat").read())
@@ -127,7 +141,7 @@ def test_each_console_page_shows_what_the_admin_api_says(
     events = cells(browser, "#model-team-a-chat table.events td:nth-child(3)")
     assert "Ready" in events and "Scaled" in events, events
     scaled = cells(browser, "#model-team-a-chat table.events td:nth-child(4)")
-    assert "desired replicas 0 -> 2" in scaled, scaled
+    assert "desired replicas 0 -> 2" in scaled and "desired replicas 2 -> 3" in scaled, scaled
     assert "Scaled" in instance.kapell("describe", "model", "chat", "-n", "team-a").stdout
     screenshot(browser, tmp_path, "models")
 
