@@ -17,6 +17,7 @@ from kapell.api import TrainingJob
 from kapell.api.kinds import TrainingJobStatus, TrainingPhase
 from kapell.control.model import keep_transition_times
 from kapell.control.protocol import RunPhase, Store, TrainingBackend, TrainingRun, condition
+from kapell.control.training_schedule import Feeds, Scheduler
 
 ACTIVE_S = 1.0
 """How often to look at a job whose run is active (progress shows this fresh in status)."""
@@ -32,11 +33,18 @@ class TrainingJobController:
     """``reconcile(key) -> requeue_after_s`` for TrainingJobs."""
 
     def __init__(
-        self, store: Store, backend: TrainingBackend, timestamp: Callable[[], str]
+        self,
+        store: Store,
+        backend: TrainingBackend,
+        timestamp: Callable[[], str],
+        feeds: Feeds | None = None,
     ) -> None:
+        """``feeds``: what the scheduler observes (spot, carbon, troughs); none: jobs start
+        at once on the capacity their spec names."""
         self._store = store
         self._backend = backend
         self._timestamp = timestamp
+        self._scheduler = Scheduler(feeds or Feeds())
 
     def reconcile(self, key: str) -> float | None:
         job = self._store.get(key)
@@ -44,6 +52,7 @@ class TrainingJobController:
         if not isinstance(job, TrainingJob):
             if run is not None:
                 self._backend.stop(key)
+            self._scheduler.forget(key)
             return None
         revision = revision_of(job)
         status = job.status
@@ -52,18 +61,28 @@ class TrainingJobController:
             if run is not None:
                 self._backend.stop(key)
             status = TrainingJobStatus(revision=revision)
+            self._scheduler.forget(key)
             run = None
+        gate = self._scheduler.gate(job, status, run)
+        status = gate.status
+        if gate.stop and run is not None:
+            self._backend.stop(key)  # a hand-back to serving, or a move to other capacity
+            run = None
+        if gate.hold:
+            self._write(job, status)
+            return gate.requeue_s
         if status.phase in ("Succeeded", "Failed") and (run is None or run.phase.finished):
             self._write(job, status)  # finished: nothing runs again unless the spec changes
             return None
+        on = f" on {status.capacity}" if status.capacity else ""
         if run is None:
-            self._backend.start(job, revision, status.attempt)
+            self._backend.start(gate.job, revision, status.attempt)
             status = status.model_copy(
-                update={"phase": "Pending", "message": f"starting attempt {status.attempt}"}
+                update={"phase": "Pending", "message": f"starting attempt {status.attempt}{on}"}
             )
         elif run.phase is RunPhase.FAILED and status.attempt < job.spec.backoff_limit:
             attempt = status.attempt + 1
-            self._backend.start(job, revision, attempt)
+            self._backend.start(gate.job, revision, attempt)
             status = self._observed(status, run).model_copy(
                 update={
                     "phase": "Pending",
