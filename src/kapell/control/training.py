@@ -75,6 +75,7 @@ class TrainingJobController:
             self._write(job, status)  # finished: nothing runs again unless the spec changes
             return None
         on = f" on {status.capacity}" if status.capacity else ""
+        on += f"; {gate.note}" if gate.note else ""
         if run is None:
             self._backend.start(gate.job, revision, status.attempt)
             status = status.model_copy(

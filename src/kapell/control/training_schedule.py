@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from kapell.api import TrainingJob
+from kapell.api import KapellError, TrainingJob
 from kapell.api.kinds import TrainingJobStatus
 from kapell.api.units import parse_duration
 from kapell.control.protocol import RunPhase, TrainingRun
@@ -53,6 +53,8 @@ class Gate:
     stop: bool = False
     hold: bool = False
     requeue_s: float | None = None
+    note: str = ""
+    """Said when the run starts (e.g. why a deferrable job could not be planned)."""
 
 
 @dataclass
@@ -146,13 +148,16 @@ class Scheduler:
             return gate
         assert spec.deadline is not None and spec.expected_duration is not None
         deadline_at = epoch(status.submit_time) + parse_duration(spec.deadline)
-        plan = plan_deferral(
-            self.feeds.carbon(now),
-            now,
-            deadline_at,
-            parse_duration(spec.expected_duration),
-            job_power_w(spec, self.feeds.power_models),
-        )
+        try:
+            plan = plan_deferral(
+                self.feeds.carbon(now),
+                now,
+                deadline_at,
+                parse_duration(spec.expected_duration),
+                job_power_w(spec, self.feeds.power_models),
+            )
+        except KapellError as exc:  # e.g. an intensity file that does not cover the window
+            return Gate(status, gate.job, note=f"not deferred: {exc}")
         status = status.model_copy(
             update={
                 "planned_start": stamp(plan.start_s),
