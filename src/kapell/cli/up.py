@@ -15,6 +15,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from rich.console import Console
 from kapell import __version__
 from kapell.api import Model, Resource, Tenant
 from kapell.api.errors import BackendError
+from kapell.api.replica import ReplicaPhase
 from kapell.api.units import parse_quantity
 from kapell.backends.local.admin import AdminContext, create_admin_app
 from kapell.backends.local.endpoints import routable
@@ -38,6 +40,8 @@ from kapell.control.loop import ReconcileLoop
 from kapell.control.model import ModelController
 from kapell.control.scaling import PolicyScaler
 from kapell.control.training import TrainingJobController
+from kapell.control.training_schedule import Feeds
+from kapell.control.trough import TroughArbiter, replica_gpus
 from kapell.gateway.app import create_app
 from kapell.gateway.config import GatewayConfig
 from kapell.gateway.demand import demand_sample
@@ -50,6 +54,7 @@ from kapell.observe.energy_metrics import EnergyCollector
 from kapell.observe.power import GpuEnergyMeter, meter_gpus, read_nvml
 from kapell.observe.spend_metrics import SpendCollector
 from kapell.policy.autoscale import DemandSample
+from kapell.policy.carbon.series import HourlySeries
 from kapell.policy.energy import EnergyRow, default_power_models, energy_report
 from kapell.policy.energy import ModelUsage as EnergyUsage
 
@@ -58,10 +63,24 @@ SHUTDOWN_LIMIT_S = 30.0
 """Longest a graceful stop of all replicas may take before they are killed."""
 
 
+@dataclass(frozen=True)
+class TrainingOptions:
+    """What the TrainingJob scheduler observes (``cli.training_feeds``); None turns it off."""
+
+    spot_available: Callable[[float], bool] | None = None
+    carbon: Callable[[float], HourlySeries] | None = None
+    serving_gpus: int | None = None
+
+
 async def run(
-    resources: list[Resource], state_dir: Path, port: int, intensity: Callable[[float], float]
+    resources: list[Resource],
+    state_dir: Path,
+    port: int,
+    intensity: Callable[[float], float],
+    training_options: TrainingOptions | None = None,
 ) -> None:
     """Serve until SIGINT/SIGTERM or an admin shutdown; leaves no child process behind."""
+    options = training_options or TrainingOptions()
     state_dir.mkdir(parents=True, exist_ok=True)
     instance_path = state_dir / INSTANCE_FILE
     gateway_sock = bind(HOST, port, "the gateway")
@@ -74,6 +93,26 @@ async def run(
 
     def publish_desired(model: Model, replicas_desired: int) -> None:
         gateway.state.gateway.set_replicas_desired(model.metadata.name, replicas_desired)
+        if arbiter is not None:
+            arbiter.observe_decision(model, replicas_desired)
+
+    def reconciler_enqueue(key: str) -> None:
+        reconciler.enqueue(key)
+
+    def serving_gpus_held() -> int:
+        """GPUs serving replicas hold: every replica but those backing off after a crash."""
+        return sum(
+            replica_gpus(model)
+            * sum(r.phase is not ReplicaPhase.BACKOFF for r in replicas.replicas(model.key))
+            for model in store.resources("Model")
+            if isinstance(model, Model)
+        )
+
+    arbiter = (
+        TroughArbiter(options.serving_gpus, serving_gpus_held, on_squeeze=reconciler_enqueue)
+        if options.serving_gpus
+        else None
+    )
 
     scaler = PolicyScaler(
         demand, lambda model: replicas.cold_start_s(model.key), on_decision=publish_desired
@@ -137,7 +176,8 @@ async def run(
         state_dir / "logs", state_dir / "checkpoints", lambda key: reconciler.enqueue(key),
         store.record_event,
     )  # fmt: skip
-    trainer = TrainingJobController(store, training, utc_now)
+    feeds = Feeds(spot_available=options.spot_available, carbon=options.carbon, trough=arbiter)
+    trainer = TrainingJobController(store, training, utc_now, feeds)
     reconciler = ReconcileLoop(reconcile)
     endpoints = StaticEndpointSource(on_capacity_request=on_demand)
     engine_waiting = EngineWaiting(

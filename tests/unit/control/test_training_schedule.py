@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from tests.unit.control.test_training_controller import RunTable
 
 from kapell.api import TrainingJob
 from kapell.api.loader import load_text
@@ -21,7 +22,6 @@ from kapell.cli.training_feeds import intensity_series, spot_availability
 from kapell.control.training import TrainingJobController
 from kapell.control.training_schedule import Feeds
 from kapell.policy.energy import default_power_models
-from tests.unit.control.test_training_controller import RunTable
 
 INTENSITY = (
     Path(__file__).resolve().parents[3]
