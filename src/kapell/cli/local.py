@@ -119,7 +119,7 @@ def up(
             "--serving-gpus",
             min=1,
             help="GPUs the serving fleet owns; opportunistic TrainingJobs borrow the ones it "
-            "leaves idle. Default: none (opportunistic jobs wait).",
+            "leaves idle. Default: none (an opportunistic job runs like any other).",
         ),
     ] = None,
 ) -> None:
