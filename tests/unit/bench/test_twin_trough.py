@@ -9,7 +9,7 @@ after.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from tests.unit.bench.test_twin_replay import Req
 
 from kapell.api import Model, ObjectMeta, TrainingJob
 from kapell.api.model import ModelSpec
@@ -22,14 +22,6 @@ from kapell.engines.sim.latency import load_profile
 PROFILE = load_profile("h100-llama3-8b")
 POOL = 3
 QUIET_S, BURST_S, AFTER_S = 300.0, 200.0, 500.0
-
-
-@dataclass(frozen=True)
-class Req:
-    arrival_s: float
-    prompt_tokens: int
-    output_tokens: int
-    prefix_blocks: tuple[int, ...] = ()
 
 
 def _traffic() -> list[Req]:
