@@ -196,12 +196,12 @@ class Scheduler:
             arbiter.hold(job.key, needed)
             return Gate(gate.status.model_copy(update={"lent_gpus": needed}), gate.job)
         arbiter.hold(job.key, 0)
-        message = (
-            f"handed {needed} GPU(s) back to serving; resumes from its newest checkpoint in "
-            "the next trough"
-            if move is Lend.HAND_BACK
-            else f"waiting for {needed} idle serving GPU(s)"
-        )
+        handed = f"handed {needed} GPU(s) back to serving"
+        if move is Lend.HAND_BACK or gate.status.message.startswith(handed):
+            # Said until the job runs again, so that a hand-back is not hidden by the wait.
+            message = f"{handed}; resumes from its newest checkpoint in the next trough"
+        else:
+            message = f"waiting for {needed} idle serving GPU(s)"
         status = gate.status.model_copy(
             update={"phase": "Pending", "message": message, "lent_gpus": 0}
         )
