@@ -189,8 +189,9 @@ class Scheduler:
         if not (job.spec.opportunistic and arbiter is not None):
             return gate
         needed = job_gpus(job)
-        held = needed if active else 0
-        arbiter.hold(job.key, held)
+        # Lent until handed back, even if its run just ended (a failed run is started again
+        # on the same GPUs): a squeeze then still reads as a hand-back.
+        arbiter.hold(job.key, needed if active or arbiter.held_by(job.key) else 0)
         move = arbiter.lend(job.key, needed)
         if move in (Lend.START, Lend.KEEP):
             arbiter.hold(job.key, needed)

@@ -62,8 +62,8 @@ class TroughArbiter:
         else:
             self._held.pop(job_key, None)
 
-    def training_held(self) -> int:
-        return sum(self._held.values())
+    def held_by(self, job_key: str) -> int:
+        return self._held.get(job_key, 0)
 
     def _fleet(self, job_key: str) -> Fleet:
         """The pool as ``job_key`` sees it: other borrowers' GPUs are not lendable to it."""
