@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
+from kapell.api.cel import cel
 from kapell.api.meta import Name, Resource, Spec, Status
 from kapell.api.model import Resources
 from kapell.api.units import Duration
@@ -54,6 +55,10 @@ class CheckpointSpec(Spec):
         return uri
 
 
+_NEEDS_DURATION = "a deadline or deferrable job needs expectedDuration (e.g. 2h) to be planned"
+_DEFER_NEEDS_DEADLINE = "deferrable needs a deadline: how long the job may wait"
+
+
 class TrainingJobSpec(Spec):
     """A distributed training run on its own Ray cluster, in KubeRay's RayJob vocabulary."""
 
@@ -69,8 +74,42 @@ class TrainingJobSpec(Spec):
     backoff_limit: Annotated[int, Field(ge=0, le=100)] = Field(
         default=2, description="Resubmissions of the whole job after it failed"
     )
-    deadline: Duration | None = None
-    deferrable: bool = False
+    deadline: Duration | None = Field(
+        default=None, description="Time from submission by which the job must have finished"
+    )
+    deferrable: bool = Field(
+        default=False, description="May wait (within the deadline) for cleaner electricity"
+    )
+    expected_duration: Duration | None = Field(
+        default=None,
+        description="How long the job trains once running: the work the spot policy and "
+        "the carbon plan schedule",
+    )
+    restart_overhead: Duration = Field(
+        default="5m", description="What a start on new capacity costs before training resumes"
+    )
+    opportunistic: bool = Field(
+        default=False,
+        description="Runs only on GPUs the serving fleet leaves idle, handing them back on demand",
+    )
+
+    @model_validator(mode="after")
+    @cel(
+        "!(has(self.deadline) || self.deferrable) || has(self.expectedDuration)",
+        _NEEDS_DURATION,
+        field_path=".expectedDuration",
+    )
+    def _planned(self) -> TrainingJobSpec:
+        if (self.deadline is not None or self.deferrable) and self.expected_duration is None:
+            raise ValueError(_NEEDS_DURATION)
+        return self
+
+    @model_validator(mode="after")
+    @cel("!self.deferrable || has(self.deadline)", _DEFER_NEEDS_DEADLINE, field_path=".deadline")
+    def _deferrable(self) -> TrainingJobSpec:
+        if self.deferrable and self.deadline is None:
+            raise ValueError(_DEFER_NEEDS_DEADLINE)
+        return self
 
     @property
     def workers(self) -> int:
@@ -97,6 +136,15 @@ class TrainingJobStatus(Status):
     message: str = ""
     start_time: str = ""
     completion_time: str = ""
+    submit_time: str = Field(default="", description="When this revision was first seen")
+    trained_seconds: float = Field(default=0.0, description="Time spent training, all runs")
+    capacity: str = Field(default="", description="spot, on_demand or wait (spot policy)")
+    capacity_reason: str = ""
+    planned_start: str = Field(default="", description="The carbon plan's start (deferrable)")
+    planned_g_co2: float | None = Field(default=None, description="gCO2 the plan expects")
+    at_once_g_co2: float | None = Field(default=None, description="gCO2 starting now would emit")
+    lent_gpus: int = Field(default=0, description="Idle serving GPUs held (opportunistic)")
+    lent_gpu_seconds: float = 0.0
 
 
 class TrainingJob(Resource):

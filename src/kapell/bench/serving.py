@@ -30,7 +30,7 @@ from kapell.api.model import Model, ModelSpec, RoutingStrategy
 from kapell.backends.sim.slices import WHOLE_GPU, ReplicaSize, replica_size, slo_feasible
 from kapell.backends.sim.twin import SimSettings
 from kapell.bench.traces import Trace, TraceRequest
-from kapell.bench.twin_replay import Twin, TwinConfig, TwinRun
+from kapell.bench.twin_replay import TroughTwin, Twin, TwinConfig, TwinRun
 from kapell.engines.sim.latency import load_profile
 from kapell.policy.autoscale import Tune
 from kapell.policy.sizing import SizeOption, choose_size
@@ -239,13 +239,15 @@ def replay(
     knob: float | None,
     progress: Callable[[float], None] | None = None,
     size: ReplicaSize | None = None,
+    trough: TroughTwin | None = None,
 ) -> tuple[TwinRun, float]:
     """One replay of ``trace`` under autoscaler ``name`` at ``knob``, after a pre-roll.
 
     The first ``warmup`` seconds of the trace are played once before the trace itself, so every
     policy meets the measured part in its steady state (a static fleet is born at full size,
-    dynamic ones at ``min_replicas``). ``size``: the label's, if already resolved. Returns
-    the run and when its measured part begins.
+    dynamic ones at ``min_replicas``). ``size``: the label's, if already resolved;
+    ``trough``: an opportunistic job sharing the fleet's GPUs. Returns the run and when its
+    measured part begins.
     """
     if options.router not in ROUTERS:
         raise ServingBenchError(
@@ -265,6 +267,7 @@ def replay(
         cold_start_s,
         tuning(name, knob, size),
     )
+    config = dc_replace(config, trough=trough)
     model = twin_model(options, name, knob)
     preroll_s = warmup_for(options, trace.duration_s)
     requests = [r for r in trace.requests if r.arrival_s < preroll_s]

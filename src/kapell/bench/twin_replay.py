@@ -17,13 +17,19 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from kapell.api import Resource
+from kapell.api import Resource, TrainingJob
+from kapell.api.kinds import TrainingJobStatus
 from kapell.api.model import Model
 from kapell.backends.sim.clock import VirtualClockLoop
+from kapell.backends.sim.gpus import SimGpuPool
+from kapell.backends.sim.training import SimTraining, SimTrainingSettings, SimTrainingStats
 from kapell.backends.sim.twin import SimReplicas, SimSettings
 from kapell.control.loop import ReconcileLoop
 from kapell.control.model import ModelController, revision_of
 from kapell.control.scaling import PolicyScaler
+from kapell.control.training import TrainingJobController
+from kapell.control.training_schedule import Feeds, job_gpus
+from kapell.control.trough import TroughArbiter, replica_gpus
 from kapell.engines.sim.batcher import SimSequence
 from kapell.gateway.activator import ModelGate
 from kapell.gateway.balancer import Balancer
@@ -78,6 +84,11 @@ class TwinRun:
     sleeping_gpu_seconds: float = 0.0
     cold_starts: int = 0
     wakes: int = 0
+    training: SimTrainingStats | None = None
+    """What the opportunistic job did (``TwinConfig.trough``)."""
+    training_timeline: list[tuple[float, int]] = field(default_factory=list)
+    """``(t_s, GPUs the job holds)`` after every reconcile of it."""
+    training_status: dict[str, object] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -90,20 +101,37 @@ class TwinConfig:
     gateway: GatewayConfig = field(default_factory=GatewayConfig)
     tune: Tune | None = None
     """Autoscaler knobs beyond the Model's spec (``autoscaler_for``'s ``tune``)."""
+    trough: TroughTwin | None = None
+    """An opportunistic TrainingJob on the serving fleet's idle GPUs (None: serving alone)."""
 
 
-class _OneModel:
-    """The controller's ``Store`` for a replay: one Model, its status kept in memory."""
+@dataclass(frozen=True)
+class TroughTwin:
+    """A pool of ``pool_gpus`` the serving fleet owns, and an opportunistic job borrowing it."""
 
-    def __init__(self, model: Model) -> None:
-        self.model = model
-        self.status: dict[str, object] = {}
+    pool_gpus: int
+    job: TrainingJob
+    training: SimTrainingSettings
+    reserve_gpus: int = 1
+
+
+class _Store:
+    """The controllers' ``Store`` for a replay: the Model (and a TrainingJob), statuses in
+    memory. The job is read back with its status (its controller goes by it)."""
+
+    def __init__(self, *resources: Resource) -> None:
+        self.resources = {r.key: r for r in resources}
+        self.statuses: dict[str, dict[str, object]] = {}
 
     def get(self, key: str) -> Resource | None:
-        return self.model if key == self.model.key else None
+        resource = self.resources.get(key)
+        if isinstance(resource, TrainingJob) and key in self.statuses:
+            status = TrainingJobStatus.model_validate(self.statuses[key])
+            return resource.model_copy(update={"status": status})
+        return resource
 
     def set_status(self, key: str, status: dict[str, object]) -> None:
-        self.status = status
+        self.statuses[key] = status
 
 
 class Twin:
@@ -138,8 +166,10 @@ class Twin:
 
     async def _main(self, loop: asyncio.AbstractEventLoop) -> None:
         model, name, config = self.model, self.model.metadata.name, self.config
-        store = _OneModel(model)
+        trough = config.trough
+        store = _Store(model, *([trough.job] if trough else []))
         meter = Meter()
+        pool = SimGpuPool(trough.pool_gpus) if trough else None
 
         def on_change(key: str) -> None:
             source.set_endpoints(name, backend.ready_endpoints(key))
@@ -151,6 +181,11 @@ class Twin:
             record.cached_tokens = seq.cached_tokens
 
         def reconcile(key: str) -> float | None:
+            if trainer is not None and key.startswith("TrainingJob/"):
+                requeue_s = trainer.reconcile(key)
+                held = job_gpus(trainer_job) if key in training_holding() else 0
+                self.run.training_timeline.append((loop.time(), held))
+                return requeue_s
             requeue_after_s = controller.reconcile(key)
             ready = len(backend.ready_endpoints(key))
             now_s = loop.time()
@@ -160,8 +195,31 @@ class Twin:
 
         def decided(model: Model, replicas: int) -> None:
             self.desired = replicas
+            if arbiter is not None:
+                arbiter.observe_decision(model, replicas)
 
-        backend = SimReplicas(config.replicas, loop, on_change, on_first_token)
+        backend = SimReplicas(config.replicas, loop, on_change, on_first_token, pool)
+        trainer: TrainingJobController | None = None
+        arbiter: TroughArbiter | None = None
+        training: SimTraining | None = None
+        if trough is not None and pool is not None:
+            trainer_job = trough.job
+            arbiter = TroughArbiter(
+                trough.pool_gpus,
+                lambda: backend.holding(model.key) * replica_gpus(model),
+                trough.reserve_gpus,
+                on_squeeze=lambda key: reconciler.enqueue(key),
+            )
+            training = SimTraining(
+                trough.training, loop, pool, job_gpus, lambda key: reconciler.enqueue(key)
+            )
+            trainer = TrainingJobController(
+                store, training, _timestamp(loop), Feeds(clock=loop.time, trough=arbiter)
+            )
+
+        def training_holding() -> set[str]:
+            return set() if training is None else training.holding()
+
         source = StaticEndpointSource(
             models=[model], on_capacity_request=lambda _: reconciler.enqueue(model.key)
         )
@@ -192,6 +250,8 @@ class Twin:
         exchange = _Exchange(model, source, gate, meter, balancer, backend)
         backend.preload(model, revision_of(model), config.initial_replicas)
         reconciler.enqueue(model.key)
+        if trough is not None:
+            reconciler.enqueue(trough.job.key)
         reconciling = loop.create_task(reconciler.run())
         tasks = []
         end_s = self.requests[-1].arrival_s if self.requests else 0.0
@@ -208,6 +268,10 @@ class Twin:
         self.run.sleeping_gpu_seconds = backend.sleeping_gpu_seconds
         self.run.cold_starts = backend.cold_starts
         self.run.wakes = backend.wakes
+        if training is not None and trough is not None:
+            training.close()
+            self.run.training = training.stats
+            self.run.training_status = store.statuses.get(trough.job.key, {})
 
 
 @dataclass

@@ -104,6 +104,24 @@ def up(
             "(its reading nearest in time). Default: none (0 gCO2 accounted).",
         ),
     ] = None,
+    spot_availability: Annotated[
+        Path | None,
+        typer.Option(
+            "--spot-availability",
+            help="Spot availability for TrainingJobs with a deadline and spot workers: a "
+            "`kapell bench spot` trace replayed from now, or a file reading 'up' or 'down'. "
+            "Default: none (spot groups run on spot).",
+        ),
+    ] = None,
+    serving_gpus: Annotated[
+        int | None,
+        typer.Option(
+            "--serving-gpus",
+            min=1,
+            help="GPUs the serving fleet owns; opportunistic TrainingJobs borrow the ones it "
+            "leaves idle. Default: none (an opportunistic job runs like any other).",
+        ),
+    ] = None,
 ) -> None:
     """Run kapell on this machine: replicas, controllers and the gateway, until Ctrl-C.
 
@@ -121,15 +139,22 @@ def up(
     except NotRunningError:
         pass
     from kapell.cli.accounting import intensity_source
-    from kapell.cli.up import run
+    from kapell.cli.training_feeds import intensity_series
+    from kapell.cli.training_feeds import spot_availability as spot_source
+    from kapell.cli.up import TrainingOptions, run
 
     intensity = intensity_source(carbon_intensity)
+    training = TrainingOptions(
+        spot_source(spot_availability, time.time()) if spot_availability else None,
+        intensity_series(carbon_intensity),
+        serving_gpus,
+    )
     try:
         import uvloop
 
-        uvloop.run(run(resources, state_dir, port, intensity, carbon_intensity))
+        uvloop.run(run(resources, state_dir, port, intensity, carbon_intensity, training))
     except ImportError:
-        asyncio.run(run(resources, state_dir, port, intensity, carbon_intensity))
+        asyncio.run(run(resources, state_dir, port, intensity, carbon_intensity, training))
 
 
 def down(

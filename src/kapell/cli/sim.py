@@ -76,15 +76,9 @@ def serve(
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from kapell.bench import serving
-    from kapell.bench.traces import gate_trace, read_trace, scale_time, slice_trace
 
     names = serving.parse_autoscalers(autoscaler)
-    loaded = scale_time(read_trace(trace), time_scale)
-    if gate_s is not None:
-        loaded = gate_trace(loaded, *_on_off(gate_s))
-    loaded = slice_trace(loaded, start_s, duration_s)
-    if not loaded.requests:
-        raise serving.ServingBenchError(f"{trace}: no requests in the selected slice")
+    loaded = _load(trace, time_scale, gate_s, start_s, duration_s)
     options = serving.ServeOptions(
         profile=profile,
         router=router,
@@ -123,6 +117,93 @@ def serve(
         typer.echo(json.dumps(report, indent=1))
     else:
         _print_table(report)
+
+
+@sim_app.command()
+def trough(
+    trace: Annotated[Path, typer.Option(help="Azure LLM .csv or Mooncake .jsonl trace.")],
+    profile: Annotated[str, typer.Option(help="Latency profile, e.g. h100-llama3-8b.")],
+    pool_gpus: Annotated[
+        int, typer.Option(min=1, help="GPUs the serving fleet owns (its max replicas).")
+    ],
+    job_gpus: Annotated[int, typer.Option(min=1, help="GPUs the opportunistic job needs.")] = 1,
+    reserve_gpus: Annotated[
+        int, typer.Option(min=0, help="Idle GPUs never lent (a burst's first replicas).")
+    ] = 1,
+    checkpoint_every_s: Annotated[
+        float, typer.Option(min=1, help="Training time between the job's checkpoints.")
+    ] = 60.0,
+    start_s: Annotated[
+        float, typer.Option(help="A training run's start-up (cluster, checkpoint load).")
+    ] = 60.0,
+    slo_ttft_ms: Annotated[float, typer.Option(min=1)] = 1000.0,
+    slo_tpot_ms: Annotated[float, typer.Option(min=1)] = 100.0,
+    min_replicas: Annotated[int, typer.Option(min=0)] = 1,
+    seed: int = 0,
+    time_scale: Annotated[
+        float, typer.Option(help="Multiply arrival times (<1: more load).")
+    ] = 1.0,
+    gate_s: Annotated[
+        str | None, typer.Option(help="ON,OFF: keep only arrivals in the first ON of ON+OFF s.")
+    ] = None,
+    slice_start_s: Annotated[float, typer.Option(help="Slice: first arrival second kept.")] = 0.0,
+    duration_s: Annotated[float | None, typer.Option(help="Slice: seconds kept.")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Serve TRACE on a pool of GPUs, alone and with an opportunistic TrainingJob borrowing
+    the idle ones; print serving's SLO attainment and the training GPU-hours gained."""
+    from kapell.bench.serving import ServeOptions
+    from kapell.bench.trough import TroughOptions, trough_report
+    from kapell.engines.sim.latency import load_profile
+
+    load_profile(profile)
+    loaded = _load(trace, time_scale, gate_s, slice_start_s, duration_s)
+    serve = ServeOptions(
+        profile=profile,
+        slo_ttft_s=slo_ttft_ms / 1e3,
+        slo_tpot_s=slo_tpot_ms / 1e3,
+        min_replicas=min_replicas,
+        max_replicas=pool_gpus,
+        seed=seed,
+    )
+    options = TroughOptions(
+        pool_gpus=pool_gpus,
+        job_gpus=job_gpus,
+        reserve_gpus=reserve_gpus,
+        checkpoint_steps=max(1, round(checkpoint_every_s)),
+        start_s=start_s,
+    )
+    report = trough_report(loaded, serve, options)
+    if json_out:
+        typer.echo(json.dumps(report, indent=1))
+        return
+    alone, shared = report["serving_alone"], report["serving_with_training"]
+    train = report["training"]
+    typer.echo(
+        f"{report['trace']}: pool of {pool_gpus} GPUs, a {job_gpus}-GPU opportunistic job\n"
+        f"  serving SLO attainment: {alone['slo_attainment']:.4f} alone, "
+        f"{shared['slo_attainment']:.4f} with training\n"
+        f"  training: {train['gpu_hours_lent']:.3f} GPU-h lent of "
+        f"{train['pool_idle_gpu_hours_serving_alone']:.3f} idle, "
+        f"{train['gpu_hours_kept']:.3f} kept, {train['gpu_hours_lost_at_hand_backs']:.3f} lost "
+        f"at hand-backs, {train['runs']} runs"
+    )
+
+
+def _load(
+    trace: Path, time_scale: float, gate_s: str | None, start_s: float, duration_s: float | None
+) -> Any:
+    """The trace as the options shape it: scaled, gated, sliced; a user error if empty."""
+    from kapell.bench.serving import ServingBenchError
+    from kapell.bench.traces import gate_trace, read_trace, scale_time, slice_trace
+
+    loaded = scale_time(read_trace(trace), time_scale)
+    if gate_s is not None:
+        loaded = gate_trace(loaded, *_on_off(gate_s))
+    loaded = slice_trace(loaded, start_s, duration_s)
+    if not loaded.requests:
+        raise ServingBenchError(f"{trace}: no requests in the selected slice")
+    return loaded
 
 
 def _on_off(text: str) -> tuple[float, float]:

@@ -15,6 +15,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from starlette.routing import Mount
 from kapell import __version__
 from kapell.api import Model, Resource, Tenant
 from kapell.api.errors import BackendError
+from kapell.api.replica import ReplicaPhase
 from kapell.api.units import parse_quantity
 from kapell.backends.local.admin import AdminContext, create_admin_app
 from kapell.backends.local.endpoints import routable
@@ -42,6 +44,8 @@ from kapell.control.loop import ReconcileLoop
 from kapell.control.model import ModelController
 from kapell.control.scaling import PolicyScaler
 from kapell.control.training import TrainingJobController
+from kapell.control.training_schedule import Feeds
+from kapell.control.trough import TroughArbiter, replica_gpus
 from kapell.gateway.app import create_app
 from kapell.gateway.config import GatewayConfig
 from kapell.gateway.demand import demand_sample
@@ -54,6 +58,7 @@ from kapell.observe.energy_metrics import EnergyCollector
 from kapell.observe.power import GpuEnergyMeter, meter_gpus, read_nvml
 from kapell.observe.spend_metrics import SpendCollector
 from kapell.policy.autoscale import DemandSample
+from kapell.policy.carbon.series import HourlySeries
 from kapell.policy.energy import EnergyRow, default_power_models, energy_report
 from kapell.policy.energy import ModelUsage as EnergyUsage
 
@@ -62,17 +67,28 @@ SHUTDOWN_LIMIT_S = 30.0
 """Longest a graceful stop of all replicas may take before they are killed."""
 
 
+@dataclass(frozen=True)
+class TrainingOptions:
+    """What the TrainingJob scheduler observes (``cli.training_feeds``); None turns it off."""
+
+    spot_available: Callable[[float], bool] | None = None
+    carbon: Callable[[float], HourlySeries] | None = None
+    serving_gpus: int | None = None
+
+
 async def run(
     resources: list[Resource],
     state_dir: Path,
     port: int,
     intensity: Callable[[float], float],
     carbon_option: str | None = None,
+    training_options: TrainingOptions | None = None,
 ) -> None:
     """Serve until SIGINT/SIGTERM or an admin shutdown; leaves no child process behind.
 
     ``carbon_option`` is ``--carbon-intensity`` as given (``intensity`` is read from it); the
     console names it."""
+    options = training_options or TrainingOptions()
     state_dir.mkdir(parents=True, exist_ok=True)
     instance_path = state_dir / INSTANCE_FILE
     gateway_sock = bind(HOST, port, "the gateway")
@@ -95,6 +111,26 @@ async def run(
             store.record_event(
                 model.key, "-", "Scaled", f"desired replicas {before} -> {replicas_desired}"
             )
+        if arbiter is not None:
+            arbiter.observe_decision(model, replicas_desired)
+
+    def reconciler_enqueue(key: str) -> None:
+        reconciler.enqueue(key)
+
+    def serving_gpus_held() -> int:
+        """GPUs serving replicas hold: every replica but those backing off after a crash."""
+        return sum(
+            replica_gpus(model)
+            * sum(r.phase is not ReplicaPhase.BACKOFF for r in replicas.replicas(model.key))
+            for model in store.resources("Model")
+            if isinstance(model, Model)
+        )
+
+    arbiter = (
+        TroughArbiter(options.serving_gpus, serving_gpus_held, on_squeeze=reconciler_enqueue)
+        if options.serving_gpus
+        else None
+    )
 
     scaler = PolicyScaler(
         demand, lambda model: replicas.cold_start_s(model.key), on_decision=publish_desired
@@ -161,11 +197,13 @@ async def run(
         state_dir / "logs", state_dir / "checkpoints", lambda key: reconciler.enqueue(key),
         store.record_event,
     )  # fmt: skip
+    feeds = Feeds(spot_available=options.spot_available, carbon=options.carbon, trough=arbiter)
     trainer = TrainingJobController(
         store,
         training,
         utc_now,
         over_budget=lambda job: accountant.over_budget(job.metadata.namespace),
+        feeds=feeds,
     )
     reconciler = ReconcileLoop(reconcile)
     endpoints = StaticEndpointSource(on_capacity_request=on_demand)

@@ -22,6 +22,7 @@ from kapell.api.kinds import TrainingJobStatus, TrainingPhase
 from kapell.api.meta import Condition
 from kapell.control.model import keep_transition_times
 from kapell.control.protocol import RunPhase, Store, TrainingBackend, TrainingRun, condition
+from kapell.control.training_schedule import Feeds, Scheduler
 
 ACTIVE_S = 1.0
 """How often to look at a job whose run is active (progress shows this fresh in status)."""
@@ -43,13 +44,17 @@ class TrainingJobController:
         store: Store,
         backend: TrainingBackend,
         timestamp: Callable[[], str],
+        feeds: Feeds | None = None,
         over_budget: Callable[[TrainingJob], str | None] = lambda job: None,
     ) -> None:
-        """``over_budget`` says why the job's namespace may start nothing new (None: it may)."""
+        """``feeds``: what the scheduler observes (spot, carbon, troughs); none: jobs start at
+        once on the capacity their spec names. ``over_budget`` says why the job's namespace may
+        start nothing new (None: it may)."""
         self._store = store
         self._backend = backend
         self._timestamp = timestamp
         self._over_budget = over_budget
+        self._scheduler = Scheduler(feeds or Feeds())
 
     def reconcile(self, key: str) -> float | None:
         job = self._store.get(key)
@@ -57,6 +62,7 @@ class TrainingJobController:
         if not isinstance(job, TrainingJob):
             if run is not None:
                 self._backend.stop(key)
+            self._scheduler.forget(key)
             return None
         revision = revision_of(job)
         status = job.status
@@ -65,8 +71,17 @@ class TrainingJobController:
             if run is not None:
                 self._backend.stop(key)
             status = TrainingJobStatus(revision=revision)
+            self._scheduler.forget(key)
             run = None
         refusal = self._over_budget(job)
+        gate = self._scheduler.gate(job, status, run)
+        status = gate.status
+        if gate.stop and run is not None:
+            self._backend.stop(key)  # a hand-back to serving, or a move to other capacity
+            run = None
+        if gate.hold:
+            self._write(job, status, refusal)
+            return gate.requeue_s
         if status.phase in ("Succeeded", "Failed") and (run is None or run.phase.finished):
             self._write(
                 job, status, refusal
@@ -81,14 +96,16 @@ class TrainingJobController:
             )
             self._write(job, status, refusal, refused=True)
             return REFUSED_RETRY_S
+        on = f" on {status.capacity}" if status.capacity else ""
+        on += f"; {gate.note}" if gate.note else ""
         if run is None:
-            self._backend.start(job, revision, status.attempt)
+            self._backend.start(gate.job, revision, status.attempt)
             status = status.model_copy(
-                update={"phase": "Pending", "message": f"starting attempt {status.attempt}"}
+                update={"phase": "Pending", "message": f"starting attempt {status.attempt}{on}"}
             )
         elif run.phase is RunPhase.FAILED and status.attempt < job.spec.backoff_limit:
             attempt = status.attempt + 1
-            self._backend.start(job, revision, attempt)
+            self._backend.start(gate.job, revision, attempt)
             status = self._observed(status, run).model_copy(
                 update={
                     "phase": "Pending",

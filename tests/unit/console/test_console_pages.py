@@ -29,8 +29,10 @@ def model(gpu: dict[str, Any] | None = None) -> Model:
 
 JOB = TrainingJob.model_validate({
     "metadata": {"name": "tiny", "namespace": "team-a"},
-    "spec": {"entrypoint": "python train.py", "deferrable": True},
-    "status": {"phase": "Running", "step": 75, "loss": 1.875, "checkpoints": 3,
+    "spec": {"entrypoint": "python train.py", "deferrable": True, "deadline": "12h",
+             "expectedDuration": "2h"},
+    "status": {"plannedStart": "2026-12-02T14:00:00Z", "plannedGCo2": 812.5, "atOnceGCo2": 1020.25,
+               "phase": "Running", "step": 75, "loss": 1.875, "checkpoints": 3,
                "lastCheckpointStep": 75, "attempt": 1},
 })  # fmt: skip
 PROMPT = Prompt.model_validate({
@@ -152,7 +154,8 @@ def test_carbon_page_lists_deferrable_jobs_and_draws_the_hours_ahead() -> None:
     view = CarbonView("a file", 250.0, [(0.0, 250.0), (3600.0, 180.0)])
     text = client(FixedSource(items={"TrainingJob": [JOB]}, view=view)).get("/carbon").text
     assert 'id="intensity-now">250<' in text and '"g_per_kwh": [250.0, 180.0]' in text
-    assert "tiny" in text and "at once" in text
+    assert "tiny" in text and "2026-12-02T14:00:00Z" in text
+    assert "812.5" in text and "1020.2" in text
 
 
 def test_budget_rows_say_what_is_used_of_each_limit() -> None:

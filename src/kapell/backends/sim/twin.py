@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 from kapell.api.model import Model
 from kapell.api.replica import Endpoint, Replica, ReplicaPhase
+from kapell.backends.sim.gpus import SimGpuPool
 from kapell.backends.sim.replica import PendingStep, ReplicaState, SimReplica
 from kapell.engines.sim.batcher import SimSequence
 from kapell.engines.sim.latency import LatencyProfile
@@ -62,6 +63,8 @@ class _Held:
     model_key: str
     model_name: str
     revision: str
+    has_gpu: bool = False
+    """Whether it took a GPU of the shared pool (with one, a start may wait for its GPU)."""
 
 
 class SimReplicas:
@@ -77,8 +80,11 @@ class SimReplicas:
         loop: asyncio.AbstractEventLoop,
         on_change: Callable[[str], None],
         on_first_token: Callable[[SimSequence], None],
+        gpus: SimGpuPool | None = None,
     ) -> None:
+        """``gpus``: a pool shared with training runs; a start waits for a free GPU of it."""
         self.settings = settings
+        self._gpus = gpus
         profile = settings.profile
         self._cold_start_s = (
             settings.cold_start_s if settings.cold_start_s is not None else profile.cold_start_s
@@ -157,7 +163,11 @@ class SimReplicas:
     def preload(self, model: Model, revision: str, count: int) -> None:
         """Start ``count`` replicas already ready (a fleet that exists when the replay begins)."""
         for _ in range(count):
-            self._set_state(self._new(model, revision), ReplicaState.READY)
+            held = self._new(model, revision)
+            if self._gpus is not None:
+                self._gpus.acquire(1, lambda: None)
+                held.has_gpu = True
+            self._set_state(held, ReplicaState.READY)
 
     def ready_endpoints(self, model_key: str) -> list[Endpoint]:
         return [
@@ -239,7 +249,20 @@ class SimReplicas:
     def _begin(self, held: _Held, state: ReplicaState, delay_s: float) -> None:
         self._set_state(held, state)
         held.replica.version += 1
-        self._loop.call_at(self._loop.time() + delay_s, self._ready, held, held.replica.version)
+        version = held.replica.version
+        if self._gpus is None:
+            self._loop.call_at(self._loop.time() + delay_s, self._ready, held, version)
+        else:  # the start's clock runs once the pool gives it a GPU
+            self._gpus.acquire(1, lambda: self._got_gpu(held, version, delay_s))
+
+    def _got_gpu(self, held: _Held, version: int, delay_s: float) -> None:
+        assert self._gpus is not None
+        if held.replica.version != version or not held.replica.state.holds_gpu:
+            self._gpus.release(1)  # stopped while it waited
+            return
+        self._account()
+        held.has_gpu = True
+        self._loop.call_at(self._loop.time() + delay_s, self._ready, held, version)
 
     def _ready(self, held: _Held, version: int) -> None:
         if held.replica.version == version and held.replica.state in (
@@ -259,6 +282,10 @@ class SimReplicas:
     def _set_state(self, held: _Held, state: ReplicaState) -> None:
         self._account()
         held.replica.state = state
+        if held.has_gpu and not state.holds_gpu:
+            assert self._gpus is not None
+            held.has_gpu = False
+            self._gpus.release(1)
         self._on_change(held.model_key)
 
     def _account(self) -> None:
@@ -269,7 +296,7 @@ class SimReplicas:
             return
         holding = sleeping = 0
         for held in self._held.values():
-            holding += held.replica.state.holds_gpu
+            holding += held.replica.state.holds_gpu and (held.has_gpu or self._gpus is None)
             sleeping += held.replica.state is ReplicaState.SLEEPING
         fraction = self.settings.gpu_fraction
         self._gpu_seconds += holding * dt * fraction
