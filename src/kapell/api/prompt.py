@@ -155,14 +155,17 @@ class VersionCounts(Spec):
 
 
 class RolloutEvidence(Spec):
-    """The sequential test's state: log-likelihood ratio per signal, its bounds, and the
-    counts of both versions since the canary started."""
+    """The sequential test's state: log-likelihood ratio per signal, its bounds, the counts
+    of both versions since the canary started, and those not yet tested (``pending``: an
+    interval in which one version had no exposure says nothing until the other has some)."""
 
     llr: dict[str, float] = Field(default_factory=dict)
     lower: float = 0.0
     upper: float = 0.0
     stable: VersionCounts = Field(default_factory=VersionCounts)
     canary: VersionCounts = Field(default_factory=VersionCounts)
+    pending_stable: VersionCounts = Field(default_factory=VersionCounts)
+    pending_canary: VersionCounts = Field(default_factory=VersionCounts)
 
 
 class PromptStatus(Status):

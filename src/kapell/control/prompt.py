@@ -170,9 +170,12 @@ def _stable(status: PromptStatus, version: int, message: str) -> PromptStatus:
 
 
 def _retire(status: PromptStatus, version: int | None, state: VersionState) -> PromptStatus:
+    """``status`` with ``version`` at weight 0 in ``state``, the others as they were."""
     if version is None:
         return status
-    return _weights(status, {version: (0, state)})
+    kept = [v for v in status.versions if v.version != version]
+    retired = VersionWeight(version=version, weight=0, state=state)
+    return status.model_copy(update={"versions": sorted([*kept, retired], key=lambda v: v.version)})
 
 
 def _with_progress(

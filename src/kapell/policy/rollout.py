@@ -13,7 +13,10 @@ where ``s = n_c / (n_c + n_s)`` is the canary's share of the exposures. Conditio
 the unknown base rate, so no rate has to be configured (the device of the binomial MaxSPRT
 for drug-safety surveillance, Kulldorff et al., Sequential Analysis 30(1), 2011). Each
 reconcile adds the log-likelihood ratio of what happened since the last one, with that
-interval's own share, so the weights may change between steps:
+interval's own share, so the weights may change between steps. An interval in which one
+version had no exposure carries no information (its bad events are certainly the other's
+under both hypotheses), so its counts wait, pending, and are tested with the next interval
+in which both versions had some:
 
     Λ += c·log(θ1/θ0) + (b − c)·log((1 − θ1)/(1 − θ0))        (c of the b bad events were canary's)
 
@@ -46,6 +49,12 @@ SIGNALS: dict[str, tuple[str, str]] = {
     "negative": ("feedback", "negative"),
 }
 """Each signal: (the exposure it is counted among, the bad event)."""
+
+GROUPS: dict[str, list[str]] = {
+    exposure: [s for s, (e, _) in SIGNALS.items() if e == exposure]
+    for exposure in dict.fromkeys(e for e, _ in SIGNALS.values())
+}
+"""The signals counted among each exposure, tested together."""
 
 Action = Literal["hold", "advance", "promote", "rollback"]
 
@@ -114,16 +123,25 @@ def decide(
     """
     old = progress.evidence
     llr = dict(old.llr)
-    for signal, (exposure, bad) in SIGNALS.items():
-        llr[signal] = llr.get(signal, 0.0) + llr_increment(
-            getattr(canary_new, exposure), getattr(stable_new, exposure),
-            getattr(canary_new, bad), getattr(stable_new, bad), rollout.worse_by,
-        )  # fmt: skip
+    stable, canary = _add(old.pending_stable, stable_new), _add(old.pending_canary, canary_new)
+    for exposure, signals in GROUPS.items():
+        if getattr(stable, exposure) == 0 or getattr(canary, exposure) == 0:
+            continue
+        for signal in signals:
+            bad = SIGNALS[signal][1]
+            llr[signal] = llr.get(signal, 0.0) + llr_increment(
+                getattr(canary, exposure), getattr(stable, exposure),
+                getattr(canary, bad), getattr(stable, bad), rollout.worse_by,
+            )  # fmt: skip
+        tested = dict.fromkeys([exposure, *(SIGNALS[s][1] for s in signals)], 0)
+        stable, canary = stable.model_copy(update=tested), canary.model_copy(update=tested)
     evidence = old.model_copy(
         update={
             "llr": llr,
             "stable": _add(old.stable, stable_new),
             "canary": _add(old.canary, canary_new),
+            "pending_stable": stable,
+            "pending_canary": canary,
         }
     )
     held = Progress(
