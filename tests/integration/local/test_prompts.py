@@ -8,6 +8,8 @@ every request it renders) is rolled back on its own, with the evidence in the st
 
 from __future__ import annotations
 
+import json
+import subprocess
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -37,19 +39,34 @@ spec:
   model: chat
   version: VERSION
   template: "TEMPLATE"
-  rollout: {steps: [20, 50, 100], stepInterval: 1s, minRequests: 10}
+  rollout: ROLLOUT
 """
+ROLLOUT = {"steps": [20, 50, 100], "stepInterval": "1s", "minRequests": 10}
 StartFn = Callable[..., Instance]
 
 
 def prompt_spec(version: int, template: str) -> str:
-    return MODEL + PROMPT.replace("VERSION", str(version)).replace("TEMPLATE", template)
+    prompt = PROMPT.replace("VERSION", str(version)).replace("TEMPLATE", template)
+    return MODEL + prompt.replace("ROLLOUT", json.dumps(ROLLOUT))
 
 
-def apply(instance: Instance, tmp_path: Path, spec: str) -> Any:
+def apply(instance: Instance, tmp_path: Path, spec: str) -> subprocess.CompletedProcess[str]:
+    """`kapell apply -f` the spec, as a user would."""
     path = tmp_path / f"apply-{uuid.uuid4().hex}.yaml"
     path.write_text(spec)
     return instance.kapell("apply", "-f", str(path))
+
+
+def post_version(instance: Instance, version: int, template: str) -> None:
+    """Apply a version through the admin API (what `kapell apply` posts, without starting a
+    CLI process)."""
+    prompt = {
+        "kind": "Prompt",
+        "metadata": {"name": "greet"},
+        "spec": {"model": "chat", "version": version, "template": template, "rollout": ROLLOUT},
+    }
+    answer = httpx.post(f"{instance.admin_url}/admin/v1/apply", json={"resources": [prompt]})
+    assert answer.status_code == 200, answer.text
 
 
 def status(instance: Instance) -> dict[str, Any]:
@@ -94,7 +111,7 @@ def test_a_prompt_is_served_by_version(kapell_up: StartFn, tmp_path: Path) -> No
     # The rendered template went to the model: more input tokens than "Hello" alone.
     assert response.usage.input_tokens > 4
 
-    assert apply(instance, tmp_path, prompt_spec(2, "Greet {{name}} warmly.")).returncode == 0
+    post_version(instance, 2, "Greet {{name}} warmly.")
     assert ask(chat, version=1) == "1", "an older version is no longer servable"
     assert ask(chat, version=2) == "2"
 
@@ -144,14 +161,12 @@ def drive(instance: Instance, chat: openai.OpenAI, until: Callable[[dict[str, An
     raise AssertionError(f"{limit} requests and the rollout did not end: {status(instance)}")
 
 
-def test_a_canary_promotes_a_good_version_and_rolls_back_a_bad_one(
-    kapell_up: StartFn, tmp_path: Path
-) -> None:
+def test_a_canary_promotes_a_good_version_and_rolls_back_a_bad_one(kapell_up: StartFn) -> None:
     instance = kapell_up(prompt_spec(1, "Greet {{name}} politely."))
     chat = client(instance)
     instance.wait_for(lambda: status(instance).get("stableVersion") == 1, 10, "version 1")
 
-    assert apply(instance, tmp_path, prompt_spec(2, "Greet {{name}} warmly.")).returncode == 0
+    post_version(instance, 2, "Greet {{name}} warmly.")
     instance.wait_for(lambda: status(instance).get("canaryVersion") == 2, 10, "the canary")
     table = instance.kapell("get", "prompts").stdout
     assert "v1=80% v2=20%(Canary)" in table and "Progressing" in table
@@ -161,7 +176,7 @@ def test_a_canary_promotes_a_good_version_and_rolls_back_a_bad_one(
     assert answers.get("1", 0) > 0 and answers.get("2", 0) > 0 and "error" not in answers
 
     too_long = " ".join(["filler"] * 9000) + " {{name}}"  # past the model's 8192 tokens
-    assert apply(instance, tmp_path, prompt_spec(3, too_long)).returncode == 0
+    post_version(instance, 3, too_long)
     instance.wait_for(lambda: status(instance).get("canaryVersion") == 3, 10, "the canary")
     rolled_back, answers = drive(instance, chat, lambda s: s["phase"] != "Progressing")
     assert rolled_back["phase"] == "RolledBack", rolled_back["message"]
