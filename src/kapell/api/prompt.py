@@ -17,6 +17,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
+from kapell.api.cel import cel
 from kapell.api.meta import Name, Resource, Spec, Status
 from kapell.api.units import Duration
 
@@ -39,9 +40,9 @@ class PromptRollout(Spec):
     slower than ``latencyThreshold``, or of negative feedback.
     """
 
-    steps: Annotated[list[Annotated[int, Field(ge=1, le=100)]], Field(min_length=1)] = Field(
-        default_factory=lambda: [5, 25, 50, 100]
-    )
+    steps: Annotated[
+        list[Annotated[int, Field(ge=1, le=100)]], Field(min_length=1, max_length=20)
+    ] = Field(default_factory=lambda: [5, 25, 50, 100])
     step_interval: Duration = "60s"
     min_requests: Annotated[int, Field(ge=0, le=10_000_000)] = 20
     worse_by: Annotated[float, Field(gt=1.0, le=100.0)] = Field(
@@ -58,9 +59,15 @@ class PromptRollout(Spec):
     )
 
     @model_validator(mode="after")
-    def _steps_rise_to_100(self) -> PromptRollout:
+    def _steps_increase(self) -> PromptRollout:
         if any(b <= a for a, b in zip(self.steps, self.steps[1:], strict=False)):
             raise ValueError(f"steps must increase, got {self.steps}")
+        return self
+
+    @model_validator(mode="after")
+    @cel("self.steps[size(self.steps) - 1] == 100", "the last step must be 100 (the promotion)",
+         field_path=".steps")  # fmt: skip
+    def _last_step_is_100(self) -> PromptRollout:
         if self.steps[-1] != 100:
             raise ValueError(f"the last step must be 100 (the promotion), got {self.steps[-1]}")
         return self

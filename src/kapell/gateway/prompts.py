@@ -59,7 +59,8 @@ class PromptRef:
             version = int(version)
         if version is not None and (not isinstance(version, int) or isinstance(version, bool)):
             raise _bad(f"'prompt.version' must be a version number, got {version!r}")
-        variables = value.get("variables") or {}
+        variables = value.get("variables")
+        variables = {} if variables is None else variables
         if not isinstance(variables, dict):
             raise _bad("'prompt.variables' must be an object of variable names to values")
         return cls(value["id"], version, variables)
