@@ -165,8 +165,8 @@ def decide(
         return Decision(
             "hold",
             held,
-            f"step {rollout.steps[progress.step]}%: {waited_s:.0f}/{interval_s:g}s, "
-            f"{held.step_requests}/{rollout.min_requests} canary requests",
+            f"{waited_s:.0f}s of {interval_s:g}s and {held.step_requests} of "
+            f"{rollout.min_requests} canary requests at this step",
         )
     step = progress.step + 1
     action: Action = "promote" if step == len(rollout.steps) - 1 else "advance"
