@@ -132,18 +132,25 @@ def _json_object(body: bytes) -> dict[str, Any]:
     return payload
 
 
-class PromptedChat:
-    """``POST /v1/chat/completions``, with the ``prompt`` extension."""
+class _PromptRoute:
+    """A route in front of the chat-completions ``ProxyRoute`` (``chat``)."""
 
     def __init__(self, gateway: Gateway, chat: ASGIApp) -> None:
         self._gateway = gateway
         self._chat = chat
 
+    async def _body(self, scope: Scope, receive: Receive) -> bytes:
+        config = self._gateway.config
+        return await _read_body(receive, scope, config.max_body_bytes, config.body_timeout_s)
+
+
+class PromptedChat(_PromptRoute):
+    """``POST /v1/chat/completions``, with the ``prompt`` extension."""
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         gateway = self._gateway
         try:
-            config = gateway.config
-            body = await _read_body(receive, scope, config.max_body_bytes, config.body_timeout_s)
+            body = await self._body(scope, receive)
             if b'"prompt"' not in body:
                 await self._chat(scope, _replay(body, receive), send)
                 return
@@ -206,18 +213,13 @@ _PASSED = {"temperature": "temperature", "top_p": "top_p", "user": "user",
 """Responses fields with a chat-completions equivalent (Responses name: chat name)."""
 
 
-class Responses:
+class Responses(_PromptRoute):
     """``POST /v1/responses``: a Response from one chat completion (no streaming, no tools)."""
-
-    def __init__(self, gateway: Gateway, chat: ASGIApp) -> None:
-        self._gateway = gateway
-        self._chat = chat
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         gateway = self._gateway
         try:
-            config = gateway.config
-            body = await _read_body(receive, scope, config.max_body_bytes, config.body_timeout_s)
+            body = await self._body(scope, receive)
             gateway.tenants.authenticate(_header(scope, b"authorization"))
             payload = _json_object(body)
             if payload.get("stream"):

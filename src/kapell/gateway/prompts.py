@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -102,19 +102,8 @@ def sticky_bucket(prompt: str, user: str | None) -> float:
     return int.from_bytes(digest) % 10_000 / 100
 
 
-@dataclass
-class _Tally:
-    requests: int = 0
-    errors: int = 0
-    slow: int = 0
-    feedback: int = 0
-    negative: int = 0
-
-    def counts(self) -> VersionCounts:
-        return VersionCounts(
-            requests=self.requests, errors=self.errors, slow=self.slow,
-            feedback=self.feedback, negative=self.negative,
-        )  # fmt: skip
+Tally = Counter[str]
+"""A version's counts by ``VersionCounts`` field name (mutable, unlike ``VersionCounts``)."""
 
 
 @dataclass
@@ -126,7 +115,7 @@ class _Served:
     split: list[tuple[int, int]]
     """(version, weight), canary first; empty until the controller wrote weights."""
     slow_s: float | None
-    tallies: dict[int, _Tally] = field(default_factory=dict)
+    tallies: dict[int, Tally] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -203,11 +192,11 @@ class PromptTable:
                 return version
         return served.split[-1][0]
 
-    def _tally(self, name: str, version: int) -> _Tally | None:
+    def _tally(self, name: str, version: int) -> Tally | None:
         served = self._by_name.get(name)
         if served is None:
             return None
-        return served.tallies.setdefault(version, _Tally())
+        return served.tallies.setdefault(version, Counter())
 
     def record(
         self,
@@ -225,9 +214,9 @@ class PromptTable:
         if tally is None or self._by_name[name].prompt.key != key:
             return  # deleted (or replaced) while the request ran
         error = status >= 400 and status not in NOT_ERRORS
-        tally.requests += 1
-        tally.errors += error
-        tally.slow += slow_s is not None and latency_s > slow_s
+        tally["requests"] += 1
+        tally["errors"] += error
+        tally["slow"] += slow_s is not None and latency_s > slow_s
         self.metrics.request(name, version, status, error, latency_s, prompt_tokens,
                              generated_tokens)  # fmt: skip
 
@@ -266,9 +255,9 @@ class PromptTable:
                 f"feedback needs 'response_id' or 'version' (versions of '{name}': {known})",
                 param="version",
             )
-        tally = served.tallies.setdefault(version, _Tally())
-        tally.feedback += 1
-        tally.negative += score < NEGATIVE_BELOW
+        tally = served.tallies.setdefault(version, Counter())
+        tally["feedback"] += 1
+        tally["negative"] += score < NEGATIVE_BELOW
         self.metrics.feedback(name, version, score < NEGATIVE_BELOW)
         return version
 
@@ -276,7 +265,7 @@ class PromptTable:
         """Per version of the Prompt ``key``: what was counted since this gateway started."""
         for served in self._by_name.values():
             if served.prompt.key == key:
-                return {v: t.counts() for v, t in served.tallies.items()}
+                return {v: VersionCounts(**t) for v, t in served.tallies.items()}
         return {}
 
     def _weights(self) -> Iterator[tuple[str, int, int]]:
