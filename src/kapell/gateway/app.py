@@ -77,8 +77,8 @@ class Gateway:
         self.upstream = upstream or AiohttpUpstream(self.config)
         self.prompts = PromptTable(PromptMetrics(self.metrics.registry))
         """Prompt versions and their weights (``update``d by the composition root)."""
+        chat = ProxyRoute(self, "/v1/chat/completions")
         proxies: dict[str, ASGIApp] = {path: ProxyRoute(self, path) for path in PROXIED_PATHS}
-        chat = proxies["/v1/chat/completions"]
         proxies["/v1/chat/completions"] = PromptedChat(self, chat)
         proxies["/v1/responses"] = Responses(self, chat)
         routes = [Route(path, proxy, methods=["POST"]) for path, proxy in proxies.items()]

@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from kapell.gateway.errors import GatewayError, send_error, send_json
 from kapell.gateway.prompts import PromptRef, Selection
-from kapell.gateway.proxy import ClientGone, _header, _read_body, _usage_from
+from kapell.gateway.proxy import ClientGone, ProxyRoute, _header, _read_body, _usage_from
 
 if TYPE_CHECKING:
     from kapell.gateway.app import Gateway
@@ -45,21 +45,6 @@ def _user(payload: dict[str, Any], scope: Scope) -> str | None:
         if isinstance(payload.get(field), str) and payload[field]:
             return str(payload[field])
     return _header(scope, USER_HEADER)
-
-
-def _replay(body: bytes, receive: Receive) -> Receive:
-    """``receive`` that first hands over ``body`` again (already read), then the real
-    messages (a disconnect)."""
-    sent = False
-
-    async def replayed() -> Message:
-        nonlocal sent
-        if sent:
-            return await receive()
-        sent = True
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    return replayed
 
 
 class _Observed:
@@ -91,7 +76,7 @@ class _Observed:
 
 async def _forward(
     gateway: Gateway,
-    chat: ASGIApp,
+    chat: ProxyRoute,
     scope: Scope,
     receive: Receive,
     send: Send,
@@ -101,12 +86,12 @@ async def _forward(
     """Send ``payload`` through the chat-completions route; count it for its version."""
     body = json.dumps(payload).encode()
     if selection is None:
-        await chat(scope, _replay(body, receive), send)
+        await chat(scope, receive, send, body)
         return None
     number = selection.version.version
     observed = _Observed(send, number)
     started_s = time.perf_counter()
-    await chat(scope, _replay(body, receive), observed)
+    await chat(scope, receive, observed, body)
     usage = _usage_from(observed.previous + observed.tail) or (0, 0)
     gateway.prompts.record(
         selection.key, selection.name, number, observed.status,
@@ -133,9 +118,10 @@ def _json_object(body: bytes) -> dict[str, Any]:
 
 
 class _PromptRoute:
-    """A route in front of the chat-completions ``ProxyRoute`` (``chat``)."""
+    """A route in front of the chat-completions ``ProxyRoute`` (``chat``), which it hands
+    the body it read (and, for a prompt, rewrote)."""
 
-    def __init__(self, gateway: Gateway, chat: ASGIApp) -> None:
+    def __init__(self, gateway: Gateway, chat: ProxyRoute) -> None:
         self._gateway = gateway
         self._chat = chat
 
@@ -152,14 +138,14 @@ class PromptedChat(_PromptRoute):
         try:
             body = await self._body(scope, receive)
             if b'"prompt"' not in body:
-                await self._chat(scope, _replay(body, receive), send)
+                await self._chat(scope, receive, send, body)
                 return
             try:
                 payload = _json_object(body)
             except GatewayError:  # the chat route answers it as it answers any bad body
                 payload = {}
             if "prompt" not in payload:
-                await self._chat(scope, _replay(body, receive), send)
+                await self._chat(scope, receive, send, body)
                 return
             gateway.tenants.authenticate(_header(scope, b"authorization"))
             selection = _select(gateway, payload, scope)
