@@ -322,14 +322,14 @@ async def feedback(request: Request) -> Response:
     gateway: Gateway = request.app.state.gateway
     name = request.path_params["name"]
     try:
-        gateway.tenants.authenticate(request.headers.get("authorization"))
+        tenant = gateway.tenants.authenticate(request.headers.get("authorization"))
         try:
             body = await request.json()
         except ValueError:
             raise _bad("request body is not valid JSON") from None
         if not isinstance(body, dict):
             raise _bad("request body must be a JSON object")
-        version = gateway.prompts.feedback(name, body)
+        version = gateway.prompts.feedback(name, body, tenant.may_use)
     except GatewayError as error:
         return Response(error.body(), error.status, error.headers, "application/json")
     return JSONResponse(

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import random
 from collections import Counter, OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -163,9 +163,7 @@ class PromptTable:
         unknown prompt or version, 400 for variables that do not fit it."""
         served = self._by_name.get(ref.name)
         if served is None:
-            known = ", ".join(sorted(self._by_name)) or "none"
-            raise _bad(f"prompt '{ref.name}' does not exist (prompts: {known})", 404,
-                       "prompt_not_found")  # fmt: skip
+            raise _bad(f"prompt '{ref.name}' does not exist", 404, "prompt_not_found")
         number = ref.version if ref.version is not None else self._split(served, user)
         version = served.versions.get(number)
         if version is None:
@@ -226,11 +224,12 @@ class PromptTable:
         if len(self._responses) > RESPONSE_IDS_KEPT:
             self._responses.popitem(last=False)
 
-    def feedback(self, name: str, body: dict[str, Any]) -> int:
+    def feedback(self, name: str, body: dict[str, Any], may_use: Callable[[str], bool]) -> int:
         """Count a feedback score for a version of ``name``; returns the version. The body
-        names the version, or a response the gateway served with this prompt."""
+        names the version, or a response the gateway served with this prompt. A caller that
+        ``may_use`` no model of the prompt hears that it does not exist (as for models)."""
         served = self._by_name.get(name)
-        if served is None:
+        if served is None or not any(may_use(v.model) for v in served.versions.values()):
             raise _bad(f"prompt '{name}' does not exist", 404, "prompt_not_found")
         score = body.get("score")
         if not isinstance(score, int | float) or isinstance(score, bool) or not 0 <= score <= 1:
