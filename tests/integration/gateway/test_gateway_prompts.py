@@ -16,6 +16,8 @@ import pytest
 
 from conftest import Stack
 from kapell.api.prompt import Prompt, PromptStatus, PromptVersion, VersionWeight
+from kapell.api.tenant import hash_api_key
+from kapell.gateway.config import TenantConfig
 
 
 def _prompt(slow: str | None = None) -> tuple[Prompt, list[PromptVersion]]:
@@ -43,8 +45,13 @@ def _prompt(slow: str | None = None) -> tuple[Prompt, list[PromptVersion]]:
     return prompt.model_copy(update={"status": status}), versions
 
 
-def _stack(make_stack: Callable[..., Stack], slow: str | None = None, **engine: float) -> Stack:
-    stack = make_stack()
+def _stack(
+    make_stack: Callable[..., Stack],
+    slow: str | None = None,
+    config: dict[str, object] | None = None,
+    **engine: float,
+) -> Stack:
+    stack = make_stack(**(config or {}))
     stack.set_endpoints("tiny", [stack.add_engine("a", **engine)])
     stack.loop_thread.call(lambda: stack.gateway.prompts.update([_prompt(slow)]))
     return stack
@@ -142,3 +149,20 @@ def test_responses_without_a_prompt_and_what_it_refuses(
         client.responses.create(model="", input="hi")
     with pytest.raises(openai.NotFoundError, match="model 'absent' does not exist"):
         client.responses.create(model="absent", input="hi")
+
+
+def test_keys_need_the_prompts_model(make_stack: Callable[..., Stack]) -> None:
+    tenants = [
+        TenantConfig("alice", [hash_api_key("sk-alice")], frozenset({"tiny"})),
+        TenantConfig("bob", [hash_api_key("sk-bob")], frozenset({"other"})),
+    ]
+    stack = _stack(make_stack, config={"tenants": tenants})
+    url = stack.url + "/v1/prompts/greet/feedback"
+    body = {"version": 1, "score": 1}
+    assert httpx.post(url, json=body).status_code == 401
+    assert httpx.post(url, json=body, headers={"authorization": "Bearer sk-alice"}).is_success
+    bob = httpx.post(url, json=body, headers={"authorization": "Bearer sk-bob"})
+    assert bob.status_code == 404 and "prompt 'greet' does not exist" in bob.text
+    as_bob = openai.OpenAI(base_url=stack.url + "/v1", api_key="sk-bob", max_retries=0)
+    with pytest.raises(openai.PermissionDeniedError, match="may not use model 'tiny'"):
+        as_bob.responses.create(prompt={"id": "greet", "variables": {"name": "B"}})
