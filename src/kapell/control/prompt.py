@@ -56,7 +56,6 @@ class PromptController:
         elif status.canary_version not in (None, wanted):
             aborted = status.canary_version
             status = _stable(status, status.stable_version, f"canary {aborted} aborted")
-            status = _retire(status, aborted, "Retired")
         if status.canary_version is None and wanted not in (
             status.stable_version,
             *status.rolled_back,
@@ -102,7 +101,7 @@ class PromptController:
         )
         if decision.action == "rollback":
             status = _stable(status, stable, f"canary {canary} rolled back: {decision.reason}")
-            status = _retire(status, canary, "RolledBack")
+            status = _rolled_back(status, canary)
             return status.model_copy(
                 update={
                     "phase": "RolledBack",
@@ -112,7 +111,6 @@ class PromptController:
             )
         if decision.action == "promote":
             status = _stable(status, canary, f"canary {canary} promoted: {decision.reason}")
-            status = _retire(status, stable, "Retired")
             return status.model_copy(update={"evidence": decision.progress.evidence})
         weight = spec.steps[decision.progress.step]
         message = (
@@ -148,9 +146,15 @@ def _since(now: VersionCounts | None, seen: VersionCounts | None) -> VersionCoun
 
 
 def _weights(status: PromptStatus, shares: dict[int, tuple[int, VersionState]]) -> PromptStatus:
-    """``status`` with these versions' weights and states, the others' kept at weight 0."""
-    kept = [v for v in status.versions if v.version not in shares]
-    zeroed = [v.model_copy(update={"weight": 0}) for v in kept]
+    """``status`` with these versions' weights and states; the others get weight 0, and
+    those that served (stable or canary) are ``Retired``."""
+    zeroed = [
+        v.model_copy(
+            update={"weight": 0, "state": "Retired" if v.state in ("Stable", "Canary") else v.state}
+        )
+        for v in status.versions
+        if v.version not in shares
+    ]
     new = [VersionWeight(version=v, weight=w, state=s) for v, (w, s) in shares.items()]
     return status.model_copy(update={"versions": sorted([*zeroed, *new], key=lambda v: v.version)})
 
@@ -169,13 +173,13 @@ def _stable(status: PromptStatus, version: int, message: str) -> PromptStatus:
     )
 
 
-def _retire(status: PromptStatus, version: int | None, state: VersionState) -> PromptStatus:
-    """``status`` with ``version`` at weight 0 in ``state``, the others as they were."""
-    if version is None:
-        return status
+def _rolled_back(status: PromptStatus, version: int) -> PromptStatus:
+    """``status`` with ``version`` at weight 0, ``RolledBack``, the others as they were."""
     kept = [v for v in status.versions if v.version != version]
-    retired = VersionWeight(version=version, weight=0, state=state)
-    return status.model_copy(update={"versions": sorted([*kept, retired], key=lambda v: v.version)})
+    rolled_back = VersionWeight(version=version, weight=0, state="RolledBack")
+    return status.model_copy(
+        update={"versions": sorted([*kept, rolled_back], key=lambda v: v.version)}
+    )
 
 
 def _with_progress(

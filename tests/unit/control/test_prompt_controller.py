@@ -28,15 +28,11 @@ class World:
             self.store, lambda key: dict(self.counts), lambda: self.now_s, lambda: "now"
         )
 
-    def apply(self, version: int, template: str = "Hi {{name}}") -> None:
-        self.store.apply(
-            Prompt.model_validate({
-                "metadata": {"name": "greet"},
-                "spec": {"model": "m", "version": version, "template": template + f" v{version}",
-                         "rollout": {"steps": [10, 50, 100], "stepInterval": "10s",
-                                     "minRequests": 5}},
-            })
-        )  # fmt: skip
+    def apply(self, version: int, steps: list[int] | None = None) -> None:
+        rollout = {"steps": steps or [10, 50, 100], "stepInterval": "10s", "minRequests": 5}
+        spec = {"model": "m", "version": version, "template": f"Hi {{{{name}}}} v{version}",
+                "rollout": rollout}  # fmt: skip
+        self.store.apply(Prompt.model_validate({"metadata": {"name": "greet"}, "spec": spec}))
 
     def serve(self, version: int, requests: int, errors: int = 0) -> None:
         old = self.counts.get(version, VersionCounts())
@@ -138,3 +134,11 @@ def test_counters_that_restart_are_read_from_zero(world: World) -> None:
     evidence = world.status()["evidence"]
     assert isinstance(evidence, dict)
     assert evidence["stable"]["requests"] == 9 and evidence["canary"]["requests"] == 1
+
+
+def test_a_single_step_switches_at_once(world: World) -> None:
+    world.apply(1, steps=[100])
+    world.controller.reconcile(KEY)
+    world.apply(2, steps=[100])
+    assert world.controller.reconcile(KEY) is None
+    assert world.weights() == {1: (0, "Retired"), 2: (100, "Stable")}
