@@ -137,30 +137,37 @@ class PromptedChat(_PromptRoute):
         gateway = self._gateway
         try:
             body = await self._body(scope, receive)
-            if b'"prompt"' not in body:
-                await self._chat(scope, receive, send, body)
-                return
-            try:
-                payload = _json_object(body)
-            except GatewayError:  # the chat route answers it as it answers any bad body
-                payload = {}
-            if "prompt" not in payload:
-                await self._chat(scope, receive, send, body)
-                return
-            gateway.tenants.authenticate(_header(scope, b"authorization"))
-            selection = _select(gateway, payload, scope)
-            messages = payload.get("messages", [])
-            if not isinstance(messages, list):
-                raise _bad("'messages' must be a list of message objects", "messages")
-            rendered = {"role": selection.version.role, "content": selection.text}
-            payload["messages"] = [rendered, *messages]
-            payload["model"] = selection.version.model
+            payload = _with_prompt(body)
+            if payload is not None:
+                gateway.tenants.authenticate(_header(scope, b"authorization"))
+                selection = _select(gateway, payload, scope)
+                messages = payload.get("messages", [])
+                if not isinstance(messages, list):
+                    raise _bad("'messages' must be a list of message objects", "messages")
+                rendered = {"role": selection.version.role, "content": selection.text}
+                payload["messages"] = [rendered, *messages]
+                payload["model"] = selection.version.model
         except GatewayError as error:
             await send_error(send, error)
             return
         except ClientGone:
             return
-        await _forward(gateway, self._chat, scope, receive, send, selection, payload)
+        if payload is None:
+            await self._chat(scope, receive, send, body)
+        else:
+            await _forward(gateway, self._chat, scope, receive, send, selection, payload)
+
+
+def _with_prompt(body: bytes) -> dict[str, Any] | None:
+    """The request, if it has a ``prompt``; None for any other body (the chat route answers
+    it as usual, a malformed one included)."""
+    if b'"prompt"' not in body:
+        return None
+    try:
+        payload = _json_object(body)
+    except GatewayError:
+        return None
+    return payload if "prompt" in payload else None
 
 
 def _content_text(content: object) -> str:
