@@ -9,7 +9,9 @@ Binomial(``b``, θ) with
     θ0 = s                          under H0: the canary's rate equals the stable's,
     θ1 = k·s / (k·s + 1 − s)        under H1: it is ``k`` (``worseBy``) times the stable's,
 
-where ``s = n_c / (n_c + n_s)`` is the canary's share of the exposures. Conditioning removes
+where ``s = n_c / (n_c + n_s)`` is the canary's share of the exposures (exact for Poisson
+counts; for per-request outcomes an approximation, good while bad events are a small fraction
+of the exposures). Conditioning removes
 the unknown base rate, so no rate has to be configured (the device of the binomial MaxSPRT
 for drug-safety surveillance, Kulldorff et al., Sequential Analysis 30(1), 2011). Each
 reconcile adds the log-likelihood ratio of what happened since the last one, with that
