@@ -27,6 +27,7 @@ from kapell.api.model import (
     ScalingSpec,
     SLOSpec,
 )
+from kapell.api.prompt import PromptRollout
 
 
 def _walk(node: Any, path: str = "") -> list[tuple[str, dict[str, Any]]]:
@@ -159,6 +160,9 @@ PYDANTIC_ONLY = {
     "ModelSource._known_scheme": "URI syntax per scheme: checked by kapell, stored as a string",
     "GPURequest._known_profile": "said by the schema's enum on migProfile",
     "CheckpointSpec._known_scheme": "URI syntax: checked by kapell, stored as a string",
+    "PromptRollout._steps_increase": "comparing neighbours needs indexing by a variable, "
+    "which CEL lacks; checked by kapell on apply",
+    "PromptSpec._variables_match_template": "placeholders are found by a regular expression",
 }
 
 
@@ -254,3 +258,11 @@ def test_rules_can_fail_when_a_guard_is_missing() -> None:
     # evaluation error. celpy raises the same way, so these tests would catch a missing has().
     with pytest.raises(celpy.CELEvalError):
         _cel("self.engine.name == 'external'", {"source": {"uri": "hf://org/m"}})
+
+
+@pytest.mark.parametrize("steps", [[100], [5, 25, 100], [5, 50], [99]])
+def test_prompt_rollout_rule_agrees_with_pydantic(steps: list[int]) -> None:
+    ok, message = _pydantic(PromptRollout, {"steps": steps})
+    [rule] = rules_of(PromptRollout)
+    assert bool(_cel(rule.rule, {"steps": steps})) == ok
+    assert ok or rule.message in message

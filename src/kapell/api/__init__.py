@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from kapell.api.errors import KapellError, Problem, SpecError
-from kapell.api.kinds import Budget, GPUPool, Prompt, TrainingJob, VectorStore
+from kapell.api.kinds import Budget, GPUPool, TrainingJob, VectorStore
 from kapell.api.meta import API_VERSION, Condition, ObjectMeta, Resource
 from kapell.api.model import Model
+from kapell.api.prompt import Prompt
 from kapell.api.tenant import Tenant
 
 KINDS: dict[str, type[Resource]] = {

@@ -1,4 +1,6 @@
-"""The kinds beside ``Model``: training jobs, prompts, vector stores and GPU pools.
+"""The kinds beside ``Model``: training jobs, vector stores, GPU pools and budgets.
+
+``Prompt`` has a module of its own (``api.prompt``).
 
 They start small: enough shared shape for the controllers that will grow around them.
 """
@@ -151,21 +153,6 @@ class TrainingJob(Resource):
     kind: Literal["TrainingJob"] = "TrainingJob"
     spec: TrainingJobSpec
     status: TrainingJobStatus = Field(default_factory=TrainingJobStatus)
-
-
-class PromptSpec(Spec):
-    """A versioned prompt template bound to a model."""
-
-    model: Name
-    template: str
-    variables: list[str] = Field(default_factory=list)
-    version: Annotated[int, Field(ge=1)] = 1
-
-
-class Prompt(Resource):
-    kind: Literal["Prompt"] = "Prompt"
-    spec: PromptSpec
-    status: Status = Field(default_factory=Status)
 
 
 class VectorStoreSpec(Spec):

@@ -291,6 +291,9 @@ def _print_resources(
         if kind == "TrainingJob":
             rows.append(_job_row(item, status, created))
             continue
+        if kind == "Prompt":
+            rows.append(_prompt_row(item, status, created))
+            continue
         if kind != "Model":
             ready = next((c for c in status.get("conditions", []) if c["type"] == "Ready"), None)
             rows.append([name, ready["status"] if ready else "-", reason, age(created)])
@@ -318,6 +321,8 @@ def _print_resources(
         headers = ["NAME", "MODELS", "RPM", "TPM", "AGE"]
     elif kind == "TrainingJob":
         headers = ["NAME", "PHASE", "STEP", "LOSS", "CHECKPOINTS", "ATTEMPT", "AGE", "MESSAGE"]
+    elif kind == "Prompt":
+        headers = ["NAME", "MODEL", "VERSION", "WEIGHTS", "PHASE", "AGE", "MESSAGE"]
     elif kind != "Model":
         headers = ["NAME", "READY", "REASON", "AGE"]
     else:
@@ -325,6 +330,24 @@ def _print_resources(
         headers += ["SOURCE", "GPU", "REPLICAS", "ENDPOINTS"] if wide else []
         headers.append("MESSAGE")
     print_table(headers, rows)
+
+
+def _prompt_row(item: dict[str, Any], status: dict[str, Any], created: str) -> list[str]:
+    """A Prompt's line: the version applied last, each version's weight and state
+    (``v1=95% v2=5%(Canary) v0=0%(RolledBack)``), and the rollout's last decision."""
+    shares = [
+        f"v{v['version']}={v['weight']}%" + ("" if v["state"] == "Stable" else f"({v['state']})")
+        for v in status.get("versions", [])
+    ]
+    return [
+        item["metadata"]["name"],
+        item["spec"]["model"],
+        str(item["spec"].get("version", 1)),
+        " ".join(shares) or "-",
+        status.get("phase", "Pending") if shares else "Pending",
+        age(created),
+        status.get("message", ""),
+    ]
 
 
 def _job_row(item: dict[str, Any], status: dict[str, Any], created: str) -> list[str]:

@@ -1,7 +1,7 @@
 """``kapell up``: wire the local mode together and run it until Ctrl-C or ``kapell down``.
 
-One asyncio process holds the SQLite store, the reconcile loop with the Model and TrainingJob
-controllers, the replica supervisor, the local Ray runner, the admin API and the gateway.
+One asyncio process holds the SQLite store, the reconcile loop with the Model, TrainingJob and
+Prompt controllers, the replica supervisor, the local Ray runner, the admin API and the gateway.
 Replicas and Ray nodes are child processes that die with it.
 """
 
@@ -24,7 +24,7 @@ from starlette.applications import Starlette
 from starlette.routing import Mount
 
 from kapell import __version__
-from kapell.api import Model, Resource, Tenant
+from kapell.api import Model, Prompt, Resource, Tenant
 from kapell.api.errors import BackendError
 from kapell.api.replica import ReplicaPhase
 from kapell.api.units import parse_quantity
@@ -42,6 +42,7 @@ from kapell.cli.serving import bind, server
 from kapell.console.app import CONSOLE_PATH, console_app
 from kapell.control.loop import ReconcileLoop
 from kapell.control.model import ModelController
+from kapell.control.prompt import PromptController
 from kapell.control.scaling import PolicyScaler
 from kapell.control.training import TrainingJobController
 from kapell.control.training_schedule import Feeds
@@ -160,6 +161,11 @@ async def run(
             said[0] = table.summary()
             console.print(f"kapell {said[0]}", soft_wrap=True)
 
+    def refresh_prompts() -> None:
+        """Give the gateway every Prompt, all its versions and the weights last decided."""
+        prompts = [p for p in store.resources("Prompt") if isinstance(p, Prompt)]
+        gateway.state.gateway.prompts.update((p, store.prompt_versions(p.key)) for p in prompts)
+
     def on_change(key: str) -> None:
         if key.startswith("Tenant/"):  # applied, deleted, or a key created or revoked
             refresh_tenants()
@@ -167,12 +173,20 @@ async def run(
         if key.startswith("Budget/"):  # a job applied with it must not start before its verdict
             accountant.refresh()
             return
+        if key.startswith("Prompt/"):
+            refresh_prompts()
+            reconciler.enqueue(key)
+            return
         publish()
         reconciler.enqueue(key)
 
     def reconcile(key: str) -> float | None:
         if key.startswith("TrainingJob/"):
             return trainer.reconcile(key)
+        if key.startswith("Prompt/"):
+            requeue_prompt_s = prompter.reconcile(key)
+            refresh_prompts()  # the weights it wrote
+            return requeue_prompt_s
         requeue_after_s = controller.reconcile(key)
         publish()  # the status it wrote may say the model cannot start (or can again)
         return requeue_after_s
@@ -204,6 +218,9 @@ async def run(
         utc_now,
         over_budget=lambda job: accountant.over_budget(job.metadata.namespace),
         feeds=feeds,
+    )
+    prompter = PromptController(
+        store, lambda key: gateway.state.gateway.prompts.counts(key), time.time, utc_now
     )
     reconciler = ReconcileLoop(reconcile)
     endpoints = StaticEndpointSource(on_capacity_request=on_demand)
@@ -312,6 +329,8 @@ async def run(
         on_change(key)
     for key in store.keys("TrainingJob"):
         reconciler.enqueue(key)
+    for key in store.keys("Prompt"):
+        on_change(key)
 
     servers = [
         (server(gateway, gateway_sock), gateway_sock),

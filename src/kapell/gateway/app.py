@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kapell.api import Model
 from kapell.gateway.activator import ModelGate
@@ -29,11 +29,14 @@ from kapell.gateway.endpoints import EndpointSource
 from kapell.gateway.errors import GatewayError
 from kapell.gateway.metering import Meter
 from kapell.gateway.openapi import openapi_document
+from kapell.gateway.prompt_routes import PromptedChat, Responses, feedback
+from kapell.gateway.prompts import PromptTable
 from kapell.gateway.proxy import INTERNAL_ERROR, ProxyRoute
 from kapell.gateway.tenancy import Tenant, Tenants
 from kapell.gateway.upstream import AiohttpUpstream, Upstream
 from kapell.observe.access_log import AccessRecord
 from kapell.observe.gateway_metrics import GatewayMetrics
+from kapell.observe.prompt_metrics import PromptMetrics
 
 PROXIED_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
 logger = logging.getLogger(__name__)
@@ -72,9 +75,15 @@ class Gateway:
         self._desired: dict[str, int] = {}
         self.metrics = GatewayMetrics(self._gauges)
         self.upstream = upstream or AiohttpUpstream(self.config)
-        proxies = {path: ProxyRoute(self, path) for path in PROXIED_PATHS}
+        self.prompts = PromptTable(PromptMetrics(self.metrics.registry))
+        """Prompt versions and their weights (``update``d by the composition root)."""
+        chat = ProxyRoute(self, "/v1/chat/completions")
+        proxies: dict[str, ASGIApp] = {path: ProxyRoute(self, path) for path in PROXIED_PATHS}
+        proxies["/v1/chat/completions"] = PromptedChat(self, chat)
+        proxies["/v1/responses"] = Responses(self, chat)
         routes = [Route(path, proxy, methods=["POST"]) for path, proxy in proxies.items()]
         routes += [
+            Route("/v1/prompts/{name}/feedback", feedback, methods=["POST"]),
             Route("/v1/models", self._list_models, methods=["GET"]),
             Route("/metrics", self._metrics, methods=["GET"]),
             Route("/healthz", self._health, methods=["GET"]),
@@ -190,7 +199,7 @@ class _GatewayApp(Starlette):
     (and every error page) still goes through Starlette.
     """
 
-    def __init__(self, proxies: dict[str, ProxyRoute], **kwargs: Any) -> None:
+    def __init__(self, proxies: dict[str, ASGIApp], **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._proxies = proxies
 
@@ -207,7 +216,8 @@ class _GatewayApp(Starlette):
 
 
 def _has_body(scope: Scope) -> bool:
-    """Whether the request announced a body (no route outside the proxy reads one)."""
+    """Whether the request announced a body (outside the proxy only prompt feedback reads one,
+    and it is small)."""
     for key, value in scope["headers"]:
         if (key == b"content-length" and value != b"0") or key == b"transfer-encoding":
             return True

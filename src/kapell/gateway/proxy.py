@@ -126,14 +126,20 @@ class ProxyRoute:
         self._gateway = gateway
         self._path = path
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def __call__(
+        self, scope: Scope, receive: Receive, send: Send, body: bytes | None = None
+    ) -> None:
+        """``body``: the request body, if a route in front of this one read it already."""
         gateway = self._gateway
         started_s = time.perf_counter()
         arrived = time.time()
         model: Model | None = None
         try:
             config = gateway.config
-            body = await _read_body(receive, scope, config.max_body_bytes, config.body_timeout_s)
+            if body is None:
+                body = await _read_body(
+                    receive, scope, config.max_body_bytes, config.body_timeout_s
+                )
             tenant = gateway.tenants.authenticate(_header(scope, b"authorization"))
             request = parse_request(self._path, body)
             model = gateway.resolve_model(tenant, request.model)

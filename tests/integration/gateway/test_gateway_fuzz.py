@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import Stack
+from kapell.api.prompt import Prompt, PromptVersion
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.floats(allow_nan=False)
@@ -19,7 +20,13 @@ json_values = st.recursive(
     max_leaves=12,
 )  # fmt: skip
 fields = st.sampled_from(["model", "messages", "prompt", "input", "stream", "max_tokens",
-                          "max_completion_tokens", "stream_options", "role", "content"])  # fmt: skip
+                          "max_completion_tokens", "stream_options", "role", "content",
+                          "instructions", "score", "response_id", "version"])  # fmt: skip
+prompt_refs = st.fixed_dictionaries(
+    {"id": st.sampled_from(["greet", "nope"])},
+    optional={"version": json_values,
+              "variables": st.dictionaries(st.sampled_from(["name", "x"]), json_values)},
+)  # fmt: skip
 bodies = st.one_of(
     st.binary(max_size=64),
     st.dictionaries(fields, json_values, max_size=6).map(lambda d: json.dumps(d).encode()),
@@ -27,8 +34,8 @@ bodies = st.one_of(
         {"model": st.sampled_from(["tiny", "other", ""]),
          "messages": st.lists(st.fixed_dictionaries({"role": st.text(max_size=5),
                                                      "content": json_values}), max_size=3)},
-        optional={"stream": json_values, "max_tokens": json_values, "prompt": json_values,
-                  "input": json_values},
+        optional={"stream": json_values, "max_tokens": json_values,
+                  "prompt": json_values | prompt_refs, "input": json_values},
     ).map(lambda d: json.dumps(d).encode()),
 )  # fmt: skip
 
@@ -36,9 +43,14 @@ bodies = st.one_of(
 def test_no_request_body_makes_the_gateway_fail(make_stack: Callable[..., Stack]) -> None:
     stack = make_stack()
     stack.set_endpoints("tiny", [stack.add_engine("a")])
+    greet = Prompt.model_validate(
+        {"metadata": {"name": "greet"}, "spec": {"model": "tiny", "template": "Hi {{name}}"}}
+    )
+    version = PromptVersion.of(greet.spec)
+    stack.loop_thread.call(lambda: stack.gateway.prompts.update([(greet, [version])]))
     spec = httpx.get(stack.url + "/openapi.json").json()
     paths = [p for p, ops in spec["paths"].items() if "post" in ops]
-    assert len(paths) == 3
+    assert len(paths) == 5
 
     with httpx.Client(base_url=stack.url, timeout=10) as http:
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kapell.api import Model
+import pytest
+
+from kapell.api import Model, Prompt, Resource
+from kapell.api.errors import ConflictError
 from kapell.api.loader import load_text
 from kapell.api.tenant import new_api_key
 from kapell.backends.local.store import SQLiteStore
@@ -106,3 +109,33 @@ def test_the_database_is_readable_by_its_owner_only(tmp_path: Path) -> None:
     path.touch(mode=0o644)
     SQLiteStore(path).close()
     assert path.stat().st_mode & 0o777 == 0o600
+
+
+PROMPT = """\
+apiVersion: kapell.dev/v1alpha1
+kind: Prompt
+metadata: {name: greet}
+spec: {model: m, version: VERSION, template: "TEMPLATE"}
+"""
+
+
+def _prompt(version: int, template: str) -> Resource:
+    [prompt] = load_text(PROMPT.replace("VERSION", str(version)).replace("TEMPLATE", template))
+    return prompt
+
+
+def test_every_prompt_version_is_kept_and_none_changes(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "s.db")
+    assert store.apply(_prompt(1, "Hi {{name}}")) == "created"
+    assert store.apply(_prompt(2, "Hello {{name}}")) == "configured"
+    with pytest.raises(ConflictError, match="version 1 is already applied with another template"):
+        store.apply(_prompt(1, "Yo {{name}}"))
+    assert [v.template for v in store.prompt_versions("Prompt/default/greet")] == [
+        "Hi {{name}}",
+        "Hello {{name}}",
+    ]
+    stored = store.get("Prompt/default/greet")
+    assert isinstance(stored, Prompt) and stored.spec.version == 2, "a refused apply changed it"
+    assert store.apply(_prompt(1, "Hi {{name}}")) == "configured"  # back to 1: allowed
+    assert store.delete("Prompt/default/greet")
+    assert store.prompt_versions("Prompt/default/greet") == []

@@ -10,11 +10,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import pytest
-from pydantic import Field
 from starlette.testclient import TestClient
 
 from kapell.api import Model, Prompt, Resource, TrainingJob
-from kapell.api.meta import Status
 from kapell.console.app import budget_rows, console_app, gpu_request
 from kapell.console.series import Sample
 from kapell.console.source import CarbonView, Event, ReplicaRow
@@ -37,7 +35,7 @@ JOB = TrainingJob.model_validate({
 })  # fmt: skip
 PROMPT = Prompt.model_validate({
     "metadata": {"name": "greeter", "namespace": "team-a"},
-    "spec": {"model": "chat", "template": "Greet {name}.", "variables": ["name"], "version": 4},
+    "spec": {"model": "chat", "template": "Greet {{name}}.", "variables": ["name"], "version": 4},
 })  # fmt: skip
 
 
@@ -108,36 +106,19 @@ def test_training_page_shows_phase_step_loss_and_checkpoints() -> None:
 def test_prompts_page_shows_every_spec_field_but_the_template_body() -> None:
     text = client(FixedSource(items={"Prompt": [PROMPT]})).get("/prompts").text
     assert "<dt>version</dt><dd>4</dd>" in text and "<dt>variables</dt>" in text
-    assert "Greet {name}." in text
-
-
-class VersionWeight(Status):
-    version: int
-    weight: int
-    state: str
-
-
-class RolloutStatus(Status):
-    """A Prompt status that carries canary weights, as a prompt rollout controller writes."""
-
-    phase: str = "Stable"
-    versions: list[VersionWeight] = Field(default_factory=list)
-
-
-class RolledOutPrompt(Prompt):
-    status: RolloutStatus = Field(default_factory=RolloutStatus)
+    assert "Greet {{name}}." in text
 
 
 def test_prompts_page_shows_canary_weights_where_the_schema_has_them() -> None:
-    rolled = RolledOutPrompt.model_validate({
+    rolled = Prompt.model_validate({
         **PROMPT.model_dump(by_alias=True, exclude={"status"}),
-        "status": {"phase": "Canary", "versions": [
-            {"version": 3, "weight": 90, "state": "stable"},
-            {"version": 4, "weight": 10, "state": "canary"},
+        "status": {"phase": "Progressing", "versions": [
+            {"version": 3, "weight": 90, "state": "Stable"},
+            {"version": 4, "weight": 10, "state": "Canary"},
         ]},
     })  # fmt: skip
     text = client(FixedSource(items={"Prompt": [rolled]})).get("/prompts").text
-    assert "v3: 90% (stable)" in text and "v4: 10% (canary)" in text and "Canary" in text
+    assert "v3: 90% (Stable)" in text and "v4: 10% (Canary)" in text and "Progressing" in text
     plain = client(FixedSource(items={"Prompt": [PROMPT]})).get("/prompts").text
     assert 'class="weights">–<' in plain
 

@@ -20,6 +20,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from kapell.api import KINDS, Resource, Tenant
+from kapell.api.errors import ConflictError
 from kapell.api.tenant import ApiKey, key_problem
 from kapell.backends.local import logfiles
 from kapell.backends.local.replicas import LocalReplicas
@@ -114,7 +115,10 @@ def create_admin_app(ctx: AdminContext) -> Starlette:
             return _error(400, f"invalid apply request: {exc}")
         results = []
         for resource in resources:
-            outcome = ctx.store.apply(resource)
+            try:
+                outcome = ctx.store.apply(resource)
+            except ConflictError as exc:
+                return _error(409, str(exc))
             ctx.enqueue(resource.key)
             results.append({"key": resource.key, "outcome": outcome})
         return JSONResponse({"results": results})

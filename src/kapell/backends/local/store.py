@@ -7,6 +7,10 @@ half-written resource behind. Resources are stored as the JSON users would see f
 API keys live here too, as ``api.tenant.ApiKey`` records (the hash, never the key): one file
 that is already atomic and per user, so a Tenant and its keys are deleted in one transaction.
 The file is made readable by its owner only (0600).
+
+Every version of a Prompt ever applied is kept in ``prompt_versions`` (the resource row holds
+the latest spec only), so an older version stays servable and a changed template under a
+version number already used is refused in the same transaction that would have stored it.
 """
 
 from __future__ import annotations
@@ -20,7 +24,9 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-from kapell.api import KINDS, Resource
+from kapell.api import KINDS, Prompt, Resource
+from kapell.api.errors import ConflictError
+from kapell.api.prompt import PromptVersion, version_conflict
 from kapell.api.tenant import ApiKey
 
 _SCHEMA = """
@@ -46,6 +52,13 @@ CREATE TABLE IF NOT EXISTS replica_events (
 CREATE TABLE IF NOT EXISTS counters (
     name        TEXT PRIMARY KEY,
     value       INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS prompt_versions (
+    key         TEXT NOT NULL,
+    version     INTEGER NOT NULL,
+    body        TEXT NOT NULL,
+    created_at  TEXT NOT NULL,
+    PRIMARY KEY (key, version)
 );
 CREATE TABLE IF NOT EXISTS api_keys (
     id          TEXT PRIMARY KEY,
@@ -87,10 +100,15 @@ class SQLiteStore:
             self._db.execute("COMMIT")
 
     def apply(self, resource: Resource) -> str:
-        """Create or update; returns ``created``, ``configured`` or ``unchanged``."""
+        """Create or update; returns ``created``, ``configured`` or ``unchanged``.
+
+        A Prompt whose version is already stored with other content raises ``ConflictError``
+        and changes nothing."""
         body = resource.model_dump_json(by_alias=True, exclude={"status"})
         now = utc_now()
         with self._tx() as db:
+            if isinstance(resource, Prompt):
+                _add_prompt_version(db, resource, now)
             row = db.execute(
                 "SELECT body, generation FROM resources WHERE key = ?", (resource.key,)
             ).fetchone()
@@ -124,7 +142,17 @@ class SQLiteStore:
                 db.execute(
                     "DELETE FROM api_keys WHERE namespace = ? AND tenant = ?", (namespace, name)
                 )
+            if kind == "Prompt":
+                db.execute("DELETE FROM prompt_versions WHERE key = ?", (key,))
             return db.execute("DELETE FROM resources WHERE key = ?", (key,)).rowcount > 0
+
+    def prompt_versions(self, key: str) -> list[PromptVersion]:
+        """Every version of the Prompt ``key`` applied so far, oldest number first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT body FROM prompt_versions WHERE key = ? ORDER BY version", (key,)
+            ).fetchall()
+        return [PromptVersion.model_validate_json(row[0]) for row in rows]
 
     def add_key(self, key: ApiKey) -> bool:
         """Store a key's record; False if a key with its id is already stored."""
@@ -227,6 +255,25 @@ class SQLiteStore:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def _add_prompt_version(db: sqlite3.Connection, prompt: Prompt, now: str) -> None:
+    version = PromptVersion.of(prompt.spec)
+    row = db.execute(
+        "SELECT body FROM prompt_versions WHERE key = ? AND version = ?",
+        (prompt.key, version.version),
+    ).fetchone()
+    if row is None:
+        db.execute(
+            "INSERT INTO prompt_versions VALUES (?, ?, ?, ?)",
+            (prompt.key, version.version, version.model_dump_json(), now),
+        )
+        return
+    conflict = version_conflict(
+        prompt.metadata.name, PromptVersion.model_validate_json(row[0]), version
+    )
+    if conflict is not None:
+        raise ConflictError(conflict)
 
 
 def _resource(kind: str, body: str, status: str) -> Resource:
