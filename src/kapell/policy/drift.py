@@ -31,15 +31,15 @@ clock or does I/O.
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from statistics import NormalDist
 from typing import NamedTuple
 
-import numpy as np
-import numpy.typing as npt
-
 from kapell.api.errors import KapellError
+
+Counts = list[int]
 
 
 class RequestSample(NamedTuple):
@@ -125,10 +125,13 @@ def psi(reference_counts: Sequence[int], current_counts: Sequence[int]) -> float
     >>> round(psi([90, 10], [50, 50]), 3)
     0.853
     """
-    ref = np.asarray(reference_counts, dtype=float) + 0.5
-    cur = np.asarray(current_counts, dtype=float) + 0.5
-    r, c = ref / ref.sum(), cur / cur.sum()
-    return float(np.sum((c - r) * np.log(c / r)))
+    ref_total = sum(reference_counts) + 0.5 * len(reference_counts)
+    cur_total = sum(current_counts) + 0.5 * len(current_counts)
+    total = 0.0
+    for ref, cur in zip(reference_counts, current_counts, strict=True):
+        r, c = (ref + 0.5) / ref_total, (cur + 0.5) / cur_total
+        total += (c - r) * math.log(c / r)
+    return total
 
 
 SMALL_SAMPLE_MARGIN = 2.0
@@ -160,25 +163,29 @@ class Comparison(NamedTuple):
         return self.statistic > self.threshold
 
 
-Counts = npt.NDArray[np.int64]
-
-
 def _histograms(
-    reference: npt.NDArray[np.float64], current: npt.NDArray[np.float64], bins: int
+    reference: Sequence[float], current: Sequence[float], bins: int
 ) -> tuple[Counts, Counts]:
-    """Counts per bin cut at the reference's quantiles; ties merge bins."""
-    cuts = np.unique(np.quantile(reference, np.arange(1, bins) / bins))
-    size = len(cuts) + 1
-    ref = np.bincount(np.searchsorted(cuts, reference, side="left"), minlength=size)
-    cur = np.bincount(np.searchsorted(cuts, current, side="left"), minlength=size)
+    """Counts per bin cut at the reference's quantiles (the lower value at each ``i/bins``);
+    a value equal to a cut falls in the bin below it, and ties merge bins."""
+    ordered = sorted(reference)
+    cuts = sorted({ordered[(i * (len(ordered) - 1)) // bins] for i in range(1, bins)})
+    ref, cur = [0] * (len(cuts) + 1), [0] * (len(cuts) + 1)
+    for value in reference:
+        ref[bisect_left(cuts, value)] += 1
+    for value in current:
+        cur[bisect_left(cuts, value)] += 1
     return ref, cur
 
 
 def _category_counts(reference: Sequence[str], current: Sequence[str]) -> tuple[Counts, Counts]:
     categories = sorted(set(reference) | set(current))
     index = {c: i for i, c in enumerate(categories)}
-    ref = np.bincount([index[v] for v in reference], minlength=len(categories))
-    cur = np.bincount([index[v] for v in current], minlength=len(categories))
+    ref, cur = [0] * len(categories), [0] * len(categories)
+    for value in reference:
+        ref[index[value]] += 1
+    for value in current:
+        cur[index[value]] += 1
     return ref, cur
 
 
@@ -191,26 +198,22 @@ Cochran's rule for χ² (about five expected per cell and window): without it a 
 def _pool_sparse(ref: Counts, cur: Counts) -> tuple[Counts, Counts]:
     """The bins with at least ``MIN_POOLED_COUNT`` requests, plus one bin pooling the others
     (itself joined to the sparsest kept bin if still too sparse); empty bins are dropped."""
-    pooled = ref + cur
-    sparse = (pooled < MIN_POOLED_COUNT) & (pooled > 0)
-    dense = pooled >= MIN_POOLED_COUNT
-    ref_out, cur_out = list(ref[dense]), list(cur[dense])
-    if sparse.any():
-        rest_ref, rest_cur = int(ref[sparse].sum()), int(cur[sparse].sum())
-        if rest_ref + rest_cur >= MIN_POOLED_COUNT or not ref_out:
-            ref_out.append(rest_ref)
-            cur_out.append(rest_cur)
+    kept = [(r, c) for r, c in zip(ref, cur, strict=True) if r + c >= MIN_POOLED_COUNT]
+    sparse = [(r, c) for r, c in zip(ref, cur, strict=True) if 0 < r + c < MIN_POOLED_COUNT]
+    if sparse:
+        rest = (sum(r for r, _ in sparse), sum(c for _, c in sparse))
+        if sum(rest) >= MIN_POOLED_COUNT or not kept:
+            kept.append(rest)
         else:
-            smallest = int(np.argmin(np.add(ref_out, cur_out)))
-            ref_out[smallest] += rest_ref
-            cur_out[smallest] += rest_cur
-    return np.asarray(ref_out, dtype=np.int64), np.asarray(cur_out, dtype=np.int64)
+            i = min(range(len(kept)), key=lambda k: sum(kept[k]))
+            kept[i] = (kept[i][0] + rest[0], kept[i][1] + rest[1])
+    return [r for r, _ in kept], [c for _, c in kept]
 
 
 def compare(
     feature: Feature,
-    reference: Sequence[object],
-    current: Sequence[object],
+    reference: Sequence[float | str],
+    current: Sequence[float | str],
     settings: DriftSettings,
 ) -> Comparison:
     """PSI of one feature and its threshold at ``settings.false_alarm_rate``.
@@ -221,7 +224,9 @@ def compare(
     """
     if feature.numeric:
         ref, cur = _histograms(
-            np.asarray(reference, dtype=float), np.asarray(current, dtype=float), settings.bins
+            [float(v) for v in reference],
+            [float(v) for v in current],
+            settings.bins,
         )
     else:
         ref, cur = _category_counts([str(v) for v in reference], [str(v) for v in current])
