@@ -65,7 +65,7 @@ quickstart: $(VENV)/.installed-quickstart
 lock: | $(PY)
 	test -x $(VENV)/bin/uv || $(PY) -m pip install 'uv>=0.5'
 	$(VENV)/bin/uv pip compile pyproject.toml requirements/build.in \
-	    --extra dev --extra reference --extra plot --extra kubernetes --extra onnx --extra ray --extra mcp \
+	    --extra dev --extra reference --extra plot --extra kubernetes --extra onnx --extra ray --extra mcp --extra otel \
 	    $(LOCK_FLAGS) -o requirements/test.txt
 	$(VENV)/bin/uv pip compile pyproject.toml requirements/build.in --extra onnx \
 	    -c requirements/test.txt $(LOCK_FLAGS) -o requirements/quickstart.txt

@@ -16,6 +16,7 @@ import typer
 from kapell.api import KINDS, Model, Resource, TrainingJob
 from kapell.api.errors import KapellError, NotFoundError, NotRunningError, Problem, SpecError
 from kapell.cli.client import DEFAULT_STATE_DIR, StateDir, call, instance_info
+from kapell.cli.drift import OtlpEndpoint, TraceContent
 from kapell.cli.output import age, print_table
 
 Files = Annotated[list[Path], typer.Option("-f", "--file", help="Resource YAML files.")]
@@ -104,6 +105,20 @@ def up(
             "(its reading nearest in time). Default: none (0 gCO2 accounted).",
         ),
     ] = None,
+    drift_reference: Annotated[
+        int, typer.Option("--drift-reference", help="Requests in each drift reference window.")
+    ] = 1000,
+    drift_window: Annotated[
+        int, typer.Option("--drift-window", help="Requests in each compared drift window.")
+    ] = 1000,
+    drift_false_alarm_rate: Annotated[
+        float,
+        typer.Option(
+            "--drift-false-alarm-rate", help="Share of stationary windows a feature may alarm on."
+        ),
+    ] = 0.001,
+    otlp_endpoint: OtlpEndpoint = None,
+    trace_content: TraceContent = False,
 ) -> None:
     """Run kapell on this machine: replicas, controllers and the gateway, until Ctrl-C.
 
@@ -122,14 +137,18 @@ def up(
         pass
     from kapell.cli.accounting import intensity_source
     from kapell.cli.up import run
+    from kapell.gateway.config import GatewayConfig
+    from kapell.policy.drift import DriftSettings
 
     intensity = intensity_source(carbon_intensity)
+    drift = DriftSettings(drift_reference, drift_window, drift_false_alarm_rate)
+    config = GatewayConfig(drift=drift, otlp_endpoint=otlp_endpoint, trace_content=trace_content)
     try:
         import uvloop
 
-        uvloop.run(run(resources, state_dir, port, intensity))
+        uvloop.run(run(resources, state_dir, port, intensity, config))
     except ImportError:
-        asyncio.run(run(resources, state_dir, port, intensity))
+        asyncio.run(run(resources, state_dir, port, intensity, config))
 
 
 def down(

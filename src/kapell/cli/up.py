@@ -59,9 +59,16 @@ SHUTDOWN_LIMIT_S = 30.0
 
 
 async def run(
-    resources: list[Resource], state_dir: Path, port: int, intensity: Callable[[float], float]
+    resources: list[Resource],
+    state_dir: Path,
+    port: int,
+    intensity: Callable[[float], float],
+    gateway_config: GatewayConfig | None = None,
 ) -> None:
-    """Serve until SIGINT/SIGTERM or an admin shutdown; leaves no child process behind."""
+    """Serve until SIGINT/SIGTERM or an admin shutdown; leaves no child process behind.
+
+    ``gateway_config``: the gateway's drift windows and tracing (default: ``GatewayConfig()``).
+    """
     state_dir.mkdir(parents=True, exist_ok=True)
     instance_path = state_dir / INSTANCE_FILE
     gateway_sock = bind(HOST, port, "the gateway")
@@ -144,7 +151,7 @@ async def run(
         lambda: [m for m in store.resources("Model") if isinstance(m, Model)], replicas.replicas
     )
     access_log = AccessLog(state_dir / "logs")
-    gateway = create_app(endpoints, GatewayConfig(), access_log)
+    gateway = create_app(endpoints, gateway_config or GatewayConfig(), access_log)
 
     gateway_url = f"http://{HOST}:{gateway_sock.getsockname()[1]}"
     admin_url = f"http://{HOST}:{admin_sock.getsockname()[1]}"
@@ -212,6 +219,7 @@ async def run(
             access_log.path,
             training_log_path=training.log_path,
             spend=accountant.report,
+            drift=gateway.state.gateway.drift.report,
         )
     )
     registry = gateway.state.gateway.metrics.registry

@@ -88,18 +88,19 @@ class DriftSettings:
     """Traffic keys tracked at most; requests of keys beyond it are not tracked."""
 
     def __post_init__(self) -> None:
-        if self.reference_requests < 20 or self.window_requests < 20:
+        if self.bins < 2:
+            raise KapellError(f"drift needs at least 2 bins, got {self.bins}")
+        least = 5 * self.bins
+        if min(self.reference_requests, self.window_requests) < least:
             raise KapellError(
-                "drift windows need at least 20 requests each (the χ² threshold assumes a few "
-                f"per bin); got reference {self.reference_requests}, window "
+                f"drift windows need at least {least} requests each (five per bin: the χ² "
+                f"threshold assumes it); got reference {self.reference_requests}, window "
                 f"{self.window_requests}"
             )
         if not 0.0 < self.false_alarm_rate < 0.5:
             raise KapellError(
                 f"the drift false-alarm rate must be in (0, 0.5), got {self.false_alarm_rate}"
             )
-        if self.bins < 2:
-            raise KapellError(f"drift needs at least 2 bins, got {self.bins}")
 
 
 def chi2_quantile(p: float, df: int) -> float:
