@@ -47,10 +47,12 @@ test: check
 k8s-bin:
 	hack/k8s/build.sh
 
-## chart-crds: regenerate the Helm chart's CRDs from `kapell crds` (a unit test checks they match)
+## chart-crds: regenerate the Helm chart's CRDs from `kapell crds` and copy the drift alert rules
+## into it (unit tests check both match)
 CHART := deploy/helm/kapell
 chart-crds: venv
 	$(VENV)/bin/kapell crds > $(CHART)/crds/kapell.dev.yaml
+	cp deploy/prometheus/kapell-drift-rules.yaml $(CHART)/files/kapell-drift-rules.yaml
 
 ## e2e: end-to-end tests against a local control plane with fake GPU nodes (builds what is missing)
 e2e: venv k8s-bin
