@@ -105,6 +105,12 @@ def up(
             "(its reading nearest in time). Default: none (0 gCO2 accounted).",
         ),
     ] = None,
+    drift_warmup: Annotated[
+        int,
+        typer.Option(
+            "--drift-warmup", help="Requests of each model left out before its reference."
+        ),
+    ] = 0,
     drift_reference: Annotated[
         int, typer.Option("--drift-reference", help="Requests in each drift reference window.")
     ] = 1000,
@@ -141,7 +147,9 @@ def up(
     from kapell.policy.drift import DriftSettings
 
     intensity = intensity_source(carbon_intensity)
-    drift = DriftSettings(drift_reference, drift_window, drift_false_alarm_rate)
+    drift = DriftSettings(
+        drift_reference, drift_window, drift_false_alarm_rate, warmup_requests=drift_warmup
+    )
     config = GatewayConfig(drift=drift, otlp_endpoint=otlp_endpoint, trace_content=trace_content)
     try:
         import uvloop

@@ -72,6 +72,7 @@ class DriftMonitor:
             })  # fmt: skip
         return {
             "settings": {
+                "warmupRequests": s.warmup_requests,
                 "referenceRequests": s.reference_requests,
                 "windowRequests": s.window_requests,
                 "falseAlarmRate": s.false_alarm_rate,

@@ -2,8 +2,8 @@
 
 Each finished request is summarised as a ``RequestSample``: what came in (prompt length in
 characters, the prompt's dominant script) and what went out (output tokens, latency, outcome).
-The first ``reference_requests`` samples of a traffic key (model, prompt, version) are its
-reference; after that every ``window_requests`` samples form a current window, compared with
+After ``warmup_requests`` left out, the first ``reference_requests`` samples of a traffic key
+(model, prompt, version) are its reference; after that every ``window_requests`` samples form a current window, compared with
 the reference feature by feature when it is full, then dropped.
 
 Each feature is compared with the population-stability index on binned values,
@@ -84,10 +84,17 @@ class DriftSettings:
     threshold."""
     bins: int = 10
     """Quantile bins of numeric features (fewer when the reference has ties)."""
+    warmup_requests: int = 0
+    """Requests of a key left out before its reference starts: the first requests after a
+    start meet cold replicas and new connections, whose latency no later window repeats."""
     max_keys: int = 512
     """Traffic keys tracked at most; requests of keys beyond it are not tracked."""
 
     def __post_init__(self) -> None:
+        if self.warmup_requests < 0:
+            raise KapellError(
+                f"drift warm-up must be 0 or more requests, got {self.warmup_requests}"
+            )
         if self.bins < 2:
             raise KapellError(f"drift needs at least 2 bins, got {self.bins}")
         least = 5 * self.bins
@@ -251,8 +258,13 @@ class DriftWindows:
     current: list[RequestSample] = field(default_factory=list)
     last: tuple[Comparison, ...] = ()
     windows_compared: int = 0
+    skipped: int = 0
+    """Warm-up requests seen so far (up to ``settings.warmup_requests``)."""
 
     def add(self, sample: RequestSample) -> tuple[Comparison, ...] | None:
+        if self.skipped < self.settings.warmup_requests:
+            self.skipped += 1
+            return None
         if len(self.reference) < self.settings.reference_requests:
             self.reference.append(sample)
             return None
