@@ -30,21 +30,14 @@ from ruamel.yaml import YAML
 
 from kapell.net import free_port, wait_http
 from tests.integration.local.conftest import Instance
+from tests.integration.local.test_local_backend import SPEC as SIM_SPEC
 
 RULES = Path(__file__).resolve().parents[3] / "deploy/prometheus/kapell-drift-rules.yaml"
 WINDOW = 60
 SCRAPE_S = EVAL_S = 1.0
 FOR_S = 2.0
 ALERT_BOUND_S = SCRAPE_S + 2 * EVAL_S + FOR_S + 2.0  # + 2 s for a loaded machine's scheduling
-SPEC = """\
-apiVersion: kapell.dev/v1alpha1
-kind: Model
-metadata: {name: chat}
-spec:
-  source: {uri: h100-llama3-8b}
-  engine: {name: sim, args: ["--cold-start-s", "0.3", "--speedup", "4"]}
-  scaling: {minReplicas: 1, maxReplicas: 1}
-"""
+SPEC = SIM_SPEC.replace("SPEEDUP", "4").replace("REPLICAS", "1")
 ENGLISH = "the of and to in a is that for it as with was on be by at this have from or".split()  # noqa: SIM905
 CYRILLIC = "и в не на я быть он с что а по это она этот к но они мы как из у который".split()  # noqa: SIM905
 TRAFFIC_ALERTS = ("KapellInputDrift", "KapellOutputDrift")

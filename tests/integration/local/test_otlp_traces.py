@@ -19,21 +19,14 @@ import openai
 import pytest
 
 from tests.integration.local.conftest import Instance
+from tests.integration.local.test_local_backend import SPEC as SIM_SPEC
 
 trace_service_pb2 = pytest.importorskip(
     "opentelemetry.proto.collector.trace.v1.trace_service_pb2",
     reason="needs the otel extra (opentelemetry-exporter-otlp-proto-http)",
 )
 
-SPEC = """\
-apiVersion: kapell.dev/v1alpha1
-kind: Model
-metadata: {name: chat}
-spec:
-  source: {uri: h100-llama3-8b}
-  engine: {name: sim, args: ["--cold-start-s", "0.3", "--speedup", "20"]}
-  scaling: {minReplicas: 1, maxReplicas: 1}
-"""
+SPEC = SIM_SPEC.replace("SPEEDUP", "20").replace("REPLICAS", "1")
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_ID = "00f067aa0ba902b7"
 
