@@ -4,7 +4,7 @@ Each replay draws a reference and a current window from one traffic distribution
 lengths log-normal, mostly Latin prompts, output lengths capped at ``max_tokens`` so many tie,
 latency growing with output, 1.5 % errors) and compares them with ``policy.drift``; a shifted
 replay draws the current window from another corpus (prompts four times longer, mostly
-Cyrillic). The baseline, measured on the same windows, is the rule of thumb that a PSI above
+Cyrillic), a subtly shifted one from prompts 30 % longer. The baseline, measured on the same windows, is the rule of thumb that a PSI above
 0.25 is a shift. The measured rates come with a 95 % Wilson upper bound, since a few thousand
 replays measure a rate of 0.001 only roughly.
 """
@@ -80,7 +80,8 @@ def replay(
 
 def run_drift_bench(settings: DriftSettings, replays: int, seed: int = 0) -> dict[str, object]:
     """False alarms (stationary) and detections (shifted) for ``settings``, with the baseline."""
-    stationary, shifted = traffic(), traffic(prompt_scale=4.0, cyrillic_share=0.6)
+    stationary = traffic()
+    shifted, subtle = traffic(prompt_scale=4.0, cyrillic_share=0.6), traffic(prompt_scale=1.3)
     return {
         "settings": {
             "reference_requests": settings.reference_requests,
@@ -92,4 +93,5 @@ def run_drift_bench(settings: DriftSettings, replays: int, seed: int = 0) -> dic
         "stated_any_feature": min(1.0, len(FEATURES) * settings.false_alarm_rate),
         "stationary": replay(settings, stationary, stationary, replays, seed),
         "shifted": replay(settings, stationary, shifted, max(1, replays // 10), seed + 1),
+        "subtle_shift": replay(settings, stationary, subtle, max(1, replays // 10), seed + 2),
     }

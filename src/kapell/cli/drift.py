@@ -81,7 +81,8 @@ def bench_drift(
     seed: Annotated[int, typer.Option("--seed")] = 0,
 ) -> None:
     """False alarms on stationary replays and detections of a shift (longer, mostly Cyrillic
-    prompts), against the rule of thumb PSI > 0.25 measured on the same windows. JSON out."""
+    prompts) and of a subtle one (prompts 30 % longer), against the rule of thumb PSI > 0.25
+    measured on the same windows. JSON out."""
     from kapell.bench.drift import run_drift_bench
     from kapell.policy.drift import DriftSettings
 
