@@ -6,7 +6,9 @@ tenant → parse the few fields the gateway needs → resolve the model and admi
 tenant's quota. ``Exchange`` then waits for the model's gate (the activator), asks the
 balancer for a replica (whose outstanding counts rise before anything is awaited), posts
 through the gateway's ``Upstream`` (retrying another replica on a failure before any byte went
-back), streams server-sent events chunk by chunk, and updates counts, metering and metrics.
+back), streams server-sent events chunk by chunk, and updates counts, metering and metrics;
+the finished request then feeds the drift windows (``gateway.drift``) and, if tracing is on,
+becomes a span (``gateway.tracing``).
 """
 
 from __future__ import annotations
