@@ -47,10 +47,12 @@ test: check
 k8s-bin:
 	hack/k8s/build.sh
 
-## chart-crds: regenerate the Helm chart's CRDs from `kapell crds` (a unit test checks they match)
+## chart-crds: regenerate the Helm chart's CRDs from `kapell crds` and copy the drift alert rules
+## into it (unit tests check both match)
 CHART := deploy/helm/kapell
 chart-crds: venv
 	$(VENV)/bin/kapell crds > $(CHART)/crds/kapell.dev.yaml
+	cp deploy/prometheus/kapell-drift-rules.yaml $(CHART)/files/kapell-drift-rules.yaml
 
 ## console-assets: fetch htmx and uPlot (pinned) from npm into the console's static/vendor/
 ## (the files are committed: `make test` needs no npm; run this to update them)
@@ -75,7 +77,7 @@ quickstart: $(VENV)/.installed-quickstart
 lock: | $(PY)
 	test -x $(VENV)/bin/uv || $(PY) -m pip install 'uv>=0.5'
 	$(VENV)/bin/uv pip compile pyproject.toml requirements/build.in \
-	    --extra dev --extra reference --extra plot --extra kubernetes --extra onnx --extra ray --extra mcp \
+	    --extra dev --extra reference --extra plot --extra kubernetes --extra onnx --extra ray --extra mcp --extra otel \
 	    $(LOCK_FLAGS) -o requirements/test.txt
 	$(VENV)/bin/uv pip compile pyproject.toml requirements/build.in --extra onnx \
 	    -c requirements/test.txt $(LOCK_FLAGS) -o requirements/quickstart.txt

@@ -7,12 +7,14 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
+from ruamel.yaml import YAML
 
 from tests.helmchart import BUILD_HINT, CHART, helm, helm_binary, render
 
 K8S_VERSION = "1.34.0"  # the newest schema kubernetes-validate ships that the chart targets
 OPTIONAL = (
     "--set", "serviceMonitor.enabled=true", "--set", "nodeAgent.rbac.create=true",
+    "--set", "prometheusRule.enabled=true",
     "--set", "operator.watchNamespace=team-a",
 )  # fmt: skip
 
@@ -41,12 +43,16 @@ def test_the_chart_lints_strictly(options: tuple[str, ...]) -> None:
 
 def test_the_rendered_objects_are_valid_kubernetes() -> None:
     objects = render("kapell", "kapell-system", *OPTIONAL)
-    builtin = [o for o in objects if o["kind"] != "ServiceMonitor"]
+    builtin = [o for o in objects if o["kind"] not in ("ServiceMonitor", "PrometheusRule")]
     for obj in builtin:
         kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
     kinds = {o["kind"] for o in objects}
     assert kinds >= {"Deployment", "Service", "ServiceAccount", "ClusterRole", "ClusterRoleBinding",
-                     "Role", "RoleBinding", "PodDisruptionBudget", "ServiceMonitor"}  # fmt: skip
+                     "Role", "RoleBinding", "PodDisruptionBudget", "ServiceMonitor",
+                     "PrometheusRule"}  # fmt: skip
+    [rule] = [o for o in objects if o["kind"] == "PrometheusRule"]
+    shipped = YAML(typ="safe").load(CHART.joinpath("files/kapell-drift-rules.yaml").read_text())
+    assert rule["spec"] == shipped
 
 
 def test_the_containers_get_the_command_lines_of_the_contract() -> None:
@@ -114,7 +120,8 @@ def test_a_namespaced_install_binds_the_write_rules_in_that_namespace_only() -> 
 
 def test_optional_parts_are_off_by_default_and_the_crds_ship_with_the_chart() -> None:
     kinds = {o["kind"] for o in render("kapell", "kapell-system")}
-    assert "ServiceMonitor" not in kinds and "PodDisruptionBudget" in kinds
+    assert "ServiceMonitor" not in kinds and "PrometheusRule" not in kinds
+    assert "PodDisruptionBudget" in kinds
     no_gateway = render("kapell", "kapell-system", "--set", "gateway.enabled=false")
     assert not [o for o in no_gateway if "gateway" in o["metadata"]["name"]]
     crds = [

@@ -22,3 +22,9 @@ def test_the_charts_crds_are_what_kapell_crds_prints() -> None:
 def test_the_chart_deploys_this_version_of_kapell() -> None:
     chart = YAML(typ="safe").load((CHART / "Chart.yaml").read_text())
     assert chart["appVersion"] == kapell.__version__
+
+
+def test_the_charts_drift_rules_are_the_shipped_prometheus_rules() -> None:
+    shipped = CHART.parents[1] / "prometheus/kapell-drift-rules.yaml"
+    copied = CHART / "files/kapell-drift-rules.yaml"
+    assert copied.read_text() == shipped.read_text(), "stale: run `make chart-crds`"

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.console import Console
 
+from kapell.cli.drift import OtlpEndpoint, TraceContent
 from kapell.gateway.config import GatewayConfig
 
 if TYPE_CHECKING:
@@ -82,6 +83,8 @@ def gateway(
             "--queue-max-per-model", min=0, help="Requests a Model may hold waiting; then 429."
         ),
     ] = DEFAULTS.queue_max_per_model,
+    otlp_endpoint: OtlpEndpoint = None,
+    trace_content: TraceContent = False,
 ) -> None:
     """Serve the OpenAI-compatible API for a namespace's Models on a Kubernetes cluster."""
     from kapell.api.errors import KapellError
@@ -97,7 +100,11 @@ def gateway(
         raise KapellError(f"--operator-service {operator_service}: expected NAMESPACE/NAME")
     me = identity or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     limits = replace(
-        DEFAULTS, max_in_flight_per_replica=max_in_flight, queue_max_per_model=queue_max
+        DEFAULTS,
+        max_in_flight_per_replica=max_in_flight,
+        queue_max_per_model=queue_max,
+        otlp_endpoint=otlp_endpoint,
+        trace_content=trace_content,
     )
     operator = operator_service or operator_url or "http://127.0.0.1:8090"
     asyncio.run(_run(kubeconfig, namespace, operator, host, port, me, limits))

@@ -16,6 +16,7 @@ import typer
 from kapell.api import KINDS, Model, Resource, TrainingJob
 from kapell.api.errors import KapellError, NotFoundError, NotRunningError, Problem, SpecError
 from kapell.cli.client import DEFAULT_STATE_DIR, StateDir, call, instance_info
+from kapell.cli.drift import OtlpEndpoint, TraceContent
 from kapell.cli.output import age, print_table
 
 Files = Annotated[list[Path], typer.Option("-f", "--file", help="Resource YAML files.")]
@@ -122,6 +123,26 @@ def up(
             "leaves idle. Default: none (an opportunistic job runs like any other).",
         ),
     ] = None,
+    drift_warmup: Annotated[
+        int,
+        typer.Option(
+            "--drift-warmup", help="Requests of each model left out before its reference."
+        ),
+    ] = 0,
+    drift_reference: Annotated[
+        int, typer.Option("--drift-reference", help="Requests in each drift reference window.")
+    ] = 1000,
+    drift_window: Annotated[
+        int, typer.Option("--drift-window", help="Requests in each compared drift window.")
+    ] = 1000,
+    drift_false_alarm_rate: Annotated[
+        float,
+        typer.Option(
+            "--drift-false-alarm-rate", help="Share of stationary windows a feature may alarm on."
+        ),
+    ] = 0.001,
+    otlp_endpoint: OtlpEndpoint = None,
+    trace_content: TraceContent = False,
 ) -> None:
     """Run kapell on this machine: replicas, controllers and the gateway, until Ctrl-C.
 
@@ -142,6 +163,8 @@ def up(
     from kapell.cli.training_feeds import intensity_series
     from kapell.cli.training_feeds import spot_availability as spot_source
     from kapell.cli.up import TrainingOptions, run
+    from kapell.gateway.config import GatewayConfig
+    from kapell.policy.drift import DriftSettings
 
     intensity = intensity_source(carbon_intensity)
     training = TrainingOptions(
@@ -149,12 +172,17 @@ def up(
         intensity_series(carbon_intensity),
         serving_gpus,
     )
+    drift = DriftSettings(
+        drift_reference, drift_window, drift_false_alarm_rate, warmup_requests=drift_warmup
+    )
+    config = GatewayConfig(drift=drift, otlp_endpoint=otlp_endpoint, trace_content=trace_content)
+    serve = run(resources, state_dir, port, intensity, carbon_intensity, training, config)
     try:
         import uvloop
 
-        uvloop.run(run(resources, state_dir, port, intensity, carbon_intensity, training))
+        uvloop.run(serve)
     except ImportError:
-        asyncio.run(run(resources, state_dir, port, intensity, carbon_intensity, training))
+        asyncio.run(serve)
 
 
 def down(

@@ -92,6 +92,11 @@ from kapell.cli.spend import spend  # noqa: E402  (light: imports on use)
 app.command("chat")(chat)
 app.command("spend")(spend)
 
+from kapell.cli.drift import bench_drift, drift  # noqa: E402  (light: imports on use)
+
+app.command("drift")(drift)
+bench_app.command("drift")(bench_drift)
+
 from kapell.cli.mcp_server import mcp  # noqa: E402  (light: the SDK imports on use)
 
 app.command("mcp")(mcp)

@@ -84,11 +84,13 @@ async def run(
     intensity: Callable[[float], float],
     carbon_option: str | None = None,
     training_options: TrainingOptions | None = None,
+    gateway_config: GatewayConfig | None = None,
 ) -> None:
     """Serve until SIGINT/SIGTERM or an admin shutdown; leaves no child process behind.
 
     ``carbon_option`` is ``--carbon-intensity`` as given (``intensity`` is read from it); the
-    console names it."""
+    console names it. ``gateway_config``: the gateway's drift windows and tracing (default:
+    ``GatewayConfig()``)."""
     options = training_options or TrainingOptions()
     state_dir.mkdir(parents=True, exist_ok=True)
     instance_path = state_dir / INSTANCE_FILE
@@ -233,7 +235,7 @@ async def run(
         access_log(record)
         console_source.add_latency(record)
 
-    gateway = create_app(endpoints, GatewayConfig(), finished)
+    gateway = create_app(endpoints, gateway_config or GatewayConfig(), finished)
 
     gateway_url = f"http://{HOST}:{gateway_sock.getsockname()[1]}"
     admin_url = f"http://{HOST}:{admin_sock.getsockname()[1]}"
@@ -309,6 +311,7 @@ async def run(
             access_log.path,
             training_log_path=training.log_path,
             spend=accountant.report,
+            drift=gateway.state.gateway.drift.report,
         )
     )
     admin = Starlette(

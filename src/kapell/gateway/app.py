@@ -9,6 +9,7 @@ routes, lifespan and error pages.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -25,6 +26,7 @@ from kapell.api import Model
 from kapell.gateway.activator import ModelGate
 from kapell.gateway.balancer import Balancer
 from kapell.gateway.config import GatewayConfig
+from kapell.gateway.drift import DriftMonitor
 from kapell.gateway.endpoints import EndpointSource
 from kapell.gateway.errors import GatewayError
 from kapell.gateway.metering import Meter
@@ -33,8 +35,10 @@ from kapell.gateway.prompt_routes import PromptedChat, Responses, feedback
 from kapell.gateway.prompts import PromptTable
 from kapell.gateway.proxy import INTERNAL_ERROR, ProxyRoute
 from kapell.gateway.tenancy import Tenant, Tenants
+from kapell.gateway.tracing import RequestTracer
 from kapell.gateway.upstream import AiohttpUpstream, Upstream
 from kapell.observe.access_log import AccessRecord
+from kapell.observe.drift_metrics import DriftCollector
 from kapell.observe.gateway_metrics import GatewayMetrics
 from kapell.observe.prompt_metrics import PromptMetrics
 
@@ -43,7 +47,7 @@ logger = logging.getLogger(__name__)
 
 
 class Gateway:
-    """One gateway: its app, metering, metrics and per-model state.
+    """One gateway: its app, metering, metrics, drift windows, traces and per-model state.
 
     ``gateway.app`` is the ASGI app; ``gateway.meter`` is what an autoscaler loop reads;
     ``set_replicas_desired`` lets that loop publish its decision on ``/metrics``.
@@ -74,6 +78,13 @@ class Gateway:
         )
         self._desired: dict[str, int] = {}
         self.metrics = GatewayMetrics(self._gauges)
+        self.drift = DriftMonitor(self.config.drift)
+        self.metrics.registry.register(DriftCollector(self.drift.report))
+        self.tracer = (
+            RequestTracer(self.config.otlp_endpoint, self.config.trace_content)
+            if self.config.otlp_endpoint
+            else None
+        )
         self.upstream = upstream or AiohttpUpstream(self.config)
         self.prompts = PromptTable(PromptMetrics(self.metrics.registry))
         """Prompt versions and their weights (``update``d by the composition root)."""
@@ -116,6 +127,8 @@ class Gateway:
         for gate in self._gates.values():
             await gate.close()
         await self.upstream.close()
+        if self.tracer is not None:
+            await asyncio.to_thread(self.tracer.close)  # sends the spans still queued
 
     # --- state the control loop reads or writes ----------------------------------------------
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from kapell.policy.drift import DriftSettings
+
 
 @dataclass(frozen=True)
 class TenantConfig:
@@ -56,3 +58,9 @@ class GatewayConfig:
     """How long a replica that failed before answering is skipped by routing (unless no other
     is left): longer than Kubernetes takes to drop a dead pod from its EndpointSlice (three
     failed 1 s readiness probes, then the slice update), so a dead endpoint costs one retry."""
+    drift: DriftSettings = field(default_factory=DriftSettings)
+    """Window sizes and stated false-alarm rate of drift detection (``policy.drift``)."""
+    otlp_endpoint: str | None = None
+    """OTLP/HTTP collector (base URL) that gets one span per request; None: no tracing."""
+    trace_content: bool = False
+    """Whether spans carry request and response bodies (user data; off by default)."""

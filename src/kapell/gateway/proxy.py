@@ -6,7 +6,9 @@ tenant → parse the few fields the gateway needs → resolve the model and admi
 tenant's quota. ``Exchange`` then waits for the model's gate (the activator), asks the
 balancer for a replica (whose outstanding counts rise before anything is awaited), posts
 through the gateway's ``Upstream`` (retrying another replica on a failure before any byte went
-back), streams server-sent events chunk by chunk, and updates counts, metering and metrics.
+back), streams server-sent events chunk by chunk, and updates counts, metering and metrics;
+the finished request then feeds the drift windows (``gateway.drift``) and, if tracing is on,
+becomes a span (``gateway.tracing``).
 """
 
 from __future__ import annotations
@@ -21,10 +23,12 @@ from starlette.types import Receive, Scope, Send
 
 from kapell.api import Model
 from kapell.api.replica import Endpoint
+from kapell.gateway.drift import prompt_key
 from kapell.gateway.errors import GatewayError, send_error
 from kapell.gateway.metering import busy_power_w
 from kapell.gateway.requests import ParsedRequest, parse_request
 from kapell.gateway.tenancy import Tenant
+from kapell.gateway.tracing import CONTENT_LIMIT_BYTES, FinishedRequest
 from kapell.gateway.upstream import UpstreamResponse
 from kapell.observe.access_log import AccessRecord
 from kapell.observe.gateway_metrics import RequestMetrics
@@ -168,11 +172,38 @@ class ProxyRoute:
         exchange = _Exchange(gateway, self._path, model, request, body, tenant, metrics, send)
         status = await exchange.run(receive, started_s)
         metrics.count(status)
+        latency_s = time.perf_counter() - started_s
         if gateway.access_log is not None:
             gateway.access_log(AccessRecord(
-                arrived, name, self._path, status, time.perf_counter() - started_s,
+                arrived, name, self._path, status, latency_s,
                 exchange.ttft_s, exchange.prompt_tokens, exchange.generated_tokens,
                 exchange.replica, tenant.name, request.stream,
+            ))  # fmt: skip
+        self._observe(exchange, scope, status, arrived, latency_s)
+
+    def _observe(
+        self, exchange: _Exchange, scope: Scope, status: int, arrived: float, latency_s: float
+    ) -> None:
+        """Feed the finished request to drift detection, and trace it if tracing is on."""
+        gateway, request = self._gateway, exchange.request
+        name = exchange.model.metadata.name
+        prompt_id, version = prompt_key(request.payload)
+        gateway.drift.observe(
+            (name, prompt_id, version),
+            request.prompt_text,
+            exchange.generated_tokens,
+            latency_s,
+            status,
+        )
+        if gateway.tracer is not None:
+            start_ns = int(arrived * 1e9)
+            gateway.tracer.record(FinishedRequest(
+                self._path, name, exchange.tenant.name, status, request.stream, start_ns,
+                start_ns + int(latency_s * 1e9), exchange.ttft_s, exchange.prompt_tokens,
+                exchange.generated_tokens, exchange.replica, request.payload, prompt_id,
+                version, exchange.body,
+                None if exchange.output is None else bytes(exchange.output),
+                _header(scope, b"traceparent"),
             ))  # fmt: skip
 
 
@@ -208,6 +239,9 @@ class _Exchange:
         self.power_w = busy_power_w(model)
         self.energy_j = 0.0
         """Modelled joules charged to this request on the replicas it was sent to."""
+        tracer = gateway.tracer
+        self.output = bytearray() if tracer is not None and tracer.capture_content else None
+        """The response bytes a span records (up to ``CONTENT_LIMIT_BYTES``), if any."""
         self.request_tokens = request.prompt_tokens_estimate + (
             request.max_tokens
             if request.max_tokens is not None
@@ -340,6 +374,8 @@ class _Exchange:
             payload = await upstream.read()
             self.ttft_s = time.perf_counter() - started_s
             self.metrics.ttft_s.observe(self.ttft_s)
+            if self.output is not None:
+                self.output += payload[:CONTENT_LIMIT_BYTES]
             if upstream.status == 200:
                 usage = _usage_from(payload)
                 if usage is not None:
@@ -385,6 +421,8 @@ class _Exchange:
                     self.metrics.ttft_s.observe(self.ttft_s)
                     first = False
                 events += chunk.count(b"data:")
+                if self.output is not None and len(self.output) < CONTENT_LIMIT_BYTES:
+                    self.output += chunk
                 previous, tail = tail, chunk
                 if chunk.endswith(_DONE_EVENT):
                     # The client has the whole answer: one that hangs up now, before the

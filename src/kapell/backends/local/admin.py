@@ -43,6 +43,7 @@ class AdminContext:
         access_log_path: Callable[[str], Path] | None = None,
         training_log_path: Callable[[str, str], Path] | None = None,
         spend: Callable[[str | None], dict[str, Any]] | None = None,
+        drift: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         self.store = store
         self.replicas = replicas
@@ -53,6 +54,7 @@ class AdminContext:
         self.access_log_path = access_log_path
         self.training_log_path = training_log_path
         self.spend = spend
+        self.drift = drift
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -226,6 +228,11 @@ def create_admin_app(ctx: AdminContext) -> Starlette:
             return _error(404, "this instance accounts no spend")
         return JSONResponse(ctx.spend(request.query_params.get("namespace")))
 
+    async def drift(request: Request) -> Response:
+        if ctx.drift is None:
+            return _error(404, "this instance has no gateway that tracks drift")
+        return JSONResponse(ctx.drift())
+
     async def shutdown(request: Request) -> Response:
         result = ctx.shutdown()
         if asyncio.iscoroutine(result):
@@ -255,6 +262,7 @@ def create_admin_app(ctx: AdminContext) -> Starlette:
             Route(f"{ADMIN_PREFIX}/trainlogs/{{namespace}}/{{name}}", training_log),
             Route(f"{ADMIN_PREFIX}/usage", usage),
             Route(f"{ADMIN_PREFIX}/spend", spend),
+            Route(f"{ADMIN_PREFIX}/drift", drift),
             Route(f"{ADMIN_PREFIX}/shutdown", shutdown, methods=["POST"]),
         ]
     )
