@@ -13,7 +13,7 @@ from typing import Any
 from kapell.api.errors import BackendError
 from kapell.api.images import KAPELL_IMAGE
 from kapell.api.meta import API_VERSION
-from kapell.api.model import Model
+from kapell.api.model import RECIPE_ENGINES, Model
 from kapell.backends.kubernetes import dra
 from kapell.backends.kubernetes.inventory import PLACEMENT_ANNOTATION, Placement
 from kapell.engines.adapters import LaunchContext, adapter_for
@@ -60,7 +60,7 @@ def _weights(model: Model) -> tuple[str, list[Manifest], list[Manifest]]:
             f"model {model.metadata.name}: s3:// sources need a download step the Kubernetes "
             "backend does not have yet; copy the weights to a PersistentVolumeClaim (pvc://)"
         )
-    if source.scheme == "hf" or model.spec.engine.name == "sim":
+    if source.scheme == "hf" or model.spec.engine.name in RECIPE_ENGINES:
         return uri.removeprefix("hf://").removeprefix("file://").split("@", 1)[0], [], []
     path = uri.removeprefix("file://")
     if not Path(path).is_absolute():
