@@ -21,7 +21,7 @@ from typing import Any
 from rich.console import Console
 
 from kapell import __version__
-from kapell.api import Model, Resource, Tenant
+from kapell.api import Model, Resource, Tenant, VectorStore
 from kapell.api.errors import BackendError
 from kapell.api.units import parse_quantity
 from kapell.backends.local.admin import AdminContext, create_admin_app
@@ -103,9 +103,17 @@ async def run(
             said[0] = table.summary()
             console.print(f"kapell {said[0]}", soft_wrap=True)
 
+    def declare_vector_stores() -> None:
+        """Give the gateway's vector stores the VectorStore resources in the store."""
+        assert vectors is not None
+        vectors.declare([r for r in store.resources("VectorStore") if isinstance(r, VectorStore)])
+
     def on_change(key: str) -> None:
         if key.startswith("Tenant/"):  # applied, deleted, or a key created or revoked
             refresh_tenants()
+            return
+        if key.startswith("VectorStore/"):
+            declare_vector_stores()
             return
         publish()
         reconciler.enqueue(key)
@@ -144,7 +152,8 @@ async def run(
         lambda: [m for m in store.resources("Model") if isinstance(m, Model)], replicas.replicas
     )
     access_log = AccessLog(state_dir / "logs")
-    gateway = create_app(endpoints, GatewayConfig(), access_log)
+    gateway = create_app(endpoints, GatewayConfig(), access_log, vectors_dir=state_dir / "vectors")
+    vectors = gateway.state.gateway.vectors
 
     gateway_url = f"http://{HOST}:{gateway_sock.getsockname()[1]}"
     admin_url = f"http://{HOST}:{admin_sock.getsockname()[1]}"
@@ -224,6 +233,7 @@ async def run(
     for resource in resources:
         store.apply(resource)
     refresh_tenants()
+    declare_vector_stores()
     for key in store.keys("Model"):
         on_change(key)
     for key in store.keys("TrainingJob"):

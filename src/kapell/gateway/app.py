@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
@@ -27,11 +28,15 @@ from kapell.gateway.balancer import Balancer
 from kapell.gateway.config import GatewayConfig
 from kapell.gateway.endpoints import EndpointSource
 from kapell.gateway.errors import GatewayError
+from kapell.gateway.loopback import post_json
 from kapell.gateway.metering import Meter
 from kapell.gateway.openapi import openapi_document
 from kapell.gateway.proxy import INTERNAL_ERROR, ProxyRoute
 from kapell.gateway.tenancy import Tenant, Tenants
 from kapell.gateway.upstream import AiohttpUpstream, Upstream
+from kapell.gateway.vectors.routes import PATH_PREFIXES as VECTOR_PATHS
+from kapell.gateway.vectors.routes import vector_routes
+from kapell.gateway.vectors.service import VectorStores
 from kapell.observe.access_log import AccessRecord
 from kapell.observe.gateway_metrics import GatewayMetrics
 
@@ -54,8 +59,10 @@ class Gateway:
         config: GatewayConfig | None = None,
         access_log: Callable[[AccessRecord], None] | None = None,
         upstream: Upstream | None = None,
+        vectors_dir: Path | None = None,
     ) -> None:
-        """``upstream``: how replicas are reached (default: one aiohttp session)."""
+        """``upstream``: how replicas are reached (default: one aiohttp session);
+        ``vectors_dir``: where vector stores keep their data (None: no vector store API)."""
         self.source = source
         self.config = config or GatewayConfig()
         self.access_log = access_log
@@ -80,6 +87,10 @@ class Gateway:
             Route("/healthz", self._health, methods=["GET"]),
             Route("/openapi.json", self._openapi, methods=["GET"]),
         ]
+        self.vectors: VectorStores | None = None
+        if vectors_dir is not None:
+            self.vectors = VectorStores(vectors_dir, self.embed)
+            routes += vector_routes(self.vectors, self.tenants.authenticate)
         self.app = _GatewayApp(
             proxies,
             routes=routes,
@@ -107,6 +118,8 @@ class Gateway:
         for gate in self._gates.values():
             await gate.close()
         await self.upstream.close()
+        if self.vectors is not None:
+            self.vectors.close()
 
     # --- state the control loop reads or writes ----------------------------------------------
 
@@ -158,6 +171,16 @@ class Gateway:
     async def _openapi(self, request: Request) -> Response:
         return JSONResponse(openapi_document())
 
+    async def embed(
+        self, model: str, texts: Sequence[str], authorization: str | None
+    ) -> list[list[float]]:
+        """``texts`` embedded by ``model`` through this gateway's own ``/v1/embeddings``."""
+        answer = await post_json(
+            self.app, "/v1/embeddings", {"model": model, "input": list(texts)}, authorization
+        )
+        rows = sorted(answer["data"], key=lambda row: row["index"])
+        return [row["embedding"] for row in rows]
+
     # --- the proxied request -----------------------------------------------------------------
 
     def resolve_model(self, tenant: Tenant, name: str) -> Model:
@@ -201,13 +224,14 @@ class _GatewayApp(Starlette):
                 if proxy is not None:
                     await proxy(scope, receive, send)
                     return
-            if _has_body(scope):
+            if _has_body(scope) and not scope["path"].startswith(VECTOR_PATHS):
                 send = _closing(send)
         await super().__call__(scope, receive, send)
 
 
 def _has_body(scope: Scope) -> bool:
-    """Whether the request announced a body (no route outside the proxy reads one)."""
+    """Whether the request announced a body (no route outside the proxy and the vector store
+    API reads one)."""
     for key, value in scope["headers"]:
         if (key == b"content-length" and value != b"0") or key == b"transfer-encoding":
             return True
@@ -246,6 +270,7 @@ def create_app(
     source: EndpointSource,
     config: GatewayConfig | None = None,
     access_log: Callable[[AccessRecord], None] | None = None,
+    vectors_dir: Path | None = None,
 ) -> Starlette:
     """The gateway's ASGI app; ``app.state.gateway`` is its ``Gateway`` (meter, metrics)."""
-    return Gateway(source, config, access_log).app
+    return Gateway(source, config, access_log, vectors_dir=vectors_dir).app

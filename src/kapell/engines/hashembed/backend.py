@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from collections import Counter
+from collections import defaultdict
 from collections.abc import AsyncGenerator, Sequence
 
 from kapell.engines.openai_server import (
@@ -44,9 +44,9 @@ def dimensions_of(recipe: str) -> int:
     return int(match.group(1))
 
 
-def features(text: str) -> Counter[str]:
+def features(text: str) -> dict[str, float]:
     """The weighted n-grams of ``text``: lower-cased words and their padded trigrams."""
-    counts: Counter[str] = Counter()
+    counts: dict[str, float] = defaultdict(float)
     for word in _WORD.findall(text.lower()):
         counts["w:" + word] += 1.0
         padded = f"<{word}>"
@@ -115,9 +115,7 @@ class HashEmbedBackend:
         yield  # pragma: no cover - makes this an async generator
 
     async def embed(self, inputs: Sequence[Sequence[int]]) -> list[list[float]]:
-        return [
-            embed_text(bytes(ids).decode(errors="replace"), self.dimensions) for ids in inputs
-        ]
+        return [embed_text(bytes(ids).decode(errors="replace"), self.dimensions) for ids in inputs]
 
     def stats(self) -> EngineStats:
         return EngineStats(num_running=0, num_waiting=0)
