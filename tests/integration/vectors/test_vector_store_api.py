@@ -62,9 +62,11 @@ FACTS = {
 StartFn = Callable[..., Instance]
 
 
-@pytest.fixture
-def instance(kapell_up: StartFn) -> Instance:
-    return kapell_up(SPEC, ready=2)
+def test_vector_stores(kapell_up: StartFn) -> None:
+    """One `kapell up` for both kinds of store (its start is most of the time)."""
+    client = _client(kapell_up(SPEC, ready=2))
+    _declared_store_filled_searched_and_guarded(client)
+    _api_created_store_lifecycle(client)
 
 
 def _client(instance: Instance) -> openai.OpenAI:
@@ -79,8 +81,7 @@ def _upload(client: openai.OpenAI, store_id: str, name: str, text: bytes) -> str
     return done.id
 
 
-def test_declared_store_filled_searched_and_guarded(instance: Instance) -> None:
-    client = _client(instance)
+def _declared_store_filled_searched_and_guarded(client: openai.OpenAI) -> None:
     stores = {s.id: s for s in client.vector_stores.list()}
     assert {"handbook", "misfit", "orphan"} <= set(stores)
     for name, text in FACTS.items():
@@ -113,8 +114,7 @@ def test_declared_store_filled_searched_and_guarded(instance: Instance) -> None:
     assert client.vector_stores.retrieve("misfit").file_counts.total == 0
 
 
-def test_api_created_store_lifecycle(instance: Instance) -> None:
-    client = _client(instance)
+def _api_created_store_lifecycle(client: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError, match="does not match embedding model 'embed'"):
         client.vector_stores.create(name="x", extra_body={"embedding_model": "embed",
                                                           "dimensions": 64})  # fmt: skip
