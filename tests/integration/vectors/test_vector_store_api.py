@@ -109,7 +109,7 @@ def _declared_store_filled_searched_and_guarded(client: openai.OpenAI) -> None:
         client.vector_stores.search("vs_nope", query="tea")
     with pytest.raises(openai.BadRequestError, match="embedding model 'nowhere' does not exist"):
         _upload(client, "orphan", "tea.txt", FACTS["tea.txt"].encode())
-    with pytest.raises(openai.BadRequestError, match="256-dimensional.*'embed-small'.*64"):
+    with pytest.raises(openai.BadRequestError, match=r"256-dimensional.*'embed-small'.*64"):
         _upload(client, "misfit", "tea.txt", FACTS["tea.txt"].encode())
     assert client.vector_stores.retrieve("misfit").file_counts.total == 0
 
