@@ -9,8 +9,8 @@ import pytest
 
 from kapell.api.errors import BackendError
 from kapell.api.images import KAPELL_IMAGE
-from kapell.api.loader import load_text
 from kapell.api.kinds import VectorStore
+from kapell.api.loader import load_text
 from kapell.api.model import Model
 from kapell.api.replica import ReplicaPhase
 from kapell.backends.kubernetes.inventory import Placement
