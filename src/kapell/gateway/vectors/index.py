@@ -25,7 +25,8 @@ from kapell.api.kinds import VectorMetric
 INDEX_MIN_ROWS = 20_000
 """Below this many chunks LanceDB's exact scan is fast enough and needs no index build."""
 NPROBES = 32
-REFINE_FACTOR = 4
+REFINE_FACTOR = 10
+"""The search settings, chosen from ``kapell bench vectors`` (docs/llmops.md has the sweep)."""
 
 
 @dataclass(frozen=True)
@@ -121,8 +122,8 @@ class LanceIndex:
             self.build_index()
 
     def build_index(self) -> None:
-        """(Re)build the IVF-PQ index over every row: about sqrt(rows) partitions, 16
-        sub-vectors of the vector's dimensions (fewer if they do not divide evenly)."""
+        """(Re)build the IVF-PQ index over every row: about sqrt(rows) partitions, and
+        sub-vectors of 8 dimensions (or the nearest split that divides the dimensions)."""
         from lancedb.index import IvfPq
 
         rows = self._table.count_rows()
@@ -134,11 +135,22 @@ class LanceIndex:
         self._table.create_index("vector", config=config, replace=True)
         self._indexed_rows = rows
 
-    def search(self, vector: npt.NDArray[np.float32], k: int) -> list[Hit]:
+    def search(
+        self,
+        vector: npt.NDArray[np.float32],
+        k: int,
+        *,
+        nprobes: int = NPROBES,
+        refine_factor: int = REFINE_FACTOR,
+        exact: bool = False,
+    ) -> list[Hit]:
+        """The ``k`` closest chunks; ``exact`` scans every row even when indexed."""
         query: Any = self._table.search(vector, vector_column_name="vector")
         query = query.distance_type(self.metric)
-        if self._indexed_rows:
-            query = query.nprobes(NPROBES).refine_factor(REFINE_FACTOR)
+        if exact:
+            query = query.bypass_vector_index()
+        elif self._indexed_rows:
+            query = query.nprobes(nprobes).refine_factor(refine_factor)
         rows = query.select(["file_id", "chunk", "text", "_distance"]).limit(k).to_list()
         return [
             Hit(Chunk(r["file_id"], r["chunk"], r["text"]), _score(self.metric, r["_distance"]))
@@ -157,9 +169,9 @@ class LanceIndex:
 
 
 def _sub_vectors(dimensions: int) -> int:
-    for parts in (16, 8, 4, 2):
-        if dimensions % parts == 0 and dimensions // parts >= 1:
-            return parts
+    for width in (8, 16, 4, 2):
+        if dimensions % width == 0:
+            return dimensions // width
     return 1
 
 
