@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
+
 import numpy as np
 
+from kapell.api.kinds import VectorStorage
 from kapell.engines.hashembed.backend import embed_text
+from kapell.gateway.vectors.chunking import Chunking
 from kapell.gateway.vectors.index import Chunk, PgVectorIndex
+
+from .stores import declared, stores_in
 
 TEXTS = [
     "the orchard grows apples and pears",
@@ -39,3 +46,20 @@ def test_pgvector_index_round_trip(postgres_url: str) -> None:
     }  # fmt: skip
     reopened.drop()
     reopened.close()
+
+
+def test_a_declared_pgvector_store_through_the_service(postgres_url: str, tmp_path: Path) -> None:
+    """The same service path as an embedded store, with the vectors on the server."""
+
+    async def run() -> None:
+        store = declared("shelf", VectorStorage(type="pgvector", url=postgres_url))
+        stores = stores_in(tmp_path, store)
+        for text in TEXTS:
+            record = stores.catalog.put_file("t.txt", "assistants", text.encode())
+            await stores.add_file("shelf", record.id, Chunking(), {}, None)
+        [hit] = await stores.search("shelf", "ocean submarines", 1, None)
+        assert hit.hit.chunk.text == TEXTS[1]
+        assert stores.catalog.store("shelf") is not None
+        stores.close()
+
+    asyncio.run(run())
