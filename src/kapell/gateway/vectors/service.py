@@ -257,11 +257,20 @@ class VectorStores:
     def _index(self, store: StoreRecord) -> VectorIndex:
         index = self._indexes.get(store.id)
         if index is None:
-            if store.storage == "pgvector":
-                assert store.url is not None
-                index = PgVectorIndex(store.url, store.id, store.dimensions, store.metric)
-            else:
-                index = LanceIndex(self.directory / store.id, store.dimensions, store.metric)
+            try:
+                if store.storage == "pgvector":
+                    assert store.url is not None
+                    index = PgVectorIndex(store.url, store.id, store.dimensions, store.metric)
+                else:
+                    index = LanceIndex(self.directory / store.id, store.dimensions, store.metric)
+            except ImportError as exc:
+                raise GatewayError(
+                    503,
+                    f"vector store '{store.id}' needs the Python package {exc.name!r}: "
+                    "pip install 'kapell[vectors]'",
+                    type="server_error",
+                    code="vectors_not_installed",
+                ) from None
             self._indexes[store.id] = index
         return index
 
