@@ -86,6 +86,39 @@ def _searched(
     return {**setting, f"recall_at_{K}": found / (K * len(queries)), **_percentiles_ms(search_s)}
 
 
+def sqlite_vec_row(
+    vectors: npt.NDArray[np.float32], queries: npt.NDArray[np.float32], truth: list[set[int]]
+) -> dict[str, Any]:
+    """The same search in sqlite-vec's ``vec0`` table (an exact scan), for the choice of the
+    embedded store; loaded through ``apsw``, since Python's ``sqlite3`` may lack extension
+    loading. ``{"skipped": why}`` when either is not installed."""
+    try:
+        import apsw  # type: ignore[import-not-found, unused-ignore]
+        import sqlite_vec  # type: ignore[import-not-found, unused-ignore]
+    except ImportError as exc:
+        return {"store": "sqlite-vec", "skipped": f"{exc.name} is not installed"}
+    db = apsw.Connection(":memory:")
+    db.enable_load_extension(True)
+    db.load_extension(sqlite_vec.loadable_path())
+    db.execute(
+        f"CREATE VIRTUAL TABLE v USING vec0(e float[{vectors.shape[1]}] distance_metric=cosine)"
+    )
+    with db:
+        db.executemany(
+            "INSERT INTO v(rowid, e) VALUES (?, ?)",
+            ((i, v.tobytes()) for i, v in enumerate(vectors)),
+        )
+    search_s, found = [], 0
+    for q, expected in zip(queries, truth, strict=True):
+        t = time.perf_counter()
+        rows = db.execute("SELECT rowid FROM v WHERE e MATCH ? AND k = ?", (q.tobytes(), K))
+        found += len({r[0] for r in rows} & expected)
+        search_s.append(time.perf_counter() - t)
+    db.close()
+    return {"store": "sqlite-vec", "exact_scan": True, f"recall_at_{K}": found / (K * len(queries)),
+            **_percentiles_ms(search_s)}  # fmt: skip
+
+
 def run(
     text: Path, n: int, queries: int, dimensions: int, window: int, stride: int, seed: int
 ) -> dict[str, Any]:
@@ -126,6 +159,7 @@ def run(
         "embedded": {"store": "LanceDB", "index": "IVF_PQ" if indexed else "none (exact scan)",
                      "add_and_build_s": round(build_s, 2), **default},
         "sweep": rows,
+        "sqlite_vec": sqlite_vec_row(vectors, query_vectors, truth),
         "baseline_exact_numpy": exact,
         "p50_ratio_embedded_over_exact": default["p50_ms"] / exact["p50_ms"],
         "embed_s": round(embed_s, 2),
