@@ -1,4 +1,5 @@
-"""Vector stores on a real `kapell up`, driven by the official openai client.
+"""Vector stores on a real `kapell up` of examples/vector-store.yaml (plus two stores made to
+fail), driven by the official openai client.
 
 The embedding Models are ``hashembed`` engine replicas (hashed n-grams, no download); a
 declared VectorStore and an API-created one are filled with files, searched, and refused
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
+from pathlib import Path
 
 import openai
 import pytest
@@ -17,14 +19,10 @@ from tests.integration.local.conftest import Instance, kapell_up
 
 __all__ = ["kapell_up"]
 
-SPEC = """\
-apiVersion: kapell.dev/v1alpha1
-kind: Model
-metadata: {name: embed}
-spec:
-  source: {uri: hash-ngrams-256}
-  engine: {name: hashembed}
-  scaling: {minReplicas: 1, maxReplicas: 1}
+EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "vector-store.yaml"
+SPEC = (
+    EXAMPLE.read_text()
+    + """\
 ---
 apiVersion: kapell.dev/v1alpha1
 kind: Model
@@ -36,11 +34,6 @@ spec:
 ---
 apiVersion: kapell.dev/v1alpha1
 kind: VectorStore
-metadata: {name: handbook}
-spec: {embeddingModel: embed, dimensions: 256}
----
-apiVersion: kapell.dev/v1alpha1
-kind: VectorStore
 metadata: {name: misfit}
 spec: {embeddingModel: embed-small, dimensions: 256}
 ---
@@ -49,6 +42,7 @@ kind: VectorStore
 metadata: {name: orphan}
 spec: {embeddingModel: nowhere, dimensions: 256}
 """
+)
 
 FACTS = {
     "volcanoes.txt": "Volcanoes erupt when magma rises through the crust. Basalt lava flows "
