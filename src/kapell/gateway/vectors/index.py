@@ -24,7 +24,7 @@ from kapell.api.kinds import VectorMetric
 
 INDEX_MIN_ROWS = 20_000
 """Below this many chunks LanceDB's exact scan is fast enough and needs no index build."""
-NPROBES = 32
+NPROBES = 64
 REFINE_FACTOR = 10
 """The search settings, chosen from ``kapell bench vectors`` (docs/llmops.md has the sweep)."""
 
