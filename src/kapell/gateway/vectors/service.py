@@ -61,6 +61,10 @@ class VectorStores:
         self._locks: dict[str, asyncio.Lock] = {}
 
     def close(self) -> None:
+        for index in self._indexes.values():
+            if isinstance(index, PgVectorIndex):
+                index.close()
+        self._indexes.clear()
         self.catalog.close()
 
     # --- declared stores ---------------------------------------------------------------------
