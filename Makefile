@@ -78,10 +78,11 @@ lock: | $(PY)
 	test -x $(VENV)/bin/uv || $(PY) -m pip install 'uv>=0.5'
 	$(VENV)/bin/uv pip compile pyproject.toml requirements/build.in \
 	    --extra dev --extra reference --extra plot --extra kubernetes --extra onnx --extra ray --extra mcp --extra otel \
+	    --extra vectors \
 	    $(LOCK_FLAGS) -o requirements/test.txt
 	$(VENV)/bin/uv pip compile pyproject.toml requirements/build.in --extra onnx \
 	    -c requirements/test.txt $(LOCK_FLAGS) -o requirements/quickstart.txt
-	$(VENV)/bin/uv pip compile pyproject.toml requirements/build.in --extra kubernetes --extra onnx \
+	$(VENV)/bin/uv pip compile pyproject.toml requirements/build.in --extra kubernetes --extra onnx --extra vectors \
 	    -c requirements/test.txt $(LOCK_FLAGS) -o requirements/image.txt
 
 ## test-latest: the unit tests and the onnx engine's tests against the newest versions that

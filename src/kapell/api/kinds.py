@@ -14,7 +14,7 @@ from pydantic import Field, field_validator, model_validator
 from kapell.api.cel import cel
 from kapell.api.meta import Name, Resource, Spec, Status
 from kapell.api.model import Resources
-from kapell.api.units import Duration
+from kapell.api.units import Duration, Quantity
 
 
 class WorkerGroup(Spec):
@@ -155,12 +155,49 @@ class TrainingJob(Resource):
     status: TrainingJobStatus = Field(default_factory=TrainingJobStatus)
 
 
+VectorMetric = Literal["cosine", "dot", "l2"]
+
+
+class VectorStorage(Spec):
+    """Where a store's vectors live: ``embedded`` (LanceDB files, no server) or ``pgvector``
+    (a PostgreSQL server with the pgvector extension, for stores that outgrow one machine)."""
+
+    type: Literal["embedded", "pgvector"] = "embedded"
+    url: str | None = Field(
+        default=None, description="postgresql://USER@HOST:PORT/DB (pgvector only)"
+    )
+    size: Quantity = Field(
+        default="1Gi", description="The PersistentVolumeClaim's size on Kubernetes (embedded)"
+    )
+
+    @model_validator(mode="after")
+    @cel("(self.type == 'pgvector') == has(self.url)", "pgvector takes url; embedded takes none")
+    def _url_for_pgvector(self) -> VectorStorage:
+        if (self.type == "pgvector") != (self.url is not None):
+            raise ValueError("pgvector takes url; embedded takes none")
+        if self.url is not None and not self.url.startswith(("postgresql://", "postgres://")):
+            raise ValueError("url: expected postgresql://USER@HOST:PORT/DB")
+        return self
+
+
 class VectorStoreSpec(Spec):
-    """A vector index beside an embedding model."""
+    """A vector index beside an embedding model; served as ``/v1/vector_stores/NAME``."""
 
     embedding_model: Name
-    dimensions: Annotated[int, Field(ge=1, le=65536)]
-    metric: Literal["cosine", "dot", "l2"] = "cosine"
+    dimensions: Annotated[int, Field(ge=1, le=16000)]
+    metric: VectorMetric = "cosine"
+    storage: VectorStorage = Field(default_factory=VectorStorage)
+
+
+class PromptRetrieval(Spec):
+    """Retrieval-augmented generation for a Prompt: before rendering, the gateway searches
+    ``vectorStore`` for the request's ``queryVariable`` and puts the ``topK`` chunks found,
+    best first, into ``contextVariable``."""
+
+    vector_store: Name
+    top_k: Annotated[int, Field(ge=1, le=50)] = 4
+    query_variable: str = Field(default="question", min_length=1)
+    context_variable: str = Field(default="context", min_length=1)
 
 
 class VectorStore(Resource):

@@ -42,7 +42,12 @@ MIG_PROFILES = (
     "7g.141gb",
 )
 
-EngineName = Literal["reference", "onnx", "sim", "vllm", "sglang", "llama.cpp", "external"]
+EngineName = Literal[
+    "reference", "onnx", "sim", "hashembed", "vllm", "sglang", "llama.cpp", "external"
+]
+RECIPE_ENGINES = ("sim", "hashembed")
+"""Engines whose ``source.uri`` names a built-in recipe (a latency profile, an embedding
+scheme), not weights: no path to resolve or mount."""
 RoutingStrategy = Literal["least-tokens", "prefix-affinity", "round-robin"]
 
 

@@ -15,6 +15,7 @@ import typer
 
 from kapell.api import KINDS, Model, Resource, TrainingJob
 from kapell.api.errors import KapellError, NotFoundError, NotRunningError, Problem, SpecError
+from kapell.api.model import RECIPE_ENGINES
 from kapell.cli.client import DEFAULT_STATE_DIR, StateDir, call, instance_info
 from kapell.cli.drift import OtlpEndpoint, TraceContent
 from kapell.cli.output import age, print_table
@@ -62,7 +63,7 @@ def _absolute_source(resource: Resource, base: Path) -> Resource:
     a Model's weights, a TrainingJob's working directory and checkpoint location."""
     if isinstance(resource, TrainingJob):
         return _absolute_job_paths(resource, base)
-    if not isinstance(resource, Model) or resource.spec.engine.name == "sim":
+    if not isinstance(resource, Model) or resource.spec.engine.name in RECIPE_ENGINES:
         return resource
     source = resource.spec.source
     if source.scheme != "file" or source.uri is None:

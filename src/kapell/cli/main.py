@@ -61,6 +61,10 @@ from kapell.cli.spot import bench_spot  # noqa: E402  (light: imports on use)
 
 bench_app.command("spot")(bench_spot)
 
+from kapell.cli.vectors import bench_vectors  # noqa: E402  (light: imports on use)
+
+bench_app.command("vectors")(bench_vectors)
+
 Files = Annotated[list[Path], typer.Option("-f", "--file", help="Resource YAML files.")]
 
 

@@ -24,7 +24,7 @@ from starlette.applications import Starlette
 from starlette.routing import Mount
 
 from kapell import __version__
-from kapell.api import Model, Prompt, Resource, Tenant
+from kapell.api import Model, Prompt, Resource, Tenant, VectorStore
 from kapell.api.errors import BackendError
 from kapell.api.replica import ReplicaPhase
 from kapell.api.units import parse_quantity
@@ -168,6 +168,11 @@ async def run(
         prompts = [p for p in store.resources("Prompt") if isinstance(p, Prompt)]
         gateway.state.gateway.prompts.update((p, store.prompt_versions(p.key)) for p in prompts)
 
+    def declare_vector_stores() -> None:
+        """Give the gateway's vector stores the VectorStore resources in the store."""
+        assert vectors is not None
+        vectors.declare([r for r in store.resources("VectorStore") if isinstance(r, VectorStore)])
+
     def on_change(key: str) -> None:
         if key.startswith("Tenant/"):  # applied, deleted, or a key created or revoked
             refresh_tenants()
@@ -178,6 +183,9 @@ async def run(
         if key.startswith("Prompt/"):
             refresh_prompts()
             reconciler.enqueue(key)
+            return
+        if key.startswith("VectorStore/"):
+            declare_vector_stores()
             return
         publish()
         reconciler.enqueue(key)
@@ -235,7 +243,10 @@ async def run(
         access_log(record)
         console_source.add_latency(record)
 
-    gateway = create_app(endpoints, gateway_config or GatewayConfig(), finished)
+    gateway = create_app(
+        endpoints, gateway_config or GatewayConfig(), finished, vectors_dir=state_dir / "vectors"
+    )
+    vectors = gateway.state.gateway.vectors
 
     gateway_url = f"http://{HOST}:{gateway_sock.getsockname()[1]}"
     admin_url = f"http://{HOST}:{admin_sock.getsockname()[1]}"
@@ -328,6 +339,7 @@ async def run(
         store.apply(resource)
     accountant.refresh()  # before any reconcile: saved and new Budgets say who may start work
     refresh_tenants()
+    declare_vector_stores()
     for key in store.keys("Model"):
         on_change(key)
     for key in store.keys("TrainingJob"):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from kapell.api import metrics
 from kapell.api.errors import BackendError
-from kapell.api.model import Model
+from kapell.api.model import RECIPE_ENGINES, Model
 
 
 @dataclass(frozen=True)
@@ -180,6 +180,7 @@ ADAPTERS: dict[str, EngineAdapter] = {
         install_hint="install kapell's 'onnx' extra (pip install 'kapell[onnx]')",
     ),
     "sim": _Kapell("sim", metric_names=_VLLM_NAMES),
+    "hashembed": _Kapell("hashembed", metric_names=_VLLM_NAMES),
     "vllm": _VLLM("vllm", metric_names=_VLLM_NAMES),
     "sglang": _SGLang(
         "sglang",
@@ -234,6 +235,13 @@ def local_problems(model: Model) -> list[tuple[tuple[str, ...], str]]:
                 ("spec", "source", "uri"),
                 f"unknown latency profile {uri!r} for the sim engine; known: {', '.join(known)}",
             ))  # fmt: skip
+    elif engine == "hashembed":
+        from kapell.engines.hashembed.backend import dimensions_of
+
+        try:
+            dimensions_of(uri)
+        except ValueError as exc:
+            problems.append((("spec", "source", "uri"), str(exc)))
     elif source.scheme == "file" and not Path(uri).exists():
         problems.append((("spec", "source", "uri"), f"model path {uri} does not exist"))
     elif (
@@ -268,8 +276,8 @@ def resolve_weights(model: Model) -> str:
             f"model {model.metadata.name}: {scheme}:// sources need the Kubernetes backend; "
             "locally, download the weights and use a path"
         )
-    if model.spec.engine.name == "sim":
-        return uri.removeprefix("file://")  # a latency-profile name, not a path
+    if model.spec.engine.name in RECIPE_ENGINES:
+        return uri.removeprefix("file://")  # a latency profile or embedding recipe, not a path
     path = Path(uri.removeprefix("file://"))
     if not path.exists():
         raise BackendError(f"model {model.metadata.name}: source path {path} does not exist")

@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
@@ -29,6 +30,7 @@ from kapell.gateway.config import GatewayConfig
 from kapell.gateway.drift import DriftMonitor
 from kapell.gateway.endpoints import EndpointSource
 from kapell.gateway.errors import GatewayError
+from kapell.gateway.loopback import post_json
 from kapell.gateway.metering import Meter
 from kapell.gateway.openapi import openapi_document
 from kapell.gateway.prompt_routes import PromptedChat, Responses, feedback
@@ -37,6 +39,9 @@ from kapell.gateway.proxy import INTERNAL_ERROR, ProxyRoute
 from kapell.gateway.tenancy import Tenant, Tenants
 from kapell.gateway.tracing import RequestTracer
 from kapell.gateway.upstream import AiohttpUpstream, Upstream
+from kapell.gateway.vectors.routes import PATH_PREFIXES as VECTOR_PATHS
+from kapell.gateway.vectors.routes import vector_routes
+from kapell.gateway.vectors.service import VectorStores
 from kapell.observe.access_log import AccessRecord
 from kapell.observe.drift_metrics import DriftCollector
 from kapell.observe.gateway_metrics import GatewayMetrics
@@ -61,8 +66,10 @@ class Gateway:
         config: GatewayConfig | None = None,
         access_log: Callable[[AccessRecord], None] | None = None,
         upstream: Upstream | None = None,
+        vectors_dir: Path | None = None,
     ) -> None:
-        """``upstream``: how replicas are reached (default: one aiohttp session)."""
+        """``upstream``: how replicas are reached (default: one aiohttp session);
+        ``vectors_dir``: where vector stores keep their data (None: no vector store API)."""
         self.source = source
         self.config = config or GatewayConfig()
         self.access_log = access_log
@@ -100,6 +107,10 @@ class Gateway:
             Route("/healthz", self._health, methods=["GET"]),
             Route("/openapi.json", self._openapi, methods=["GET"]),
         ]
+        self.vectors: VectorStores | None = None
+        if vectors_dir is not None:
+            self.vectors = VectorStores(vectors_dir, self.embed)
+            routes += vector_routes(self.vectors, self.tenants.authenticate)
         self.app = _GatewayApp(
             proxies,
             routes=routes,
@@ -129,6 +140,8 @@ class Gateway:
         await self.upstream.close()
         if self.tracer is not None:
             await asyncio.to_thread(self.tracer.close)  # sends the spans still queued
+        if self.vectors is not None:
+            self.vectors.close()
 
     # --- state the control loop reads or writes ----------------------------------------------
 
@@ -180,6 +193,16 @@ class Gateway:
     async def _openapi(self, request: Request) -> Response:
         return JSONResponse(openapi_document())
 
+    async def embed(
+        self, model: str, texts: Sequence[str], authorization: str | None
+    ) -> list[list[float]]:
+        """``texts`` embedded by ``model`` through this gateway's own ``/v1/embeddings``."""
+        answer = await post_json(
+            self.app, "/v1/embeddings", {"model": model, "input": list(texts)}, authorization
+        )
+        rows = sorted(answer["data"], key=lambda row: row["index"])
+        return [row["embedding"] for row in rows]
+
     # --- the proxied request -----------------------------------------------------------------
 
     def resolve_model(self, tenant: Tenant, name: str) -> Model:
@@ -223,14 +246,14 @@ class _GatewayApp(Starlette):
                 if proxy is not None:
                     await proxy(scope, receive, send)
                     return
-            if _has_body(scope):
+            if _has_body(scope) and not scope["path"].startswith(VECTOR_PATHS):
                 send = _closing(send)
         await super().__call__(scope, receive, send)
 
 
 def _has_body(scope: Scope) -> bool:
-    """Whether the request announced a body (outside the proxy only prompt feedback reads one,
-    and it is small)."""
+    """Whether the request announced a body (outside the proxy only the vector store API and
+    prompt feedback read one)."""
     for key, value in scope["headers"]:
         if (key == b"content-length" and value != b"0") or key == b"transfer-encoding":
             return True
@@ -269,6 +292,7 @@ def create_app(
     source: EndpointSource,
     config: GatewayConfig | None = None,
     access_log: Callable[[AccessRecord], None] | None = None,
+    vectors_dir: Path | None = None,
 ) -> Starlette:
     """The gateway's ASGI app; ``app.state.gateway`` is its ``Gateway`` (meter, metrics)."""
-    return Gateway(source, config, access_log).app
+    return Gateway(source, config, access_log, vectors_dir=vectors_dir).app

@@ -109,6 +109,10 @@ def test_local_problems_name_the_field_and_the_reason(
         f"model path {tmp_path}/none does not exist",
     )
     assert local_problems(model("external", "url: http://10.0.0.1:8000/v1")) == []
+    assert local_problems(model("hashembed", "uri: hash-ngrams-256")) == []
+    [(loc, message)] = local_problems(model("hashembed", "uri: ./weights"))
+    assert loc == ("spec", "source", "uri") and "expected hash-ngrams-N" in message
+    assert resolve_weights(model("hashembed", "uri: hash-ngrams-64")) == "hash-ngrams-64"
 
 
 def test_a_python_engine_without_its_package_is_a_clear_error() -> None:

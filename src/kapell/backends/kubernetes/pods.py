@@ -12,8 +12,9 @@ from typing import Any
 
 from kapell.api.errors import BackendError
 from kapell.api.images import KAPELL_IMAGE
+from kapell.api.kinds import VectorStore
 from kapell.api.meta import API_VERSION
-from kapell.api.model import Model
+from kapell.api.model import RECIPE_ENGINES, Model
 from kapell.backends.kubernetes import dra
 from kapell.backends.kubernetes.inventory import PLACEMENT_ANNOTATION, Placement
 from kapell.engines.adapters import LaunchContext, adapter_for
@@ -60,7 +61,7 @@ def _weights(model: Model) -> tuple[str, list[Manifest], list[Manifest]]:
             f"model {model.metadata.name}: s3:// sources need a download step the Kubernetes "
             "backend does not have yet; copy the weights to a PersistentVolumeClaim (pvc://)"
         )
-    if source.scheme == "hf" or model.spec.engine.name == "sim":
+    if source.scheme == "hf" or model.spec.engine.name in RECIPE_ENGINES:
         return uri.removeprefix("hf://").removeprefix("file://").split("@", 1)[0], [], []
     path = uri.removeprefix("file://")
     if not Path(path).is_absolute():
@@ -162,3 +163,89 @@ def model_service(model: Model, owner_uid: str) -> Manifest:
             "ports": [{"name": "http", "port": ENGINE_PORT, "targetPort": ENGINE_PORT}],
         },
     }
+
+
+VECTOR_STORE_PORT = 8100
+VECTOR_STORE_LABEL = "kapell.dev/vector-store"
+VECTOR_DATA_ROOT = "/var/lib/kapell/vectors"
+
+
+def vector_store_claim_name(store: VectorStore) -> str:
+    return f"vs-{store.metadata.name}"
+
+
+def vector_store_claim(store: VectorStore) -> Manifest:
+    """The PersistentVolumeClaim that holds an embedded store's files.
+
+    It has no owner: deleting the VectorStore (or the Model) must not delete the data.
+    """
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {
+            "name": vector_store_claim_name(store),
+            "namespace": store.metadata.namespace,
+            "labels": {**MANAGED_BY, VECTOR_STORE_LABEL: store.metadata.name},
+        },
+        "spec": {
+            "accessModes": ["ReadWriteOnce"],
+            "resources": {"requests": {"storage": str(store.spec.storage.size)}},
+        },
+    }
+
+
+def with_vector_store(pod: Manifest, store: VectorStore) -> Manifest:
+    """``pod`` (a replica of the store's embedding model) with the store as a sidecar.
+
+    The sidecar serves the store's ``/v1/vector_stores`` API on ``VECTOR_STORE_PORT`` and
+    embeds through the engine container beside it (``127.0.0.1:ENGINE_PORT``); an embedded
+    store keeps its files on the claim, a pgvector store keeps none and mounts nothing.
+    """
+    spec = store.spec
+    name = store.metadata.name
+    data = f"{VECTOR_DATA_ROOT}/{name}"
+    container: Manifest = {
+        "name": f"vs-{name}",
+        "image": KAPELL_IMAGE,
+        "command": [
+            "python",
+            "-m",
+            "kapell.gateway.vectors",
+            "--store",
+            name,
+            "--embedding-model",
+            spec.embedding_model,
+            "--dimensions",
+            str(spec.dimensions),
+            "--metric",
+            spec.metric,
+            "--data",
+            data,
+            "--embeddings-url",
+            f"http://127.0.0.1:{ENGINE_PORT}",
+            "--port",
+            str(VECTOR_STORE_PORT),
+        ],
+        "ports": [{"name": "vectors", "containerPort": VECTOR_STORE_PORT, "protocol": "TCP"}],
+        "readinessProbe": {
+            "httpGet": {"path": "/healthz", "port": VECTOR_STORE_PORT},
+            "periodSeconds": 2,
+        },
+        "volumeMounts": [],
+    }
+    volumes = list(pod["spec"]["volumes"])
+    if spec.storage.url is not None:
+        container["command"] += ["--pgvector-url", spec.storage.url]
+    else:
+        volume = f"vs-{name}"
+        container["volumeMounts"] = [{"name": volume, "mountPath": data}]
+        volumes.append(
+            {"name": volume, "persistentVolumeClaim": {"claimName": vector_store_claim_name(store)}}
+        )
+    labels = {**pod["metadata"]["labels"], VECTOR_STORE_LABEL: name}
+    return {
+        **pod,
+        "metadata": {**pod["metadata"], "labels": labels},
+        "spec": {**pod["spec"], "containers": [*pod["spec"]["containers"], container],
+                 "volumes": volumes},
+    }  # fmt: skip

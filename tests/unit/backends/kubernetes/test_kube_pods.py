@@ -9,11 +9,17 @@ import pytest
 
 from kapell.api.errors import BackendError
 from kapell.api.images import KAPELL_IMAGE
+from kapell.api.kinds import VectorStore
 from kapell.api.loader import load_text
 from kapell.api.model import Model
 from kapell.api.replica import ReplicaPhase
 from kapell.backends.kubernetes.inventory import Placement
-from kapell.backends.kubernetes.pods import model_service, replica_pod
+from kapell.backends.kubernetes.pods import (
+    model_service,
+    replica_pod,
+    vector_store_claim,
+    with_vector_store,
+)
 from kapell.backends.kubernetes.replicas import pod_view
 from kapell.policy.placement.requests import GPU_MILLI, PodRequest
 
@@ -107,3 +113,42 @@ def test_pod_states_read_as_replica_phases() -> None:
     }]))  # fmt: skip
     assert pending.phase is ReplicaPhase.STARTING and "no GPU" in pending.message
     assert pending.placement == PLACED
+
+
+def _store(storage: str) -> VectorStore:
+    text = f"""
+apiVersion: kapell.dev/v1alpha1
+kind: VectorStore
+metadata: {{name: docs, namespace: team}}
+spec: {{embeddingModel: m, dimensions: 256, storage: {storage}}}
+"""
+    [store] = load_text(text, "vs.yaml")
+    assert isinstance(store, VectorStore)
+    return store
+
+
+def test_a_vector_store_is_a_sidecar_with_a_claim() -> None:
+    model = _model("hash-ngrams-256", engine="hashembed")
+    store = _store("{size: 5Gi}")
+    pod = with_vector_store(replica_pod(model, "abc", "m-abc-0", "u", PLACED, None), store)
+    claim = vector_store_claim(store)
+    for manifest in (pod, claim):
+        kubernetes_validate.validate(manifest, K8S_VERSION, strict=True)
+    engine, sidecar = pod["spec"]["containers"]
+    assert engine["command"][:3] == ["python", "-m", "kapell.engines.hashembed"]
+    assert sidecar["command"][:3] == ["python", "-m", "kapell.gateway.vectors"]
+    assert "http://127.0.0.1:8000" in sidecar["command"]
+    assert pod["spec"]["volumes"] == [
+        {"name": "vs-docs", "persistentVolumeClaim": {"claimName": "vs-docs"}}
+    ]
+    assert claim["spec"]["resources"]["requests"]["storage"] == "5Gi"
+    assert "ownerReferences" not in claim["metadata"]  # the data outlives the resources
+
+
+def test_a_pgvector_store_mounts_nothing() -> None:
+    store = _store("{type: pgvector, url: 'postgresql://kapell@db:5432/vectors'}")
+    model = _model("hash-ngrams-256", engine="hashembed")
+    pod = with_vector_store(replica_pod(model, "abc", "m-abc-0", "u", PLACED, None), store)
+    sidecar = pod["spec"]["containers"][1]
+    assert sidecar["volumeMounts"] == [] and pod["spec"]["volumes"] == []
+    assert sidecar["command"][-2:] == ["--pgvector-url", "postgresql://kapell@db:5432/vectors"]
