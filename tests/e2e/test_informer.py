@@ -53,3 +53,28 @@ def test_a_watch_from_an_expired_version_gets_410_and_relists(
         assert informer.relists == 1, "a resumed watch must not list again"
     finally:
         informer.stop()
+
+
+def test_the_index_follows_each_object_as_it_changes_group_and_is_deleted(
+    kube: Client, namespace: str, dev_cluster: DevCluster
+) -> None:
+    """The operator reads a Model's pods through the index: it must never keep a stale member."""
+    for i, group in enumerate(["a", "a", "b"]):
+        kube.create(
+            ConfigMap(metadata=ObjectMeta(name=f"i{i}", namespace=namespace), data={"v": group})
+        )
+    informer = Informer(
+        kube, ConfigMap, _data, lambda key, value: None, namespace=namespace, index=lambda v: v
+    )
+    informer.start()
+    try:
+        eventually(lambda: True if informer.synced.is_set() else None, "first list")
+        assert sorted(informer.indexed("a")) == ["a", "a"] and informer.indexed("b") == ["b"]
+        kube.patch(ConfigMap, "i0", {"data": {"v": "b"}}, namespace=namespace)
+        eventually(lambda: True if len(informer.indexed("b")) == 2 else None, "moved to b")
+        assert informer.indexed("a") == ["a"]
+        kube.delete(ConfigMap, "i1", namespace=namespace)
+        eventually(lambda: True if not informer.indexed("a") else None, "deleted from a")
+        assert informer.indexed("b") == ["b", "b"] and informer.indexed("missing") == []
+    finally:
+        informer.stop()

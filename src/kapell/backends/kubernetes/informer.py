@@ -4,7 +4,8 @@ A thread lists the objects, remembers the list's resourceVersion, and watches fr
 dropped connection resumes from the last version seen, and a ``410 Gone`` (the version fell
 out of the apiserver's window) relists and reports the difference, so no event is ever lost
 and nothing is reported twice. Objects are kept in the compact form ``convert`` returns, which
-keeps the operator's memory small with tens of thousands of pods.
+keeps the operator's memory small with tens of thousands of pods; an optional ``index`` groups
+them (pods by Model), so a reconcile reads its own objects without scanning every one.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class Informer(Generic[T]):
         *,
         namespace: str | None = None,
         labels: dict[str, Any] | None = None,
+        index: Callable[[T], str] | None = None,
     ) -> None:
         self._client = client
         self._resource = resource
@@ -53,6 +55,8 @@ class Informer(Generic[T]):
         self._labels = labels
         self._lock = threading.Lock()
         self._cache: dict[Key, T] = {}
+        self._index_of = index
+        self._index: dict[str, dict[Key, T]] = {}
         self._stop = threading.Event()
         self.synced = threading.Event()
         self.relists = 0
@@ -66,6 +70,27 @@ class Informer(Generic[T]):
     def items(self) -> list[T]:
         with self._lock:
             return list(self._cache.values())
+
+    def indexed(self, value: str) -> list[T]:
+        """The objects whose ``index`` is ``value`` (needs ``index``)."""
+        with self._lock:
+            return list(self._index.get(value, {}).values())
+
+    def _put(self, key: Key, value: T | None) -> None:
+        """Set or (None) drop one object, keeping the index in step; the lock is held."""
+        old = self._cache.pop(key, None) if value is None else self._cache.get(key)
+        if value is not None:
+            self._cache[key] = value
+        if self._index_of is None:
+            return
+        if old is not None:
+            group = self._index.get(self._index_of(old))
+            if group is not None:
+                group.pop(key, None)
+                if not group:
+                    del self._index[self._index_of(old)]
+        if value is not None:
+            self._index.setdefault(self._index_of(value), {})[key] = value
 
     def start(self) -> threading.Thread:
         thread = threading.Thread(target=self._run, name=f"informer-{self.name}", daemon=True)
@@ -113,6 +138,10 @@ class Informer(Generic[T]):
         with self._lock:
             gone = [k for k in self._cache if k not in fresh]
             self._cache = fresh
+            if self._index_of is not None:
+                self._index = {}
+                for key, value in fresh.items():
+                    self._index.setdefault(self._index_of(value), {})[key] = value
         for key in gone:
             self._on_change(key, None)
         for key, value in fresh.items():
@@ -135,12 +164,12 @@ class Informer(Generic[T]):
             key = _key(raw)
             if kind == "DELETED":
                 with self._lock:
-                    self._cache.pop(key, None)
+                    self._put(key, None)
                 self._on_change(key, None)
             else:
                 value = self._convert(raw)
                 with self._lock:
-                    self._cache[key] = value
+                    self._put(key, value)
                 self._on_change(key, value)
 
 

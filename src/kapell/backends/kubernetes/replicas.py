@@ -217,6 +217,8 @@ class KubeReplicas:
         self._policy_name = policy
         self._lock = threading.RLock()
         self._pending: dict[Key, PodView] = {}  # decided, not yet seen by the informer
+        self._pending_of: dict[str, set[Key]] = {}  # the same, by model key
+        self._lost: set[str] = set()  # nodes that exist and take no pods
         self._counted: dict[Key, Placement] = {}
         self._view: ClusterView | None = None
         self._services: set[tuple[str, str, str]] = set()
@@ -231,7 +233,13 @@ class KubeReplicas:
         self._policies: dict[frozenset[tuple[int, int, str | None]], Policy] = {}
         self.writes = 0
         self.pods: Informer[PodView] = Informer(
-            client, Pod, pod_view, self._pod_changed, namespace=namespace, labels=pods.MANAGED_BY
+            client,
+            Pod,
+            pod_view,
+            self._pod_changed,
+            namespace=namespace,
+            labels=pods.MANAGED_BY,
+            index=lambda view: view.model_key,
         )
         self.claims: Informer[ClaimView] = Informer(client, ResourceClaim, claim_view, self._dirty)
         self.nodes: Informer[NodeView] = Informer(client, Node, node_view, self._node_changed)
@@ -264,6 +272,10 @@ class KubeReplicas:
                 self._nodes_seen.pop(key, None)
             else:
                 self._nodes_seen[key] = node
+            if node is not None and not node.schedulable:
+                self._lost.add(key[1])
+            else:
+                self._lost.discard(key[1])
         self._dirty(key, node)
         if node is None or not node.schedulable:  # replicas there must be replaced
             for view in self.pods.items():
@@ -272,7 +284,7 @@ class KubeReplicas:
 
     def _pod_changed(self, key: Key, view: PodView | None) -> None:
         with self._lock:
-            self._pending.pop(key, None)
+            self._unpend(key)
             if self._view is not None:
                 counted = self._counted.pop(key, None)
                 if counted is not None:
@@ -294,13 +306,11 @@ class KubeReplicas:
     def views(self, model_key: str) -> list[PodView]:
         """What is kept of the model's pods (and those being created), read-only: the console
         shows their placement without the repairs ``replicas`` makes."""
-        _, namespace, name = model_key.split("/", 2)
         with self._lock:
-            pending = list(self._pending.values())
-        observed = self.pods.items()
+            pending = [self._pending[k] for k in self._pending_of.get(model_key, ())]
+        observed = self.pods.indexed(model_key)
         seen = {(v.namespace, v.name) for v in observed}
-        views = [*observed, *(v for v in pending if (v.namespace, v.name) not in seen)]
-        return [v for v in views if v.namespace == namespace and v.model == name]
+        return [*observed, *(v for v in pending if (v.namespace, v.name) not in seen)]
 
     def replicas(self, model_key: str) -> list[Replica]:
         """The model's replicas; those on a lost node are force-deleted and left out, so the
@@ -353,7 +363,18 @@ class KubeReplicas:
                 self._repairing.discard(marker)
 
     def _lost_nodes(self) -> set[str]:
-        return {n.name for n in self.nodes.items() if not n.schedulable}
+        with self._lock:
+            return set(self._lost)
+
+    def _unpend(self, key: Key) -> None:
+        """Forget a pod decided here (seen by the informer now, or never created); lock held."""
+        view = self._pending.pop(key, None)
+        if view is not None:
+            keys = self._pending_of.get(view.model_key)
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del self._pending_of[view.model_key]
 
     def start_replica(self, model: Model, revision: str) -> Replica:
         """Decide the replica's name and device now; its Pod and claim are written by the
@@ -396,6 +417,7 @@ class KubeReplicas:
                 placement=placement, created=time.time(),
             )  # fmt: skip
             self._pending[(namespace, name)] = view
+            self._pending_of.setdefault(view.model_key, set()).add((namespace, name))
         self._writers.submit(self._create, key, model, owner, manifest, claim, placement)
         return view.replica()
 
@@ -419,7 +441,7 @@ class KubeReplicas:
         except (ApiError, httpx.HTTPError, OSError, BackendError) as exc:
             log.warning("creating %s/%s failed: %s", namespace, name, exc)
             with self._lock:
-                self._pending.pop((namespace, name), None)
+                self._unpend((namespace, name))
                 count = self._failures.get(model_key, (0, 0.0, ""))[0] + 1
                 self._failures[model_key] = (count, time.monotonic(), str(exc))
             self._forget(namespace, name)
