@@ -76,9 +76,11 @@ class RayJobOptions:
     checkpoint_root: str = "/tmp/kapell-checkpoints"
 
 
-def rayjob_name(job_name: str, attempt: int) -> str:
-    """``<job>-a<attempt>``, shortened with a hash of the job's name when KubeRay would refuse it."""
-    suffix = f"-a{attempt}"
+def rayjob_name(job_name: str, revision: str, attempt: int) -> str:
+    """``<job>-<revision>-<attempt>`` (5 characters of the revision): a new spec or attempt gets
+    a new RayJob, never one still being deleted. Shortened with a hash of the job's name where
+    KubeRay would refuse it."""
+    suffix = f"-{revision[:5]}-{attempt}"
     if len(job_name) + len(suffix) <= MAX_RAYJOB_NAME:
         return job_name + suffix
     digest = hashlib.sha256(job_name.encode()).hexdigest()[:6]
@@ -88,10 +90,6 @@ def rayjob_name(job_name: str, attempt: int) -> str:
 
 def claim_template_name(job_name: str, group: str) -> str:
     return f"{job_name}-{group}-gpu"[:253]
-
-
-def pod_group_name(job_name: str, attempt: int) -> str:
-    return rayjob_name(job_name, attempt)
 
 
 def node_groups(pools: Iterable[GPUPool], capacity: Capacity) -> list[GPUNodeGroup]:
@@ -158,18 +156,18 @@ def _pod_template(
     placement: Manifest,
     labels: Mapping[str, str],
     options: RayJobOptions,
-    attempt: int,
+    run_name: str,
 ) -> Manifest:
     meta: Manifest = {"labels": {**MANAGED_BY, JOB_LABEL: job.metadata.name, **labels}}
     spec: Manifest = {**placement, "containers": [container]}
     if options.gang == "volcano":
-        meta["annotations"] = {VOLCANO_GROUP_ANNOTATION: pod_group_name(job.metadata.name, attempt)}
+        meta["annotations"] = {VOLCANO_GROUP_ANNOTATION: run_name}
         spec["schedulerName"] = "volcano"
     return {"metadata": meta, "spec": spec}
 
 
 def _head_group(
-    job: TrainingJob, pools: Sequence[GPUPool], options: RayJobOptions, attempt: int
+    job: TrainingJob, pools: Sequence[GPUPool], options: RayJobOptions, run_name: str
 ) -> Manifest:
     container = {
         "name": "ray-head",
@@ -182,7 +180,7 @@ def _head_group(
         _placement(node_groups(pools, "on-demand")),
         {CAPACITY_LABEL: "on-demand"},
         options,
-        attempt,
+        run_name,
     )
     # No CPUs for Ray on the head: it runs the driver, the workers train (as locally).
     return {"rayStartParams": {"num-cpus": "0"}, "template": template}
@@ -193,7 +191,7 @@ def _worker_group(
     group: WorkerGroup,
     pools: Sequence[GPUPool],
     options: RayJobOptions,
-    attempt: int,
+    run_name: str,
 ) -> Manifest:
     capacity = worker_capacity(group, options)
     container: Manifest = {
@@ -207,7 +205,7 @@ def _worker_group(
         _placement(node_groups(pools, capacity)),
         {CAPACITY_LABEL: capacity, "kapell.dev/group": group.group_name},
         options,
-        attempt,
+        run_name,
     )
     params = {"num-cpus": str(max(1, math.ceil(parse_quantity(str(group.resources.cpu)))))}
     gpus = _gpus_for_ray(group.resources)
@@ -268,6 +266,7 @@ def ray_job(
     Kubernetes Job of its own nor cluster DNS.
     """
     options = options or RayJobOptions()
+    name = rayjob_name(job.metadata.name, revision, attempt)
     env = job_env(job, options.checkpoint_root)
     env_vars = {**job.spec.runtime_env.env_vars, **env.environ()}
     labels = {
@@ -289,9 +288,9 @@ def ray_job(
         # Kueue admits a job by unsuspending it, so it is created suspended.
         "suspend": held or options.gang == "kueue",
         "rayClusterSpec": {
-            "headGroupSpec": _head_group(job, pools, options, attempt),
+            "headGroupSpec": _head_group(job, pools, options, name),
             "workerGroupSpecs": [
-                _worker_group(job, g, pools, options, attempt) for g in job.spec.worker_group_specs
+                _worker_group(job, g, pools, options, name) for g in job.spec.worker_group_specs
             ],
         },
     }
@@ -299,7 +298,7 @@ def ray_job(
         "apiVersion": RAYJOB_API,
         "kind": "RayJob",
         "metadata": {
-            "name": rayjob_name(job.metadata.name, attempt),
+            "name": name,
             "namespace": job.metadata.namespace,
             "labels": labels,
             "ownerReferences": [owner_reference(job, owner_uid)],
@@ -324,7 +323,11 @@ def claim_templates(job: TrainingJob, owner_uid: str) -> list[Manifest]:
 
 
 def pod_group(
-    job: TrainingJob, attempt: int, owner_uid: str, options: RayJobOptions | None = None
+    job: TrainingJob,
+    revision: str,
+    attempt: int,
+    owner_uid: str,
+    options: RayJobOptions | None = None,
 ) -> Manifest:
     """Volcano's PodGroup for one attempt: the head and every worker, or none of them."""
     options = options or RayJobOptions()
@@ -340,7 +343,7 @@ def pod_group(
         "apiVersion": VOLCANO_API,
         "kind": "PodGroup",
         "metadata": {
-            "name": pod_group_name(job.metadata.name, attempt),
+            "name": rayjob_name(job.metadata.name, revision, attempt),
             "namespace": job.metadata.namespace,
             "labels": {**MANAGED_BY, JOB_LABEL: job.metadata.name, ATTEMPT_LABEL: str(attempt)},
             "ownerReferences": [owner_reference(job, owner_uid)],
@@ -447,6 +450,6 @@ def job_objects(
     options = options or RayJobOptions()
     objects = claim_templates(job, owner_uid)
     if options.gang == "volcano":
-        objects.append(pod_group(job, attempt, owner_uid, options))
+        objects.append(pod_group(job, revision, attempt, owner_uid, options))
     objects.append(ray_job(job, revision, attempt, owner_uid, pools, options))
     return objects

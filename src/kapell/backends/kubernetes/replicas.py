@@ -576,9 +576,9 @@ class KubeReplicas:
         """Have a writer apply the InferencePool and InferenceObjective of a Model that has
         replicas, once per Model object and priority, while the CRDs are installed."""
         stored = self._stored(model_key)
-        if stored is None or stored.model is None or stored.deleting:
+        if stored is None or stored.resource is None or stored.deleting:
             return
-        model = stored.model
+        model = stored.resource
         key, applied = (
             (model.metadata.namespace, model.metadata.name),
             (stored.uid, model.spec.priority),

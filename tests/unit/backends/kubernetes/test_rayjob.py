@@ -131,7 +131,7 @@ def test_a_cpu_only_job_needs_no_claims() -> None:
 def test_kueue_gets_the_queue_label_and_a_suspended_job_it_releases() -> None:
     manifest = rayjob.ray_job(_job(), "rev1", 2, "uid-1")
     meta, spec = manifest["metadata"], manifest["spec"]
-    assert meta["name"] == "llm-a2" and meta["namespace"] == "team"
+    assert meta["name"] == "llm-rev1-2" and meta["namespace"] == "team"
     assert meta["labels"][rayjob.QUEUE_LABEL] == "kapell"
     assert meta["labels"][rayjob.ATTEMPT_LABEL] == "2"
     assert meta["labels"]["kapell.dev/revision"] == "rev1"
@@ -176,13 +176,17 @@ def test_volcano_gangs_the_head_and_every_worker_in_one_pod_group() -> None:
         }
 
 
-def test_names_fit_kuberays_limit_and_differ_per_attempt() -> None:
+def test_names_fit_kuberays_limit_and_differ_per_revision_and_attempt() -> None:
     name = "a-very-long-training-job-name-that-kuberay-would-refuse-x"
-    first, second = rayjob.rayjob_name(name, 0), rayjob.rayjob_name(name, 11)
+    first, second = (
+        rayjob.rayjob_name(name, "abcdef0123", 0),
+        rayjob.rayjob_name(name, "abcdef", 11),
+    )
     assert len(first) <= rayjob.MAX_RAYJOB_NAME and len(second) <= rayjob.MAX_RAYJOB_NAME
-    assert first != second and first.endswith("-a0") and second.endswith("-a11")
-    assert rayjob.rayjob_name(name + "y", 0) != first  # the hash keeps near names apart
-    assert rayjob.rayjob_name("short", 3) == "short-a3"
+    assert first != second and first.endswith("-abcde-0") and second.endswith("-abcde-11")
+    assert rayjob.rayjob_name(name + "y", "abcdef", 0) != first  # the hash keeps names apart
+    assert rayjob.rayjob_name("short", "0123456789", 3) == "short-01234-3"
+    assert rayjob.rayjob_name("short", "9876543210", 3) != "short-01234-3"
 
 
 def test_kueue_flavors_follow_the_node_groups_and_quota_their_gpus() -> None:
