@@ -240,13 +240,14 @@ async def _run(
         f"kapell operator {identity}: waiting for the lease {lease_namespace}/kapell-operator"
     )
     informers = [*replicas.informers, store.informer, *(training.informers if training else [])]
+    late = training.late if training else []
     try:
         while not elector.leading.is_set():
             if stop.is_set():
                 return
             await asyncio.sleep(0.2)
         console.print(f"kapell operator {identity}: leading")
-        for informer in informers:
+        for informer in [*informers, *late]:
             informer.start()
         await loop.run_in_executor(None, wait_synced, informers, SYNC_TIMEOUT_S)
         for key in [*store.object_keys(), *(training.object_keys() if training else [])]:
@@ -260,7 +261,7 @@ async def _run(
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        for informer in informers:
+        for informer in [*informers, *late]:
             informer.stop()
         replicas.close()
         store.close()

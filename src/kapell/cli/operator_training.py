@@ -1,8 +1,9 @@
 """The operator's TrainingJob side: the local mode's ``TrainingJobController`` over RayJobs.
 
-Wired only where the cluster has the TrainingJob CRD; the RayJob informer runs only where
-KubeRay's CRD is installed (without it a TrainingJob fails with a message saying so). Gang
-admission: ``auto`` is Kueue where its CRDs are installed, else none.
+Wired only where the cluster has the TrainingJob CRD. Without KubeRay's RayJob CRD at start the
+RayJob informer is not waited for: it lists again until the CRD is installed, and meanwhile a
+TrainingJob fails with a message saying so. Gang admission: ``auto`` is Kueue where its CRDs
+are installed at start, else none.
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ class TrainingPlane:
     controller: TrainingJobController
     backend: KubeRayJobs
     informers: list[Informer[Any]]
+    """To start and to wait for before reconciling."""
+    late: list[Informer[Any]]
+    """To start, not to wait for: their kind's CRD may come later."""
     object_keys: Callable[[], list[str]]
 
 
@@ -73,10 +77,12 @@ def training_plane(
     )
     backend = KubeRayJobs(client, store.stored, enqueue, namespace, RayJobOptions(gang=gang))
     informers: list[Informer[Any]] = [store.informer]
+    late: list[Informer[Any]] = []
     if crd_installed(client, "rayjobs.ray.io"):
         informers.append(backend.informer)
     else:
-        log.warning("KubeRay's RayJob CRD is not installed: TrainingJobs will fail to start")
+        log.warning("KubeRay's RayJob CRD is not installed: TrainingJobs fail until it is")
+        late.append(backend.informer)
     log.info("TrainingJobs run as KubeRay RayJobs, gang admission: %s", gang)
     controller = TrainingJobController(store, backend, timestamp)
-    return TrainingPlane(controller, backend, informers, store.object_keys)
+    return TrainingPlane(controller, backend, informers, late, store.object_keys)
