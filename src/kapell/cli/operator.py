@@ -265,6 +265,8 @@ async def _run(
             informer.stop()
         replicas.close()
         store.close()
+        if training is not None:
+            training.backend.close()
         elector.stop()
         console.print(f"kapell operator {identity}: stopped (the lease is free)")
 

@@ -185,10 +185,12 @@ class KubeStore(Generic[R]):
 
     def set_status(self, key: str, status: dict[str, object]) -> None:
         """Queue the status for a writer thread; writes of one object coalesce (latest wins),
-        so a reconcile never waits on the apiserver for what is only a report."""
+        so a reconcile never waits on the apiserver for what is only a report. Unset fields
+        (``None``) are left out: the CRD's schema has no nullable fields."""
         stored = self.stored(key)
         if stored is None or stored.deleting:
             return
+        status = {k: v for k, v in status.items() if v is not None}
         payload = json.dumps(status, sort_keys=True)
         written = f"{stored.generation}|{payload}"
         with self._lock:

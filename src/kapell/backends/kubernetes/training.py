@@ -1,7 +1,7 @@
 """TrainingJobs on a cluster: each run is a KubeRay RayJob; this is the controller's backend.
 
-It only executes and observes, like ``LocalRayJobs``: ``start`` server-side applies the
-attempt's objects (``rayjob.job_objects``: claim templates, a Volcano PodGroup or Kueue's queue
+It only executes and observes, like ``LocalRayJobs``: ``start`` server-side applies (on a writer
+thread: a reconcile never waits on the apiserver) the attempt's objects (``rayjob.job_objects``: claim templates, a Volcano PodGroup or Kueue's queue
 objects, the RayJob, all owned by the TrainingJob) and removes earlier attempts' RayJobs;
 ``run`` reads the newest attempt's RayJob from an informer and maps KubeRay's two status fields
 (``jobDeploymentStatus``, ``jobStatus``) to a ``RunPhase``; ``stop`` deletes the job's RayJobs.
@@ -16,7 +16,8 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from typing import Any
 
 import httpx2 as httpx  # the HTTP client lightkube 1.x is built on
@@ -142,11 +143,17 @@ class KubeRayJobs:
         self.options = options or RayJobOptions()
         self._started: dict[str, TrainingRun] = {}
         self._jobs: dict[Key, str] = {}  # RayJob -> its TrainingJob, for deletions
+        # One writer: a stop and the start after it are applied in that order.
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="kapell-rayjobs")
         self._lock = threading.Lock()
         self.writes = 0
         self.informer: Informer[RayJobView] = Informer(
             client, RayJob, rayjob_view, self._changed, namespace=namespace, labels=pods.MANAGED_BY
         )
+
+    def close(self) -> None:
+        """Drop queued writes (the next leader applies them again)."""
+        self._writer.shutdown(wait=False, cancel_futures=True)
 
     def _changed(self, key: Key, view: RayJobView | None) -> None:
         with self._lock:
@@ -189,31 +196,43 @@ class KubeRayJobs:
         if stored is None:
             return  # deleted meanwhile: the next reconcile sees it gone
         name = rayjob.rayjob_name(job.metadata.name, revision, attempt)
-        phase, message = RunPhase.STARTING, f"creating RayJob {name}"
-        try:
-            if self.options.gang == "kueue":
-                self._apply_all(rayjob.kueue_objects(self._pools(), [job.metadata.namespace]))
-            objects = rayjob.job_objects(
-                job, revision, attempt, stored.uid, self._pools(), self.options
-            )
-            self._apply_all(objects)
-        except ApiError as exc:
-            phase, message = RunPhase.FAILED, _refused(exc)
-        except (httpx.HTTPError, OSError) as exc:
-            phase, message = RunPhase.FAILED, f"the apiserver could not be reached: {exc}"
+        run = TrainingRun(job.key, revision, attempt, RunPhase.STARTING, f"creating RayJob {name}")
         with self._lock:
-            self._started[job.key] = TrainingRun(job.key, revision, attempt, phase, message)
-        for old in self._views(job.key):
-            if old.name != name:
-                self._delete(old)
+            self._started[job.key] = run
+        self._writer.submit(self._apply_attempt, job, run, name, stored.uid)
 
     def stop(self, job_key: str) -> None:
         with self._lock:
             self._started.pop(job_key, None)
-        for view in self._views(job_key):
-            self._delete(view)
+        self._writer.submit(self._delete_all, job_key, None)
 
-    # -- writes ---------------------------------------------------------------------------
+    # -- writes (on the writer thread) ----------------------------------------------------
+    def _apply_attempt(self, job: TrainingJob, run: TrainingRun, name: str, uid: str) -> None:
+        try:
+            if self.options.gang == "kueue":
+                self._apply_all(rayjob.kueue_objects(self._pools(), [job.metadata.namespace]))
+            objects = rayjob.job_objects(
+                job, run.revision, run.attempt, uid, self._pools(), self.options
+            )
+            self._apply_all(objects)
+            self._delete_all(job.key, keep=name)
+            return
+        except ApiError as exc:
+            failed = replace(run, phase=RunPhase.FAILED, message=_refused(exc))
+        except (httpx.HTTPError, OSError) as exc:
+            message = f"the apiserver could not be reached: {exc}"
+            failed = replace(run, phase=RunPhase.FAILED, message=message)
+        with self._lock:
+            if self._started.get(job.key) is not run:
+                return  # stopped or restarted meanwhile
+            self._started[job.key] = failed
+        self._on_change(job.key)
+
+    def _delete_all(self, job_key: str, keep: str | None) -> None:
+        for view in self._views(job_key):
+            if view.name != keep:
+                self._delete(view)
+
     def _pools(self) -> list[GPUPool]:
         """Every GPUPool in the cluster: their node groups say where spot and on-demand are."""
         try:
@@ -255,7 +274,9 @@ class KubeRayJobs:
             )
         except ApiError as exc:
             if exc.status.code != 404:
-                raise
+                log.warning("RayJob %s/%s not deleted: %s", view.namespace, view.name, exc)
+        except (httpx.HTTPError, OSError) as exc:  # the job's next reconcile deletes it again
+            log.warning("RayJob %s/%s not deleted: %s", view.namespace, view.name, exc)
 
 
 def _refused(exc: ApiError) -> str:
