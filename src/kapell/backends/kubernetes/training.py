@@ -96,12 +96,13 @@ class RayJobView:
         return RunPhase.STARTING
 
     def describe(self) -> str:
-        if self.message:
-            return self.message
+        """KubeRay's state in a line, with its message where it wrote one."""
         if self.suspended:
-            return f"RayJob {self.name} suspended: waiting for admission or its planned start"
-        state = self.job_status or self.deployment_status or "created"
-        return f"RayJob {self.name} {state}"
+            said = f"RayJob {self.name} suspended: waiting for admission or its planned start"
+        else:
+            state = "/".join(s for s in (self.deployment_status, self.job_status) if s)
+            said = f"RayJob {self.name} {state or 'created'}"
+        return f"{said}: {self.message}" if self.message else said
 
 
 def rayjob_view(raw: dict[str, Any]) -> RayJobView:

@@ -52,5 +52,6 @@ def test_the_view_keeps_who_the_rayjob_runs_for_and_kuberays_words() -> None:
         _raw(jobDeploymentStatus="Failed", message="deadline exceeded", jobId="llm-abc-2-x7")
     )
     assert (view.job, view.revision, view.attempt) == ("llm", "abc", 2)
-    assert view.describe() == "deadline exceeded" and view.job_id == "llm-abc-2-x7"
+    assert view.describe() == "RayJob llm-abc-2 Failed: deadline exceeded"
+    assert view.job_id == "llm-abc-2-x7"
     assert "suspended" in rayjob_view(_raw(True)).describe()
