@@ -22,8 +22,8 @@ from kubeobjects import eventually
 from lightkube import Client
 from lightkube.resources.core_v1 import Node, Pod
 from lightkube.resources.resource_v1 import ResourceClaim
-from lightkube.types import PatchType
 from operators import OperatorProcess, apply
+from test_training_rayjob import _as_kueue
 
 from kapell.api.kinds import CAPACITY_TYPE_LABEL
 from kapell.backends.kubernetes.store import TrainingJobResource
@@ -94,9 +94,7 @@ def test_kuberay_places_the_head_on_demand_and_spot_workers_on_the_spot_node(
     rayjob = eventually(
         lambda: next(iter(kube.list(RayJob, namespace=namespace)), None), "the RayJob", WAIT_S
     ).to_dict()
-    if rayjob["spec"].get("suspend"):  # stand-in for Kueue: admit the whole job at once
-        kube.patch(RayJob, rayjob["metadata"]["name"], {"spec": {"suspend": False}},
-                   namespace=namespace, patch_type=PatchType.MERGE)  # fmt: skip
+    _as_kueue(kube, rayjob)
 
     def bound() -> list[dict[str, Any]] | None:
         pods = _pods(kube, namespace)

@@ -3,8 +3,9 @@
 The first test sends every object the renderer makes (RayJob, ResourceClaimTemplates, Volcano
 PodGroup, Kueue ResourceFlavors, ClusterQueue and LocalQueue) and reads each back unpruned. The
 second runs ``kapell operator``: a TrainingJob becomes a RayJob owned by it, and the RayJob's
-status flows back. KubeRay's operator does not run here, so the test writes the RayJob status
-KubeRay would write (a stand-in for KubeRay, named as such); `test_kuberay.py` runs the real one.
+status flows back. Neither KubeRay's operator nor Kueue runs here, so the test writes the
+RayJob status KubeRay would write and admits a suspended RayJob as Kueue would (stand-ins,
+named as such); `test_kuberay.py` runs KubeRay's real operator.
 """
 
 from __future__ import annotations
@@ -151,6 +152,15 @@ def _as_kuberay(kube: Client, name: str, namespace: str, deployment: str, job: s
                patch_type=PatchType.MERGE)  # fmt: skip
 
 
+def _as_kueue(kube: Client, rayjob: dict[str, Any]) -> None:
+    """Admit a RayJob the operator created suspended for Kueue (a stand-in: Kueue does not
+    run here), as Kueue does: by unsuspending it."""
+    if rayjob["spec"]["suspend"]:
+        meta = rayjob["metadata"]
+        kube.patch(RayJob, meta["name"], {"spec": {"suspend": False}},
+                   namespace=meta["namespace"], patch_type=PatchType.MERGE)  # fmt: skip
+
+
 def test_operator_runs_a_trainingjob_as_rayjobs_and_reads_their_status_back(
     ecosystem_crds: list[str], operator: OperatorProcess, kubectl: Callable[..., str],
     kube: Client, namespace: str,
@@ -171,22 +181,29 @@ def test_operator_runs_a_trainingjob_as_rayjobs_and_reads_their_status_back(
     env = json.loads(first["spec"]["runtimeEnvYAML"])["env_vars"]
     assert env["KAPELL_JOB_NAME"] == "tiny" and env["KAPELL_WORKERS"] == "3"
     name = first["metadata"]["name"]
+    _as_kueue(kube, first)
+
+    def status_where(**wanted: object) -> dict[str, Any]:
+        def probe() -> dict[str, Any] | None:
+            found = _training_status(kube, "tiny", namespace)
+            return found if all(found.get(k) == v for k, v in wanted.items()) else None
+
+        return eventually(probe, f"TrainingJob status with {wanted}", WAIT_S)
 
     _as_kuberay(kube, name, namespace, "Running", "RUNNING")
-    eventually(
-        lambda: _training_status(kube, "tiny", namespace).get("phase") == "Running" or None,
-        "TrainingJob Running", WAIT_S,
-    )  # fmt: skip
+    running = status_where(phase="Running", attempt=0)
+    assert (
+        running["message"]
+        == f"RayJob {name} Running/RUNNING: stand-in for KubeRay: Running/RUNNING"
+    )
     # The attempt fails: the controller starts the next one and the old RayJob goes.
     _as_kuberay(kube, name, namespace, "Complete", "FAILED")
     second = eventually(lambda: one_rayjob(1), "the RayJob of attempt 1", WAIT_S)
-    assert _training_status(kube, "tiny", namespace)["attempt"] == 1
+    assert second["spec"]["suspend"] is first["spec"]["suspend"]  # admitted again, as a whole
+    _as_kueue(kube, second)
+    status_where(attempt=1)
     _as_kuberay(kube, second["metadata"]["name"], namespace, "Complete", "SUCCEEDED")
-    done = eventually(
-        lambda: (s := _training_status(kube, "tiny", namespace)).get("phase") == "Succeeded"
-        and s,
-        "TrainingJob Succeeded", WAIT_S,
-    )  # fmt: skip
+    done = status_where(phase="Succeeded", attempt=1)
     ready = next(c for c in done["conditions"] if c["type"] == "Ready")
     assert ready["status"] == "True"
     assert done["submissionId"] == f"{second['metadata']['name']}-id"

@@ -62,6 +62,20 @@ def model_key(namespace: str, name: str) -> str:
     return f"Model/{namespace}/{name}"
 
 
+def server_side_apply(client: Client, resource: Any, manifest: dict[str, Any]) -> Any:
+    """Apply ``manifest`` as kapell (field manager ``kapell``, taking over conflicting fields)."""
+    meta = manifest["metadata"]
+    return client.patch(
+        resource,
+        meta["name"],
+        manifest,
+        namespace=meta.get("namespace"),
+        patch_type=PatchType.APPLY,
+        field_manager=FIELD_MANAGER,
+        force=True,
+    )
+
+
 def resource_body(raw: dict[str, Any], kind: str) -> dict[str, Any]:
     """A custom resource as the apiserver returns it, in the shape kapell's kinds validate:
     the server's metadata (uid, managedFields ...) left out."""

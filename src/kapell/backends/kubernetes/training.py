@@ -24,7 +24,7 @@ import httpx2 as httpx  # the HTTP client lightkube 1.x is built on
 from lightkube import ALL_NS, ApiError, Client
 from lightkube.generic_resource import create_global_resource, create_namespaced_resource
 from lightkube.resources.resource_v1 import ResourceClaimTemplate
-from lightkube.types import CascadeType, PatchType
+from lightkube.types import CascadeType
 
 from kapell.api import GPUPool, TrainingJob
 from kapell.api.crd import plural_of
@@ -33,7 +33,7 @@ from kapell.api.training import RunPhase, TrainingRun
 from kapell.backends.kubernetes import pods, rayjob
 from kapell.backends.kubernetes.informer import Informer, Key
 from kapell.backends.kubernetes.rayjob import RayJobOptions
-from kapell.backends.kubernetes.store import FIELD_MANAGER, Stored, resource_body
+from kapell.backends.kubernetes.store import Stored, resource_body, server_side_apply
 
 log = logging.getLogger(__name__)
 
@@ -91,13 +91,13 @@ class RayJobView:
             return _RAY_JOB_PHASES[self.job_status]
         if deployment == "Complete":  # finished without a job status: the cluster failed
             return RunPhase.FAILED
-        if self.suspended or deployment in ("Suspended", "Suspending"):
+        if deployment in ("Suspended", "Suspending") or (self.suspended and not deployment):
             return RunPhase.PENDING  # waiting for admission (Kueue) or its planned start
         return RunPhase.STARTING
 
     def describe(self) -> str:
         """KubeRay's state in a line, with its message where it wrote one."""
-        if self.suspended:
+        if self.suspended and self.deployment_status in ("", "Suspended", "Suspending"):
             said = f"RayJob {self.name} suspended: waiting for admission or its planned start"
         else:
             state = "/".join(s for s in (self.deployment_status, self.job_status) if s)
@@ -253,16 +253,7 @@ class KubeRayJobs:
 
     def _apply_all(self, manifests: Sequence[dict[str, Any]]) -> None:
         for manifest in manifests:
-            meta = manifest["metadata"]
-            self._client.patch(
-                _RESOURCES[manifest["kind"]],
-                meta["name"],
-                manifest,
-                namespace=meta.get("namespace"),
-                patch_type=PatchType.APPLY,
-                field_manager=FIELD_MANAGER,
-                force=True,
-            )
+            server_side_apply(self._client, _RESOURCES[manifest["kind"]], manifest)
             with self._lock:
                 self.writes += 1
 
