@@ -22,8 +22,7 @@ from kubeobjects import eventually
 from lightkube import Client
 from lightkube.resources.core_v1 import Node, Pod
 from lightkube.resources.resource_v1 import ResourceClaim
-from operators import OperatorProcess, apply
-from test_training_rayjob import _as_kueue
+from operators import OperatorProcess, admit_as_kueue, apply
 
 from kapell.api.kinds import CAPACITY_TYPE_LABEL
 from kapell.backends.kubernetes.store import TrainingJobResource
@@ -94,7 +93,7 @@ def test_kuberay_places_the_head_on_demand_and_spot_workers_on_the_spot_node(
     rayjob = eventually(
         lambda: next(iter(kube.list(RayJob, namespace=namespace)), None), "the RayJob", WAIT_S
     ).to_dict()
-    _as_kueue(kube, rayjob)
+    admit_as_kueue(kube, rayjob)
 
     def bound() -> list[dict[str, Any]] | None:
         pods = _pods(kube, namespace)

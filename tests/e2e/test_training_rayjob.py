@@ -17,7 +17,7 @@ from typing import Any
 from kubeobjects import eventually
 from lightkube import ApiError, Client
 from lightkube.types import PatchType
-from operators import OperatorProcess, apply
+from operators import OperatorProcess, admit_as_kueue, apply
 
 from kapell.api import GPUPool, TrainingJob
 from kapell.api.kinds import CAPACITY_TYPE_LABEL
@@ -152,15 +152,6 @@ def _as_kuberay(kube: Client, name: str, namespace: str, deployment: str, job: s
                patch_type=PatchType.MERGE)  # fmt: skip
 
 
-def _as_kueue(kube: Client, rayjob: dict[str, Any]) -> None:
-    """Admit a RayJob the operator created suspended for Kueue (a stand-in: Kueue does not
-    run here), as Kueue does: by unsuspending it."""
-    if rayjob["spec"]["suspend"]:
-        meta = rayjob["metadata"]
-        kube.patch(RayJob, meta["name"], {"spec": {"suspend": False}},
-                   namespace=meta["namespace"], patch_type=PatchType.MERGE)  # fmt: skip
-
-
 def test_operator_runs_a_trainingjob_as_rayjobs_and_reads_their_status_back(
     ecosystem_crds: list[str], operator: OperatorProcess, kubectl: Callable[..., str],
     kube: Client, namespace: str,
@@ -181,7 +172,7 @@ def test_operator_runs_a_trainingjob_as_rayjobs_and_reads_their_status_back(
     env = json.loads(first["spec"]["runtimeEnvYAML"])["env_vars"]
     assert env["KAPELL_JOB_NAME"] == "tiny" and env["KAPELL_WORKERS"] == "3"
     name = first["metadata"]["name"]
-    _as_kueue(kube, first)
+    admit_as_kueue(kube, first)
 
     def status_where(**wanted: object) -> dict[str, Any]:
         def probe() -> dict[str, Any] | None:
@@ -200,7 +191,7 @@ def test_operator_runs_a_trainingjob_as_rayjobs_and_reads_their_status_back(
     _as_kuberay(kube, name, namespace, "Complete", "FAILED")
     second = eventually(lambda: one_rayjob(1), "the RayJob of attempt 1", WAIT_S)
     assert second["spec"]["suspend"] is first["spec"]["suspend"]  # admitted again, as a whole
-    _as_kueue(kube, second)
+    admit_as_kueue(kube, second)
     status_where(attempt=1)
     _as_kuberay(kube, second["metadata"]["name"], namespace, "Complete", "SUCCEEDED")
     done = status_where(phase="Succeeded", attempt=1)
