@@ -2,10 +2,11 @@
 
 Desired state is the objects of one kind (``models.kapell.dev``, ``trainingjobs.kapell.dev``)
 users apply with kubectl, one store per kind; an informer keeps a parsed copy, so ``get`` never
-calls the apiserver. Status goes through the status subresource by
-server-side apply (field manager ``kapell``) with the generation it describes as
-``observedGeneration``, and only when it changed, so a resync costs no write. A finalizer holds a
-deleted Model until its replicas are gone; the controller sees an object being deleted as absent.
+calls the apiserver. Status goes through the status subresource by server-side apply (field
+manager ``kapell``) with the generation it describes as ``observedGeneration``, and only when
+it changed, so a resync costs no write. Until the informer has seen a status set here, ``get``
+returns the object with that status (read your writes). A finalizer holds a deleted Model
+until its replicas are gone; the controller sees an object being deleted as absent.
 """
 
 from __future__ import annotations
@@ -146,6 +147,7 @@ class KubeStore(Generic[R]):
         self._resource = resource
         self._on_change = on_change
         self._written: dict[str, str] = {}
+        self._own: dict[str, tuple[int, str, dict[str, object]]] = {}  # last set, per key
         self._latest: dict[str, tuple[int, dict[str, object]]] = {}
         self._scheduled: set[str] = set()
         self._finalizing: set[str] = set()
@@ -195,7 +197,15 @@ class KubeStore(Generic[R]):
         stored = self.stored(key)
         if stored is None or stored.deleting or stored.resource is None:
             return None
-        return stored.resource
+        with self._lock:
+            own = self._own.get(key)
+        if own is None or own[0] != stored.generation or own[1] == stored.status:
+            return stored.resource
+        # The informer has not yet seen the status last set here: a controller whose status is
+        # its memory (a TrainingJob's attempt) must read its own write, not act twice.
+        body = stored.resource.model_dump(mode="json", by_alias=True)
+        body["status"] = own[2]
+        return type(stored.resource).model_validate(body)
 
     def set_status(self, key: str, status: dict[str, object]) -> None:
         """Queue the status for a writer thread; writes of one object coalesce (latest wins),
@@ -204,10 +214,11 @@ class KubeStore(Generic[R]):
         stored = self.stored(key)
         if stored is None or stored.deleting:
             return
-        status = {k: v for k, v in status.items() if v is not None}
+        status = {k: v for k, v in status.items() if v is not None and k != "observedGeneration"}
         payload = json.dumps(status, sort_keys=True)
         written = f"{stored.generation}|{payload}"
         with self._lock:
+            self._own[key] = (stored.generation, payload, status)
             if self._written.get(key) == written:
                 return
         if stored.status == payload and stored.observed_generation == stored.generation:
