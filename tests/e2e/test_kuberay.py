@@ -119,3 +119,10 @@ def test_kuberay_places_the_head_on_demand_and_spot_workers_on_the_spot_node(
                  or {}).get("message", "").find("Initializing") >= 0 or None,
         "KubeRay's deployment status in the TrainingJob", WAIT_S,
     )  # fmt: skip
+    # Deleting the TrainingJob takes the RayJob and its cluster with it, while KubeRay runs to
+    # finish its RayJob finalizer.
+    kube.delete(TrainingJobResource, "rk", namespace=namespace)
+    eventually(
+        lambda: True if not list(kube.list(RayJob, namespace=namespace)) else None,
+        "the RayJob gone with its TrainingJob", WAIT_S,
+    )  # fmt: skip

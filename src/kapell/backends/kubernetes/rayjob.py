@@ -158,7 +158,9 @@ def _pod_template(
     options: RayJobOptions,
     run_name: str,
 ) -> Manifest:
-    meta: Manifest = {"labels": {**MANAGED_BY, JOB_LABEL: job.metadata.name, **labels}}
+    # Not ``MANAGED_BY``: KubeRay manages these pods, and kapell's replica backend treats pods
+    # with that label as Model replicas of its own.
+    meta: Manifest = {"labels": {JOB_LABEL: job.metadata.name, **labels}}
     spec: Manifest = {**placement, "containers": [container]}
     if options.gang == "volcano":
         meta["annotations"] = {VOLCANO_GROUP_ANNOTATION: run_name}

@@ -79,7 +79,11 @@ def test_head_goes_on_demand_and_spot_workers_on_every_spot_group_with_its_toler
     assert gpu["template"]["spec"]["tolerations"] == [
         {"key": "cloud.example/spot", "operator": "Equal", "value": "true", "effect": "NoSchedule"}
     ]
-    assert gpu["template"]["metadata"]["labels"][rayjob.CAPACITY_LABEL] == "spot"
+    assert gpu["template"]["metadata"]["labels"] == {
+        rayjob.JOB_LABEL: "llm",
+        rayjob.CAPACITY_LABEL: "spot",
+        "kapell.dev/group": "gpu",
+    }  # not kapell's managed-by label: KubeRay manages these pods, not the replica backend
     assert (gpu["replicas"], gpu["minReplicas"], gpu["maxReplicas"]) == (3, 3, 3)
     # A group not marked spot stays on on-demand nodes.
     assert _terms(mig["template"]) == [{CAPACITY_TYPE_LABEL: "on-demand"}]
