@@ -114,11 +114,17 @@ def test_kuberay_places_the_head_on_demand_and_spot_workers_on_the_spot_node(
         [device] = allocation["devices"]["results"]
         assert device["pool"] == worker["spec"]["nodeName"]  # a GPU of the spot node itself
     # KubeRay's status reaches the TrainingJob (the cluster is up, Ray is not: kwok runs nothing).
-    eventually(
-        lambda: (kube.get(TrainingJobResource, "rk", namespace=namespace).to_dict().get("status")
-                 or {}).get("message", "").find("Initializing") >= 0 or None,
-        "KubeRay's deployment status in the TrainingJob", WAIT_S,
-    )  # fmt: skip
+    name = rayjob["metadata"]["name"]
+
+    def kuberay_state_in_status() -> str | None:
+        state = kube.get(RayJob, name, namespace=namespace).to_dict().get("status") or {}
+        deployment = state.get("jobDeploymentStatus")
+        job_status = kube.get(TrainingJobResource, "rk", namespace=namespace).to_dict()
+        message = str((job_status.get("status") or {}).get("message", ""))
+        return message if deployment and message.startswith(f"RayJob {name} {deployment}") else None
+
+    said = eventually(kuberay_state_in_status, "KubeRay's state in the TrainingJob", WAIT_S)
+    assert said.split()[2].split("/")[0] in ("Initializing", "Running"), said
     # Deleting the TrainingJob takes the RayJob and its cluster with it, while KubeRay runs to
     # finish its RayJob finalizer.
     kube.delete(TrainingJobResource, "rk", namespace=namespace)
