@@ -14,7 +14,7 @@ LATEST_EXTRAS ?= dev,onnx,plot,kubernetes
 # The lock is universal (every platform's wheels and hashes) and resolved for Python 3.11.
 LOCK_FLAGS := --universal --python-version 3.11 --generate-hashes --quiet
 
-.PHONY: venv test check quickstart clean k8s-bin e2e lock test-latest chart-crds console-assets console-screenshots
+.PHONY: venv test check quickstart clean k8s-bin kuberay e2e lock test-latest chart-crds console-assets console-screenshots
 
 venv: $(VENV)/.installed-test
 
@@ -46,6 +46,10 @@ test: check
 ## k8s-bin: build etcd, kube-apiserver, -scheduler, -controller-manager, kubectl, kwok, helm into k8s-bin/
 k8s-bin:
 	hack/k8s/build.sh
+
+## kuberay: build KubeRay's operator into k8s-bin/ (for the opt-in KubeRay e2e test, KAPELL_E2E_KUBERAY=1)
+kuberay:
+	hack/k8s/build.sh kuberay-operator
 
 ## chart-crds: regenerate the Helm chart's CRDs from `kapell crds` and copy the drift alert rules
 ## into it (unit tests check both match)

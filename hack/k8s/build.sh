@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Builds the local control plane from Go modules into k8s-bin/ (git-ignored): etcd,
-# kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kwok and helm.
+# kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kwok and helm; and, only
+# when named, KubeRay's operator (kuberay-operator, for the opt-in KubeRay e2e test).
 #
 # Versions are pinned by the wrapper modules' go.mod/go.sum beside this script; the build is
 # skipped while a stamp of those files (and of this script) matches the one left by the last
-# successful build. Go's own build and module caches (in $HOME) make a rebuild after a version
+# successful build (KubeRay has a stamp of its own module, so changing it rebuilds nothing else). Go's own build and module caches (in $HOME) make a rebuild after a version
 # change incremental. Knobs: K8S_BIN_DIR (output), K8S_BUILD_JOBS (parallel compiles, default 2).
 # Arguments name the binaries to build (default: all), e.g. `build.sh helm`.
 set -euo pipefail
@@ -14,12 +15,16 @@ out="${K8S_BIN_DIR:-$here/../../k8s-bin}"
 mkdir -p "$out"
 out="$(cd "$out" && pwd)"
 
-all_binaries=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok helm)
-binaries=("${@:-${all_binaries[@]}}")
-stamp="$(cat "$here"/*/go.mod "$here"/*/go.sum "$0" | sha256sum | cut -d' ' -f1)"
+default_binaries=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok helm)
+all_binaries=("${default_binaries[@]}" kuberay-operator)
+binaries=("${@:-${default_binaries[@]}}")
+modules_stamp() { cat "${@/#/$here/}" "$0" | sha256sum | cut -d' ' -f1; }
+stamp="$(modules_stamp {etcd,helm,kube,kwok}/go.mod {etcd,helm,kube,kwok}/go.sum)"
+kuberay_stamp="$(modules_stamp kuberay/go.mod kuberay/go.sum)"
+stamp_of() { if [[ "$1" == kuberay-operator ]]; then echo "$kuberay_stamp"; else echo "$stamp"; fi; }
 
 up_to_date() { # up_to_date BINARY: built by this very script from these very modules
-  [[ -x "$out/$1" && "$(cat "$out/.stamp-$1" 2>/dev/null)" == "$stamp" ]]
+  [[ -x "$out/$1" && "$(cat "$out/.stamp-$1" 2>/dev/null)" == "$(stamp_of "$1")" ]]
 }
 pending=()
 for b in "${binaries[@]}"; do
@@ -38,6 +43,7 @@ k8s_version="$(module_version kube k8s.io/kubernetes)"
 etcd_version="$(module_version etcd go.etcd.io/etcd/server/v3)"
 kwok_version="$(module_version kwok sigs.k8s.io/kwok)"
 helm_version="$(module_version helm helm.sh/helm/v3)"
+kuberay_version="$(module_version kuberay github.com/ray-project/kuberay/ray-operator)"
 major_minor="${k8s_version#v}"
 build_date="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
 
@@ -65,15 +71,17 @@ build() { # build MODULE_DIR OUTPUT_NAME PACKAGE LDFLAGS, unless OUTPUT_NAME is 
   echo "k8s-bin: building $2 ($3)"
   (cd "$here/$1" && nice go build -ldflags "$4" -o "$out/$2.tmp" "$3")
   mv "$out/$2.tmp" "$out/$2"
-  echo "$stamp" > "$out/.stamp-$2"
+  stamp_of "$2" > "$out/.stamp-$2"
 }
 
-echo "k8s-bin: kubernetes $k8s_version, etcd $etcd_version, kwok $kwok_version, helm $helm_version -> $out"
+echo "k8s-bin: kubernetes $k8s_version, etcd $etcd_version, kwok $kwok_version, helm $helm_version," \
+  "kuberay $kuberay_version -> $out"
 build etcd etcd go.etcd.io/etcd/server/v3 "-s -w"
 for cmd in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
   build kube "$cmd" "k8s.io/kubernetes/cmd/$cmd" "$k8s_ldflags"
 done
 build kwok kwok sigs.k8s.io/kwok/cmd/kwok "-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=$kwok_version"
 build helm helm helm.sh/helm/v3/cmd/helm "$helm_ldflags"
+build kuberay kuberay-operator github.com/ray-project/kuberay/ray-operator "-s -w"
 
 echo "k8s-bin: done ($major_minor; built ${pending[*]})"

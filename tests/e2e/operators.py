@@ -14,8 +14,10 @@ from kubeobjects import eventually
 from lightkube import ApiError, Client
 from lightkube.resources.core_v1 import Pod
 from lightkube.resources.resource_v1 import ResourceClaim
+from lightkube.types import PatchType
 
 from kapell.backends.kubernetes.store import ModelResource
+from kapell.backends.kubernetes.training import RayJob
 
 KAPELL = Path(sys.executable).with_name("kapell")
 LEASE_S = 4  # short, so a killed leader is replaced within seconds
@@ -112,3 +114,12 @@ def pods_of(kube: Client, namespace: str, model_name: str | None = None) -> list
 
 def claims_in(kube: Client, namespace: str) -> list[dict[str, Any]]:
     return [c.to_dict() for c in kube.list(ResourceClaim, namespace=namespace)]
+
+
+def admit_as_kueue(kube: Client, rayjob: dict[str, Any]) -> None:
+    """Admit a RayJob the operator created suspended for Kueue (a stand-in: Kueue does not
+    run here), as Kueue does: by unsuspending it."""
+    if rayjob["spec"]["suspend"]:
+        meta = rayjob["metadata"]
+        kube.patch(RayJob, meta["name"], {"spec": {"suspend": False}},
+                   namespace=meta["namespace"], patch_type=PatchType.MERGE)  # fmt: skip

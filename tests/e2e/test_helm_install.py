@@ -32,12 +32,17 @@ OPERATOR_ALLOWED: list[Check] = [
     ("create", "leases.coordination.k8s.io", "-n", "HOME"),
     ("update", "leases.coordination.k8s.io/kapell-operator", "-n", "HOME"),
     ("create", "events", "-n", "NS"),
+    ("watch", "trainingjobs.kapell.dev", "-A"),
+    ("patch", "trainingjobs.kapell.dev", "--subresource=status", "-n", "NS"),
+    ("create", "resourceclaimtemplates.resource.k8s.io", "-n", "NS"),
+    ("get", "customresourcedefinitions.apiextensions.k8s.io/rayjobs.ray.io"),
 ]  # fmt: skip
 OPERATOR_REFUSED: list[Check] = [
     ("get", "secrets", "-A"), ("list", "secrets", "-n", "HOME"), ("patch", "nodes"),
     ("delete", "namespaces"), ("delete", "nodes"), ("update", "models.kapell.dev", "-n", "NS"),
     ("delete", "customresourcedefinitions.apiextensions.k8s.io"),
-    ("get", "customresourcedefinitions.apiextensions.k8s.io/rayjobs.ray.io"),
+    ("get", "customresourcedefinitions.apiextensions.k8s.io/rayservices.ray.io"),
+    ("delete", "trainingjobs.kapell.dev", "-n", "NS"),
     ("update", "leases.coordination.k8s.io/kube-scheduler", "-n", "HOME"),
     ("create", "leases.coordination.k8s.io", "-n", "kube-system"),
     ("delete", "resourceslices.resource.k8s.io"), ("create", "deployments.apps", "-n", "NS"),

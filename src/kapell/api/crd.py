@@ -94,6 +94,11 @@ def _json_type(value: object) -> str:
     )
 
 
+def plural_of(kind: str) -> str:
+    """The resource name of a kind in its CRD (``TrainingJob`` -> ``trainingjobs``)."""
+    return _PLURALS[kind]
+
+
 def crd(model: type[Resource]) -> dict[str, Any]:
     """The ``apiextensions.k8s.io/v1`` CRD of one kind."""
     kind = model.model_fields["kind"].default

@@ -206,8 +206,21 @@ class VectorStore(Resource):
     status: Status = Field(default_factory=Status)
 
 
+CAPACITY_TYPE_LABEL = "karpenter.sh/capacity-type"
+"""The node label that tells spot from on-demand capacity when a node group names no labels
+(Karpenter's well-known label, values ``spot`` and ``on-demand``)."""
+
+
+class Taint(Spec):
+    """A taint on a node group's nodes; pods placed there get the matching toleration."""
+
+    key: Annotated[str, Field(min_length=1, max_length=316)]
+    value: str = ""
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] = "NoSchedule"
+
+
 class GPUNodeGroup(Spec):
-    """Identical GPU nodes: how many, which GPU, and how they are shared."""
+    """Identical GPU nodes: how many, which GPU, how they are shared and how to reach them."""
 
     count: Annotated[int, Field(ge=0, le=100000)] = 1
     gpu_model: str
@@ -215,6 +228,20 @@ class GPUNodeGroup(Spec):
     mig: bool = False
     spot: bool = False
     region: str = ""
+    node_labels: dict[str, str] = Field(
+        default_factory=dict,
+        description="Labels that select this group's nodes (default: "
+        f"{CAPACITY_TYPE_LABEL} = spot or on-demand)",
+    )
+    taints: list[Taint] = Field(
+        default_factory=list, description="Taints on these nodes (e.g. a spot taint)"
+    )
+
+    @property
+    def selector(self) -> dict[str, str]:
+        """The labels a pod must require to land on this group's nodes."""
+        capacity = {CAPACITY_TYPE_LABEL: "spot" if self.spot else "on-demand"}
+        return dict(self.node_labels) or capacity
 
 
 class GPUPoolSpec(Spec):

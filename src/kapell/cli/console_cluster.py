@@ -1,8 +1,8 @@
 """The console's source for the operator: Models from its informers, replicas with the node,
 GPU and slice placement put on each pod, and traffic from the gateways' demand reports.
 
-On a cluster the operator carries Models only (TrainingJobs, Prompts and Budgets have no
-informer there yet), so those pages say so; the gateways report counters and queues, not
+On a cluster the operator carries Models and, with KubeRay, TrainingJobs (Prompts and Budgets
+have no informer there yet), so those pages say so; the gateways report counters and queues, not
 latencies, so the latency plot stays empty; replica events live in Kubernetes' Events, which
 the operator does not watch.
 """
@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
-from kapell.api import Model, Resource
+from kapell.api import Model, Resource, TrainingJob
 from kapell.api.replica import ReplicaPhase
 from kapell.backends.kubernetes.inventory import Placement
 from kapell.backends.kubernetes.replicas import KubeReplicas
@@ -48,11 +48,12 @@ class ClusterConsole:
 
     def __init__(
         self,
-        store: KubeStore,
+        store: KubeStore[Model],
         replicas: KubeReplicas,
         board: DemandBoard,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
+        jobs: Callable[[], list[TrainingJob]] | None = None,
     ) -> None:
         self._store = store
         self._replicas = replicas
@@ -60,16 +61,21 @@ class ClusterConsole:
         self._clock = clock
         self._monotonic = monotonic
         self.ring = SeriesRing()
+        self._jobs = jobs
 
     def _models(self) -> list[Model]:
-        found = (self._store.get(key) for key in self._store.model_keys())
+        found = (self._store.get(key) for key in self._store.object_keys())
         return [m for m in found if m is not None]
 
     def resources(self, kind: str) -> Sequence[Resource]:
-        return self._models() if kind == "Model" else []
+        if kind == "Model":
+            return self._models()
+        if kind == "TrainingJob" and self._jobs is not None:
+            return self._jobs()
+        return []
 
     def carries(self, kind: str) -> bool:
-        return kind == "Model"
+        return kind == "Model" or (kind == "TrainingJob" and self._jobs is not None)
 
     def replicas(self, model: Model) -> Sequence[ReplicaRow]:
         views = sorted(self._replicas.views(model.key), key=lambda v: v.name)

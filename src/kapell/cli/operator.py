@@ -17,13 +17,15 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, cast
 
 import typer
 from rich.console import Console
 
 if TYPE_CHECKING:
     from lightkube import Client
+
+    from kapell.cli.operator_training import GangChoice
 
 console = Console(stderr=True, highlight=False)
 SYNC_TIMEOUT_S = 120.0
@@ -74,12 +76,24 @@ def operator(
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Log every watch event.")
     ] = False,
+    training_gang: Annotated[
+        str,
+        typer.Option(
+            "--training-gang",
+            help="Gang admission of TrainingJobs' RayJobs: auto (Kueue where its CRDs are "
+            "installed, else none), kueue, volcano or none.",
+        ),
+    ] = "auto",
 ) -> None:
     """Run kapell's controllers over a Kubernetes cluster until Ctrl-C."""
     from kapell.api.errors import KapellError
 
     if namespace and all_namespaces:
         raise KapellError("give --namespace or --all-namespaces, not both")
+    if training_gang not in ("auto", "kueue", "volcano", "none"):
+        raise KapellError(
+            f"--training-gang {training_gang!r}: expected auto, kueue, volcano or none"
+        )
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -87,7 +101,12 @@ def operator(
     for noisy in ("httpx", "httpx2", "httpcore"):  # one line per API request otherwise
         logging.getLogger(noisy).setLevel(logging.WARNING)
     me = identity or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-    asyncio.run(_run(kubeconfig, namespace, me, lease_namespace, lease_duration, host, port))
+    asyncio.run(
+        _run(
+            kubeconfig, namespace, me, lease_namespace, lease_duration, host, port,
+            cast("GangChoice", training_gang),
+        )
+    )  # fmt: skip
 
 
 def kube_client(kubeconfig: Path | None) -> Client:
@@ -124,15 +143,17 @@ async def _run(
     lease_duration: int,
     host: str,
     port: int,
+    training_gang: GangChoice,
 ) -> None:
     from kapell.api.model import Model
     from kapell.backends.kubernetes.informer import wait_synced
     from kapell.backends.kubernetes.lease import LeaderElector
     from kapell.backends.kubernetes.replicas import KubeReplicas
-    from kapell.backends.kubernetes.store import KubeStore, model_key
+    from kapell.backends.kubernetes.store import KubeStore, ModelResource, model_key, parse_model
     from kapell.backends.local.store import utc_now
     from kapell.cli.console_cluster import ClusterConsole
     from kapell.cli.operator_api import operator_app
+    from kapell.cli.operator_training import training_plane
     from kapell.cli.serving import bind, server
     from kapell.console.app import CONSOLE_PATH, console_app
     from kapell.control.demand import DemandBoard
@@ -157,6 +178,10 @@ async def _run(
         if not elector.leading.is_set():  # paused: the Lease could not be renewed
             return PAUSED_RETRY_S
         started = time.perf_counter()
+        if key.startswith("TrainingJob/"):
+            requeue_job = training.controller.reconcile(key) if training else None
+            metrics.observe(time.perf_counter() - started)
+            return requeue_job
         store.ensure_finalizer(key)
         requeue = controller.reconcile(key)
         stored = store.stored(key)
@@ -184,7 +209,7 @@ async def _run(
         duration_s=lease_duration,
         renew_s=max(0.5, lease_duration / 5),
     )
-    store = KubeStore(client, enqueue, namespace)
+    store = KubeStore(client, enqueue, namespace, Model, ModelResource, parse_model)
     replicas = KubeReplicas(client, store.stored, enqueue, namespace)
     board = DemandBoard()
     scaler = PolicyScaler(demand, lambda model: replicas.cold_start_s(model.key))
@@ -193,9 +218,14 @@ async def _run(
         store, replicas, scaler, time.monotonic, utc_now, progress_s=EVENT_DRIVEN_PROGRESS_S,
         resync_s=EVENT_DRIVEN_RESYNC_S,
     )  # fmt: skip
-    metrics = OperatorMetrics(lambda: store.writes + replicas.writes)
+    training = training_plane(client, enqueue, namespace, training_gang, utc_now)
+    metrics = OperatorMetrics(
+        lambda: store.writes + replicas.writes + (training.backend.writes if training else 0)
+    )
     reconciler = ReconcileLoop(reconcile)
-    console_source = ClusterConsole(store, replicas, board)
+    console_source = ClusterConsole(
+        store, replicas, board, jobs=training.jobs if training is not None else None
+    )
 
     tasks = []
     api = None
@@ -220,17 +250,18 @@ async def _run(
     console.print(
         f"kapell operator {identity}: waiting for the lease {lease_namespace}/kapell-operator"
     )
-    informers = [*replicas.informers, store.informer]
+    informers = [*replicas.informers, store.informer, *(training.informers if training else [])]
+    late = training.late if training else []
     try:
         while not elector.leading.is_set():
             if stop.is_set():
                 return
             await asyncio.sleep(0.2)
         console.print(f"kapell operator {identity}: leading")
-        for informer in informers:
+        for informer in [*informers, *late]:
             informer.start()
         await loop.run_in_executor(None, wait_synced, informers, SYNC_TIMEOUT_S)
-        for key in store.model_keys():
+        for key in [*store.object_keys(), *(training.object_keys() if training else [])]:
             reconciler.enqueue(key)
         console.print(f"kapell operator {identity}: watching {namespace or 'all namespaces'}")
         tasks.append(loop.create_task(reconciler.run()))
@@ -243,10 +274,12 @@ async def _run(
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        for informer in informers:
+        for informer in [*informers, *late]:
             informer.stop()
         replicas.close()
         store.close()
+        if training is not None:
+            training.backend.close()
         elector.stop()
         console.print(f"kapell operator {identity}: stopped (the lease is free)")
 

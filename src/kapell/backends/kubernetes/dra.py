@@ -69,11 +69,12 @@ def _selectors(
     elif uuids:
         exprs.append(f"{nv.cel_attribute(nv.UUID)} in [{_quoted(uuids)}]")
     if req.min_gpu_memory_mib > 0:
-        exprs.append(
-            f"device.capacity['{DRIVER}'].{nv.MEMORY}"
-            f".compareTo(quantity('{req.min_gpu_memory_mib}Mi')) >= 0"
-        )
+        exprs.append(_memory_at_least(req.min_gpu_memory_mib))
     return exprs
+
+
+def _memory_at_least(mib: int) -> str:
+    return f"device.capacity['{DRIVER}'].{nv.MEMORY}.compareTo(quantity('{mib}Mi')) >= 0"
 
 
 def _sharing(req: PodRequest, interval: str) -> Manifest:
@@ -83,6 +84,42 @@ def _sharing(req: PodRequest, interval: str) -> Manifest:
             mps["defaultPinnedDeviceMemoryLimit"] = f"{req.min_gpu_memory_mib}Mi"
         return {"strategy": nv.MPS, "mpsConfig": mps}
     return {"strategy": nv.TIME_SLICING, "timeSlicingConfig": {"interval": interval}}
+
+
+def _claim_spec(
+    req: PodRequest, count: int, selectors: list[str], time_slice_interval: str
+) -> Manifest:
+    """The ``spec`` of a claim (or of a template's claim): ``count`` devices of the request's
+    class matching every selector, with the driver's sharing config for a share."""
+    if req.gpu_count == 0:
+        raise ValueError(f"{req.name}: a request without GPUs needs no ResourceClaim")
+    if time_slice_interval not in nv.TIME_SLICE_INTERVALS:
+        raise ValueError(
+            f"time_slice_interval {time_slice_interval!r}: one of {nv.TIME_SLICE_INTERVALS}"
+        )
+    exactly: Manifest = {
+        "deviceClassName": MIG_CLASS if req.is_mig else GPU_CLASS,
+        "allocationMode": "ExactCount",
+        "count": count,
+    }
+    if selectors:
+        exactly["selectors"] = [{"cel": {"expression": " && ".join(selectors)}}]
+    spec: Manifest = {"devices": {"requests": [{"name": REQUEST_NAME, "exactly": exactly}]}}
+    if req.is_share:
+        spec["devices"]["config"] = [
+            {
+                "requests": [REQUEST_NAME],
+                "opaque": {
+                    "driver": DRIVER,
+                    "parameters": {
+                        "apiVersion": CONFIG_API_VERSION,
+                        "kind": nv.GPU_CONFIG_KIND,
+                        "sharing": _sharing(req, time_slice_interval),
+                    },
+                },
+            }
+        ]
+    return spec
 
 
 def resource_claim(
@@ -105,35 +142,8 @@ def resource_claim(
     ``defaultActiveThreadPercentage`` from its milli-GPU and, when the request names a GPU
     memory, that memory as ``defaultPinnedDeviceMemoryLimit``.
     """
-    if req.gpu_count == 0:
-        raise ValueError(f"{req.name}: a request without GPUs needs no ResourceClaim")
-    if time_slice_interval not in nv.TIME_SLICE_INTERVALS:
-        raise ValueError(
-            f"time_slice_interval {time_slice_interval!r}: one of {nv.TIME_SLICE_INTERVALS}"
-        )
-    exactly: Manifest = {
-        "deviceClassName": MIG_CLASS if req.is_mig else GPU_CLASS,
-        "allocationMode": "ExactCount",
-        "count": len(decision.gpu_indices),
-    }
-    selectors = _selectors(req, decision, gpu_uuids, mig_uuid)
-    if selectors:
-        exactly["selectors"] = [{"cel": {"expression": " && ".join(selectors)}}]
-    spec: Manifest = {"devices": {"requests": [{"name": REQUEST_NAME, "exactly": exactly}]}}
-    if req.is_share:
-        spec["devices"]["config"] = [
-            {
-                "requests": [REQUEST_NAME],
-                "opaque": {
-                    "driver": DRIVER,
-                    "parameters": {
-                        "apiVersion": CONFIG_API_VERSION,
-                        "kind": nv.GPU_CONFIG_KIND,
-                        "sharing": _sharing(req, time_slice_interval),
-                    },
-                },
-            }
-        ]
+    selectors = _selectors(req, decision, gpu_uuids, mig_uuid) if req.gpu_count else []
+    spec = _claim_spec(req, len(decision.gpu_indices), selectors, time_slice_interval)
     return {
         "apiVersion": "resource.k8s.io/v1",
         "kind": "ResourceClaim",
@@ -147,6 +157,29 @@ def resource_claim(
             },
         },
         "spec": spec,
+    }
+
+
+def claim_template(
+    req: PodRequest, namespace: str, name: str, *, time_slice_interval: str = "Default"
+) -> Manifest:
+    """A ResourceClaimTemplate for pods that no placement decision pins (a Ray worker group):
+    each pod gets a claim of its own for the request's class, count, MIG profile and GPU
+    memory, and kube-scheduler picks the devices on whichever node it binds the pod to."""
+    selectors = []
+    if req.is_mig:
+        selectors.append(f"{nv.cel_attribute(nv.PROFILE)} == '{req.mig_profile}'")
+    elif req.min_gpu_memory_mib > 0:
+        selectors.append(_memory_at_least(req.min_gpu_memory_mib))
+    return {
+        "apiVersion": "resource.k8s.io/v1",
+        "kind": "ResourceClaimTemplate",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {"app.kubernetes.io/managed-by": "kapell"},
+        },
+        "spec": {"spec": _claim_spec(req, req.gpu_count, selectors, time_slice_interval)},
     }
 
 

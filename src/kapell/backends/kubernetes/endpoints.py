@@ -94,7 +94,9 @@ class KubeEndpointFeed:
 
     def _models(self) -> dict[str, Model]:
         stored = self.models.items()
-        return {s.model.metadata.name: s.model for s in stored if s.model and not s.deleting}
+        return {
+            s.resource.metadata.name: s.resource for s in stored if s.resource and not s.deleting
+        }
 
     def publish(self) -> None:
         """Push every Model, its availability and its ready endpoints to the target."""

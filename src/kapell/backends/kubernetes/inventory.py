@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kapell.api import nvidia_dra as nv
-from kapell.api.model import Model
+from kapell.api.model import Model, Resources
 from kapell.api.units import parse_quantity
 from kapell.policy.placement.inventory import Decision, Inventory, NodeSpec
 from kapell.policy.placement.mig import MigSlice
@@ -121,10 +121,19 @@ def request_for(model: Model, name: str, gpu_models: Iterable[str]) -> PodReques
 
     ``gpu_models`` are the inventory's model names; the spec's ``[H100]`` matches ``H100-80GB``.
     """
-    resources = model.spec.resources
+    selector = tuple(sorted(model.spec.node_selector.items()))
+    return request_of(model.spec.resources, name, gpu_models, selector)
+
+
+def request_of(
+    resources: Resources,
+    name: str,
+    gpu_models: Iterable[str] = (),
+    selector: tuple[tuple[str, str], ...] = (),
+) -> PodRequest:
+    """What one pod with ``resources`` asks, in the placement engine's units."""
     cpu = int(parse_quantity(str(resources.cpu)) * 1000)
     memory = int(parse_quantity(str(resources.memory)) // (1024 * 1024))
-    selector = tuple(sorted(model.spec.node_selector.items()))
     gpu = resources.gpu
     if gpu is None or gpu.milli_gpus == 0:
         return PodRequest(name, cpu, memory, node_selector=selector)

@@ -32,7 +32,6 @@ from lightkube.generic_resource import create_namespaced_resource
 from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
 from lightkube.resources.core_v1 import Node, Pod, Service
 from lightkube.resources.resource_v1 import ResourceClaim, ResourceSlice
-from lightkube.types import PatchType
 
 from kapell.api.errors import BackendError, UnschedulableError
 from kapell.api.model import Model
@@ -50,7 +49,7 @@ from kapell.backends.kubernetes.inventory import (
     devices_of,
     request_for,
 )
-from kapell.backends.kubernetes.store import FIELD_MANAGER, StoredModel
+from kapell.backends.kubernetes.store import StoredModel, server_side_apply
 from kapell.policy.placement.inventory import Decision
 from kapell.policy.placement.policies import Policy, make_policy
 from kapell.policy.placement.requests import PodRequest
@@ -539,16 +538,7 @@ class KubeReplicas:
     # --- writes -----------------------------------------------------------------------------
 
     def _apply(self, resource: Any, manifest: dict[str, Any]) -> dict[str, Any]:
-        meta = manifest["metadata"]
-        obj = self._client.patch(
-            resource,
-            meta["name"],
-            manifest,
-            namespace=meta.get("namespace"),
-            patch_type=PatchType.APPLY,
-            field_manager=FIELD_MANAGER,
-            force=True,
-        )
+        obj = server_side_apply(self._client, resource, manifest)
         self._count_write()
         result: dict[str, Any] = obj.to_dict()
         return result
@@ -600,9 +590,9 @@ class KubeReplicas:
         """Have a writer apply the InferencePool and InferenceObjective of a Model that has
         replicas, once per Model object and priority, while the CRDs are installed."""
         stored = self._stored(model_key)
-        if stored is None or stored.model is None or stored.deleting:
+        if stored is None or stored.resource is None or stored.deleting:
             return
-        model = stored.model
+        model = stored.resource
         key, applied = (
             (model.metadata.namespace, model.metadata.name),
             (stored.uid, model.spec.priority),

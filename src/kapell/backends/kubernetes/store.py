@@ -1,10 +1,12 @@
-"""Models stored as custom resources: the controllers' ``Store`` over the Kubernetes API.
+"""kapell's kinds stored as custom resources: the controllers' ``Store`` over the Kubernetes API.
 
-Desired state is the ``models.kapell.dev`` objects users apply with kubectl; an informer keeps a
-parsed copy, so ``get`` never calls the apiserver. Status goes through the status subresource by
-server-side apply (field manager ``kapell``) with the generation it describes as
-``observedGeneration``, and only when it changed, so a resync costs no write. A finalizer holds a
-deleted Model until its replicas are gone; the controller sees a Model being deleted as absent.
+Desired state is the objects of one kind (``models.kapell.dev``, ``trainingjobs.kapell.dev``)
+users apply with kubectl, one store per kind; an informer keeps a parsed copy, so ``get`` never
+calls the apiserver. Status goes through the status subresource by server-side apply (field
+manager ``kapell``) with the generation it describes as ``observedGeneration``, and only when
+it changed, so a resync costs no write. Until the informer has seen a status set here, ``get``
+returns the object with that status (read your writes). A finalizer holds a deleted Model
+until its replicas are gone; the controller sees an object being deleted as absent.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import httpx2 as httpx  # the HTTP client lightkube 1.x is built on
 from lightkube import ApiError, Client
@@ -23,7 +25,8 @@ from lightkube.generic_resource import create_namespaced_resource
 from lightkube.types import PatchType
 from pydantic import ValidationError
 
-from kapell.api import Model
+from kapell.api import Model, Resource, TrainingJob
+from kapell.api.crd import plural_of
 from kapell.api.meta import API_GROUP, API_VERSION
 from kapell.backends.kubernetes.informer import Informer, Key
 
@@ -33,24 +36,45 @@ FIELD_MANAGER = "kapell"
 FINALIZER = "kapell.dev/replicas"
 STATUS_WRITERS = 4
 ModelResource = create_namespaced_resource(API_GROUP, "v1alpha1", "Model", "models")
+TrainingJobResource = create_namespaced_resource(
+    API_GROUP, "v1alpha1", "TrainingJob", plural_of("TrainingJob")
+)
+R = TypeVar("R", bound=Resource)
 
 
 @dataclass(frozen=True)
-class StoredModel:
-    """What the operator keeps of one Model object."""
+class Stored(Generic[R]):
+    """What the operator keeps of one object of a kapell kind."""
 
     uid: str
     generation: int
     deleting: bool
     finalizers: tuple[str, ...]
-    model: Model | None  # None when the object does not parse (reported in its status)
+    resource: R | None  # None when the object does not parse (reported in its status)
     error: str = ""
     status: str = ""  # the status as stored, JSON with sorted keys, to skip no-op writes
     observed_generation: int = 0
 
 
+StoredModel = Stored[Model]
+
+
 def model_key(namespace: str, name: str) -> str:
     return f"Model/{namespace}/{name}"
+
+
+def server_side_apply(client: Client, resource: Any, manifest: dict[str, Any]) -> Any:
+    """Apply ``manifest`` as kapell (field manager ``kapell``, taking over conflicting fields)."""
+    meta = manifest["metadata"]
+    return client.patch(
+        resource,
+        meta["name"],
+        manifest,
+        namespace=meta.get("namespace"),
+        patch_type=PatchType.APPLY,
+        field_manager=FIELD_MANAGER,
+        force=True,
+    )
 
 
 def resource_body(raw: dict[str, Any], kind: str) -> dict[str, Any]:
@@ -71,39 +95,59 @@ def resource_body(raw: dict[str, Any], kind: str) -> dict[str, Any]:
     }
 
 
-def parse_model(raw: dict[str, Any]) -> StoredModel:
+def parse_stored(raw: dict[str, Any], kind: type[R]) -> Stored[R]:
     meta = raw["metadata"]
     status = raw.get("status") or {}
     comparable = {k: v for k, v in status.items() if k != "observedGeneration"}
-    body = resource_body(raw, "Model")
-    model: Model | None
+    body = resource_body(raw, kind.model_fields["kind"].default)
+    resource: R | None
     error = ""
     try:
-        model = Model.model_validate(body)
+        resource = kind.model_validate(body)
     except ValidationError as exc:  # the CRD schema let through what kapell refuses
-        model = None
+        resource = None
         error = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-    return StoredModel(
+    return Stored(
         uid=meta.get("uid", ""),
         generation=int(meta.get("generation") or 0),
         deleting=bool(meta.get("deletionTimestamp")),
         finalizers=tuple(meta.get("finalizers") or ()),
-        model=model,
+        resource=resource,
         error=error,
         status=json.dumps(comparable, sort_keys=True),
         observed_generation=int(status.get("observedGeneration") or 0),
     )
 
 
-class KubeStore:
-    """``Store`` for controllers: Models from custom resources, status to their subresource."""
+def parse_model(raw: dict[str, Any]) -> StoredModel:
+    return parse_stored(raw, Model)
+
+
+def parse_training_job(raw: dict[str, Any]) -> Stored[TrainingJob]:
+    return parse_stored(raw, TrainingJob)
+
+
+class KubeStore(Generic[R]):
+    """``Store`` for controllers: one kind's custom resources, status to their subresource.
+
+    ``kind`` is the kapell class (``Model``, ``TrainingJob``), ``resource`` its lightkube
+    resource (``ModelResource``, ``TrainingJobResource``), ``parse`` its ``parse_*``."""
 
     def __init__(
-        self, client: Client, on_change: Callable[[str], None], namespace: str | None = None
+        self,
+        client: Client,
+        on_change: Callable[[str], None],
+        namespace: str | None,
+        kind: type[R],
+        resource: Any,
+        parse: Callable[[dict[str, Any]], Stored[R]],
     ) -> None:
         self._client = client
+        self._kind = kind.model_fields["kind"].default
+        self._resource = resource
         self._on_change = on_change
         self._written: dict[str, str] = {}
+        self._own: dict[str, tuple[int, str, dict[str, object]]] = {}  # last set, per key
         self._latest: dict[str, tuple[int, dict[str, object]]] = {}
         self._scheduled: set[str] = set()
         self._finalizing: set[str] = set()
@@ -111,15 +155,18 @@ class KubeStore:
         self._writer = ThreadPoolExecutor(STATUS_WRITERS, thread_name_prefix="kapell-status")
         self._lock = threading.Lock()
         self.writes = 0
-        self.informer: Informer[StoredModel] = Informer(
-            client, ModelResource, parse_model, self._changed, namespace=namespace
+        self.informer: Informer[Stored[R]] = Informer(
+            client, resource, parse, self._changed, namespace=namespace
         )
 
     def close(self) -> None:
         """Drop queued status writes, as ``KubeReplicas.close`` does."""
         self._writer.shutdown(wait=False, cancel_futures=True)
 
-    def _changed(self, key: Key, stored: StoredModel | None) -> None:
+    def key(self, namespace: str, name: str) -> str:
+        return f"{self._kind}/{namespace}/{name}"
+
+    def _changed(self, key: Key, stored: Stored[R] | None) -> None:
         """Reconcile on what the controller acts on: not on status writes, its own above all."""
         acted_on = (
             None
@@ -133,34 +180,45 @@ class KubeStore:
                 self._acted_on.pop(key, None)
             else:
                 self._acted_on[key] = acted_on
-        self._on_change(model_key(*key))
+        self._on_change(self.key(*key))
 
-    def stored(self, key: str) -> StoredModel | None:
+    def stored(self, key: str) -> Stored[R] | None:
         _, namespace, name = key.split("/", 2)
         return self.informer.get((namespace, name))
 
-    def model_keys(self) -> list[str]:
+    def object_keys(self) -> list[str]:
         return [
-            model_key(s.model.metadata.namespace, s.model.metadata.name)
+            self.key(s.resource.metadata.namespace, s.resource.metadata.name)
             for s in self.informer.items()
-            if s.model is not None
+            if s.resource is not None
         ]
 
-    def get(self, key: str) -> Model | None:
+    def get(self, key: str) -> R | None:
         stored = self.stored(key)
-        if stored is None or stored.deleting or stored.model is None:
+        if stored is None or stored.deleting or stored.resource is None:
             return None
-        return stored.model
+        with self._lock:
+            own = self._own.get(key)
+        if own is None or own[0] != stored.generation or own[1] == stored.status:
+            return stored.resource
+        # The informer has not yet seen the status last set here: a controller whose status is
+        # its memory (a TrainingJob's attempt) must read its own write, not act twice.
+        body = stored.resource.model_dump(mode="json", by_alias=True)
+        body["status"] = own[2]
+        return type(stored.resource).model_validate(body)
 
     def set_status(self, key: str, status: dict[str, object]) -> None:
-        """Queue the status for a writer thread; writes of one Model coalesce (latest wins),
-        so a reconcile never waits on the apiserver for what is only a report."""
+        """Queue the status for a writer thread; writes of one object coalesce (latest wins),
+        so a reconcile never waits on the apiserver for what is only a report. Unset fields
+        (``None``) are left out: the CRD's schema has no nullable fields."""
         stored = self.stored(key)
         if stored is None or stored.deleting:
             return
+        status = {k: v for k, v in status.items() if v is not None and k != "observedGeneration"}
         payload = json.dumps(status, sort_keys=True)
         written = f"{stored.generation}|{payload}"
         with self._lock:
+            self._own[key] = (stored.generation, payload, status)
             if self._written.get(key) == written:
                 return
         if stored.status == payload and stored.observed_generation == stored.generation:
@@ -188,13 +246,13 @@ class KubeStore:
         _, namespace, name = key.split("/", 2)
         body = {
             "apiVersion": API_VERSION,
-            "kind": "Model",
+            "kind": self._kind,
             "metadata": {"name": name, "namespace": namespace},
             "status": {**status, "observedGeneration": generation},
         }
         try:
             self._client.patch(
-                ModelResource.Status,
+                self._resource.Status,
                 name,
                 body,
                 namespace=namespace,
@@ -211,7 +269,7 @@ class KubeStore:
             self._written[key] = written
 
     def ensure_finalizer(self, key: str) -> None:
-        """Add the finalizer to a live Model that lacks it (so deletion waits for cleanup)."""
+        """Add the finalizer to a live object that lacks it (so deletion waits for cleanup)."""
         stored = self.stored(key)
         if stored is None or stored.deleting or FINALIZER in stored.finalizers:
             return
@@ -222,7 +280,7 @@ class KubeStore:
             self._finalizing.add(marker)
         self._writer.submit(self._add_finalizer, key, stored, marker)
 
-    def _add_finalizer(self, key: str, stored: StoredModel, marker: str) -> None:
+    def _add_finalizer(self, key: str, stored: Stored[R], marker: str) -> None:
         try:
             self._set_finalizers(key, stored, [*stored.finalizers, FINALIZER])
         except (ApiError, httpx.HTTPError, OSError) as exc:
@@ -231,15 +289,15 @@ class KubeStore:
                 self._finalizing.discard(marker)  # the next reconcile tries again
 
     def release(self, key: str) -> None:
-        """Drop the finalizer of a Model being deleted once nothing it made is left."""
+        """Drop the finalizer of an object being deleted once nothing it made is left."""
         stored = self.stored(key)
         if stored is None or not stored.deleting or FINALIZER not in stored.finalizers:
             return
         self._set_finalizers(key, stored, [f for f in stored.finalizers if f != FINALIZER])
 
-    def _set_finalizers(self, key: str, stored: StoredModel, finalizers: list[str]) -> None:
+    def _set_finalizers(self, key: str, stored: Stored[R], finalizers: list[str]) -> None:
         _, namespace, name = key.split("/", 2)
-        # A JSON patch with a test on the uid: never touch a re-created Model of the same name.
+        # A JSON patch with a test on the uid: never touch a re-created object of the same name.
         patch = [
             {"op": "test", "path": "/metadata/uid", "value": stored.uid},
             {"op": "replace" if stored.finalizers else "add", "path": "/metadata/finalizers",
@@ -247,7 +305,7 @@ class KubeStore:
         ]  # fmt: skip
         try:
             self._client.patch(
-                ModelResource, name, patch, namespace=namespace, patch_type=PatchType.JSON
+                self._resource, name, patch, namespace=namespace, patch_type=PatchType.JSON
             )
         except ApiError as exc:
             if exc.status.code not in (404, 409, 422):  # gone, or changed under us: next event
