@@ -189,17 +189,6 @@ class VectorStoreSpec(Spec):
     storage: VectorStorage = Field(default_factory=VectorStorage)
 
 
-class PromptRetrieval(Spec):
-    """Retrieval-augmented generation for a Prompt: before rendering, the gateway searches
-    ``vectorStore`` for the request's ``queryVariable`` and puts the ``topK`` chunks found,
-    best first, into ``contextVariable``."""
-
-    vector_store: Name
-    top_k: Annotated[int, Field(ge=1, le=50)] = 4
-    query_variable: str = Field(default="question", min_length=1)
-    context_variable: str = Field(default="context", min_length=1)
-
-
 class VectorStore(Resource):
     kind: Literal["VectorStore"] = "VectorStore"
     spec: VectorStoreSpec

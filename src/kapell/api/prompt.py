@@ -76,6 +76,17 @@ class PromptRollout(Spec):
 Role = Literal["system", "developer", "user"]
 
 
+class PromptRetrieval(Spec):
+    """Retrieval-augmented generation for a Prompt: before rendering, the gateway searches
+    ``vectorStore`` for the request's ``queryVariable`` and puts the ``topK`` chunks found,
+    best first, into ``contextVariable``."""
+
+    vector_store: Name
+    top_k: Annotated[int, Field(ge=1, le=50)] = 4
+    query_variable: str = Field(default="question", min_length=1)
+    context_variable: str = Field(default="context", min_length=1)
+
+
 class PromptSpec(Spec):
     """A prompt template and its version; applying a new version starts its rollout."""
 
@@ -87,6 +98,26 @@ class PromptSpec(Spec):
     version: Annotated[int, Field(ge=1)] = 1
     role: Role = Field(default="system", description="The role of the rendered message")
     rollout: PromptRollout = Field(default_factory=PromptRollout)
+    retrieval: PromptRetrieval | None = Field(
+        default=None, description="Fill a variable with chunks found in a VectorStore"
+    )
+
+    @model_validator(mode="after")
+    def _retrieval_fills_a_template_variable(self) -> PromptSpec:
+        """The query is a variable callers send, the context one the gateway fills: both
+        must be in the template (a version's variables are exactly the template's)."""
+        if self.retrieval is None:
+            return self
+        used = template_variables(self.template)
+        for field, name in (
+            ("queryVariable", self.retrieval.query_variable),
+            ("contextVariable", self.retrieval.context_variable),
+        ):
+            if name not in used:
+                raise ValueError(
+                    f"retrieval.{field} '{name}' must appear in the template as {{{{{name}}}}}"
+                )
+        return self
 
     @model_validator(mode="after")
     def _variables_match_template(self) -> PromptSpec:
@@ -110,6 +141,7 @@ class PromptVersion(Spec):
     template: str
     variables: list[str]
     role: Role = "system"
+    retrieval: PromptRetrieval | None = None
 
     @classmethod
     def of(cls, spec: PromptSpec) -> PromptVersion:
@@ -120,6 +152,7 @@ class PromptVersion(Spec):
             template=spec.template,
             variables=variables,
             role=spec.role,
+            retrieval=spec.retrieval,
         )
 
 
@@ -127,7 +160,7 @@ def version_conflict(name: str, stored: PromptVersion, applied: PromptVersion) -
     """Why ``applied`` may not replace ``stored`` (same number), or None if they are equal."""
     if stored == applied:
         return None
-    fields = ("model", "template", "variables", "role")
+    fields = ("model", "template", "variables", "role", "retrieval")
     changed = [f for f in fields if getattr(stored, f) != getattr(applied, f)]
     return (
         f"prompt '{name}' version {stored.version} is already applied with another "

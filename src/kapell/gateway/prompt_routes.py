@@ -25,6 +25,7 @@ from starlette.types import Message, Receive, Scope, Send
 from kapell.gateway.errors import GatewayError, send_error, send_json
 from kapell.gateway.prompts import PromptRef, Selection
 from kapell.gateway.proxy import ClientGone, ProxyRoute, _header, _read_body, _usage_from
+from kapell.gateway.vectors.retrieval import with_retrieved_context
 
 if TYPE_CHECKING:
     from kapell.gateway.app import Gateway
@@ -103,8 +104,26 @@ async def _forward(
     return observed
 
 
-def _select(gateway: Gateway, payload: dict[str, Any], scope: Scope) -> Selection:
-    return gateway.prompts.select(PromptRef.parse(payload.pop("prompt")), _user(payload, scope))
+async def _select(gateway: Gateway, payload: dict[str, Any], scope: Scope) -> Selection:
+    """The version the caller gets, rendered; a version that retrieves has the chunks its
+    vector store finds for the query put into its context variable first."""
+    ref = PromptRef.parse(payload.pop("prompt"))
+    selection = gateway.prompts.select(ref, _user(payload, scope))
+    retrieval = selection.version.retrieval
+    if retrieval is None:
+        return selection
+    if gateway.vectors is None:
+        raise GatewayError(
+            400,
+            f"prompt '{ref.name}' retrieves from vector store '{retrieval.vector_store}', but "
+            "this gateway serves no vector stores",
+            code="vector_store_not_found",
+        )
+    authorization = _header(scope, b"authorization")
+    variables = await with_retrieved_context(
+        ref.variables, retrieval, gateway.vectors, authorization, ref.name
+    )
+    return gateway.prompts.rendered(selection, variables)
 
 
 def _json_object(body: bytes) -> dict[str, Any]:
@@ -140,7 +159,7 @@ class PromptedChat(_PromptRoute):
             payload = _with_prompt(body)
             if payload is not None:
                 gateway.tenants.authenticate(_header(scope, b"authorization"))
-                selection = _select(gateway, payload, scope)
+                selection = await _select(gateway, payload, scope)
                 messages = payload.get("messages", [])
                 if not isinstance(messages, list):
                     raise _bad("'messages' must be a list of message objects", "messages")
@@ -219,7 +238,7 @@ class Responses(_PromptRoute):
                 raise _bad("streaming is not supported on /v1/responses; use "
                            "/v1/chat/completions with stream", "stream")  # fmt: skip
             echoed = payload.get("prompt")
-            chat, selection = self._chat_request(payload, scope)
+            chat, selection = await self._chat_request(payload, scope)
         except GatewayError as error:
             await send_error(send, error)
             return
@@ -235,7 +254,7 @@ class Responses(_PromptRoute):
             gateway.prompts.remember(response["id"], selection.name, selection.version.version)
         await send_json(send, 200, json.dumps(response).encode(), captured.version_header())
 
-    def _chat_request(
+    async def _chat_request(
         self, payload: dict[str, Any], scope: Scope
     ) -> tuple[dict[str, Any], Selection | None]:
         messages: list[dict[str, str]] = []
@@ -244,7 +263,7 @@ class Responses(_PromptRoute):
             messages.append({"role": "system", "content": instructions})
         selection = None
         if payload.get("prompt") is not None:
-            selection = _select(self._gateway, payload, scope)
+            selection = await _select(self._gateway, payload, scope)
             messages.append({"role": selection.version.role, "content": selection.text})
             model: object = selection.version.model
         else:

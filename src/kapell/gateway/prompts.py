@@ -17,7 +17,7 @@ import hashlib
 import random
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from kapell.api.prompt import PLACEHOLDER, Prompt, PromptVersion, VersionCounts
@@ -173,12 +173,19 @@ class PromptTable:
                 404,
                 "prompt_version_not_found",
             )
+        chosen = Selection(served.prompt.key, ref.name, version, "", served.slow_s)
+        if version.retrieval is not None:
+            return chosen  # rendered once its context is retrieved (``rendered``)
+        return self.rendered(chosen, ref.variables)
+
+    def rendered(self, selection: Selection, variables: dict[str, Any]) -> Selection:
+        """``selection`` with its version's template filled; a 400 counted for the version."""
         try:
-            text = render(version, ref.variables)
+            text = render(selection.version, variables)
         except GatewayError:
-            self.record(served.prompt.key, ref.name, number, 400, 0.0, 0, 0)
+            self.record(selection.key, selection.name, selection.version.version, 400, 0.0, 0, 0)
             raise
-        return Selection(served.prompt.key, ref.name, version, text, served.slow_s)
+        return replace(selection, text=text)
 
     def _split(self, served: _Served, user: str | None) -> int:
         if not served.split:

@@ -10,6 +10,7 @@ import asyncio
 import socket
 import threading
 from collections.abc import Callable, Coroutine, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -77,10 +78,12 @@ def loop_thread() -> Iterator[LoopThread]:
 class Stack:
     """A gateway in front of stub engines, all on ``loop_thread``."""
 
-    def __init__(self, loop_thread: LoopThread, config: GatewayConfig) -> None:
+    def __init__(
+        self, loop_thread: LoopThread, config: GatewayConfig, vectors_dir: Path | None = None
+    ) -> None:
         self.loop_thread = loop_thread
         self.source = StaticEndpointSource()
-        self.gateway = Gateway(self.source, config)
+        self.gateway = Gateway(self.source, config, vectors_dir=vectors_dir)
         self.url = loop_thread.serve(self.gateway.app)
         self.engines: dict[str, StubEngine] = {}
 

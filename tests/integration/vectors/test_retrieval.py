@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from kapell.api.kinds import PromptRetrieval
+from kapell.api.prompt import PromptRetrieval
 from kapell.gateway.errors import GatewayError
 from kapell.gateway.vectors.chunking import Chunking
 from kapell.gateway.vectors.retrieval import SEPARATOR, with_retrieved_context

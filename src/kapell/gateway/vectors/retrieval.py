@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kapell.api.kinds import PromptRetrieval
+from kapell.api.prompt import PromptRetrieval
 from kapell.gateway.errors import GatewayError
 from kapell.gateway.vectors.service import VectorStores
 
