@@ -163,6 +163,7 @@ PYDANTIC_ONLY = {
     "PromptRollout._steps_increase": "comparing neighbours needs indexing by a variable, "
     "which CEL lacks; checked by kapell on apply",
     "PromptSpec._variables_match_template": "placeholders are found by a regular expression",
+    "PromptSpec._retrieval_fills_a_template_variable": "placeholders are found by a regular expression",
 }
 
 
