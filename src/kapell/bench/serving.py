@@ -27,7 +27,8 @@ import numpy as np
 from kapell.api import ObjectMeta
 from kapell.api.errors import KapellError
 from kapell.api.model import Model, ModelSpec, RoutingStrategy
-from kapell.backends.sim.slices import WHOLE_GPU, ReplicaSize, replica_size, slo_feasible
+from kapell.backends.sim.sizing import candidate_sizes, peak_tokens_per_s, size_option
+from kapell.backends.sim.slices import WHOLE_GPU, ReplicaSize, replica_size
 from kapell.backends.sim.twin import SimSettings
 from kapell.bench.traces import Trace, TraceRequest
 from kapell.bench.twin_replay import Twin, TwinConfig, TwinRun
@@ -53,11 +54,6 @@ DEFAULT_SIZES = {"kapell": AUTO_SIZE, "kpa": WHOLE_GPU, "static": WHOLE_GPU}
 """The replica size of a bare autoscaler name."""
 SIZE_PROMPT_PERCENTILE = 99
 """``@auto`` checks the TTFT target at this percentile of the warm-up's prompt lengths."""
-IDLE_PREFILL_SHARE_OF_TTFT = 0.5
-"""``@auto``: an idle replica must prefill that prompt within this share of the TTFT target, so
-the prompt still meets the target behind the queueing a busy replica adds (a slice that only
-just meets it idle misses it under load: on the Mooncake trace 4g.40gb met 5 s idle and
-never reached 99% attainment)."""
 
 
 class ServingBenchError(KapellError):
@@ -127,9 +123,7 @@ def resolve_size(trace: Trace, options: ServeOptions, label: str) -> ReplicaSize
     warmup = [r for r in trace.requests if r.arrival_s < warmup_s]
     prompts = [r.prompt_tokens for r in warmup] or [1]
     prompt = int(np.percentile(prompts, SIZE_PROMPT_PERCENTILE))
-    candidates = slo_feasible(
-        profile, prompt, options.slo_ttft_s * IDLE_PREFILL_SHARE_OF_TTFT, options.slo_tpot_s
-    )
+    candidates = candidate_sizes(profile, prompt, options.slo_ttft_s, options.slo_tpot_s)
     if not warmup:
         return candidates[-1]  # nothing seen, nothing to size for: whole GPUs, as the peers
     span_s = max(warmup_s, warmup[-1].arrival_s, 1e-9)
@@ -139,18 +133,13 @@ def resolve_size(trace: Trace, options: ServeOptions, label: str) -> ReplicaSize
     def serves(option: SizeOption, replicas: int) -> bool:
         return warmup_serves(trace, options, warmup, sizes[option.name], replicas)
 
-    chosen = choose_size(
+    chosen, _ = choose_size(
         [size_option(c) for c in candidates],
         mean_tokens_per_s,
         serves,
         max_replicas=options.max_replicas,
     )
     return sizes[chosen.name]
-
-
-def size_option(size: ReplicaSize) -> SizeOption:
-    """What the sizing policy knows of a replica size."""
-    return SizeOption(size.name, size.gpu_fraction, peak_tokens_per_s(size))
 
 
 def warmup_serves(
@@ -185,14 +174,6 @@ def twin_config(
         gpu_fraction=size.gpu_fraction,
     )
     return TwinConfig(replicas=replicas, initial_replicas=initial_replicas, tune=tune)
-
-
-def peak_tokens_per_s(size: ReplicaSize) -> float:
-    """More tokens per second than one replica can process: a full step of prompt tokens
-    (the most tokens a step holds, at the lowest cost per token, without the decode steps'
-    KV reads), with 10% to spare."""
-    step_tokens = size.profile.max_batched_tokens
-    return 1.1 * step_tokens / size.profile.prefill_s(step_tokens)
 
 
 def twin_model(options: ServeOptions, name: str, knob: float | None) -> Model:

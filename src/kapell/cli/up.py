@@ -31,12 +31,14 @@ from kapell.backends.local.replicas import HOST, LocalReplicas
 from kapell.backends.local.spend import SpendLedger
 from kapell.backends.local.store import SQLiteStore, utc_now
 from kapell.backends.local.training import LocalRayJobs
+from kapell.backends.sim.sizing import LatencyModelSizes
 from kapell.cli.accounting import Accountant
 from kapell.cli.client import INSTANCE_FILE, state_dir_default
 from kapell.cli.serving import bind, server
 from kapell.control.loop import ReconcileLoop
 from kapell.control.model import ModelController
 from kapell.control.scaling import PolicyScaler
+from kapell.control.sizing import PolicySizer
 from kapell.control.training import TrainingJobController
 from kapell.gateway.app import create_app
 from kapell.gateway.config import GatewayConfig
@@ -132,6 +134,11 @@ async def run(
         time.monotonic,
         utc_now,
         over_budget=lambda model: accountant.over_budget(model.metadata.namespace),
+        sizer=PolicySizer(
+            lambda model: demand(model, 0),
+            LatencyModelSizes(),
+            lambda model: replicas.cold_start_s(model.key),
+        ),
     )
     training = LocalRayJobs(
         state_dir / "logs", state_dir / "checkpoints", lambda key: reconciler.enqueue(key),

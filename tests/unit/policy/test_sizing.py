@@ -38,14 +38,14 @@ def test_no_fleet_at_or_above_the_bound_is_tried() -> None:
 
 def test_the_least_share_wins_and_whole_gpus_when_no_slice_beats_one() -> None:
     serves, _ = _needs({"1g": 7, "3g": 2})  # seven 1g slices make a whole GPU: no saving
-    assert choose_size([SMALL, SLICE, GPU], 3000.0, serves, max_replicas=8) == SLICE
+    assert choose_size([SMALL, SLICE, GPU], 3000.0, serves, max_replicas=8) == (SLICE, 6 / 7)
     serves, _ = _needs({"1g": 9, "3g": 3})
-    assert choose_size([SMALL, SLICE, GPU], 3000.0, serves, max_replicas=8) == GPU
+    assert choose_size([SMALL, SLICE, GPU], 3000.0, serves, max_replicas=8) == (GPU, 1.0)
 
 
 @given(st.integers(1, 9), st.integers(1, 5), st.floats(1.0, 20_000.0))
 def test_the_choice_never_costs_more_than_a_whole_gpu(small: int, mid: int, rate: float) -> None:
     serves, _ = _needs({"1g": small, "3g": mid})
-    chosen = choose_size([SMALL, SLICE, GPU], rate, serves, max_replicas=64)
+    chosen, _ = choose_size([SMALL, SLICE, GPU], rate, serves, max_replicas=64)
     if chosen != GPU:
         assert fleet_share(chosen, rate, serves, below_share=1.0, max_replicas=64) < 1.0
