@@ -51,7 +51,7 @@ def bursty_trace(shape: BurstyShape) -> Trace:
     t_s, on, next_block = 0.0, True, 1_000_000
     while t_s < shape.duration_s:
         phase_s = rng.expovariate(1.0 / (shape.on_mean_s if on else shape.off_mean_s))
-        rate = shape.rate_per_s * math.exp(rng.gauss(-shape.rate_sigma**2 / 2, shape.rate_sigma))
+        rate = shape.rate_per_s * math.exp(rng.gauss(-(shape.rate_sigma**2) / 2, shape.rate_sigma))
         if not on:
             rate = shape.rate_per_s * shape.off_rate_share
         end_s = min(t_s + phase_s, shape.duration_s)

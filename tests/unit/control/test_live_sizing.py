@@ -7,6 +7,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from tests.unit.control.test_model_controller import ReplicaTable
+
 from kapell.api import Model
 from kapell.api.loader import load_text
 from kapell.backends.local.store import SQLiteStore
@@ -15,7 +17,6 @@ from kapell.control.scaling import PolicyScaler
 from kapell.control.sizing import PolicySizer, sized
 from kapell.policy.autoscale import DemandSample
 from kapell.policy.sizing import SizeOption, SteadyDemand
-from tests.unit.control.test_model_controller import ReplicaTable
 
 AUTO = """\
 apiVersion: kapell.dev/v1alpha1
