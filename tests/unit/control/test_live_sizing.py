@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from tests.unit.control.test_model_controller import ReplicaTable
+from tests.unit.control.test_model_controller import SPEC, ReplicaTable
 
 from kapell.api import Model
 from kapell.api.loader import load_text
@@ -18,16 +18,7 @@ from kapell.control.sizing import PolicySizer, sized
 from kapell.policy.autoscale import DemandSample
 from kapell.policy.sizing import SizeOption, SteadyDemand
 
-AUTO = """\
-apiVersion: kapell.dev/v1alpha1
-kind: Model
-metadata: {name: m}
-spec:
-  source: {uri: h100-llama3-8b}
-  engine: {name: sim}
-  resources: {gpu: auto}
-  scaling: {minReplicas: 2, maxReplicas: 4}
-"""
+AUTO = SPEC.replace("MIN", "2") + "  resources: {gpu: auto}\n"
 SLICE = SizeOption("3g.40gb", 3 / 7, 10_000.0)
 GPU = SizeOption("gpu", 1.0, 40_000.0)
 SLICE_CARRIES = 2_000.0
