@@ -264,7 +264,7 @@ def summarize(run: TwinRun, options: ServeOptions, measured_from_s: float = 0.0)
     tpot = np.array([(r.finish_s - r.first_token_s) for r in records]) / decode_tokens
     good = (ttft <= options.slo_ttft_s) & (tpot <= options.slo_tpot_s)
     waited = np.array([r.waited_for_replica for r in records], dtype=bool)
-    gpu_s = _gpu_seconds_since(run, warmup_s)
+    gpu_s = _gpu_seconds_between(run, warmup_s, end_s)
     hits = sum(r.cached_tokens for r in records)
     queries = sum(r.prompt_tokens for r in records)
     return {
@@ -294,12 +294,21 @@ def warmup_for(options: ServeOptions, duration_s: float) -> float:
     return min(300.0, duration_s)
 
 
-def _gpu_seconds_since(run: TwinRun, start_s: float) -> float:
+def _gpu_seconds_between(run: TwinRun, start_s: float, end_s: float) -> float:
+    """GPU-seconds billed in ``[start_s, end_s]``, the same window for every policy.
+
+    The running total is sampled at every reconcile, whose times differ between policies;
+    reading it at the sample at or before each end (as this once did) billed a policy up to a
+    reconcile period of its whole fleet more than another holding the same replicas (kapell and
+    a static fleet of the same two GPUs differed by 0.1%). The total grows linearly between
+    samples while no replica changes state, so it is interpolated at both ends.
+    """
     points = run.gpu_seconds_by_window
     if not points:
         return 0.0
-    before = [gpu_s for t_s, gpu_s in points if t_s <= start_s]
-    return points[-1][1] - (before[-1] if before else 0.0)
+    times = [t_s for t_s, _ in points]
+    totals = [gpu_s for _, gpu_s in points]
+    return float(np.interp(end_s, times, totals) - np.interp(start_s, times, totals))
 
 
 def _pct(values: np.ndarray, q: float) -> float:
