@@ -164,6 +164,7 @@ PYDANTIC_ONLY = {
     "which CEL lacks; checked by kapell on apply",
     "PromptSpec._variables_match_template": "placeholders are found by a regular expression",
     "PromptSpec._retrieval_fills_a_template_variable": "placeholders are found by a regular expression",
+    "Resources._auto_shorthand": "a local-file shorthand (gpu: auto); the CRD takes {auto: true}",
 }
 
 
@@ -196,19 +197,37 @@ def test_every_validator_has_a_cel_rule_or_says_why_not() -> None:
     count=st.one_of(st.none(), st.integers(0, 3)),
     mig=st.one_of(st.none(), st.sampled_from(["1g.10gb", "3g.40gb"])),
     milli=st.one_of(st.none(), st.integers(1, 999)),
+    auto=st.one_of(st.none(), st.booleans()),
 )
 def test_gpu_rule_agrees_with_pydantic(
-    count: int | None, mig: str | None, milli: int | None
+    count: int | None, mig: str | None, milli: int | None, auto: bool | None
 ) -> None:
-    raw = {
-        k: v for k, v in (("count", count), ("migProfile", mig), ("milli", milli)) if v is not None
-    }
+    pairs = (("count", count), ("migProfile", mig), ("milli", milli), ("auto", auto))
+    raw = {k: v for k, v in pairs if v is not None}
     ok, message = _pydantic(GPURequest, raw)
     cel_ok, broken = _verdict("spec.resources.gpu", raw)
     assert cel_ok == ok, (raw, message, broken)
     if not ok:
-        assert broken == ["set only one of 'count', 'migProfile' or 'milli'"]
+        assert broken == ["set only one of 'count', 'migProfile', 'milli' or 'auto'"]
         assert broken[0] in message
+
+
+@given(
+    engine=st.sampled_from(["sim", "vllm", None]),
+    gpu=st.sampled_from([None, {}, {"auto": True}, {"auto": False, "count": 1}]),
+)
+def test_auto_size_rule_agrees_with_pydantic(
+    engine: str | None, gpu: dict[str, Any] | None
+) -> None:
+    raw: dict[str, Any] = {"source": {"uri": "h100-llama3-8b"}}
+    raw |= {"engine": {"name": engine}} if engine else {}
+    raw |= {"resources": {"gpu": gpu}} if gpu is not None else {}
+    ok, message = _pydantic(ModelSpec, raw)
+    cel_ok, broken = _verdict("spec", raw)
+    assert cel_ok == ok, (raw, message, broken)
+    assert ok == (engine == "sim" or not (gpu or {}).get("auto")), raw
+    if not ok:
+        assert len(broken) == 1 and broken[0] in message
 
 
 @given(

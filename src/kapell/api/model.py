@@ -52,7 +52,11 @@ RoutingStrategy = Literal["least-tokens", "prefix-affinity", "round-robin"]
 
 
 _ONE_SOURCE = "set exactly one of 'uri' (weights to serve) or 'url' (external)"
-_ONE_GPU_KIND = "set only one of 'count', 'migProfile' or 'milli'"
+_ONE_GPU_KIND = "set only one of 'count', 'migProfile', 'milli' or 'auto'"
+_AUTO_NEEDS_SIM = (
+    "resources.gpu.auto sizes replicas from the engine's latency model, which only engine "
+    "'sim' has: set engine.name: sim, or a size (count, migProfile or milli)"
+)
 _ENGINE_SOURCE = "engine 'external' takes source.url; every other engine takes source.uri"
 
 
@@ -118,7 +122,9 @@ class EngineSpec(Spec):
 
 
 class GPURequest(Spec):
-    """A whole, partial or sliced GPU for one replica. Set at most one of count, mig, milli."""
+    """A whole, partial or sliced GPU for one replica. Set at most one of count, mig, milli,
+    auto. ``auto`` (``gpu: auto`` for short) lets the sizing policy pick the slice or whole GPU
+    from the Model's observed demand (``status.replicaSize`` says which, and why)."""
 
     count: Annotated[int, Field(ge=0, le=64)] = 0
     mig_profile: str | None = Field(
@@ -132,6 +138,10 @@ class GPURequest(Spec):
     memory: Quantity | None = Field(default=None, description="Minimum GPU memory, e.g. '20Gi'")
     models: list[str] = Field(default_factory=list, description="Acceptable GPU models")
     sharing: Literal["time-slicing", "mps"] = "time-slicing"
+    auto: bool = Field(
+        default=False,
+        description="Size each replica from observed demand: a MIG slice or a whole GPU",
+    )
 
     @field_validator("mig_profile")
     @classmethod
@@ -143,11 +153,11 @@ class GPURequest(Spec):
     @model_validator(mode="after")
     @cel(
         "(has(self.count) && self.count > 0 ? 1 : 0) + (has(self.migProfile) ? 1 : 0)"
-        " + (has(self.milli) ? 1 : 0) <= 1",
+        " + (has(self.milli) ? 1 : 0) + (has(self.auto) && self.auto ? 1 : 0) <= 1",
         _ONE_GPU_KIND,
     )
     def _one_kind(self) -> GPURequest:
-        kinds = [self.count > 0, self.mig_profile is not None, self.milli is not None]
+        kinds = [self.count > 0, self.mig_profile is not None, self.milli is not None, self.auto]
         if sum(kinds) > 1:
             raise ValueError(_ONE_GPU_KIND)
         return self
@@ -168,6 +178,18 @@ class Resources(Spec):
     cpu: Quantity = "1"
     memory: Quantity = "2Gi"
     gpu: GPURequest | None = None
+
+    @field_validator("gpu", mode="before")
+    @classmethod
+    def _auto_shorthand(cls, gpu: object) -> object:
+        """``gpu: auto`` is ``gpu: {auto: true}``; any other string is a mistake worth naming."""
+        if isinstance(gpu, str):
+            if gpu != "auto":
+                raise ValueError(
+                    f"expected 'auto' or a mapping (count, migProfile, milli, auto), got {gpu!r}"
+                )
+            return {"auto": True}
+        return gpu
 
 
 class ScalingSpec(Spec):
@@ -245,6 +267,21 @@ class ModelSpec(Spec):
             raise ValueError(_ENGINE_SOURCE)
         return self
 
+    @model_validator(mode="after")
+    @cel("!(has(self.resources) && has(self.resources.gpu) && has(self.resources.gpu.auto)"
+         " && self.resources.gpu.auto) || (has(self.engine) && self.engine.name == 'sim')",
+         _AUTO_NEEDS_SIM)  # fmt: skip
+    def _auto_needs_a_latency_model(self) -> ModelSpec:
+        gpu = self.resources.gpu
+        if gpu is not None and gpu.auto and self.engine.name != "sim":
+            raise ValueError(_AUTO_NEEDS_SIM)
+        return self
+
+    @property
+    def sized_automatically(self) -> bool:
+        """Whether the sizing policy picks each replica's GPU size (``resources.gpu.auto``)."""
+        return self.resources.gpu is not None and self.resources.gpu.auto
+
 
 class ModelStatus(Status):
     """Observed state of a Model."""
@@ -253,6 +290,10 @@ class ModelStatus(Status):
     ready_replicas: int = 0
     desired_replicas: int = 0
     endpoints: list[str] = Field(default_factory=list)
+    replica_size: str | None = Field(
+        default=None,
+        description="With resources.gpu.auto: the size replicas run at (a MIG profile or 'gpu')",
+    )
 
 
 class Model(Resource):

@@ -27,7 +27,8 @@ import numpy as np
 from kapell.api import ObjectMeta
 from kapell.api.errors import KapellError
 from kapell.api.model import Model, ModelSpec, RoutingStrategy
-from kapell.backends.sim.slices import WHOLE_GPU, ReplicaSize, replica_size, slo_feasible
+from kapell.backends.sim.sizing import candidate_sizes, peak_tokens_per_s, size_option
+from kapell.backends.sim.slices import WHOLE_GPU, ReplicaSize, replica_size
 from kapell.backends.sim.twin import SimSettings
 from kapell.bench.traces import Trace, TraceRequest
 from kapell.bench.twin_replay import TroughTwin, Twin, TwinConfig, TwinRun
@@ -53,11 +54,6 @@ DEFAULT_SIZES = {"kapell": AUTO_SIZE, "kpa": WHOLE_GPU, "static": WHOLE_GPU}
 """The replica size of a bare autoscaler name."""
 SIZE_PROMPT_PERCENTILE = 99
 """``@auto`` checks the TTFT target at this percentile of the warm-up's prompt lengths."""
-IDLE_PREFILL_SHARE_OF_TTFT = 0.5
-"""``@auto``: an idle replica must prefill that prompt within this share of the TTFT target, so
-the prompt still meets the target behind the queueing a busy replica adds (a slice that only
-just meets it idle misses it under load: on the Mooncake trace 4g.40gb met 5 s idle and
-never reached 99% attainment)."""
 
 
 class ServingBenchError(KapellError):
@@ -127,9 +123,7 @@ def resolve_size(trace: Trace, options: ServeOptions, label: str) -> ReplicaSize
     warmup = [r for r in trace.requests if r.arrival_s < warmup_s]
     prompts = [r.prompt_tokens for r in warmup] or [1]
     prompt = int(np.percentile(prompts, SIZE_PROMPT_PERCENTILE))
-    candidates = slo_feasible(
-        profile, prompt, options.slo_ttft_s * IDLE_PREFILL_SHARE_OF_TTFT, options.slo_tpot_s
-    )
+    candidates = candidate_sizes(profile, prompt, options.slo_ttft_s, options.slo_tpot_s)
     if not warmup:
         return candidates[-1]  # nothing seen, nothing to size for: whole GPUs, as the peers
     span_s = max(warmup_s, warmup[-1].arrival_s, 1e-9)
@@ -139,18 +133,13 @@ def resolve_size(trace: Trace, options: ServeOptions, label: str) -> ReplicaSize
     def serves(option: SizeOption, replicas: int) -> bool:
         return warmup_serves(trace, options, warmup, sizes[option.name], replicas)
 
-    chosen = choose_size(
+    chosen, _ = choose_size(
         [size_option(c) for c in candidates],
         mean_tokens_per_s,
         serves,
         max_replicas=options.max_replicas,
     )
     return sizes[chosen.name]
-
-
-def size_option(size: ReplicaSize) -> SizeOption:
-    """What the sizing policy knows of a replica size."""
-    return SizeOption(size.name, size.gpu_fraction, peak_tokens_per_s(size))
 
 
 def warmup_serves(
@@ -185,14 +174,6 @@ def twin_config(
         gpu_fraction=size.gpu_fraction,
     )
     return TwinConfig(replicas=replicas, initial_replicas=initial_replicas, tune=tune)
-
-
-def peak_tokens_per_s(size: ReplicaSize) -> float:
-    """More tokens per second than one replica can process: a full step of prompt tokens
-    (the most tokens a step holds, at the lowest cost per token, without the decode steps'
-    KV reads), with 10% to spare."""
-    step_tokens = size.profile.max_batched_tokens
-    return 1.1 * step_tokens / size.profile.prefill_s(step_tokens)
 
 
 def twin_model(options: ServeOptions, name: str, knob: float | None) -> Model:
@@ -286,7 +267,7 @@ def summarize(run: TwinRun, options: ServeOptions, measured_from_s: float = 0.0)
     tpot = np.array([(r.finish_s - r.first_token_s) for r in records]) / decode_tokens
     good = (ttft <= options.slo_ttft_s) & (tpot <= options.slo_tpot_s)
     waited = np.array([r.waited_for_replica for r in records], dtype=bool)
-    gpu_s = _gpu_seconds_since(run, warmup_s)
+    gpu_s = _gpu_seconds_between(run, warmup_s, end_s)
     hits = sum(r.cached_tokens for r in records)
     queries = sum(r.prompt_tokens for r in records)
     return {
@@ -316,12 +297,21 @@ def warmup_for(options: ServeOptions, duration_s: float) -> float:
     return min(300.0, duration_s)
 
 
-def _gpu_seconds_since(run: TwinRun, start_s: float) -> float:
+def _gpu_seconds_between(run: TwinRun, start_s: float, end_s: float) -> float:
+    """GPU-seconds billed in ``[start_s, end_s]``, the same window for every policy.
+
+    The running total is sampled at every reconcile, whose times differ between policies;
+    reading it at the sample at or before each end (as this once did) billed a policy up to a
+    reconcile period of its whole fleet more than another holding the same replicas (kapell and
+    a static fleet of the same two GPUs differed by 0.1%). The total grows linearly between
+    samples while no replica changes state, so it is interpolated at both ends.
+    """
     points = run.gpu_seconds_by_window
     if not points:
         return 0.0
-    before = [gpu_s for t_s, gpu_s in points if t_s <= start_s]
-    return points[-1][1] - (before[-1] if before else 0.0)
+    times = [t_s for t_s, _ in points]
+    totals = [gpu_s for _, gpu_s in points]
+    return float(np.interp(end_s, times, totals) - np.interp(start_s, times, totals))
 
 
 def _pct(values: np.ndarray, q: float) -> float:

@@ -282,11 +282,13 @@ def _shown_condition(status: dict[str, Any]) -> dict[str, Any] | None:
     return degraded or next((c for c in conditions if c["type"] == "Ready"), None)
 
 
-def _gpu(spec: dict[str, Any]) -> str:
+def _gpu(spec: dict[str, Any], status: dict[str, Any]) -> str:
     gpu = spec.get("resources", {}).get("gpu")
     if not gpu:
         return "-"
-    if gpu.get("migProfile"):
+    if gpu.get("auto"):  # the size the sizing policy chose (describe's Sized condition: why)
+        amount = f"auto: {status.get('replicaSize') or 'not chosen yet'}"
+    elif gpu.get("migProfile"):
         amount = f"mig {gpu['migProfile']}"
     elif gpu.get("milli"):
         amount = f"{gpu['milli']}m ({gpu.get('sharing', 'time-slicing')})"
@@ -341,7 +343,7 @@ def _print_resources(
             ids = [r["id"] for r in replicas if r["model_key"] == _key(item)]
             row += [
                 source,
-                _gpu(spec),
+                _gpu(spec, status),
                 ",".join(ids) or "-",
                 ",".join(status.get("endpoints", [])) or "-",
             ]

@@ -244,3 +244,33 @@ def _cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.3g}"
     return str(value)
+
+
+@sim_app.command("make-trace")
+def make_trace(
+    out: Annotated[Path, typer.Option(help="Where to write the trace (Mooncake .jsonl).")],
+    seed: int = 0,
+    duration_s: Annotated[float, typer.Option(min=1)] = 1800.0,
+    rate_per_s: Annotated[
+        float, typer.Option(min=0.001, help="Mean arrival rate in an ON phase.")
+    ] = 6.0,
+    on_mean_s: Annotated[float, typer.Option(min=1, help="Mean ON phase length.")] = 90.0,
+    off_mean_s: Annotated[float, typer.Option(min=1, help="Mean OFF phase length.")] = 150.0,
+    prompt_median: Annotated[int, typer.Option(min=1, help="Median prompt tokens.")] = 3000,
+    output_median: Annotated[int, typer.Option(min=1, help="Median output tokens.")] = 150,
+) -> None:
+    """Write a synthetic bursty trace: long prompts, ON/OFF phases, shared prefixes."""
+    from kapell.bench.synthetic import BurstyShape, bursty_trace, write_jsonl
+
+    shape = BurstyShape(
+        duration_s=duration_s,
+        rate_per_s=rate_per_s,
+        on_mean_s=on_mean_s,
+        off_mean_s=off_mean_s,
+        prompt_median=prompt_median,
+        output_median=output_median,
+        seed=seed,
+    )
+    trace = bursty_trace(shape)
+    write_jsonl(trace, out)
+    typer.echo(f"{out}: {len(trace.requests)} requests over {trace.duration_s:.0f} s")

@@ -35,6 +35,7 @@ from kapell.backends.local.replicas import HOST, LocalReplicas
 from kapell.backends.local.spend import SpendLedger
 from kapell.backends.local.store import SQLiteStore, utc_now
 from kapell.backends.local.training import LocalRayJobs
+from kapell.backends.sim.sizing import LatencyModelSizes
 from kapell.cli.accounting import Accountant
 from kapell.cli.client import INSTANCE_FILE, state_dir_default
 from kapell.cli.console_local import LocalConsole
@@ -44,6 +45,7 @@ from kapell.control.loop import ReconcileLoop
 from kapell.control.model import ModelController
 from kapell.control.prompt import PromptController
 from kapell.control.scaling import PolicyScaler
+from kapell.control.sizing import PolicySizer
 from kapell.control.training import TrainingJobController
 from kapell.control.training_schedule import Feeds
 from kapell.control.trough import TroughArbiter, replica_gpus
@@ -216,6 +218,11 @@ async def run(
         time.monotonic,
         utc_now,
         over_budget=lambda model: accountant.over_budget(model.metadata.namespace),
+        sizer=PolicySizer(
+            lambda model: demand(model, 0),
+            LatencyModelSizes(),
+            lambda model: replicas.cold_start_s(model.key),
+        ),
     )
     training = LocalRayJobs(
         state_dir / "logs", state_dir / "checkpoints", lambda key: reconciler.enqueue(key),

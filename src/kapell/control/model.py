@@ -15,7 +15,17 @@ from dataclasses import dataclass
 from kapell.api import Condition, KapellError, TrainingJob
 from kapell.api.errors import UnschedulableError
 from kapell.api.model import Model
-from kapell.control.protocol import Replica, ReplicaBackend, ReplicaPhase, Scaler, Store, condition
+from kapell.control.protocol import (
+    Replica,
+    ReplicaBackend,
+    ReplicaPhase,
+    Scaler,
+    Sizer,
+    Store,
+    condition,
+)
+from kapell.control.sizing import WHOLE_GPU, sized
+from kapell.policy.sizing import SizeChoice
 
 RESYNC_S = 2.0  # also the autoscaler's sampling period when nothing else happens
 PROGRESS_S = 0.5
@@ -49,10 +59,12 @@ class ModelController:
         progress_s: float = PROGRESS_S,
         resync_s: float = RESYNC_S,
         over_budget: Callable[[Model], str | None] = lambda model: None,
+        sizer: Sizer | None = None,
     ) -> None:
         """``progress_s`` and ``resync_s``: when to look again while replicas change and when
         they are settled. A backend that reports every change as an event may poll less.
-        ``over_budget`` says why the Model's namespace may start nothing new (None: it may)."""
+        ``over_budget`` says why the Model's namespace may start nothing new (None: it may).
+        ``sizer`` picks the size of ``resources.gpu: auto`` replicas (None: whole GPUs)."""
         self._store = store
         self._backend = backend
         self._scaler = scaler
@@ -61,6 +73,7 @@ class ModelController:
         self._progress_s = progress_s
         self._resync_s = resync_s
         self._over_budget = over_budget
+        self._sizer = sizer
 
     def reconcile(self, key: str) -> float | None:
         resource = self._store.get(key)
@@ -75,7 +88,7 @@ class ModelController:
                 self._backend.stop_replica(replica.id)
             self._write_waiting(resource, source)
             return self._resync_s
-        resource = source
+        resource, size = self._size(source)
         revision = revision_of(resource)
         current = [r for r in replicas if r.revision == revision]
         old = [r for r in replicas if r.revision != revision]
@@ -89,12 +102,23 @@ class ModelController:
             changed = self._step(resource, revision, desired, current, old)
         except KapellError as exc:  # a missing engine binary, no room: report, retry later
             self._write_status(
-                resource, desired, self._backend.replicas(key), revision, budget, exc
+                resource, desired, self._backend.replicas(key), revision, budget, size, exc
             )
             return self._resync_s
-        self._write_status(resource, desired, self._backend.replicas(key), revision, budget)
+        self._write_status(resource, desired, self._backend.replicas(key), revision, budget, size)
         busy = changed or old or any(not r.ready for r in current)
         return self._progress_s if busy else self._resync_s
+
+    def _size(self, model: Model) -> tuple[Model, SizeChoice | None]:
+        """``model`` with an ``auto`` GPU request made the size the sizer picks (a changed pick
+        changes the revision: a rolling resize), and that pick; others as they are."""
+        if not model.spec.sized_automatically:
+            return model, None
+        if self._sizer is None:
+            choice = SizeChoice(WHOLE_GPU, "whole GPUs: this control plane has no sizing policy")
+        else:
+            choice = self._sizer.size_for(model, self._clock())
+        return sized(model, choice.size), choice
 
     def _step(
         self, model: Model, revision: str, desired: int, current: list[Replica], old: list[Replica]
@@ -152,6 +176,7 @@ class ModelController:
         replicas: list[Replica],
         revision: str,
         budget: Condition,
+        size: SizeChoice | None,
         failure: KapellError | None = None,
     ) -> None:
         ready = [r for r in replicas if r.ready]
@@ -190,6 +215,8 @@ class ModelController:
             ),
             budget,
         ]
+        if size is not None:
+            conditions.append(condition("Sized", True, "SizingPolicy", size.reason, now))
         kept = keep_transition_times(conditions, model.status.conditions)
         self._store.set_status(
             model.key,
@@ -199,6 +226,7 @@ class ModelController:
                 "desiredReplicas": desired,
                 "endpoints": [r.url for r in ready],
                 "conditions": [c.model_dump(by_alias=True) for c in kept],
+                "replicaSize": size.size if size is not None else None,
             },
         )
 

@@ -12,6 +12,7 @@ from kapell.api import Condition, Resource, TrainingJob
 from kapell.api.model import Model
 from kapell.api.replica import Replica, ReplicaPhase
 from kapell.api.training import RunPhase, TrainingRun
+from kapell.policy.sizing import SizeChoice
 
 __all__ = [
     "Replica",
@@ -48,6 +49,12 @@ class Scaler(Protocol):
     """Says how many replicas a Model should have now (the autoscaler's seam)."""
 
     def desired_replicas(self, model: Model, ready: int, now_s: float) -> int: ...
+
+
+class Sizer(Protocol):
+    """Picks the GPU size of a ``resources.gpu: auto`` Model's replicas (``control.sizing``)."""
+
+    def size_for(self, model: Model, now_s: float) -> SizeChoice: ...
 
 
 def condition(type_: str, ok: bool, reason: str, message: str, now: str) -> Condition:

@@ -23,6 +23,7 @@ def demand_sample(usage: ModelUsage, ready: int, engine_waiting: int) -> DemandS
         ready_replicas=ready,
         engine_waiting=engine_waiting,
         admitted_tokens_total=usage.admitted_tokens,
+        prompt_tokens_total=float(usage.prompt_tokens),
     )
 
 

@@ -100,6 +100,8 @@ class DemandSample:
     ready_replicas: int = 0
     engine_waiting: int = 0
     admitted_tokens_total: float | None = None
+    prompt_tokens_total: float = 0.0
+    """The prompt part of ``tokens_total`` (counted at completion)."""
 
 
 @dataclass(frozen=True)

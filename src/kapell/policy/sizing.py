@@ -29,6 +29,20 @@ class SizeOption:
     peak_tokens_per_s: float
 
 
+@dataclass(frozen=True)
+class SteadyDemand:
+    """A model's demand over a window, as the gateway meters it: the rate of requests and
+    their mean prompt and output lengths."""
+
+    requests_per_s: float
+    prompt_tokens: int
+    output_tokens: int
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.requests_per_s * (self.prompt_tokens + self.output_tokens)
+
+
 Serves = Callable[[SizeOption, int], bool]
 """Whether a static fleet of that many replicas of that size serves the demand at the goal."""
 
@@ -62,9 +76,10 @@ def choose_size(
     serves: Serves,
     *,
     max_replicas: int,
-) -> SizeOption:
-    """The candidate whose smallest serving fleet has the least GPU share (the last candidate,
-    the whole GPU, is the default at share 1.0: slices are for demand that does not fill one)."""
+) -> tuple[SizeOption, float]:
+    """The candidate whose smallest serving fleet has the least GPU share, and that share (the
+    last candidate, the whole GPU, is the default at share 1.0: slices are for demand that does
+    not fill one)."""
     if not candidates:
         raise ValueError("no replica size to choose from")
     best, best_share = candidates[-1], 1.0
@@ -74,4 +89,58 @@ def choose_size(
         )
         if share < best_share:
             best, best_share = option, share
-    return best
+    return best, best_share
+
+
+# --- live re-sizing ----------------------------------------------------------------------------
+
+RESIZE_HOLD_COLD_STARTS = 5.0
+"""A new size applies once it has been the pick for this many cold starts (at least
+``MIN_RESIZE_HOLD_S``): a resize is a rolling update, one cold start per replica, so a pick that
+flips back sooner costs more GPU time than it saves (the same ski-rental bound as the
+autoscaler's scale-down delay)."""
+MIN_RESIZE_HOLD_S = 300.0
+
+
+def resize_hold_s(cold_start_s: float) -> float:
+    """How long a new pick must hold before replicas are resized: 5 cold starts, >= 5 min."""
+    return max(MIN_RESIZE_HOLD_S, RESIZE_HOLD_COLD_STARTS * cold_start_s)
+
+
+@dataclass(frozen=True)
+class SizeChoice:
+    """The size a model's replicas run at, and why."""
+
+    size: str
+    reason: str
+
+
+class SizeHold:
+    """Hysteresis over picks: the first pick applies at once; after that, a different pick
+    applies only once every pick of the last ``hold_s`` seconds was that same size (time is an
+    argument, so the control loop and the twin drive it alike)."""
+
+    def __init__(self, hold_s: float) -> None:
+        self.hold_s = hold_s
+        self.current: SizeChoice | None = None
+        self._pending: tuple[float, SizeChoice] | None = None
+
+    def offer(self, now_s: float, pick: SizeChoice) -> SizeChoice:
+        """Record ``pick`` (the size chosen for the demand now) and return the size to run."""
+        if self.current is None or pick.size == self.current.size:
+            self.current, self._pending = pick, None
+            return pick
+        if self._pending is None or self._pending[1].size != pick.size:
+            self._pending = (now_s, pick)
+        since_s = self._pending[0]
+        if now_s - since_s >= self.hold_s:
+            held_s = now_s - since_s
+            self.current = SizeChoice(pick.size, f"{pick.reason} (held {held_s:.0f}s)")
+            self._pending = None
+            return self.current
+        left_s = self.hold_s - (now_s - since_s)
+        return SizeChoice(
+            self.current.size,
+            f"{self.current.reason}; {pick.size} picked for the demand now, "
+            f"resizing if it holds {left_s:.0f}s more",
+        )

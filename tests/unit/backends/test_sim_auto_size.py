@@ -7,6 +7,7 @@ import math
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from kapell.backends.sim.sizing import size_option
 from kapell.backends.sim.slices import ReplicaSize, slo_feasible, smallest_fitting
 from kapell.bench import serving
 from kapell.bench.traces import Trace, TraceRequest
@@ -89,7 +90,7 @@ def _share(trace: Trace, warmup: list[TraceRequest], size: ReplicaSize, below: f
         return serving.warmup_serves(trace, OPTIONS, warmup, size, replicas)
 
     mean = sum(r.prompt_tokens + r.output_tokens for r in warmup) / WARMUP_S
-    option = serving.size_option(size)
+    option = size_option(size)
     return fleet_share(option, mean, serves, below_share=below, max_replicas=64)
 
 

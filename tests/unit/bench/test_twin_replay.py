@@ -196,3 +196,17 @@ def test_the_autoscaler_sees_requests_waiting_inside_the_engines(
     # 600 long prompts at once: more than one replica's KV cache admits, so some wait inside it.
     _replay([Req(0.5, 8000, 200)] * 600, _static(1), 1)
     assert max(s.engine_waiting for s in samples) > 0
+
+
+def test_gpu_hours_are_billed_over_the_same_window_whatever_the_reconcile_times() -> None:
+    from kapell.bench.serving import _gpu_seconds_between
+
+    # Two GPUs held throughout, sampled at different reconcile times: the same bill.
+    early = TwinRun(
+        requests=[], timeline=[], gpu_seconds_by_window=[(0.0, 0.0), (9.0, 18.0), (20.0, 40.0)]
+    )
+    late = TwinRun(
+        requests=[], timeline=[], gpu_seconds_by_window=[(0.0, 0.0), (9.9, 19.8), (20.0, 40.0)]
+    )
+    assert _gpu_seconds_between(early, 10.0, 15.0) == pytest.approx(10.0)
+    assert _gpu_seconds_between(late, 10.0, 15.0) == pytest.approx(10.0)

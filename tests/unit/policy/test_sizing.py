@@ -7,7 +7,14 @@ import math
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kapell.policy.sizing import SizeOption, choose_size, fleet_share
+from kapell.policy.sizing import (
+    SizeChoice,
+    SizeHold,
+    SizeOption,
+    choose_size,
+    fleet_share,
+    resize_hold_s,
+)
 
 SLICE = SizeOption("3g", 3 / 7, 4000.0)
 SMALL = SizeOption("1g", 1 / 7, 1000.0)
@@ -38,14 +45,44 @@ def test_no_fleet_at_or_above_the_bound_is_tried() -> None:
 
 def test_the_least_share_wins_and_whole_gpus_when_no_slice_beats_one() -> None:
     serves, _ = _needs({"1g": 7, "3g": 2})  # seven 1g slices make a whole GPU: no saving
-    assert choose_size([SMALL, SLICE, GPU], 3000.0, serves, max_replicas=8) == SLICE
+    assert choose_size([SMALL, SLICE, GPU], 3000.0, serves, max_replicas=8) == (SLICE, 6 / 7)
     serves, _ = _needs({"1g": 9, "3g": 3})
-    assert choose_size([SMALL, SLICE, GPU], 3000.0, serves, max_replicas=8) == GPU
+    assert choose_size([SMALL, SLICE, GPU], 3000.0, serves, max_replicas=8) == (GPU, 1.0)
 
 
 @given(st.integers(1, 9), st.integers(1, 5), st.floats(1.0, 20_000.0))
 def test_the_choice_never_costs_more_than_a_whole_gpu(small: int, mid: int, rate: float) -> None:
     serves, _ = _needs({"1g": small, "3g": mid})
-    chosen = choose_size([SMALL, SLICE, GPU], rate, serves, max_replicas=64)
+    chosen, _ = choose_size([SMALL, SLICE, GPU], rate, serves, max_replicas=64)
     if chosen != GPU:
         assert fleet_share(chosen, rate, serves, below_share=1.0, max_replicas=64) < 1.0
+
+
+# --- live re-sizing: hysteresis ----------------------------------------------------------------
+
+
+def test_the_first_pick_applies_at_once_and_a_new_one_only_after_holding() -> None:
+    hold = SizeHold(hold_s=300.0)
+    assert hold.offer(0.0, SizeChoice("3g", "small demand")).size == "3g"
+    # Demand rose: "gpu" is picked, but the 3g slices stay until the pick has held 300 s.
+    for t_s in (30.0, 150.0, 329.0):
+        kept = hold.offer(t_s, SizeChoice("gpu", "big demand"))
+        assert kept.size == "3g" and "gpu picked" in kept.reason, kept
+    resized = hold.offer(330.0, SizeChoice("gpu", "big demand"))
+    assert resized.size == "gpu" and "held 300s" in resized.reason
+
+
+def test_a_pick_that_flips_back_within_the_hold_resizes_nothing() -> None:
+    hold = SizeHold(hold_s=300.0)
+    hold.offer(0.0, SizeChoice("3g", "small"))
+    hold.offer(30.0, SizeChoice("gpu", "burst"))
+    assert hold.offer(200.0, SizeChoice("3g", "small again")).size == "3g"
+    # The burst's pick starts over: 300 s from its return, not from its first appearance.
+    assert hold.offer(230.0, SizeChoice("gpu", "burst")).size == "3g"
+    assert hold.offer(500.0, SizeChoice("gpu", "burst")).size == "3g"
+    assert hold.offer(530.0, SizeChoice("gpu", "burst")).size == "gpu"
+
+
+def test_the_hold_is_five_cold_starts_and_at_least_five_minutes() -> None:
+    assert resize_hold_s(10.0) == 300.0
+    assert resize_hold_s(120.0) == 600.0

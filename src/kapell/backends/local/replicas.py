@@ -22,6 +22,7 @@ import aiohttp
 
 from kapell.api.model import Model
 from kapell.api.replica import Replica, ReplicaPhase
+from kapell.backends.sim.slices import slice_args
 from kapell.engines.adapters import LaunchContext, adapter_for, resolve_weights
 from kapell.net import free_port
 
@@ -89,6 +90,7 @@ class LocalReplicas:
     def start_replica(self, model: Model, revision: str) -> Replica:
         adapter_for(model).check_installed()
         weights = resolve_weights(model)
+        slice_args(model)  # a MIG profile the sim engine's GPU lacks fails here, not in the child
         replica_id = f"{model.metadata.name}-{revision[:5]}-{self._next_number()}"
         running = _Running(replica_id, model, model.key, revision)
         self._replicas[replica_id] = running
@@ -177,6 +179,7 @@ class LocalReplicas:
         adapter = adapter_for(running.model)
         port = free_port(HOST)
         argv = adapter.command(running.model, LaunchContext(HOST, port, weights))
+        argv += slice_args(running.model)  # a sim replica on a MIG slice simulates the slice
         log_path = self.log_path(running.id)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, **running.model.spec.engine.env, "PYTHONUNBUFFERED": "1"}

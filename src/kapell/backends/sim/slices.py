@@ -10,8 +10,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kapell.engines.sim.latency import LatencyProfile, ReplicaSizeError, slice_profile
-from kapell.policy.placement.mig import COMPUTE_SLICES, MEMORY_SLICES, profiles_for
+from kapell.api.model import Model
+from kapell.engines.sim.latency import (
+    LatencyProfile,
+    ReplicaSizeError,
+    load_profile,
+    slice_profile,
+)
+from kapell.policy.placement.mig import COMPUTE_SLICES, MEMORY_SLICES, MigProfile, profiles_for
 
 WHOLE_GPU = "gpu"
 
@@ -31,6 +37,27 @@ def mig_model(profile: LatencyProfile) -> str:
     return f"{parts[0]}-{parts[-1]}"
 
 
+def slice_args(model: Model) -> list[str]:
+    """The ``sim`` engine's ``--slice`` argument for a Model whose replicas run on a MIG slice
+    (none otherwise): the engine then times steps and sizes its KV cache as the slice would."""
+    gpu = model.spec.resources.gpu
+    if model.spec.engine.name != "sim" or gpu is None or gpu.mig_profile is None:
+        return []
+    profile = load_profile((model.spec.source.uri or "").removeprefix("file://"))
+    mig = profiles_for(mig_model(profile)).get(gpu.mig_profile)
+    if mig is None:
+        raise ReplicaSizeError(
+            f"model {model.metadata.name}: MIG profile {gpu.mig_profile} is not one of "
+            f"{profile.gpu}'s: {', '.join(slice_names(profile)) or '(none)'}"
+        )
+    return ["--slice", ",".join([gpu.mig_profile, *(f"{v:g}" for v in _shape(mig))])]
+
+
+def _shape(mig: MigProfile) -> tuple[float, float, float]:
+    """A MIG profile's compute fraction, memory-bandwidth fraction and memory (GiB)."""
+    return mig.compute_slices / COMPUTE_SLICES, mig.memory_slices / MEMORY_SLICES, mig.memory_gib
+
+
 def slice_names(profile: LatencyProfile) -> list[str]:
     """The MIG profiles of the profile's GPU, smallest GPU share first."""
     table = profiles_for(mig_model(profile))
@@ -47,15 +74,15 @@ def replica_size(profile: LatencyProfile, size: str) -> ReplicaSize:
             f"replica size {size!r}: expected {WHOLE_GPU!r} or a MIG profile of "
             f"{profile.gpu}: {', '.join(slice_names(profile)) or '(none)'}"
         )
-    mig = table[size]
+    compute, bandwidth, memory_gib = _shape(table[size])
     sliced = slice_profile(
         profile,
         slice_name=size,
-        compute_fraction=mig.compute_slices / COMPUTE_SLICES,
-        bandwidth_fraction=mig.memory_slices / MEMORY_SLICES,
-        memory_gib=mig.memory_gib,
+        compute_fraction=compute,
+        bandwidth_fraction=bandwidth,
+        memory_gib=memory_gib,
     )
-    return ReplicaSize(size, sliced, mig.compute_slices / COMPUTE_SLICES)
+    return ReplicaSize(size, sliced, compute)
 
 
 def slo_feasible(profile: LatencyProfile, prompt_tokens: int, slo_ttft_s: float,

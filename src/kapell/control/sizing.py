@@ -1,0 +1,146 @@
+"""The GPU size a ``resources.gpu: auto`` Model's replicas run at: ``policy.sizing`` fed live
+demand.
+
+Each Model sized ``auto`` keeps a window of its demand counters (requests, prompt and output
+tokens, as the gateway meters them). Every ``EVALUATE_EVERY_S`` the window becomes a
+``SteadyDemand``, and ``policy.sizing.choose_size`` picks the size whose smallest serving fleet
+has the least GPU share, among the candidates a ``SizeMeasure`` offers and by its measurement of
+whether a fleet serves. ``SizeHold`` keeps the running size until another pick has held for
+``resize_hold_s`` (five cold starts, at least five minutes). The controller applies the choice
+by writing it into the replicas' ``resources.gpu``, so a resize is the rolling update any spec
+change gets. The measurement is injected: ``kapell up`` gives the latency model's
+(``backends.sim.sizing``).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from kapell.api.model import GPURequest, Model
+from kapell.policy.autoscale import DemandSample
+from kapell.policy.sizing import (
+    SizeChoice,
+    SizeHold,
+    SizeOption,
+    SteadyDemand,
+    choose_size,
+    resize_hold_s,
+)
+
+WHOLE_GPU = "gpu"
+"""The size name of one whole GPU; every other size is a MIG profile."""
+EVALUATE_EVERY_S = 30.0
+"""How often the demand is re-sized (each evaluation replays it in the latency model)."""
+DEMAND_WINDOW_S = 120.0
+"""The demand a pick is made for: the last two minutes."""
+UNSEEN_PROMPT_TOKENS = 512
+UNSEEN_OUTPUT_TOKENS = 128
+"""The request assumed before any was seen (it sets which sizes meet the TTFT target)."""
+
+
+class SizeMeasure(Protocol):
+    """What the sizing policy needs to know about a Model's possible replica sizes."""
+
+    def candidates(self, model: Model, prompt_tokens: int) -> Sequence[SizeOption]:
+        """Sizes that can meet the Model's SLO for such prompts, smallest share first, the
+        whole GPU (``WHOLE_GPU``) last."""
+        ...
+
+    def serves(self, model: Model, option: SizeOption, demand: SteadyDemand, replicas: int) -> bool:
+        """Whether ``replicas`` replicas of ``option`` serve ``demand`` within the SLO."""
+        ...
+
+
+@dataclass
+class _Sized:
+    hold: SizeHold
+    window: deque[tuple[float, DemandSample]] = field(default_factory=deque)
+    evaluated_s: float | None = None
+
+
+class PolicySizer:
+    """Picks, per Model sized ``auto``, the size its replicas run at (``size_for``)."""
+
+    def __init__(
+        self,
+        sample: Callable[[Model], DemandSample],
+        measure: SizeMeasure,
+        cold_start_s: Callable[[Model], float],
+    ) -> None:
+        self._sample = sample
+        self._measure = measure
+        self._cold_start_s = cold_start_s
+        self._models: dict[str, _Sized] = {}
+
+    def size_for(self, model: Model, now_s: float) -> SizeChoice:
+        """The size ``model``'s replicas should run at now, and why."""
+        state = self._models.get(model.key)
+        if state is None:
+            state = _Sized(SizeHold(resize_hold_s(self._cold_start_s(model))))
+            self._models[model.key] = state
+        window = state.window
+        window.append((now_s, self._sample(model)))
+        while len(window) > 2 and window[1][0] <= now_s - DEMAND_WINDOW_S:
+            window.popleft()
+        due = state.evaluated_s is None or now_s - state.evaluated_s >= EVALUATE_EVERY_S
+        if due:
+            state.evaluated_s = now_s
+            state.hold.offer(now_s, self._pick(model, _steady(window)))
+        assert state.hold.current is not None
+        return state.hold.current
+
+    def _pick(self, model: Model, demand: SteadyDemand | None) -> SizeChoice:
+        if demand is None:
+            demand = SteadyDemand(0.0, UNSEEN_PROMPT_TOKENS, UNSEEN_OUTPUT_TOKENS)
+        candidates = self._measure.candidates(model, demand.prompt_tokens)
+
+        def serves(option: SizeOption, replicas: int) -> bool:
+            return self._measure.serves(model, option, demand, replicas)
+
+        chosen, share = choose_size(
+            candidates,
+            demand.tokens_per_s,
+            serves,
+            max_replicas=model.spec.scaling.max_replicas,
+        )
+        seen = (
+            f"{demand.tokens_per_s:,.0f} tokens/s ({demand.requests_per_s:.2f} requests/s, "
+            f"{demand.prompt_tokens}-token prompts, {demand.output_tokens}-token outputs)"
+        )
+        if demand.requests_per_s <= 0:
+            seen = "no demand yet"
+        if chosen.name == WHOLE_GPU:
+            return SizeChoice(chosen.name, f"whole GPUs: no slice serves {seen} below one GPU")
+        replicas = round(share / chosen.gpu_fraction)
+        return SizeChoice(
+            chosen.name,
+            f"{chosen.name}: least GPU share for {seen}: {replicas} x {chosen.gpu_fraction:.2f} "
+            f"= {share:.2f} GPU",
+        )
+
+
+def _steady(window: deque[tuple[float, DemandSample]]) -> SteadyDemand | None:
+    """The window's demand; None before any request has completed in it."""
+    (first_s, first), (last_s, last) = window[0], window[-1]
+    requests = last.requests_total - first.requests_total
+    if requests <= 0 or last_s <= first_s:
+        return None
+    prompt = (last.prompt_tokens_total - first.prompt_tokens_total) / requests
+    output = (last.tokens_total - first.tokens_total) / requests - prompt
+    return SteadyDemand(requests / (last_s - first_s), max(1, round(prompt)), max(1, round(output)))
+
+
+def sized(model: Model, size: str) -> Model:
+    """``model`` with its replicas' GPU request made concrete: ``size`` is ``gpu`` (one whole
+    GPU) or a MIG profile."""
+    gpu = model.spec.resources.gpu or GPURequest()
+    concrete = (
+        gpu.model_copy(update={"auto": False, "count": 1})
+        if size == WHOLE_GPU
+        else gpu.model_copy(update={"auto": False, "mig_profile": size})
+    )
+    resources = model.spec.resources.model_copy(update={"gpu": concrete})
+    return model.model_copy(update={"spec": model.spec.model_copy(update={"resources": resources})})

@@ -1,0 +1,136 @@
+"""The live sizer and the Model controller applying its pick: a ``gpu: auto`` Model's replicas
+run at the size ``policy.sizing`` picks from metered demand, resized by a rolling update only
+after a new pick has held, with the size and the reason in the status."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from tests.unit.control.test_model_controller import SPEC, ReplicaTable
+
+from kapell.api import Model
+from kapell.api.loader import load_text
+from kapell.backends.local.store import SQLiteStore
+from kapell.control.model import ModelController, revision_of
+from kapell.control.scaling import PolicyScaler
+from kapell.control.sizing import PolicySizer, sized
+from kapell.policy.autoscale import DemandSample
+from kapell.policy.sizing import SizeOption, SteadyDemand
+
+AUTO = SPEC.replace("MIN", "2") + "  resources: {gpu: auto}\n"
+SLICE = SizeOption("3g.40gb", 3 / 7, 10_000.0)
+GPU = SizeOption("gpu", 1.0, 40_000.0)
+SLICE_CARRIES = 2_000.0
+"""Tokens/s one slice serves in this fake measurement; a GPU serves anything."""
+
+
+class Measure:
+    """A stand-in for the latency model's measurement (named as such): a slice carries
+    ``SLICE_CARRIES`` tokens/s, prompts over 4,000 tokens rule the slice out."""
+
+    def __init__(self) -> None:
+        self.asked: list[SteadyDemand] = []
+
+    def candidates(self, model: Model, prompt_tokens: int) -> Sequence[SizeOption]:
+        return [GPU] if prompt_tokens > 4000 else [SLICE, GPU]
+
+    def serves(self, model: Model, option: SizeOption, demand: SteadyDemand, replicas: int) -> bool:
+        self.asked.append(demand)
+        return option is GPU or demand.tokens_per_s <= replicas * SLICE_CARRIES
+
+
+class Meter:
+    """Cumulative counters as the gateway's meter reports them, driven at a set rate."""
+
+    def __init__(self) -> None:
+        self.requests = self.prompt = self.tokens = 0.0
+
+    def run(self, seconds: float, per_s: float, prompt: int = 1000, output: int = 200) -> None:
+        n = seconds * per_s
+        self.requests += n
+        self.prompt += n * prompt
+        self.tokens += n * (prompt + output)
+
+    def __call__(self, model: Model) -> DemandSample:
+        return DemandSample(
+            tokens_total=self.tokens,
+            requests_total=self.requests,
+            prompt_tokens_total=self.prompt,
+        )
+
+
+def _auto() -> Model:
+    [m] = load_text(AUTO)
+    assert isinstance(m, Model)
+    return m
+
+
+def test_the_pick_follows_metered_demand_after_the_hold(tmp_path: Path) -> None:
+    meter, measure = Meter(), Measure()
+    sizer = PolicySizer(meter, measure, cold_start_s=lambda m: 60.0)  # hold: 300 s
+    m = _auto()
+    first = sizer.size_for(m, 0.0)
+    assert first.size == "3g.40gb" and "no demand" in first.reason
+    now_s = 0.0
+    for _ in range(20):  # 0.5 requests/s of 1,200 tokens: 600 tokens/s, one slice
+        now_s += 10.0
+        meter.run(10.0, 0.5)
+        choice = sizer.size_for(m, now_s)
+    assert choice.size == "3g.40gb" and "600 tokens/s" in choice.reason, choice
+    assert measure.asked[-1] == SteadyDemand(0.5, 1000, 200)
+    for _ in range(60):  # 5 requests/s: 6,000 tokens/s, three slices > one GPU
+        now_s += 10.0
+        meter.run(10.0, 5.0)
+        choice = sizer.size_for(m, now_s)
+        if choice.size == "gpu":
+            break
+    assert choice.size == "gpu" and "held" in choice.reason, choice
+    # Picked at the first evaluation whose window is mostly the new load, held 300 s.
+    assert 300.0 <= now_s - 200.0 <= 300.0 + 120.0 + 30.0, now_s
+
+
+def test_the_controller_runs_replicas_at_the_picked_size_and_says_why(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "state.db")
+    table = ReplicaTable()
+    meter, clock = Meter(), [0.0]
+    sizer = PolicySizer(meter, Measure(), cold_start_s=lambda m: 60.0)
+    scaler = PolicyScaler(lambda m, ready: meter(m), lambda m: 60.0)
+    controller = ModelController(store, table, scaler, lambda: clock[0], lambda: "t", sizer=sizer)
+    m = _auto()
+    store.apply(m)
+    controller.reconcile(m.key)
+    on_slices = revision_of(sized(m, "3g.40gb"))
+    assert {r.revision for r in table.rows.values()} == {on_slices} and len(table.rows) == 2
+    table.make_ready()
+    controller.reconcile(m.key)
+    stored = store.get(m.key)
+    assert isinstance(stored, Model)
+    assert stored.status.replica_size == "3g.40gb"
+    [why] = [c for c in stored.status.conditions if c.type == "Sized"]
+    assert why.reason == "SizingPolicy" and "no demand" in why.message
+    # Long prompts rule the slice out; once that pick has held, the fleet rolls onto GPUs,
+    # one surge replica at a time, never below its ready count.
+    for _ in range(80):
+        clock[0] += 10.0
+        meter.run(10.0, 0.5, prompt=6000)
+        controller.reconcile(m.key)
+        assert table.ready() >= 2 or clock[0] < 20.0
+        table.make_ready()
+    assert {r.revision for r in table.rows.values()} == {revision_of(sized(m, "gpu"))}
+    stored = store.get(m.key)
+    assert isinstance(stored, Model) and stored.status.replica_size == "gpu"
+    gpu = sized(m, "gpu").spec.resources.gpu
+    assert gpu is not None and gpu.count == 1 and not gpu.auto
+
+
+def test_without_a_sizer_an_auto_model_runs_on_whole_gpus(tmp_path: Path) -> None:
+    store, table = SQLiteStore(tmp_path / "state.db"), ReplicaTable()
+    scaler = PolicyScaler(lambda m, ready: DemandSample(tokens_total=0.0), lambda m: 0.0)
+    controller = ModelController(store, table, scaler, lambda: 0.0, lambda: "t")
+    m = _auto()
+    store.apply(m)
+    controller.reconcile(m.key)
+    stored = store.get(m.key)
+    assert isinstance(stored, Model) and stored.status.replica_size == "gpu"
+    assert {r.revision for r in table.rows.values()} == {revision_of(sized(m, "gpu"))}
