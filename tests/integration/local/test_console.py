@@ -48,7 +48,7 @@ kind: Prompt
 metadata: {name: greeter, namespace: team-a}
 spec:
   model: chat
-  template: "You are a friendly assistant. Greet {name} in one sentence."
+  template: "You are a friendly assistant. Greet {{name}} in one sentence."
   variables: [name]
   version: 3
 """
@@ -164,10 +164,14 @@ def test_each_console_page_shows_what_the_admin_api_says(
     assert "within budget" in budget.text
     screenshot(browser, tmp_path, "spend")
 
-    # Prompts: the version and the fields the schema has.
+    # Prompts: the version, its weight as the rollout controller wrote it, the spec's fields.
     browser.get(console_url + "prompts")
-    row = browser.find_element(By.CSS_SELECTOR, "tr[data-prompt=greeter]")
-    assert "version" in row.text and "3" in row.text and "Greet {name}" in row.text
+
+    def prompt_row_shows_the_stable_version() -> bool:
+        row = browser.find_element(By.CSS_SELECTOR, "tr[data-prompt=greeter]")
+        return "Greet {{name}}" in row.text and "v3: 100% (Stable)" in row.text
+
+    wait_until(prompt_row_shows_the_stable_version, 15, "the prompt's version and weight")
     screenshot(browser, tmp_path, "prompts")
 
     # Carbon: the reading now is the file's reading nearest now, and the next hours are drawn.
