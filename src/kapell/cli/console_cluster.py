@@ -23,7 +23,11 @@ from kapell.console.series import Reading, Sample, SeriesRing
 from kapell.console.source import CarbonView, Event, ReplicaRow
 from kapell.control.demand import DemandBoard
 
-SAMPLE_EVERY_S = 1.0
+SAMPLE_EVERY_S = 5.0
+"""An operator may carry thousands of Models: a sample of each every 5 s keeps the plots' ten
+minutes in 120 points a model (18.5 MiB at 1,000 Models, 88 MiB at one a second for ten
+minutes, by tracemalloc) and the controllers' loop free."""
+KEEP_SAMPLES = 120
 
 
 def describe_placement(placement: Placement) -> str:
@@ -60,7 +64,7 @@ class ClusterConsole:
         self._board = board
         self._clock = clock
         self._monotonic = monotonic
-        self.ring = SeriesRing()
+        self.ring = SeriesRing(KEEP_SAMPLES)
         self._jobs = jobs
 
     def _models(self) -> list[Model]:

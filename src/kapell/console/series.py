@@ -20,7 +20,7 @@ KEEP_SAMPLES = 600
 """Ten minutes at one sample a second."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Reading:
     """One model's cumulative counters and gauges at one moment."""
 
@@ -31,7 +31,7 @@ class Reading:
     desired: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Sample:
     """One point of the plots. Latencies are None when no request finished in the interval
     (a gap in the line, not a zero), or where the mode does not see latencies at all."""
