@@ -13,7 +13,9 @@ import asyncio
 import json
 import os
 import sys
+import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +62,27 @@ spec:
   template: "{template}"
   rollout: {{steps: [50, 100], stepInterval: 1s, minRequests: 1000}}
 """
+PLANNED = """\
+apiVersion: kapell.dev/v1alpha1
+kind: TrainingJob
+metadata: {name: nightly, namespace: team-a}
+spec:
+  entrypoint: python -c "print('trained')"
+  deferrable: true
+  deadline: 12h
+  expectedDuration: 2h
+"""
 StartFn = Callable[..., Instance]
+
+
+def falling_intensity(path: Path) -> None:
+    """An hourly intensity file around now that gets cleaner every hour (for the planner)."""
+    start = int(time.time() // 3600) * 3600
+    rows = [
+        f"{datetime.fromtimestamp(start + h * 3600, UTC):%Y-%m-%d %H:%M:%S},{500 - 10 * h}"
+        for h in range(-2, 30)
+    ]
+    path.write_text("Time,Carbon Intensity\n" + "\n".join(rows) + "\n")
 
 
 def text(result: Any) -> str:
@@ -109,7 +131,7 @@ async def agent_session(instance: Instance, tmp_path: Path) -> dict[str, Any]:
         seen["prompt"] = await roll_a_prompt(session, instance)
         metrics = await session.call_tool("read_metrics", {})
         seen["metrics"] = (metrics.is_error, json.loads(text(metrics)))
-        carbon = await session.call_tool("plan_carbon_start", {"manifest": JOB})
+        carbon = await session.call_tool("plan_carbon_start", {"manifest": PLANNED})
         seen["carbon"] = (carbon.is_error, text(carbon))
         # The namespace spends past its Budget (a person set it; agents cannot change it).
         budget = tmp_path / "budget.yaml"
@@ -168,7 +190,10 @@ async def roll_a_prompt(session: ClientSession, instance: Instance) -> dict[str,
 def test_an_agent_runs_one_namespace_within_its_budget(kapell_up: StartFn, tmp_path: Path) -> None:
     spec = MODEL.format(name="chat", namespace="team-a") + "---\n"
     spec += MODEL.format(name="neighbour", namespace="team-b")
-    instance = kapell_up(spec, ready=2)
+    falling_intensity(tmp_path / "intensity.csv")
+    instance = kapell_up(
+        spec, ready=2, args=("--carbon-intensity", str(tmp_path / "intensity.csv"))
+    )
     seen = asyncio.run(agent_session(instance, tmp_path))
 
     assert seen["tools"] == sorted([
@@ -200,8 +225,11 @@ def test_an_agent_runs_one_namespace_within_its_budget(kapell_up: StartFn, tmp_p
     failed, metrics = seen["metrics"]
     assert not failed and set(metrics) == {"chat", "helper"}
     assert metrics["chat"]["replicas_ready"] >= 1 and "queue_depth" in metrics["chat"]
-    no_source, why = seen["carbon"]
-    assert no_source and "no carbon intensity source" in why
+    failed, plan = seen["carbon"]
+    assert not failed, plan
+    plan = json.loads(plan)
+    assert plan["job"] == "TrainingJob/team-a/nightly" and plan["waitSeconds"] > 3600
+    assert plan["plannedGCO2"] < plan["atOnceGCO2"]
     invalid, problem = seen["bad"]
     assert invalid and "invalid manifest: manifest:1: apiVersion: expected" in problem
     assert seen["logs"] and all(isinstance(lines, list) for lines in seen["logs"].values())
