@@ -52,6 +52,10 @@ metadata: {name: sneak, namespace: team-b}
 spec:
   entrypoint: python -c "print('trained')"
 """
+PLANNED = (  # a deferrable job of team-a: the planner may hold it within its deadline
+    JOB.replace("{name: sneak, namespace: team-b}", "{name: nightly, namespace: team-a}")
+    + "  deferrable: true\n  deadline: 12h\n  expectedDuration: 2h\n"
+)
 PROMPT = """\
 apiVersion: kapell.dev/v1alpha1
 kind: Prompt
@@ -61,16 +65,6 @@ spec:
   version: {version}
   template: "{template}"
   rollout: {{steps: [50, 100], stepInterval: 1s, minRequests: 1000}}
-"""
-PLANNED = """\
-apiVersion: kapell.dev/v1alpha1
-kind: TrainingJob
-metadata: {name: nightly, namespace: team-a}
-spec:
-  entrypoint: python -c "print('trained')"
-  deferrable: true
-  deadline: 12h
-  expectedDuration: 2h
 """
 StartFn = Callable[..., Instance]
 
