@@ -309,8 +309,11 @@ def _scrape(url: str, models: set[str]) -> dict[str, dict[str, float]]:
     """The gateway's per-model gauges and mean latencies from its Prometheus text."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    with urllib.request.urlopen(url, timeout=10) as response:
-        text = response.read().decode()
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            text = response.read().decode()
+    except (OSError, ValueError) as exc:  # URLError is an OSError
+        raise KapellError(f"the gateway's {url} did not answer: {exc}") from None
     found: dict[str, dict[str, float]] = {}
     sums: dict[tuple[str, str], list[float]] = {}
     for family in text_string_to_metric_families(text):
