@@ -264,6 +264,7 @@ async def run(
         "admin_url": admin_url,
         "console_url": f"{admin_url}{CONSOLE_PATH}/",
         "state_dir": str(state_dir.resolve()),
+        "carbon_intensity": _absolute(carbon_option),  # for `kapell mcp`'s carbon planning
     }
 
     gpu_meter = _gpu_meter()
@@ -483,3 +484,10 @@ async def _report_ready(
                     flush=True,
                 )
         await asyncio.sleep(0.5)
+
+
+def _absolute(carbon_option: str | None) -> str | None:
+    """``--carbon-intensity`` as another process reads it: a file named by its absolute path."""
+    if carbon_option is not None and Path(carbon_option).is_file():
+        return str(Path(carbon_option).resolve())
+    return carbon_option
