@@ -50,7 +50,7 @@ def test_apiserver_enforces_the_cel_rules_with_messages_naming_the_fields(
     assert "spec.scaling.minReplicas: Invalid value" in message
     assert "minReplicas exceeds maxReplicas" in message
     assert "spec.resources.gpu: Invalid value" in message
-    assert "set only one of 'count', 'migProfile' or 'milli'" in message
+    assert "set only one of 'count', 'migProfile', 'milli' or 'auto'" in message
     assert "engine 'external' takes source.url" in message
     assert 'The Model "tiny" is invalid' in message  # the apiserver's 422, field by field
     # The same object without the three faults is stored: the rules refuse only what they should.

@@ -66,7 +66,7 @@ class TrainingJobSpec(Spec):
 
     entrypoint: str = Field(min_length=1)
     runtime_env: RuntimeEnv = Field(default_factory=RuntimeEnv)
-    worker_group_specs: Annotated[list[WorkerGroup], Field(min_length=1)] = Field(
+    worker_group_specs: Annotated[list[WorkerGroup], Field(min_length=1, max_length=16)] = Field(
         default_factory=lambda: [WorkerGroup()]
     )
     checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec)
