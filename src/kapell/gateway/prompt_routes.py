@@ -92,7 +92,7 @@ async def _forward(
     number = selection.version.version
     observed = _Observed(send, number)
     started_s = time.perf_counter()
-    await chat(scope, receive, observed, body)
+    await chat(scope, receive, observed, body, selection.observed())
     usage = _usage_from(observed.previous + observed.tail) or (0, 0)
     gateway.prompts.record(
         selection.key, selection.name, number, observed.status,

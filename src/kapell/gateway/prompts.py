@@ -127,6 +127,13 @@ class Selection:
     version: PromptVersion
     text: str
     slow_s: float | None
+    variables: dict[str, Any] = field(default_factory=dict)
+    """What the caller sent (drift and traces key on the prompt; the text is rendered)."""
+
+    def observed(self) -> dict[str, Any]:
+        """The ``prompt`` object as drift detection and traces read it: the caller's, with
+        the version the split chose."""
+        return {"id": self.name, "version": str(self.version.version), "variables": self.variables}
 
 
 class PromptTable:
@@ -173,7 +180,7 @@ class PromptTable:
                 404,
                 "prompt_version_not_found",
             )
-        chosen = Selection(served.prompt.key, ref.name, version, "", served.slow_s)
+        chosen = Selection(served.prompt.key, ref.name, version, "", served.slow_s, ref.variables)
         if version.retrieval is not None:
             return chosen  # rendered once its context is retrieved (``rendered``)
         return self.rendered(chosen, ref.variables)

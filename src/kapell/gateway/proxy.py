@@ -131,9 +131,15 @@ class ProxyRoute:
         self._path = path
 
     async def __call__(
-        self, scope: Scope, receive: Receive, send: Send, body: bytes | None = None
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        body: bytes | None = None,
+        prompt: dict[str, Any] | None = None,
     ) -> None:
-        """``body``: the request body, if a route in front of this one read it already."""
+        """``body``: the request body, if a route in front of this one read it already;
+        ``prompt``: the prompt object that route rendered into it (drift and traces key on it)."""
         gateway = self._gateway
         started_s = time.perf_counter()
         arrived = time.time()
@@ -179,15 +185,22 @@ class ProxyRoute:
                 exchange.ttft_s, exchange.prompt_tokens, exchange.generated_tokens,
                 exchange.replica, tenant.name, request.stream,
             ))  # fmt: skip
-        self._observe(exchange, scope, status, arrived, latency_s)
+        self._observe(exchange, scope, status, arrived, latency_s, prompt)
 
     def _observe(
-        self, exchange: _Exchange, scope: Scope, status: int, arrived: float, latency_s: float
+        self,
+        exchange: _Exchange,
+        scope: Scope,
+        status: int,
+        arrived: float,
+        latency_s: float,
+        prompt: dict[str, Any] | None,
     ) -> None:
         """Feed the finished request to drift detection, and trace it if tracing is on."""
         gateway, request = self._gateway, exchange.request
         name = exchange.model.metadata.name
-        prompt_id, version = prompt_key(request.payload)
+        payload = request.payload if prompt is None else {**request.payload, "prompt": prompt}
+        prompt_id, version = prompt_key(payload)
         gateway.drift.observe(
             (name, prompt_id, version),
             request.prompt_text,
@@ -200,7 +213,7 @@ class ProxyRoute:
             gateway.tracer.record(FinishedRequest(
                 self._path, name, exchange.tenant.name, status, request.stream, start_ns,
                 start_ns + int(latency_s * 1e9), exchange.ttft_s, exchange.prompt_tokens,
-                exchange.generated_tokens, exchange.replica, request.payload, prompt_id,
+                exchange.generated_tokens, exchange.replica, payload, prompt_id,
                 version, exchange.body,
                 None if exchange.output is None else bytes(exchange.output),
                 _header(scope, b"traceparent"),
