@@ -60,6 +60,15 @@ def test_yaml_syntax_error_names_the_line() -> None:
     assert problem.message.startswith("invalid YAML")
 
 
+def test_a_mapping_as_a_key_is_a_clear_error_not_a_crash() -> None:
+    """Found by the fuzz test: ``? : :`` makes ruamel build an unhashable key (TypeError)."""
+    with pytest.raises(SpecError) as caught:
+        load_text("kind: Model\nspec:\n  ? : :\n", "m.yaml")
+    assert str(caught.value) == (
+        "m.yaml:3: invalid YAML: a mapping or list used as a key; keys must be plain names"
+    )
+
+
 def test_missing_required_field_points_at_its_parent() -> None:
     text = "apiVersion: kapell.dev/v1alpha1\nkind: Model\nmetadata:\n  name: a\nspec:\n  engine:\n    name: sim\n"
     with pytest.raises(SpecError) as info:

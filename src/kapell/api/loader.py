@@ -18,6 +18,7 @@ from pydantic import BaseModel, ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq, TaggedScalar
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.nodes import MappingNode, SequenceNode
 
 from kapell.api.errors import Problem, SpecError
 from kapell.api.meta import API_VERSION, DNS1123_LABEL, Resource
@@ -57,6 +58,21 @@ def load_files(paths: Iterable[str | Path], check: Check | None = None) -> list[
     return resources
 
 
+def _collection_key_line(text: str) -> int:
+    """The line of the first key that is itself a mapping or a list (1 if none is found)."""
+    pending = list(YAML(typ="rt").compose_all(text))
+    while pending:
+        node = pending.pop()
+        if isinstance(node, MappingNode):
+            for key, value in node.value:
+                if isinstance(key, MappingNode | SequenceNode):
+                    return int(key.start_mark.line) + 1
+                pending += [key, value]
+        elif isinstance(node, SequenceNode):
+            pending += node.value
+    return 1
+
+
 def load_text(text: str, filename: str = "<stdin>", check: Check | None = None) -> list[Resource]:
     """Every resource in one YAML text (``---``-separated documents)."""
     try:
@@ -70,6 +86,11 @@ def load_text(text: str, filename: str = "<stdin>", check: Check | None = None) 
         line = text.count("\n", 0, position) + 1
         reason = getattr(exc, "reason", None) or str(exc).splitlines()[0]
         raise SpecError([Problem(filename, line, "", f"invalid YAML: {reason}")]) from None
+    except TypeError:  # a mapping or list as a key (``? {a: 1}``): unhashable when built
+        raise SpecError([Problem(
+            filename, _collection_key_line(text), "",
+            "invalid YAML: a mapping or list used as a key; keys must be plain names",
+        )]) from None  # fmt: skip
     resources: list[Resource] = []
     problems: list[Problem] = []
     seen: dict[str, int] = {}

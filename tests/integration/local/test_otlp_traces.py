@@ -26,7 +26,9 @@ trace_service_pb2 = pytest.importorskip(
     reason="needs the otel extra (opentelemetry-exporter-otlp-proto-http)",
 )
 
-SPEC = SIM_SPEC.replace("SPEEDUP", "20").replace("REPLICAS", "1") + """\
+SPEC = (
+    SIM_SPEC.replace("SPEEDUP", "20").replace("REPLICAS", "1")
+    + """\
 ---
 apiVersion: kapell.dev/v1alpha1
 kind: Prompt
@@ -36,6 +38,7 @@ spec:
   version: 3
   template: "Greet {{name}} warmly."
 """
+)
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_ID = "00f067aa0ba902b7"
 
