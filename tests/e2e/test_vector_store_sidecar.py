@@ -43,6 +43,9 @@ def test_store_sidecar_and_claim_are_accepted(
 
     placed = Placement(PodRequest("embed-r1-0", 500, 512), "gpu-node-0002")
     pod = with_vector_store(replica_pod(model, "r1", "embed-r1-0", uid, placed, None), store)
+    # Not kapell's label: an operator running in this session would take the pod for an old
+    # revision of the Model and delete it before it is read back.
+    del pod["metadata"]["labels"]["app.kubernetes.io/managed-by"]
     kube.create(from_dict(vector_store_claim(store)), namespace=namespace)
     kube.create(from_dict(pod), namespace=namespace)
 
