@@ -17,7 +17,7 @@ kind: TrainingJob
 metadata: {name: llm, namespace: team}
 spec:
   entrypoint: python train.py
-  runtimeEnv: {workingDir: /work/job, envVars: {SEED: "7"}}
+  runtimeEnv: {workingDir: /srv/job, envVars: {SEED: "7"}}
   workerGroupSpecs:
   - groupName: gpu
     replicas: 3
@@ -142,7 +142,7 @@ def test_kueue_gets_the_queue_label_and_a_suspended_job_it_releases() -> None:
     assert spec["suspend"] is True
     assert spec["backoffLimit"] == 0 and spec["shutdownAfterJobFinishes"] is True
     assert spec["submissionMode"] == "SidecarMode"
-    assert spec["entrypoint"] == "cd /work/job && python train.py"
+    assert spec["entrypoint"] == "cd /srv/job && python train.py"
     env = json.loads(spec["runtimeEnvYAML"])["env_vars"]
     assert env["SEED"] == "7" and env["KAPELL_WORKERS"] == "4"
     assert env["KAPELL_CHECKPOINT_URI"] == "s3://bucket/runs"
