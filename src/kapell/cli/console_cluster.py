@@ -68,8 +68,7 @@ class ClusterConsole:
         self._jobs = jobs
 
     def _models(self) -> list[Model]:
-        found = (self._store.get(key) for key in self._store.object_keys())
-        return [m for m in found if m is not None]
+        return self._store.resources()
 
     def resources(self, kind: str) -> Sequence[Resource]:
         if kind == "Model":

@@ -35,12 +35,8 @@ class TrainingPlane:
     late: list[Informer[Any]]
     """To start, not to wait for: their kind's CRD may come later."""
     object_keys: Callable[[], list[str]]
-    job: Callable[[str], TrainingJob | None]
-    """A TrainingJob by key, from the informer's cache (the console reads it)."""
-
-    def jobs(self) -> list[TrainingJob]:
-        found = (self.job(key) for key in self.object_keys())
-        return [j for j in found if j is not None]
+    jobs: Callable[[], list[TrainingJob]]
+    """Every TrainingJob, from the informer's cache (the console reads them)."""
 
 
 def crd_installed(client: Client, name: str) -> bool:
@@ -92,4 +88,4 @@ def training_plane(
         late.append(backend.informer)
     log.info("TrainingJobs run as KubeRay RayJobs, gang admission: %s", gang)
     controller = TrainingJobController(store, backend, timestamp)
-    return TrainingPlane(controller, backend, informers, late, store.object_keys, store.get)
+    return TrainingPlane(controller, backend, informers, late, store.object_keys, store.resources)

@@ -193,6 +193,11 @@ class KubeStore(Generic[R]):
             if s.resource is not None
         ]
 
+    def resources(self) -> list[R]:
+        """Every live object of the kind as ``get`` reads it (the console lists them)."""
+        found = (self.get(key) for key in self.object_keys())
+        return [r for r in found if r is not None]
+
     def get(self, key: str) -> R | None:
         stored = self.stored(key)
         if stored is None or stored.deleting or stored.resource is None:
