@@ -11,8 +11,10 @@ from enum import StrEnum
 
 
 class RunPhase(StrEnum):
-    """Where a run is: its cluster starting, the job queued or running, or finished."""
+    """Where a run is: held until its planned start, its cluster starting, the job queued or
+    running, or finished."""
 
+    HELD = "Held"  # made but held by kapell (a deferred start: a suspended RayJob); not active
     STARTING = "Starting"  # the Ray cluster is coming up; nothing submitted yet
     PENDING = "Pending"  # submitted; the driver has not started
     RUNNING = "Running"
@@ -22,6 +24,11 @@ class RunPhase(StrEnum):
     @property
     def finished(self) -> bool:
         return self in (RunPhase.SUCCEEDED, RunPhase.FAILED)
+
+    @property
+    def active(self) -> bool:
+        """Whether the run holds capacity or soon will (started, not finished, not held)."""
+        return not self.finished and self is not RunPhase.HELD
 
 
 @dataclass(frozen=True)

@@ -69,10 +69,17 @@ def condition(type_: str, ok: bool, reason: str, message: str, now: str) -> Cond
 
 
 class TrainingBackend(Protocol):
-    """Runs TrainingJobs, one run (attempt) per job at a time, and reports how each goes."""
+    """Runs TrainingJobs, one run (attempt) per job at a time, and reports how each goes.
+
+    ``hold`` prepares a run without starting it (a deferred start), where the backend has
+    something to prepare (a suspended RayJob on Kubernetes; locally nothing): its run then
+    reports ``RunPhase.HELD`` until ``start`` releases it.
+    """
 
     def run(self, job_key: str) -> TrainingRun | None: ...
 
     def start(self, job: TrainingJob, revision: str, attempt: int) -> None: ...
+
+    def hold(self, job: TrainingJob, revision: str, attempt: int) -> None: ...
 
     def stop(self, job_key: str) -> None: ...

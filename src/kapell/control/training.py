@@ -80,8 +80,12 @@ class TrainingJobController:
             self._backend.stop(key)  # a hand-back to serving, or a move to other capacity
             run = None
         if gate.hold:
+            if gate.deferred and run is None:
+                self._backend.hold(gate.job, revision, status.attempt)  # e.g. a suspended RayJob
             self._write(job, status, refusal)
             return gate.requeue_s
+        if run is not None and run.phase is RunPhase.HELD:
+            run = None  # released now: started below like a run never made (start releases it)
         if status.phase in ("Succeeded", "Failed") and (run is None or run.phase.finished):
             self._write(
                 job, status, refusal
@@ -121,6 +125,7 @@ class TrainingJobController:
 
     def _observed(self, status: TrainingJobStatus, run: TrainingRun) -> TrainingJobStatus:
         phases: dict[RunPhase, TrainingPhase] = {
+            RunPhase.HELD: "Pending",
             RunPhase.STARTING: "Pending",
             RunPhase.PENDING: "Pending",
             RunPhase.RUNNING: "Running",

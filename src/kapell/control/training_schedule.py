@@ -52,6 +52,8 @@ class Gate:
     job: TrainingJob
     stop: bool = False
     hold: bool = False
+    deferred: bool = False
+    """Held for its planned start: the backend may prepare the run, held (``hold``)."""
     requeue_s: float | None = None
     note: str = ""
     """Said when the run starts (e.g. why a deferrable job could not be planned)."""
@@ -112,7 +114,7 @@ class Scheduler:
     def gate(self, job: TrainingJob, status: TrainingJobStatus, run: TrainingRun | None) -> Gate:
         now = self.feeds.clock()
         seen = self._seen.setdefault(job.key, _Seen(now, now))
-        active = run is not None and not run.phase.finished
+        active = run is not None and run.phase.active
         running = active and run is not None and run.phase is RunPhase.RUNNING
         elapsed = max(0.0, now - seen.at_s)
         update: dict[str, object] = {
@@ -176,6 +178,7 @@ class Scheduler:
             status.model_copy(update={"phase": "Pending", "message": message}),
             gate.job,
             hold=True,
+            deferred=True,
             requeue_s=min(plan.start_s, next_hour) - now,
         )
 

@@ -49,6 +49,7 @@ class RunTable:
     def __init__(self) -> None:
         self.runs: dict[str, TrainingRun] = {}
         self.starts: list[tuple[str, int]] = []
+        self.holds: list[tuple[str, int]] = []
         self.stops: list[str] = []
 
     def run(self, job_key: str) -> TrainingRun | None:
@@ -57,6 +58,11 @@ class RunTable:
     def start(self, job: TrainingJob, revision: str, attempt: int) -> None:
         self.starts.append((revision, attempt))
         self.runs[job.key] = TrainingRun(job.key, revision, attempt, RunPhase.STARTING)
+
+    def hold(self, job: TrainingJob, revision: str, attempt: int) -> None:
+        """Held as a suspended RayJob is: a run that reports ``HELD``."""
+        self.holds.append((revision, attempt))
+        self.runs[job.key] = TrainingRun(job.key, revision, attempt, RunPhase.HELD)
 
     def stop(self, job_key: str) -> None:
         self.stops.append(job_key)

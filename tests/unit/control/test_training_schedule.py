@@ -207,6 +207,7 @@ def test_a_deferrable_job_waits_for_the_planned_start_on_the_intensity_file(
     requeue = controller.reconcile(key)
     held = status(store, key)
     assert runs.jobs == [] and held["phase"] == "Pending"
+    assert runs.holds == [(held["revision"], 0)]  # prepared held (a suspended RayJob)
     start_s = rows[24 * 40 + best][0]
     planned = datetime.fromisoformat(str(held["plannedStart"]).replace("Z", "+00:00"))
     assert planned.timestamp() == start_s
@@ -219,10 +220,11 @@ def test_a_deferrable_job_waits_for_the_planned_start_on_the_intensity_file(
 
     clock.now = start_s - 1
     controller.reconcile(key)
-    assert runs.jobs == []
+    assert runs.jobs == [] and len(runs.holds) == 1  # held once, not made again
     clock.now = start_s
     controller.reconcile(key)
     assert len(runs.jobs) == 1 and status(store, key)["phase"] == "Pending"
+    assert runs.holds == [(held["revision"], 0)] and runs.stops == []  # released, not remade
 
 
 @pytest.mark.skipif(not INTENSITY.exists(), reason="shared carbon-intensity data not present")

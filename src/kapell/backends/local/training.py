@@ -147,6 +147,9 @@ class LocalRayJobs:
             self._execute(run), name=f"training {job.key} attempt {attempt}"
         )
 
+    def hold(self, job: TrainingJob, revision: str, attempt: int) -> None:
+        """Nothing to prepare: a held job holds no processes here until ``start``."""
+
     def stop(self, job_key: str) -> None:
         run = self._runs.pop(job_key, None)
         if run is not None and run.task is not None:

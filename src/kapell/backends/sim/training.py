@@ -114,6 +114,9 @@ class SimTraining:
         self.stats.runs += 1
         self._gpus.acquire(run.gpus, lambda: self._got_gpus(run))
 
+    def hold(self, job: TrainingJob, revision: str, attempt: int) -> None:
+        """Nothing to prepare: a held job takes no simulated GPUs until ``start``."""
+
     def stop(self, job_key: str) -> None:
         run = self._runs.pop(job_key, None)
         if run is None:
