@@ -1,9 +1,10 @@
 """The objects one TrainingJob becomes on a cluster: a KubeRay ``RayJob`` and what admits it.
 
-Pure rendering, no API calls, like ``pods``. One RayJob per attempt (``<job>-a<attempt>``, so a
-retry never waits for the previous attempt's finalizers), owned by the TrainingJob and labelled
-with it, its revision and its attempt, which is all the training backend needs to find it again.
-Written for KubeRay v1.7.0's ``ray.io/v1`` schema, using no field older releases lack.
+Pure rendering, no API calls, like ``pods``. One RayJob per run (``rayjob_name``: a retry, or a
+restart on other capacity, never waits for the previous RayJob's finalizers), owned by the
+TrainingJob and labelled with it, its revision, its attempt and its restart, which is all the
+training backend needs to find it again. Written for KubeRay v1.7.0's ``ray.io/v1`` schema,
+using no field older releases lack.
 
 Placement comes from the GPUPools' node groups: the head (the driver, no training) goes on
 on-demand nodes, each worker group on the capacity it is given (spot for a group marked
@@ -16,7 +17,11 @@ RayJob carries the LocalQueue label and is created suspended; Kueue admits the w
 the ClusterQueue's quota per ResourceFlavor (one flavor per node group selector, spot and
 on-demand) and unsuspends it. With Volcano a PodGroup with ``minMember`` = every pod of the job
 gangs the pods in Volcano's scheduler. A job held by kapell (a deferred start) is created
-suspended and, under Kueue, without the queue label, so Kueue does not release it before kapell.
+suspended, labelled ``HELD_LABEL`` and, under Kueue, without the queue label, so Kueue does not
+release it before kapell. KubeRay makes no Ray cluster for a suspended RayJob and makes one from
+the spec as it then is when unsuspended (its webhook checks only the name), so a held RayJob's
+worker placement may still change before its release; a running one's may not (a move between
+spot and on-demand is a new RayJob, resuming from the newest checkpoint).
 """
 
 from __future__ import annotations
@@ -45,6 +50,9 @@ QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 VOLCANO_GROUP_ANNOTATION = "scheduling.k8s.io/group-name"
 JOB_LABEL = "kapell.dev/trainingjob"
 ATTEMPT_LABEL = "kapell.dev/attempt"
+RESTART_LABEL = "kapell.dev/restart"
+HELD_LABEL = "kapell.dev/held"
+"""On a RayJob that kapell holds suspended until its planned start (not Kueue's suspension)."""
 CAPACITY_LABEL = "kapell.dev/capacity"
 DEFAULT_QUEUE = "kapell"
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -76,11 +84,12 @@ class RayJobOptions:
     checkpoint_root: str = "/tmp/kapell-checkpoints"
 
 
-def rayjob_name(job_name: str, revision: str, attempt: int) -> str:
-    """``<job>-<revision>-<attempt>`` (5 characters of the revision): a new spec or attempt gets
-    a new RayJob, never one still being deleted. Shortened with a hash of the job's name where
-    KubeRay would refuse it."""
-    suffix = f"-{revision[:5]}-{attempt}"
+def rayjob_name(job_name: str, revision: str, attempt: int, restart: int = 0) -> str:
+    """``<job>-<revision>-<attempt>`` (5 characters of the revision), ``-r<restart>`` appended
+    for a restart within the attempt: a new spec, attempt or restart gets a new RayJob, never
+    one still being deleted. Shortened with a hash of the job's name where KubeRay would refuse
+    it."""
+    suffix = f"-{revision[:5]}-{attempt}" + (f"-r{restart}" if restart else "")
     if len(job_name) + len(suffix) <= MAX_RAYJOB_NAME:
         return job_name + suffix
     digest = hashlib.sha256(job_name.encode()).hexdigest()[:6]
@@ -259,8 +268,9 @@ def ray_job(
     owner_uid: str,
     pools: Sequence[GPUPool] = (),
     options: RayJobOptions | None = None,
+    restart: int = 0,
 ) -> Manifest:
-    """The RayJob of one attempt of ``job``.
+    """The RayJob of one run (``restart``) of one attempt of ``job``.
 
     KubeRay's own retries are off (``backoffLimit: 0``): the TrainingJob controller counts
     attempts. The Ray cluster goes when the job finishes (``shutdownAfterJobFinishes``), as
@@ -268,7 +278,7 @@ def ray_job(
     Kubernetes Job of its own nor cluster DNS.
     """
     options = options or RayJobOptions()
-    name = rayjob_name(job.metadata.name, revision, attempt)
+    name = rayjob_name(job.metadata.name, revision, attempt, restart)
     env = job_env(job, options.checkpoint_root)
     env_vars = {**job.spec.runtime_env.env_vars, **env.environ()}
     labels = {
@@ -276,9 +286,12 @@ def ray_job(
         JOB_LABEL: job.metadata.name,
         REVISION_LABEL: revision,
         ATTEMPT_LABEL: str(attempt),
+        RESTART_LABEL: str(restart),
     }
     held = options.suspend
-    if options.gang == "kueue" and not held:
+    if held:
+        labels[HELD_LABEL] = "true"
+    elif options.gang == "kueue":
         labels[QUEUE_LABEL] = options.queue
     spec: Manifest = {
         "entrypoint": _entrypoint(job),
@@ -330,8 +343,9 @@ def pod_group(
     attempt: int,
     owner_uid: str,
     options: RayJobOptions | None = None,
+    restart: int = 0,
 ) -> Manifest:
-    """Volcano's PodGroup for one attempt: the head and every worker, or none of them."""
+    """Volcano's PodGroup for one run: the head and every worker, or none of them."""
     options = options or RayJobOptions()
     pods = [(1, options.head)]
     pods += [(g.replicas, g.resources) for g in job.spec.worker_group_specs]
@@ -345,7 +359,7 @@ def pod_group(
         "apiVersion": VOLCANO_API,
         "kind": "PodGroup",
         "metadata": {
-            "name": rayjob_name(job.metadata.name, revision, attempt),
+            "name": rayjob_name(job.metadata.name, revision, attempt, restart),
             "namespace": job.metadata.namespace,
             "labels": {**MANAGED_BY, JOB_LABEL: job.metadata.name, ATTEMPT_LABEL: str(attempt)},
             "ownerReferences": [owner_reference(job, owner_uid)],
@@ -446,12 +460,13 @@ def job_objects(
     owner_uid: str,
     pools: Sequence[GPUPool] = (),
     options: RayJobOptions | None = None,
+    restart: int = 0,
 ) -> list[Manifest]:
-    """Everything one attempt needs, in the order to apply it: claim templates and the PodGroup
+    """Everything one run needs, in the order to apply it: claim templates and the PodGroup
     before the RayJob whose pods use them."""
     options = options or RayJobOptions()
     objects = claim_templates(job, owner_uid)
     if options.gang == "volcano":
-        objects.append(pod_group(job, revision, attempt, owner_uid, options))
-    objects.append(ray_job(job, revision, attempt, owner_uid, pools, options))
+        objects.append(pod_group(job, revision, attempt, owner_uid, options, restart))
+    objects.append(ray_job(job, revision, attempt, owner_uid, pools, options, restart))
     return objects

@@ -1,14 +1,21 @@
 """TrainingJobs on a cluster: each run is a KubeRay RayJob; this is the controller's backend.
 
 It only executes and observes, like ``LocalRayJobs``: ``start`` server-side applies (on a writer
-thread: a reconcile never waits on the apiserver) the attempt's objects (``rayjob.job_objects``: claim templates, a Volcano PodGroup or Kueue's queue
-objects, the RayJob, all owned by the TrainingJob) and removes earlier attempts' RayJobs;
-``run`` reads the newest attempt's RayJob from an informer and maps KubeRay's two status fields
-(``jobDeploymentStatus``, ``jobStatus``) to a ``RunPhase``; ``stop`` deletes the job's RayJobs.
-Retries are the controller's (``backoffLimit``), so KubeRay's own are off.
+thread: a reconcile never waits on the apiserver) the run's objects (``rayjob.job_objects``:
+claim templates, a Volcano PodGroup or Kueue's queue objects, the RayJob, all owned by the
+TrainingJob) and removes earlier runs' RayJobs; ``run`` reads the newest run's RayJob from an
+informer and maps KubeRay's two status fields (``jobDeploymentStatus``, ``jobStatus``) to a
+``RunPhase``; ``stop`` deletes the job's RayJobs. Retries are the controller's
+(``backoffLimit``), so KubeRay's own are off.
 
-Until the informer has seen the RayJob just applied, ``run`` reports that attempt as starting:
-an older attempt's failure, still cached, must not start a third one.
+``hold`` applies the RayJob suspended and labelled held (a deferred start); ``start`` of the
+same attempt then releases that RayJob (the same name, ``suspend: false``, placed on the
+capacity decided at release). A start after a ``stop`` within one attempt (a move between spot
+and on-demand) is a new RayJob, ``-r<restart>`` named, so it never waits for the old one's
+finalizers.
+
+Until the informer has seen the RayJob just applied (or released), ``run`` reports that run as
+``start`` left it: an older attempt's failure, still cached, must not start a third one.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import httpx2 as httpx  # the HTTP client lightkube 1.x is built on
@@ -72,7 +79,9 @@ class RayJobView:
     job: str
     revision: str
     attempt: int
+    restart: int
     suspended: bool
+    held: bool
     deployment_status: str
     job_status: str
     message: str
@@ -85,6 +94,8 @@ class RayJobView:
         """KubeRay's deployment status says where the cluster is; its job status where the
         job is, once submitted."""
         deployment = self.deployment_status
+        if self.held and deployment in ("", "Suspended"):
+            return RunPhase.HELD
         if deployment in ("Failed", "ValidationFailed"):
             return RunPhase.FAILED
         if self.job_status in _RAY_JOB_PHASES:
@@ -97,8 +108,10 @@ class RayJobView:
 
     def describe(self) -> str:
         """KubeRay's state in a line, with its message where it wrote one."""
-        if self.suspended and self.deployment_status in ("", "Suspended", "Suspending"):
-            said = f"RayJob {self.name} suspended: waiting for admission or its planned start"
+        if self.phase is RunPhase.HELD:
+            said = f"RayJob {self.name} suspended: held until its planned start"
+        elif self.suspended and self.deployment_status in ("", "Suspended", "Suspending"):
+            said = f"RayJob {self.name} suspended: waiting for admission"
         else:
             state = "/".join(s for s in (self.deployment_status, self.job_status) if s)
             said = f"RayJob {self.name} {state or 'created'}"
@@ -109,13 +122,16 @@ def rayjob_view(raw: dict[str, Any]) -> RayJobView:
     meta = raw["metadata"]
     labels = meta.get("labels") or {}
     status = raw.get("status") or {}
+    suspended = bool((raw.get("spec") or {}).get("suspend"))
     return RayJobView(
         namespace=meta.get("namespace", ""),
         name=meta["name"],
         job=labels.get(rayjob.JOB_LABEL, ""),
         revision=labels.get(pods.REVISION_LABEL, ""),
         attempt=int(labels.get(rayjob.ATTEMPT_LABEL) or 0),
-        suspended=bool((raw.get("spec") or {}).get("suspend")),
+        restart=int(labels.get(rayjob.RESTART_LABEL) or 0),
+        suspended=suspended,
+        held=suspended and labels.get(rayjob.HELD_LABEL) == "true",
         deployment_status=status.get("jobDeploymentStatus") or "",
         job_status=status.get("jobStatus") or "",
         message=status.get("message") or "",
@@ -125,8 +141,25 @@ def rayjob_view(raw: dict[str, Any]) -> RayJobView:
     )
 
 
+@dataclass(frozen=True)
+class _Started:
+    """A run ``start`` or ``hold`` applied, until the informer shows its RayJob as applied."""
+
+    run: TrainingRun
+    name: str
+
+
+@dataclass
+class _Names:
+    """RayJob names in use: the highest restart index this process gave each attempt (job key,
+    revision, attempt), and the RayJobs asked to go that the informer may still show."""
+
+    restarts: dict[tuple[str, str, int], int] = field(default_factory=dict)
+    stopping: set[Key] = field(default_factory=set)
+
+
 class KubeRayJobs:
-    """Runs each TrainingJob as KubeRay RayJobs, one per attempt."""
+    """Runs each TrainingJob as KubeRay RayJobs, one per run."""
 
     def __init__(
         self,
@@ -142,7 +175,8 @@ class KubeRayJobs:
         self._stored = stored
         self._on_change = on_change
         self.options = options or RayJobOptions()
-        self._started: dict[str, TrainingRun] = {}
+        self._started: dict[str, _Started] = {}
+        self._names = _Names()
         self._jobs: dict[Key, str] = {}  # RayJob -> its TrainingJob, for deletions
         # One writer: a stop and the start after it are applied in that order.
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="kapell-rayjobs")
@@ -161,6 +195,8 @@ class KubeRayJobs:
             job = view.job if view is not None else self._jobs.pop(key, "")
             if view is not None:
                 self._jobs[key] = view.job
+            else:
+                self._names.stopping.discard(key)
         if job:
             self._on_change(f"TrainingJob/{key[0]}/{job}")
 
@@ -168,17 +204,30 @@ class KubeRayJobs:
         _, namespace, name = job_key.split("/", 2)
         return sorted(
             (v for v in self.informer.items() if v.namespace == namespace and v.job == name),
-            key=lambda v: v.attempt,
+            key=lambda v: (v.attempt, v.restart),
         )
+
+    def _live(self, job_key: str) -> list[RayJobView]:
+        """The job's RayJobs not on their way out, oldest run first; the lock is held."""
+        return [
+            v
+            for v in self._views(job_key)
+            if not v.deleting and (v.namespace, v.name) not in self._names.stopping
+        ]
 
     # -- TrainingBackend ------------------------------------------------------------------
     def run(self, job_key: str) -> TrainingRun | None:
-        views = [v for v in self._views(job_key) if not v.deleting]
         with self._lock:
+            views = self._live(job_key)
             started = self._started.get(job_key)
-        newest = views[-1] if views else None
-        if started is not None and (newest is None or newest.attempt < started.attempt):
-            return started  # applied; the informer has not seen it yet
+        if started is not None:
+            seen = next((v for v in views if v.name == started.name), None)
+            released = started.run.phase is not RunPhase.HELD
+            if seen is None or (seen.held and released):
+                return started.run  # applied; the informer has not seen it yet
+            newest: RayJobView | None = seen
+        else:
+            newest = views[-1] if views else None
         if newest is None:
             return None
         return TrainingRun(
@@ -192,31 +241,73 @@ class KubeRayJobs:
         )
 
     def start(self, job: TrainingJob, revision: str, attempt: int) -> None:
-        """Apply the attempt's objects; earlier attempts' RayJobs are deleted."""
-        stored = self._stored(job.key)
-        if stored is None:
-            return  # deleted meanwhile: the next reconcile sees it gone
-        name = rayjob.rayjob_name(job.metadata.name, revision, attempt)
-        run = TrainingRun(job.key, revision, attempt, RunPhase.STARTING, f"creating RayJob {name}")
-        with self._lock:
-            self._started[job.key] = run
-        self._writer.submit(self._apply_attempt, job, run, name, stored.uid)
+        """Apply the run's objects (releasing the attempt's held RayJob, if there is one);
+        earlier runs' RayJobs are deleted."""
+        self._apply(job, revision, attempt, held=False)
+
+    def hold(self, job: TrainingJob, revision: str, attempt: int) -> None:
+        """Apply the run's objects with the RayJob suspended, held until ``start``."""
+        self._apply(job, revision, attempt, held=True)
 
     def stop(self, job_key: str) -> None:
         with self._lock:
-            self._started.pop(job_key, None)
-        self._writer.submit(self._delete_all, job_key, None)
+            started = self._started.pop(job_key, None)
+            names = {v.name for v in self._views(job_key)}
+            if started is not None:  # perhaps not seen by the informer yet
+                names.add(started.name)
+            namespace = job_key.split("/", 2)[1]
+            self._names.stopping.update((namespace, n) for n in names)
+        self._writer.submit(self._delete_names, namespace, sorted(names))
+
+    def _apply(self, job: TrainingJob, revision: str, attempt: int, held: bool) -> None:
+        stored = self._stored(job.key)
+        if stored is None:
+            return  # deleted meanwhile: the next reconcile sees it gone
+        with self._lock:
+            restart = self._restart(job.key, revision, attempt)
+            name = rayjob.rayjob_name(job.metadata.name, revision, attempt, restart)
+            if held:
+                run = TrainingRun(
+                    job.key, revision, attempt, RunPhase.HELD,
+                    f"RayJob {name} created suspended: held until its planned start",
+                )  # fmt: skip
+            else:
+                run = TrainingRun(
+                    job.key, revision, attempt, RunPhase.STARTING, f"creating RayJob {name}"
+                )
+            self._started[job.key] = _Started(run, name)
+        options = replace(self.options, suspend=held)
+        self._writer.submit(self._apply_run, job, run, name, restart, stored.uid, options)
+
+    def _restart(self, job_key: str, revision: str, attempt: int) -> int:
+        """The attempt's RayJob still standing (a held one, released now), else a new one:
+        restart 0 for a new attempt, the next index after a stop; the lock is held."""
+        for view in reversed(self._live(job_key)):
+            if (view.revision, view.attempt) == (revision, attempt):
+                return view.restart
+        of = (job_key, revision, attempt)
+        used = [v.restart for v in self._views(job_key) if (v.revision, v.attempt) == of[1:]]
+        if of in self._names.restarts:
+            used.append(self._names.restarts[of])
+        restart = max(used) + 1 if used else 0
+        self._names.restarts[of] = restart
+        return restart
 
     # -- writes (on the writer thread) ----------------------------------------------------
-    def _apply_attempt(self, job: TrainingJob, run: TrainingRun, name: str, uid: str) -> None:
+    def _apply_run(
+        self, job: TrainingJob, run: TrainingRun, name: str, restart: int, uid: str,
+        options: RayJobOptions,
+    ) -> None:  # fmt: skip
         try:
-            if self.options.gang == "kueue":
-                self._apply_all(rayjob.kueue_objects(self._pools(), [job.metadata.namespace]))
+            pools = list_pools(self._client)  # their node groups: where spot and on-demand are
+            if options.gang == "kueue":
+                self._apply_all(rayjob.kueue_objects(pools, [job.metadata.namespace]))
             objects = rayjob.job_objects(
-                job, run.revision, run.attempt, uid, self._pools(), self.options
+                job, run.revision, run.attempt, uid, pools, options, restart
             )
             self._apply_all(objects)
-            self._delete_all(job.key, keep=name)
+            stale = [v.name for v in self._views(job.key) if v.name != name and not v.deleting]
+            self._delete_names(job.metadata.namespace, stale)
             return
         except ApiError as exc:
             failed = replace(run, phase=RunPhase.FAILED, message=_refused(exc))
@@ -224,32 +315,11 @@ class KubeRayJobs:
             message = f"the apiserver could not be reached: {exc}"
             failed = replace(run, phase=RunPhase.FAILED, message=message)
         with self._lock:
-            if self._started.get(job.key) is not run:
+            started = self._started.get(job.key)
+            if started is None or started.run is not run:
                 return  # stopped or restarted meanwhile
-            self._started[job.key] = failed
+            self._started[job.key] = _Started(failed, name)
         self._on_change(job.key)
-
-    def _delete_all(self, job_key: str, keep: str | None) -> None:
-        for view in self._views(job_key):
-            if view.name != keep:
-                self._delete(view)
-
-    def _pools(self) -> list[GPUPool]:
-        """Every GPUPool in the cluster: their node groups say where spot and on-demand are."""
-        try:
-            listed: list[Any] = list(self._client.list(GPUPoolResource, namespace=ALL_NS))
-        except ApiError as exc:
-            if exc.status.code == 404:  # kapell's CRDs without GPUPool: default capacity labels
-                return []
-            raise
-        pools = []
-        for obj in listed:
-            raw = obj.to_dict()
-            try:
-                pools.append(GPUPool.model_validate(resource_body(raw, "GPUPool")))
-            except ValueError as exc:
-                log.warning("GPUPool %s ignored: %s", raw["metadata"]["name"], exc)
-        return pools
 
     def _apply_all(self, manifests: Sequence[dict[str, Any]]) -> None:
         for manifest in manifests:
@@ -257,18 +327,35 @@ class KubeRayJobs:
             with self._lock:
                 self.writes += 1
 
-    def _delete(self, view: RayJobView) -> None:
-        if view.deleting:
-            return
+    def _delete_names(self, namespace: str, names: Sequence[str]) -> None:
+        for name in names:
+            try:
+                self._client.delete(
+                    RayJob, name, namespace=namespace, cascade=CascadeType.BACKGROUND
+                )
+            except ApiError as exc:
+                if exc.status.code != 404:
+                    log.warning("RayJob %s/%s not deleted: %s", namespace, name, exc)
+            except (httpx.HTTPError, OSError) as exc:  # the job's next reconcile deletes it again
+                log.warning("RayJob %s/%s not deleted: %s", namespace, name, exc)
+
+
+def list_pools(client: Client) -> list[GPUPool]:
+    """Every GPUPool in the cluster (none where kapell's CRDs lack GPUPool: default labels)."""
+    try:
+        listed: list[Any] = list(client.list(GPUPoolResource, namespace=ALL_NS))
+    except ApiError as exc:
+        if exc.status.code == 404:
+            return []
+        raise
+    pools = []
+    for obj in listed:
+        raw = obj.to_dict()
         try:
-            self._client.delete(
-                RayJob, view.name, namespace=view.namespace, cascade=CascadeType.BACKGROUND
-            )
-        except ApiError as exc:
-            if exc.status.code != 404:
-                log.warning("RayJob %s/%s not deleted: %s", view.namespace, view.name, exc)
-        except (httpx.HTTPError, OSError) as exc:  # the job's next reconcile deletes it again
-            log.warning("RayJob %s/%s not deleted: %s", view.namespace, view.name, exc)
+            pools.append(GPUPool.model_validate(resource_body(raw, "GPUPool")))
+        except ValueError as exc:
+            log.warning("GPUPool %s ignored: %s", raw["metadata"]["name"], exc)
+    return pools
 
 
 def _refused(exc: ApiError) -> str:

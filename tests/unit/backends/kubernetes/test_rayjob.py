@@ -153,6 +153,11 @@ def test_a_held_job_is_suspended_and_out_of_kueues_reach_until_released() -> Non
     held = rayjob.ray_job(_job(), "r", 0, "u", options=RayJobOptions(suspend=True))
     assert held["spec"]["suspend"] is True
     assert rayjob.QUEUE_LABEL not in held["metadata"]["labels"]
+    assert held["metadata"]["labels"][rayjob.HELD_LABEL] == "true"
+    released = rayjob.ray_job(_job(), "r", 0, "u")
+    assert released["metadata"]["name"] == held["metadata"]["name"]  # the same RayJob, released
+    assert rayjob.HELD_LABEL not in released["metadata"]["labels"]
+    assert released["metadata"]["labels"][rayjob.QUEUE_LABEL] == rayjob.DEFAULT_QUEUE
     plain = RayJobOptions(gang="none")
     assert rayjob.ray_job(_job(), "r", 0, "u", options=plain)["spec"]["suspend"] is False
     held_plain = RayJobOptions(gang="none", suspend=True)
@@ -191,6 +196,9 @@ def test_names_fit_kuberays_limit_and_differ_per_revision_and_attempt() -> None:
     assert rayjob.rayjob_name(name + "y", "abcdef", 0) != first  # the hash keeps names apart
     assert rayjob.rayjob_name("short", "0123456789", 3) == "short-01234-3"
     assert rayjob.rayjob_name("short", "9876543210", 3) != "short-01234-3"
+    restarted = rayjob.rayjob_name(name, "abcdef", 11, restart=12)  # a move to other capacity
+    assert len(restarted) <= rayjob.MAX_RAYJOB_NAME and restarted.endswith("-abcde-11-r12")
+    assert rayjob.rayjob_name("short", "0123456789", 3, 1) == "short-01234-3-r1"
 
 
 def test_kueue_flavors_follow_the_node_groups_and_quota_their_gpus() -> None:
