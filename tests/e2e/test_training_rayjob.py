@@ -16,8 +16,7 @@ from typing import Any
 
 from kubeobjects import eventually
 from lightkube import ApiError, Client
-from lightkube.types import PatchType
-from operators import OperatorProcess, admit_as_kueue, apply
+from operators import OperatorProcess, admit_as_kueue, apply, as_kuberay
 
 from kapell.api import GPUPool, TrainingJob
 from kapell.api.kinds import CAPACITY_TYPE_LABEL
@@ -144,14 +143,6 @@ def _rayjobs(kube: Client, namespace: str) -> list[dict[str, Any]]:
     return [r.to_dict() for r in kube.list(RayJob, namespace=namespace)]
 
 
-def _as_kuberay(kube: Client, name: str, namespace: str, deployment: str, job: str) -> None:
-    """Write the status KubeRay's operator would (a stand-in: KubeRay does not run here)."""
-    status = {"jobDeploymentStatus": deployment, "jobStatus": job, "jobId": f"{name}-id",
-              "message": f"stand-in for KubeRay: {deployment}/{job}"}  # fmt: skip
-    kube.patch(RayJob.Status, name, {"status": status}, namespace=namespace,
-               patch_type=PatchType.MERGE)  # fmt: skip
-
-
 def test_operator_runs_a_trainingjob_as_rayjobs_and_reads_their_status_back(
     ecosystem_crds: list[str], operator: OperatorProcess, kubectl: Callable[..., str],
     kube: Client, namespace: str,
@@ -181,19 +172,19 @@ def test_operator_runs_a_trainingjob_as_rayjobs_and_reads_their_status_back(
 
         return eventually(probe, f"TrainingJob status with {wanted}", WAIT_S)
 
-    _as_kuberay(kube, name, namespace, "Running", "RUNNING")
+    as_kuberay(kube, name, namespace, "Running", "RUNNING")
     running = status_where(phase="Running", attempt=0)
     assert (
         running["message"]
         == f"RayJob {name} Running/RUNNING: stand-in for KubeRay: Running/RUNNING"
     )
     # The attempt fails: the controller starts the next one and the old RayJob goes.
-    _as_kuberay(kube, name, namespace, "Complete", "FAILED")
+    as_kuberay(kube, name, namespace, "Complete", "FAILED")
     second = eventually(lambda: one_rayjob(1), "the RayJob of attempt 1", WAIT_S)
     assert second["spec"]["suspend"] is first["spec"]["suspend"]  # admitted again, as a whole
     admit_as_kueue(kube, second)
     status_where(attempt=1)
-    _as_kuberay(kube, second["metadata"]["name"], namespace, "Complete", "SUCCEEDED")
+    as_kuberay(kube, second["metadata"]["name"], namespace, "Complete", "SUCCEEDED")
     done = status_where(phase="Succeeded", attempt=1)
     ready = next(c for c in done["conditions"] if c["type"] == "Ready")
     assert ready["status"] == "True"

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from lightkube import Client
 
     from kapell.cli.operator_training import GangChoice
+    from kapell.control.training_schedule import Feeds
 
 console = Console(stderr=True, highlight=False)
 SYNC_TIMEOUT_S = 120.0
@@ -84,6 +85,24 @@ def operator(
             "installed, else none), kueue, volcano or none.",
         ),
     ] = "auto",
+    spot_availability: Annotated[
+        Path | None,
+        typer.Option(
+            "--spot-availability",
+            help="Spot availability for TrainingJobs with a deadline and spot workers, as "
+            "`kapell up` reads it (a `kapell bench spot` trace replayed from now, or a file "
+            "reading 'up' or 'down'). Default: up while a Ready node of a GPUPool's spot "
+            "node group exists.",
+        ),
+    ] = None,
+    carbon_intensity: Annotated[
+        str | None,
+        typer.Option(
+            "--carbon-intensity",
+            help="gCO2eq/kWh that deferrable TrainingJobs plan their start on: a number, or an "
+            "intensity CSV file covering their windows. Default: none (nothing is deferred).",
+        ),
+    ] = None,
 ) -> None:
     """Run kapell's controllers over a Kubernetes cluster until Ctrl-C."""
     from kapell.api.errors import KapellError
@@ -101,10 +120,18 @@ def operator(
     for noisy in ("httpx", "httpx2", "httpcore"):  # one line per API request otherwise
         logging.getLogger(noisy).setLevel(logging.WARNING)
     me = identity or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    from kapell.cli.training_feeds import intensity_series
+    from kapell.cli.training_feeds import spot_availability as spot_source
+    from kapell.control.training_schedule import Feeds
+
+    feeds = Feeds(
+        spot_available=spot_source(spot_availability, time.time()) if spot_availability else None,
+        carbon=intensity_series(carbon_intensity),
+    )
     asyncio.run(
         _run(
             kubeconfig, namespace, me, lease_namespace, lease_duration, host, port,
-            cast("GangChoice", training_gang),
+            cast("GangChoice", training_gang), feeds,
         )
     )  # fmt: skip
 
@@ -144,6 +171,7 @@ async def _run(
     host: str,
     port: int,
     training_gang: GangChoice,
+    feeds: Feeds,
 ) -> None:
     from kapell.api.model import Model
     from kapell.backends.kubernetes.informer import wait_synced
@@ -218,7 +246,9 @@ async def _run(
         store, replicas, scaler, time.monotonic, utc_now, progress_s=EVENT_DRIVEN_PROGRESS_S,
         resync_s=EVENT_DRIVEN_RESYNC_S,
     )  # fmt: skip
-    training = training_plane(client, enqueue, namespace, training_gang, utc_now)
+    training = training_plane(
+        client, enqueue, namespace, training_gang, utc_now, feeds, replicas.nodes.items
+    )
     metrics = OperatorMetrics(
         lambda: store.writes + replicas.writes + (training.backend.writes if training else 0)
     )

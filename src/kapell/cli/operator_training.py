@@ -4,22 +4,32 @@ Wired only where the cluster has the TrainingJob CRD. Without KubeRay's RayJob C
 RayJob informer is not waited for: it lists again until the CRD is installed, and meanwhile a
 TrainingJob fails with a message saying so. Gang admission: ``auto`` is Kueue where its CRDs
 are installed at start, else none.
+
+The controller runs the same ``Scheduler`` as ``kapell up`` (``control.training_schedule``):
+a deferred job's RayJob is made suspended and released at its planned start, and a spot
+decision places (or, moved, re-creates) the RayJob's worker groups. Spot availability is the
+``--spot-availability`` file where one is given, else the GPUPools' spot nodes
+(``SpotNodes``).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from lightkube import Client
 
     from kapell.api import TrainingJob
     from kapell.backends.kubernetes.informer import Informer
+    from kapell.backends.kubernetes.inventory import NodeView
     from kapell.backends.kubernetes.training import KubeRayJobs
     from kapell.control.training import TrainingJobController
+    from kapell.control.training_schedule import Feeds
 
 log = logging.getLogger(__name__)
 
@@ -58,10 +68,16 @@ def training_plane(
     namespace: str | None,
     gang: GangChoice,
     timestamp: Callable[[], str],
+    feeds: Feeds | None = None,
+    nodes: Callable[[], Iterable[NodeView]] | None = None,
 ) -> TrainingPlane | None:
-    """The TrainingJob controller and its informers, or None without the TrainingJob CRD."""
+    """The TrainingJob controller and its informers, or None without the TrainingJob CRD.
+
+    ``feeds``: what the scheduler observes (its clock, spot availability, carbon intensity);
+    without spot availability in them, ``nodes`` (the operator's node informer) gives it."""
     from kapell.api import TrainingJob
     from kapell.backends.kubernetes.rayjob import RayJobOptions
+    from kapell.backends.kubernetes.spot_nodes import SpotNodes
     from kapell.backends.kubernetes.store import (
         KubeStore,
         TrainingJobResource,
@@ -69,6 +85,7 @@ def training_plane(
     )
     from kapell.backends.kubernetes.training import KubeRayJobs
     from kapell.control.training import TrainingJobController
+    from kapell.control.training_schedule import Feeds
 
     if not crd_installed(client, "trainingjobs.kapell.dev"):
         log.warning("the TrainingJob CRD is not installed: TrainingJobs are not reconciled")
@@ -86,6 +103,11 @@ def training_plane(
     else:
         log.warning("KubeRay's RayJob CRD is not installed: TrainingJobs fail until it is")
         late.append(backend.informer)
+    feeds = feeds or Feeds()
+    if feeds.spot_available is None and nodes is not None:
+        spot = SpotNodes(client, nodes)
+        late.append(spot.pools)  # kapell's CRDs without GPUPool: the default spot label
+        feeds = replace(feeds, spot_available=spot)
     log.info("TrainingJobs run as KubeRay RayJobs, gang admission: %s", gang)
-    controller = TrainingJobController(store, backend, timestamp)
+    controller = TrainingJobController(store, backend, timestamp, feeds)
     return TrainingPlane(controller, backend, informers, late, store.object_keys, store.resources)

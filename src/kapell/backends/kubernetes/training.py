@@ -318,6 +318,12 @@ class KubeRayJobs:
             started = self._started.get(job.key)
             if started is None or started.run is not run:
                 return  # stopped or restarted meanwhile
+            if run.phase is RunPhase.HELD:
+                # Nothing runs yet: the job's next reconcile holds it again, and its release
+                # applies it anyway; a failure here would spend one of its attempts.
+                del self._started[job.key]
+                log.warning("held RayJob %s not made: %s", name, failed.message)
+                return
             self._started[job.key] = _Started(failed, name)
         self._on_change(job.key)
 
