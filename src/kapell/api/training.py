@@ -6,8 +6,10 @@ jobs may not import each other.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 
 class RunPhase(StrEnum):
@@ -48,3 +50,20 @@ class TrainingRun:
     last_checkpoint_step: int | None = None
     worker_restarts: int = 0
     output_uri: str = ""
+
+
+def progress_changes(run: TrainingRun, record: Mapping[str, Any]) -> dict[str, Any]:
+    """What one ``kapell-progress`` record (``api.jobenv``) changes in ``run``: its step (a run
+    reporting steps is running, unless already finished), loss, and one more checkpoint, at the
+    step the record names."""
+    changes: dict[str, Any] = {}
+    if "step" in record:
+        changes["step"] = int(record["step"])
+        if run.phase in (RunPhase.STARTING, RunPhase.PENDING):
+            changes["phase"] = RunPhase.RUNNING
+    if "loss" in record:
+        changes["loss"] = float(record["loss"])
+    if "checkpoint" in record:
+        changes["checkpoints"] = run.checkpoints + 1
+        changes["last_checkpoint_step"] = int(record["checkpoint"])
+    return changes

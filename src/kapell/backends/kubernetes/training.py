@@ -15,7 +15,8 @@ and on-demand) is a new RayJob, ``-r<restart>`` named, so it never waits for the
 finalizers.
 
 Until the informer has seen the RayJob just applied (or released), ``run`` reports that run as
-``start`` left it: an older attempt's failure, still cached, must not start a third one.
+``start`` left it: an older attempt's failure, still cached, must not start a third one. The
+run's progress (step, loss, checkpoints) comes from its driver's log (``DriverLogs``).
 """
 
 from __future__ import annotations
@@ -36,8 +37,9 @@ from lightkube.types import CascadeType
 from kapell.api import GPUPool, TrainingJob
 from kapell.api.crd import plural_of
 from kapell.api.meta import API_GROUP
-from kapell.api.training import RunPhase, TrainingRun
+from kapell.api.training import RunPhase, TrainingRun, progress_changes
 from kapell.backends.kubernetes import pods, rayjob
+from kapell.backends.kubernetes.driver_log import DriverLogs
 from kapell.backends.kubernetes.informer import Informer, Key
 from kapell.backends.kubernetes.rayjob import RayJobOptions
 from kapell.backends.kubernetes.store import Stored, resource_body, server_side_apply
@@ -88,6 +90,8 @@ class RayJobView:
     job_id: str
     dashboard_url: str
     deleting: bool
+    cluster: str = ""
+    """KubeRay's Ray cluster of the RayJob (``status.rayClusterName``): its head pod's label."""
 
     @property
     def phase(self) -> RunPhase:
@@ -138,6 +142,7 @@ def rayjob_view(raw: dict[str, Any]) -> RayJobView:
         job_id=status.get("jobId") or "",
         dashboard_url=status.get("dashboardURL") or "",
         deleting=bool(meta.get("deletionTimestamp")),
+        cluster=status.get("rayClusterName") or "",
     )
 
 
@@ -185,10 +190,12 @@ class KubeRayJobs:
         self.informer: Informer[RayJobView] = Informer(
             client, RayJob, rayjob_view, self._changed, namespace=namespace, labels=pods.MANAGED_BY
         )
+        self.logs = DriverLogs(client, on_change)
 
     def close(self) -> None:
-        """Drop queued writes (the next leader applies them again)."""
+        """Drop queued writes (the next leader applies them again) and log reads."""
         self._writer.shutdown(wait=False, cancel_futures=True)
+        self.logs.close()
 
     def _changed(self, key: Key, view: RayJobView | None) -> None:
         with self._lock:
@@ -197,6 +204,7 @@ class KubeRayJobs:
                 self._jobs[key] = view.job
             else:
                 self._names.stopping.discard(key)
+                self.logs.forget(key)
         if job:
             self._on_change(f"TrainingJob/{key[0]}/{job}")
 
@@ -230,7 +238,7 @@ class KubeRayJobs:
             newest = views[-1] if views else None
         if newest is None:
             return None
-        return TrainingRun(
+        run = TrainingRun(
             job_key,
             newest.revision,
             newest.attempt,
@@ -239,6 +247,10 @@ class KubeRayJobs:
             submission_id=newest.job_id,
             dashboard_url=newest.dashboard_url,
         )
+        rayjob_key = (newest.namespace, newest.name)
+        for record in self.logs.records(job_key, rayjob_key, newest.cluster, run.phase.finished):
+            run = replace(run, **progress_changes(run, record))
+        return run
 
     def start(self, job: TrainingJob, revision: str, attempt: int) -> None:
         """Apply the run's objects (releasing the attempt's held RayJob, if there is one);

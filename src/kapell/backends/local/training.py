@@ -32,7 +32,7 @@ import aiohttp
 
 from kapell.api import TrainingJob
 from kapell.api.jobenv import JobEnv, parse_progress
-from kapell.api.training import RunPhase, TrainingRun
+from kapell.api.training import RunPhase, TrainingRun, progress_changes
 from kapell.api.units import parse_quantity
 from kapell.backends.local.replicas import HOST, die_with_parent
 from kapell.net import free_port
@@ -309,16 +309,7 @@ class LocalRayJobs:
                         self._progress(run, record)
 
     def _progress(self, run: _Run, record: dict[str, Any]) -> None:
-        changes: dict[str, Any] = {}
-        if "step" in record:
-            changes["step"] = int(record["step"])
-            if run.observed.phase is not RunPhase.RUNNING:
-                changes["phase"] = RunPhase.RUNNING
-        if "loss" in record:
-            changes["loss"] = float(record["loss"])
-        if "checkpoint" in record:
-            changes["checkpoints"] = run.observed.checkpoints + 1
-            changes["last_checkpoint_step"] = int(record["checkpoint"])
+        changes = progress_changes(run.observed, record)
         if changes:
             self._set(run, **changes)
 
