@@ -36,6 +36,7 @@ OPERATOR_ALLOWED: list[Check] = [
     ("patch", "trainingjobs.kapell.dev", "--subresource=status", "-n", "NS"),
     ("create", "resourceclaimtemplates.resource.k8s.io", "-n", "NS"),
     ("get", "customresourcedefinitions.apiextensions.k8s.io/rayjobs.ray.io"),
+    ("watch", "gpupools.kapell.dev", "-A"), ("get", "pods", "--subresource=log", "-n", "NS"),
 ]  # fmt: skip
 OPERATOR_REFUSED: list[Check] = [
     ("get", "secrets", "-A"), ("list", "secrets", "-n", "HOME"), ("patch", "nodes"),

@@ -2,7 +2,8 @@
 
 The training plane runs in the test's process, built as ``kapell operator`` builds it
 (``cli.operator_training.training_plane``) with the same feeds its ``--carbon-intensity`` and
-``--spot-availability`` options give, so the test owns the clock. A deferrable job's RayJob is
+``--spot-availability`` options give, so the test owns the clock (the session's operator is
+stopped meanwhile). A deferrable job's RayJob is
 made suspended and held, and released at the carbon plan's start; a spot job's RayJob places its
 workers on the GPUPool's spot group, and when spot is reclaimed the RayJob goes and is made
 again (``-r1``) with its workers on the on-demand group once the deadline calls for it. Neither
@@ -12,6 +13,7 @@ KubeRay's operator nor Kueue runs here: the test writes the RayJob status KubeRa
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,7 +22,7 @@ from typing import Any
 import pytest
 from kubeobjects import eventually
 from lightkube import ApiError, Client
-from operators import apply, as_kuberay
+from operators import OperatorProcess, apply, as_kuberay
 
 from kapell.backends.kubernetes import rayjob
 from kapell.backends.kubernetes.informer import wait_synced
@@ -52,9 +54,13 @@ class Clock:
 
 @pytest.fixture
 def plane_of(
-    ecosystem_crds: list[str], kapell_crds: str, dev_cluster: DevCluster, namespace: str
+    ecosystem_crds: list[str], operator: OperatorProcess, dev_cluster: DevCluster, namespace: str
 ) -> Iterator[Callable[[Feeds], TrainingPlane]]:
-    """Start the operator's training plane over the test's namespace with the given feeds."""
+    """Start the operator's training plane over the test's namespace with the given feeds.
+
+    It stands in for the session's ``kapell operator``, which is stopped meanwhile (it gives
+    its Lease up) so that one controller acts on the test's jobs, and started again after."""
+    operator.kill(signal.SIGTERM)
     started: list[TrainingPlane] = []
 
     def start(feeds: Feeds) -> TrainingPlane:
@@ -70,11 +76,17 @@ def plane_of(
         wait_synced(plane.informers, WAIT_S)
         return plane
 
-    yield start
-    for plane in started:
-        for informer in [*plane.informers, *plane.late]:
-            informer.stop()
-        plane.backend.close()
+    try:
+        yield start
+    finally:
+        for plane in started:
+            for informer in [*plane.informers, *plane.late]:
+                informer.stop()
+            plane.backend.close()
+        seen = len(operator.text())  # its log already says "watching" from before
+        operator.start()
+        eventually(lambda: "watching" in operator.text()[seen:] or None,
+                   "the session's operator leading again", 60)  # fmt: skip
 
 
 def _job(name: str, namespace: str, **spec: Any) -> dict[str, Any]:
