@@ -7,8 +7,8 @@ training backend needs to find it again. Written for KubeRay v1.7.0's ``ray.io/v
 using no field older releases lack.
 
 Placement comes from the GPUPools' node groups: the head (the driver, no training) goes on
-on-demand nodes, each worker group on the capacity it is given (spot for a group marked
-``spot``, unless the spot decision says otherwise), as a required node affinity with one term
+on-demand nodes, each worker group on its capacity (spot for a group marked ``spot``, which
+the spot decision may clear for a run), as a required node affinity with one term
 per node group of that capacity and tolerations for those groups' taints. A worker group with
 a GPU request gets a ResourceClaimTemplate (DRA, ``dra.claim_template``): one claim per pod.
 
@@ -70,8 +70,6 @@ class RayJobOptions:
     """How to render a job beyond its spec: the operator's settings and the policy's choices.
 
     ``suspend``: hold the job (a deferred start); kapell releases it at its planned start.
-    ``capacity``: worker group name -> the capacity it runs on now (the spot decision);
-    groups not named run on spot when marked ``spot``, else on-demand.
     ``checkpoint_root``: where checkpoints go when the spec names no ``checkpoint.uri``.
     """
 
@@ -79,7 +77,6 @@ class RayJobOptions:
     queue: str = DEFAULT_QUEUE
     suspend: bool = False
     image: str = KAPELL_IMAGE
-    capacity: Mapping[str, Capacity] = field(default_factory=dict)
     head: Resources = field(default_factory=lambda: Resources(cpu="1", memory="2Gi"))
     checkpoint_root: str = "/tmp/kapell-checkpoints"
 
@@ -109,8 +106,10 @@ def node_groups(pools: Iterable[GPUPool], capacity: Capacity) -> list[GPUNodeGro
     return found or [GPUNodeGroup(gpu_model="any", count=0, spot=spot)]
 
 
-def worker_capacity(group: WorkerGroup, options: RayJobOptions) -> Capacity:
-    return options.capacity.get(group.group_name, "spot" if group.spot else "on-demand")
+def worker_capacity(group: WorkerGroup) -> Capacity:
+    """Spot for a group marked ``spot`` (the spot decision, ``training_schedule.on_capacity``,
+    sets the mark on each run's copy of the job), else on-demand."""
+    return "spot" if group.spot else "on-demand"
 
 
 def _placement(groups: Sequence[GPUNodeGroup]) -> Manifest:
@@ -204,7 +203,7 @@ def _worker_group(
     options: RayJobOptions,
     run_name: str,
 ) -> Manifest:
-    capacity = worker_capacity(group, options)
+    capacity = worker_capacity(group)
     container: Manifest = {
         "name": "ray-worker",
         "image": options.image,

@@ -1,16 +1,15 @@
-"""The spot policy as the live TrainingJob controller applies it, and where its answer runs.
+"""The spot policy as the live TrainingJob controller applies it.
 
 ``decide`` is the benchmark's ``kapell`` policy (``decide.POLICIES``) with a sentence saying
-why; ``placement`` turns a capacity into the node selector and tolerations of a GPUPool's spot
-or on-demand node group (what a RayJob's worker group gets on Kubernetes).
+why. Where its answer runs is the backend's: locally a label on the Ray workers, on Kubernetes
+the node affinity and tolerations of the GPUPools' node groups of that capacity
+(``backends/kubernetes/rayjob.py``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from kapell.api.errors import KapellError
-from kapell.api.kinds import GPUPoolSpec
 from kapell.policy.spot.decide import POLICIES, Capacity, JobState, is_safe
 
 POLICY = "kapell"
@@ -18,11 +17,6 @@ POLICY = "kapell"
 
 DECISION_INTERVAL_S = 60.0
 """How long a live decision holds (the controller decides again at least this often)."""
-
-CAPACITY_LABEL = "karpenter.sh/capacity-type"
-"""The node label of spot versus on-demand capacity (Karpenter's; the dev cluster sets it)."""
-
-GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 
 
 @dataclass(frozen=True)
@@ -56,39 +50,3 @@ def decide(state: JobState) -> Decision:
     else:
         why = "ahead of schedule: waiting for spot costs nothing"
     return Decision(choice, f"{why}; {facts}")
-
-
-@dataclass(frozen=True)
-class Placement:
-    """Where a worker group of one capacity may run: a Pod's ``nodeSelector`` and
-    ``tolerations``."""
-
-    node_selector: dict[str, str]
-    tolerations: list[dict[str, str]] = field(default_factory=list)
-
-
-def placement(capacity: Capacity, pool: GPUPoolSpec | None = None) -> Placement:
-    """The node selector (and, for spot, the toleration of the spot taint) of ``capacity``.
-
-    With a GPUPool, the selector also names the GPU of its first node group of that capacity;
-    a pool without such a group cannot place it (a clear error, not a pod that never schedules).
-    """
-    if capacity == Capacity.WAIT:
-        raise KapellError("a waiting worker group has no placement: it holds no nodes")
-    spot = capacity == Capacity.SPOT
-    value = "spot" if spot else "on-demand"
-    selector = {CAPACITY_LABEL: value}
-    if pool is not None:
-        group = next((g for g in pool.nodes if g.spot == spot), None)
-        if group is None:
-            raise KapellError(
-                f"the GPUPool has no {value} node group (nodes[].spot: {str(spot).lower()}); "
-                "add one or run the worker group on the other capacity"
-            )
-        selector[GPU_PRODUCT_LABEL] = group.gpu_model.replace(" ", "-")
-    tolerations = (
-        [{"key": CAPACITY_LABEL, "operator": "Equal", "value": "spot", "effect": "NoSchedule"}]
-        if spot
-        else []
-    )
-    return Placement(selector, tolerations)

@@ -10,6 +10,8 @@ from kapell.api.kinds import CAPACITY_TYPE_LABEL
 from kapell.api.loader import load_text
 from kapell.backends.kubernetes import rayjob
 from kapell.backends.kubernetes.rayjob import RayJobOptions
+from kapell.control.training_schedule import on_capacity
+from kapell.policy.spot.decide import Capacity
 
 JOB = """\
 apiVersion: kapell.dev/v1alpha1
@@ -90,8 +92,8 @@ def test_head_goes_on_demand_and_spot_workers_on_every_spot_group_with_its_toler
 
 
 def test_the_spot_decision_moves_a_worker_group_to_on_demand() -> None:
-    options = RayJobOptions(capacity={"gpu": "on-demand"})
-    manifest = rayjob.ray_job(_job(), "rev1", 0, "uid-1", [_pool()], options)
+    moved = on_capacity(_job(), Capacity.ON_DEMAND)  # the run's job, as the scheduler gives it
+    manifest = rayjob.ray_job(moved, "rev1", 0, "uid-1", [_pool()])
     gpu = manifest["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]
     assert _terms(gpu["template"]) == [{CAPACITY_TYPE_LABEL: "on-demand"}]
     assert gpu["template"]["metadata"]["labels"][rayjob.CAPACITY_LABEL] == "on-demand"
