@@ -188,6 +188,7 @@ async def _run(
     from kapell.control.loop import ReconcileLoop
     from kapell.control.model import ModelController
     from kapell.control.scaling import PolicyScaler
+    from kapell.observe.allocations import log_top_allocations
     from kapell.observe.operator_metrics import OperatorMetrics
     from kapell.policy.autoscale import DemandSample
 
@@ -198,6 +199,7 @@ async def _run(
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGUSR1, log_top_allocations)  # with PYTHONTRACEMALLOC=1
 
     def enqueue(key: str) -> None:
         loop.call_soon_threadsafe(reconciler.enqueue, key)

@@ -2,8 +2,8 @@
 
 The entrypoint of ``examples/train-shakespeare.yaml``. Kapell runs it as a Ray job and passes
 the job's shape in ``KAPELL_*`` variables (``kapell.api.jobenv``). Rank 0 reports every step
-and every checkpoint as a progress line; a checkpoint every ``KAPELL_CHECKPOINT_INTERVAL``
-steps holds the model, the optimizer and the step, so a worker group restarted by Ray Train
+and every checkpoint (once Ray Train has registered it) as a progress line; a checkpoint every
+``KAPELL_CHECKPOINT_INTERVAL`` steps holds the model, the optimizer and the step, so a worker group restarted by Ray Train
 (a worker died) or a job resubmitted by kapell resumes from the newest one. At the end rank 0
 writes a directory the reference engine serves to ``KAPELL_OUTPUT_URI``.
 
@@ -100,7 +100,25 @@ def _checkpoint(
         }
         torch.save(state, Path(directory) / STATE_FILE)
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
+    _wait_for_commit()
     print(progress_line(checkpoint=step), flush=True)
+
+
+def _wait_for_commit() -> None:
+    """Block until Ray Train's controller has registered every report so far.
+
+    ``report`` returns once the checkpoint is uploaded, but a restarted worker group resumes
+    from the controller's newest *registered* checkpoint, which lags by up to a poll interval:
+    a worker lost in that gap resumes from the one before. Waiting here makes the progress
+    line (and the TrainingJob's ``lastCheckpointStep``) promise only what a restart resumes
+    from. Ray releases older than this API print without waiting.
+    """
+    import ray.train
+
+    wait = getattr(ray.train, "get_all_reported_checkpoints", None)
+    mode = getattr(ray.train, "CheckpointConsistencyMode", None)
+    if wait is not None and mode is not None:
+        wait(consistency_mode=mode.COMMITTED)
 
 
 def _inner(model: torch.nn.Module) -> torch.nn.Module:

@@ -31,6 +31,7 @@ OnChange = Callable[[Key, T | None], None]
 BACKOFF_FIRST_S = 0.2
 BACKOFF_MAX_S = 10.0
 WATCH_TIMEOUT_S = 300
+ABSENT_RECHECK_S = 30.0  # how often to list again a resource whose CRD is not installed
 
 
 class Informer(Generic[T]):
@@ -102,16 +103,26 @@ class Informer(Generic[T]):
 
     def _run(self) -> None:
         failures = 0
+        absent = False  # the resource's API is not served: its CRD is not installed (yet)
         while not self._stop.is_set():
             try:
                 if self._version is None:
                     self._version = self._relist()
+                absent = False
                 self._watch()
                 failures = 0
             except httpx.HTTPStatusError as exc:  # ApiError, or a status before the stream began
-                if _status_code(exc) == 410:  # the version is too old: start over from a list
+                code = _status_code(exc)
+                if code == 410:  # the version is too old: start over from a list
                     log.info("%s watch expired; relisting", self.name)
                     self._version = None
+                    continue
+                if code == 404 and self._version is None:
+                    if not absent:
+                        log.info("%s: not served (CRD not installed); looking again every %.0f s",
+                                 self.name, ABSENT_RECHECK_S)  # fmt: skip
+                    absent = True
+                    self._stop.wait(ABSENT_RECHECK_S)
                     continue
                 failures += 1
                 log.warning("%s watch failed: %s", self.name, exc)

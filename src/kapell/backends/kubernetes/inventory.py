@@ -41,7 +41,7 @@ class Device:
     mig: MigSlice | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class NodeView:
     name: str
     cpu_milli: int
@@ -50,7 +50,7 @@ class NodeView:
     labels: tuple[tuple[str, str], ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Placement:
     """A placed replica: what it asked and where it went (kept on the pod as an annotation)."""
 

@@ -68,7 +68,7 @@ InferencePool = create_namespaced_resource(*astuple(inferencepool.POOL))
 InferenceObjective = create_namespaced_resource(*astuple(inferencepool.OBJECTIVE))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PodView:
     """What the operator keeps of one of its pods."""
 
@@ -100,6 +100,20 @@ class PodView:
             restarts=self.restarts,
             message=self.message,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class _NewReplica:
+    """A replica decided and not yet written: what the writer renders its Pod and claim from."""
+
+    model_key: str
+    model: Model
+    owner: str  # the Model's uid
+    revision: str
+    name: str
+    placement: Placement
+    claim_name: str | None
+    uuids: dict[int, str]  # the decided devices' uuids, by GPU index
 
 
 def _timestamp(text: str | None) -> float | None:
@@ -154,7 +168,7 @@ def pod_view(raw: dict[str, Any]) -> PodView:
     )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ClaimView:
     namespace: str
     name: str
@@ -353,7 +367,9 @@ class KubeReplicas:
     def _rewrite_claim(self, view: PodView, name: str, marker: Key) -> None:
         assert view.placement is not None
         try:
-            claim = self._claim(view.namespace, view.model, view.placement, name)
+            with self._lock:
+                uuids = self._device_uuids(name, view.placement)
+            claim = self._render_claim(view.namespace, view.model, view.placement, name, uuids)
             self._apply_claim(claim, view.placement, view.namespace, view.name, view.uid)
         except (ApiError, httpx.HTTPError, OSError, BackendError) as exc:
             log.warning("claim %s/%s: %s", view.namespace, name, exc)
@@ -400,40 +416,42 @@ class KubeReplicas:
             name = f"{model.metadata.name}-{revision}-{slot}"
             placement = self._place(model, name)
             claim_name = self._claim_name(namespace, name, placement)
-            manifest = pods.replica_pod(model, revision, name, owner, placement, claim_name)
-            if placement.request.is_share and placement.request.sharing == "mps":
-                percent = max(1, placement.request.gpu_milli // 10)
-                manifest["spec"]["containers"][0]["env"].append(
-                    {"name": "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE", "value": str(percent)}
-                )
-            claim = (
-                None
-                if claim_name is None
-                else self._claim(namespace, model.metadata.name, placement, claim_name)
-            )
+            uuids = {} if claim_name is None else self._device_uuids(name, placement)
             view = PodView(
                 namespace, name, "", model.metadata.name, revision, ReplicaPhase.STARTING,
                 placement=placement, created=time.time(),
             )  # fmt: skip
             self._pending[(namespace, name)] = view
             self._pending_of.setdefault(view.model_key, set()).add((namespace, name))
-        self._writers.submit(self._create, key, model, owner, manifest, claim, placement)
+        new = _NewReplica(key, model, owner, revision, name, placement, claim_name, uuids)
+        self._writers.submit(self._create, new)
         return view.replica()
 
-    def _create(
-        self,
-        model_key: str,
-        model: Model,
-        owner: str,
-        manifest: dict[str, Any],
-        claim: dict[str, Any] | None,
-        placement: Placement,
-    ) -> None:
-        """In a writer thread: the Service (once), the Pod, then the claim naming the Pod as
-        owner. A failure forgets the replica and asks for a reconcile, which decides again."""
-        namespace, name = model.metadata.namespace, manifest["metadata"]["name"]
+    def _create(self, new: _NewReplica) -> None:
+        """In a writer thread: render, then write the Service (once), the Pod, then the claim
+        naming the Pod as owner. A failure forgets the replica and asks for a reconcile, which
+        decides again. Rendering here, not when deciding, keeps a backlog of thousands of
+        decided replicas small: a rendered Pod and claim take about 13 KiB as Python objects.
+        """
+        model, placement, model_key = new.model, new.placement, new.model_key
+        manifest = pods.replica_pod(
+            model, new.revision, new.name, new.owner, placement, new.claim_name
+        )
+        if placement.request.is_share and placement.request.sharing == "mps":
+            percent = max(1, placement.request.gpu_milli // 10)
+            manifest["spec"]["containers"][0]["env"].append(
+                {"name": "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE", "value": str(percent)}
+            )
+        claim = (
+            None
+            if new.claim_name is None
+            else self._render_claim(
+                model.metadata.namespace, model.metadata.name, placement, new.claim_name, new.uuids
+            )
+        )
+        namespace, name = model.metadata.namespace, new.name
         try:
-            self._ensure_service(model, owner)
+            self._ensure_service(model, new.owner)
             created = pod_view(self._apply(Pod, manifest))
             if claim is not None:
                 self._apply_claim(claim, placement, namespace, name, created.uid)
@@ -633,16 +651,20 @@ class KubeReplicas:
             return f"gpu-share-{placement.node}-{placement.gpus[0]}-{strategy}"
         return pod
 
-    def _claim(
-        self, namespace: str, model_name: str, placement: Placement, name: str
-    ) -> dict[str, Any]:
-        """The claim pinning the decided device(s) by uuid (owners are added when written)."""
+    def _device_uuids(self, name: str, placement: Placement) -> dict[int, str]:
+        """The uuids of the decided devices, by GPU index, as the slices publish them now."""
         view = self._cluster()
-        decision = Decision(-1, placement.node, placement.gpus, placement.mig)
         devices = [view.device(placement.node, g, placement.mig) for g in placement.gpus]
         if any(d is None for d in devices):
             raise BackendError(f"{name}: a decided device is no longer published")
-        uuids = {g: d.uuid for g, d in zip(placement.gpus, devices, strict=True) if d}
+        return {g: d.uuid for g, d in zip(placement.gpus, devices, strict=True) if d}
+
+    @staticmethod
+    def _render_claim(
+        namespace: str, model_name: str, placement: Placement, name: str, uuids: dict[int, str]
+    ) -> dict[str, Any]:
+        """The claim pinning the decided device(s) by uuid (owners are added when written)."""
+        decision = Decision(-1, placement.node, placement.gpus, placement.mig)
         claim = dra.resource_claim(
             placement.request,
             decision,

@@ -13,7 +13,7 @@ GPU_MILLI = 1000
 """Milli-GPU in one whole GPU."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PodRequest:
     """One pod's request. ``gpu_milli`` is per GPU; a pod's GPU demand is their product."""
 
