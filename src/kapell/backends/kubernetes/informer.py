@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 import httpx2 as httpx  # the HTTP client lightkube 1.x is built on
-from lightkube import ALL_NS, ApiError, Client
+from lightkube import ALL_NS, ApiError, Client, generic_resource
 from lightkube.core.resource import NamespacedResource
 
 log = logging.getLogger(__name__)
@@ -31,6 +31,7 @@ OnChange = Callable[[Key, T | None], None]
 BACKOFF_FIRST_S = 0.2
 BACKOFF_MAX_S = 10.0
 WATCH_TIMEOUT_S = 300
+LIST_CHUNK = 100  # objects per list page: a page of 500 ResourceSlices decodes to ~17 MiB
 ABSENT_RECHECK_S = 30.0  # how often to list again a resource whose CRD is not installed
 
 
@@ -49,7 +50,7 @@ class Informer(Generic[T]):
         index: Callable[[T], str] | None = None,
     ) -> None:
         self._client = client
-        self._resource = resource
+        self._resource = as_dicts(resource)
         self._convert = convert
         self._on_change = on_change
         self._namespace = namespace
@@ -140,10 +141,10 @@ class Informer(Generic[T]):
         return kwargs
 
     def _relist(self) -> str:
-        listing = self._client.list(self._resource, chunk_size=500, **self._kwargs())
+        listing = self._client.list(self._resource, chunk_size=LIST_CHUNK, **self._kwargs())
         fresh: dict[Key, T] = {}
         for obj in listing:
-            raw = obj.to_dict() if hasattr(obj, "to_dict") else dict(obj)
+            raw = dict(obj)
             fresh[_key(raw)] = self._convert(raw)
         self.relists += 1
         with self._lock:
@@ -170,7 +171,7 @@ class Informer(Generic[T]):
         for kind, obj in events:
             if self._stop.is_set():
                 break
-            raw = obj.to_dict() if hasattr(obj, "to_dict") else dict(obj)
+            raw = dict(obj)
             self._version = raw["metadata"]["resourceVersion"]
             key = _key(raw)
             if kind == "DELETED":
@@ -182,6 +183,20 @@ class Informer(Generic[T]):
                 with self._lock:
                     self._put(key, value)
                 self._on_change(key, value)
+
+
+def as_dicts(resource: Any) -> Any:
+    """The resource read as plain dicts: a typed lightkube resource decodes every object into
+    nested classes, which ``convert`` then reads as a dict again; the informer skips both
+    (half the memory while a list page is decoded, and less time per watch event)."""
+    if issubclass(resource, generic_resource.Generic):
+        return resource
+    base = (
+        generic_resource.GenericNamespacedResource
+        if issubclass(resource, NamespacedResource)
+        else generic_resource.GenericGlobalResource
+    )
+    return type(resource.__name__, (base,), {"_api_info": resource._api_info})
 
 
 def _status_code(exc: httpx.HTTPStatusError) -> int:
