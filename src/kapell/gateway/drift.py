@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from kapell.policy.drift import (
+    Comparison,
     DriftSettings,
     DriftWindows,
     RequestSample,
@@ -31,6 +32,15 @@ def prompt_key(payload: dict[str, Any]) -> tuple[str, str]:
         return "", ""
     version = prompt.get("version")
     return prompt["id"], "" if version is None else str(version)
+
+
+def _feature(comparison: Comparison) -> dict[str, Any]:
+    c = comparison
+    return {
+        "feature": c.feature, "direction": c.direction, "statistic": c.statistic,
+        "threshold": c.threshold, "bins": c.bins, "shift": c.shift, "shiftFloor": c.shift_floor,
+        "drifting": c.drifting,
+    }  # fmt: skip
 
 
 class DriftMonitor:
@@ -68,7 +78,7 @@ class DriftMonitor:
                 "referenceRequests": len(w.reference), "currentRequests": len(w.current),
                 "windowsCompared": w.windows_compared,
                 "drifting": w.drifting if w.windows_compared else None,
-                "features": [c._asdict() | {"drifting": c.drifting} for c in w.last],
+                "features": [_feature(c) for c in w.last],
             })  # fmt: skip
         return {
             "settings": {
@@ -77,6 +87,7 @@ class DriftMonitor:
                 "windowRequests": s.window_requests,
                 "falseAlarmRate": s.false_alarm_rate,
                 "bins": s.bins,
+                "latencyShift": s.latency_shift,
             },
             "untrackedRequests": self.untracked,
             "keys": keys,

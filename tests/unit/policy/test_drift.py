@@ -83,7 +83,7 @@ def test_ties_merge_bins_and_constant_values_never_drift() -> None:
     tokens = next(f for f in FEATURES if f.name == "output_tokens")
     same = compare(tokens, [256.0] * 50, [256.0] * 50, settings)
     assert (same.bins, same.statistic, same.drifting) == (1, 0.0, False)
-    longer = compare(tokens, [256.0] * 50, [256.0] * 20 + [512.0] * 30, settings)
+    longer = compare(tokens, [256.0] * 50, [256.0, 512.0, 512.0, 256.0, 512.0] * 10, settings)
     assert longer.drifting
 
 
