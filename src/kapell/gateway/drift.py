@@ -53,9 +53,16 @@ class DriftMonitor:
         """Requests not tracked because ``max_keys`` keys were tracked already."""
 
     def observe(
-        self, key: DriftKey, prompt_text: str, output_tokens: int, latency_s: float, status: int
+        self,
+        key: DriftKey,
+        prompt_text: str,
+        output_tokens: int,
+        latency_s: float,
+        status: int,
+        arrived_s: float = 0.0,
     ) -> None:
-        """Add one finished request to its key's windows."""
+        """Add one finished request (it arrived at ``arrived_s``, any clock) to its key's
+        windows."""
         windows = self._windows.get(key)
         if windows is None:
             if len(self._windows) >= self.settings.max_keys:
@@ -63,7 +70,12 @@ class DriftMonitor:
                 return
             windows = self._windows[key] = DriftWindows(self.settings)
         sample = RequestSample(
-            len(prompt_text), text_script(prompt_text), output_tokens, latency_s, outcome_of(status)
+            len(prompt_text),
+            text_script(prompt_text),
+            output_tokens,
+            latency_s,
+            outcome_of(status),
+            arrived_s,
         )
         windows.add(sample)
 

@@ -26,8 +26,8 @@ replays, and the unit tests check the measured rate stays below the stated one.
 The χ² threshold assumes independent requests. Requests that arrive close together are not:
 on a busy machine a stretch of slow requests follows a stretch of load. For numeric features
 each window's size is therefore cut to its effective sample size ``n·(1 − ρ)/(1 + ρ)``, with
-``ρ`` the lag-1 autocorrelation of the window's ranks in arrival order (an AR(1) model; 0 when
-negative), which widens the threshold as much as the dependence narrows the information.
+``ρ`` the lag-1 autocorrelation of the window's ranks in order of arrival (an AR(1) model; 0
+when negative), which widens the threshold as much as the dependence narrows the information.
 
 Latency also follows the load on the replicas, not only the traffic: a machine that got busier
 shifts it while the stream stays the same, and on a shared machine the median of a window
@@ -65,6 +65,9 @@ class RequestSample(NamedTuple):
     latency_s: float
     outcome: str
     """``ok``, ``client_error`` (4xx), ``server_error`` (5xx) or ``cancelled`` (client left)."""
+    arrived_s: float = 0.0
+    """When it arrived (any clock): windows fill in order of completion, which sorts
+    concurrent requests by their latency; autocorrelation is read in order of arrival."""
 
 
 @dataclass(frozen=True)
@@ -391,7 +394,9 @@ class DriftWindows:
 def compare_windows(
     reference: Sequence[RequestSample], current: Sequence[RequestSample], settings: DriftSettings
 ) -> tuple[Comparison, ...]:
-    """Every feature of ``FEATURES`` compared between two windows."""
+    """Every feature of ``FEATURES`` compared between two windows, each in order of arrival."""
+    reference = sorted(reference, key=lambda s: s.arrived_s)
+    current = sorted(current, key=lambda s: s.arrived_s)
     return tuple(
         compare(
             feature,
