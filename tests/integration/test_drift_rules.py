@@ -2,7 +2,8 @@
 
 ``promtool test rules`` evaluates the rules on synthetic series, with Prometheus' own engine:
 a feature above its threshold for longer than ``for`` fires its alert, one below does not, and
-latency fires only its own alert, only while the gateway says it drifts (past its effect floor).
+latency fires only its own alert, only once the gateway has said it drifts (past its effect
+floor) for the alert's longer ``for``.
 """
 
 from __future__ import annotations
@@ -62,9 +63,10 @@ def test_promtool_accepts_the_rules_and_they_fire_as_documented(tmp_path: Path) 
             "input_series": [
                 *series("prompt_chars", "input", psi="0.01 0.5x5", psi_threshold="0.06x5"),
                 *series("outcome", "output", psi="0.01x5", psi_threshold="0.06x5"),
-                # latency: significant throughout, past its floor (drifting) from the 4th step
-                *series("latency_s", "output", psi="0.3x9", psi_threshold="0.06x9",
-                        shift_ratio="1.4 1.4 1.4 2.5x6", drifting="0 0 0 1x6"),
+                # latency: significant throughout, past its floor (drifting) from 1m30s on, and
+                # firing once that has lasted its 10m
+                *series("latency_s", "output", psi="0.3x33", psi_threshold="0.06x33",
+                        shift_ratio="1.4 1.4 1.4 2.5x30", drifting="0 0 0 1x30"),
             ],
             "alert_rule_test": [
                 {"eval_time": "30s", "alertname": "KapellInputDrift", "exp_alerts": []},
@@ -73,8 +75,8 @@ def test_promtool_accepts_the_rules_and_they_fire_as_documented(tmp_path: Path) 
                                           "What users send to chat drifts (prompt_chars)", "0.500")]},
                 {"eval_time": "2m", "alertname": "KapellOutputDrift", "exp_alerts": []},
                 {"eval_time": "1m", "alertname": "KapellLatencyDrift", "exp_alerts": []},
-                {"eval_time": "2m", "alertname": "KapellLatencyDrift", "exp_alerts": []},
-                {"eval_time": "3m", "alertname": "KapellLatencyDrift",
+                {"eval_time": "11m", "alertname": "KapellLatencyDrift", "exp_alerts": []},
+                {"eval_time": "12m", "alertname": "KapellLatencyDrift",
                  "exp_alerts": [alert("latency_s", "output", "info",
                                           "Latency of chat drifts", "2.50")]},
             ],
