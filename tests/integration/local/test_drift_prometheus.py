@@ -45,7 +45,7 @@ LATENCY_FOR_S = 6.0
 SLACK_S = 2.0  # a loaded machine's scheduling
 ALERT_BOUND_S = SCRAPE_S + 2 * EVAL_S + FOR_S + SLACK_S
 LATENCY_BOUND_S = SCRAPE_S + 2 * EVAL_S + LATENCY_FOR_S + SLACK_S
-SPEC = SIM_SPEC.replace("SPEEDUP", "4").replace("REPLICAS", "1")
+SPEC = SIM_SPEC.replace("SPEEDUP", "1").replace("REPLICAS", "1")
 ENGLISH = "the of and to in a is that for it as with was on be by at this have from or".split()  # noqa: SIM905
 CYRILLIC = "и в не на я быть он с что а по это она этот к но они мы как из у который".split()  # noqa: SIM905
 
