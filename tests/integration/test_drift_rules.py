@@ -26,10 +26,14 @@ pytestmark = pytest.mark.skipif(
 def series(feature: str, direction: str, **values: str) -> list[dict[str, str]]:
     """Input series of one feature: ``psi="0.01 0.5x5"`` is ``kapell_drift_psi``'s values."""
     labels = f'{KEY},feature="{feature}",direction="{direction}"'
-    return [{"series": f"kapell_drift_{name}{{{labels}}}", "values": v} for name, v in values.items()]
+    return [
+        {"series": f"kapell_drift_{name}{{{labels}}}", "values": v} for name, v in values.items()
+    ]
 
 
-def alert(feature: str, direction: str, severity: str, summary: str, value: str) -> dict[str, object]:
+def alert(
+    feature: str, direction: str, severity: str, summary: str, value: str
+) -> dict[str, object]:
     labels = {"model": "chat", "prompt": "greet", "version": "2", "feature": feature,
               "direction": direction, "severity": severity}  # fmt: skip
     if feature == "latency_s":

@@ -41,8 +41,7 @@ class DriftCollector:
         )
         shift = GaugeMetricFamily(
             names.DRIFT_SHIFT_RATIO,
-            "Current over reference of the median or p90, whichever moved more (numeric "
-            "features)",
+            "Current over reference of the median or p90, whichever moved more (numeric features)",
             labels=feature_labels,
         )
         drifting = GaugeMetricFamily(

@@ -47,6 +47,7 @@ import math
 from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import pairwise
 from statistics import NormalDist
 from typing import NamedTuple
 
@@ -202,7 +203,7 @@ def autocorrelation(values: Sequence[float]) -> float:
     spread = sum(d * d for d in deviations)
     if spread == 0:
         return 0.0
-    lagged = sum(a * b for a, b in zip(deviations, deviations[1:], strict=False))
+    lagged = sum(a * b for a, b in pairwise(deviations))
     return min(MAX_AUTOCORRELATION, max(0.0, lagged / spread))
 
 

@@ -185,8 +185,13 @@ def test_script_and_outcome() -> None:
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"window_requests": 49}, {"false_alarm_rate": 0.0}, {"false_alarm_rate": 0.7}, {"bins": 1},
-     {"latency_shift": -0.1}],
+    [
+        {"window_requests": 49},
+        {"false_alarm_rate": 0.0},
+        {"false_alarm_rate": 0.7},
+        {"bins": 1},
+        {"latency_shift": -0.1},
+    ],
 )
 def test_bad_settings_say_what_is_expected(kwargs: dict[str, float]) -> None:
     with pytest.raises(KapellError, match="drift"):
