@@ -84,7 +84,8 @@ def bench_drift(
 ) -> None:
     """False alarms on stationary replays and detections of a shift (longer, mostly Cyrillic
     prompts) and of a subtle one (prompts 30 % longer), against the rule of thumb PSI > 0.25
-    measured on the same windows. JSON out."""
+    measured on the same windows; then the same on a loaded machine (latency times an
+    autocorrelated load factor), stationary and with replicas three times slower. JSON out."""
     from kapell.bench.drift import run_drift_bench
     from kapell.policy.drift import DriftSettings
 
