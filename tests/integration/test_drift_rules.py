@@ -2,7 +2,8 @@
 
 ``promtool test rules`` evaluates the rules on synthetic series, with Prometheus' own engine:
 a feature above its threshold for longer than ``for`` fires its alert, one below does not, and
-latency fires only its own alert.
+latency fires only its own alert, only once the gateway has said it drifts (past its effect
+floor) for the alert's longer ``for``.
 """
 
 from __future__ import annotations
@@ -22,27 +23,30 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def series(feature: str, direction: str, psi: str, threshold: str) -> list[dict[str, str]]:
+def series(feature: str, direction: str, **values: str) -> list[dict[str, str]]:
+    """Input series of one feature: ``psi="0.01 0.5x5"`` is ``kapell_drift_psi``'s values."""
     labels = f'{KEY},feature="{feature}",direction="{direction}"'
     return [
-        {"series": f"kapell_drift_psi{{{labels}}}", "values": psi},
-        {"series": f"kapell_drift_psi_threshold{{{labels}}}", "values": threshold},
+        {"series": f"kapell_drift_{name}{{{labels}}}", "values": v} for name, v in values.items()
     ]
 
 
-def alert(feature: str, direction: str, severity: str, summary: str, psi: str) -> dict[str, object]:
+def alert(
+    feature: str, direction: str, severity: str, summary: str, value: str
+) -> dict[str, object]:
     labels = {"model": "chat", "prompt": "greet", "version": "2", "feature": feature,
               "direction": direction, "severity": severity}  # fmt: skip
     if feature == "latency_s":
         description = (
-            "Request latency of model chat (prompt 'greet' version '2') differs from the "
-            f"reference window: PSI {psi} is above its threshold. Load on its replicas moves "
-            "latency as much as the traffic does; see `kapell drift` and the queue metrics."
+            f"Request latency of model chat (prompt 'greet' version '2') moved to {value} times "
+            "the reference window's (median or p90), past the effect floor, and its PSI is above "
+            "its threshold. Load on its replicas moves latency as much as the traffic does; see "
+            "`kapell drift` and the queue metrics."
         )
     else:
         description = (
             f"The {feature} of requests to model chat (prompt 'greet' version '2') differs "
-            f"from the reference window: PSI {psi} is above its threshold. `kapell drift` shows "
+            f"from the reference window: PSI {value} is above its threshold. `kapell drift` shows "
             "every feature."
         )
     annotations = {"summary": summary, "description": description}
@@ -61,9 +65,12 @@ def test_promtool_accepts_the_rules_and_they_fire_as_documented(tmp_path: Path) 
         "tests": [{
             "interval": "30s",
             "input_series": [
-                *series("prompt_chars", "input", "0.01 0.5x5", "0.06x5"),
-                *series("outcome", "output", "0.01x5", "0.06x5"),
-                *series("latency_s", "output", "0.3x5", "0.06x5"),
+                *series("prompt_chars", "input", psi="0.01 0.5x5", psi_threshold="0.06x5"),
+                *series("outcome", "output", psi="0.01x5", psi_threshold="0.06x5"),
+                # latency: significant throughout, past its floor (drifting) from 1m30s on, and
+                # firing once that has lasted its 10m
+                *series("latency_s", "output", psi="0.3x33", psi_threshold="0.06x33",
+                        shift_ratio="1.4 1.4 1.4 2.5x30", drifting="0 0 0 1x30"),
             ],
             "alert_rule_test": [
                 {"eval_time": "30s", "alertname": "KapellInputDrift", "exp_alerts": []},
@@ -71,9 +78,11 @@ def test_promtool_accepts_the_rules_and_they_fire_as_documented(tmp_path: Path) 
                  "exp_alerts": [alert("prompt_chars", "input", "warning",
                                           "What users send to chat drifts (prompt_chars)", "0.500")]},
                 {"eval_time": "2m", "alertname": "KapellOutputDrift", "exp_alerts": []},
-                {"eval_time": "2m", "alertname": "KapellLatencyDrift",
+                {"eval_time": "1m", "alertname": "KapellLatencyDrift", "exp_alerts": []},
+                {"eval_time": "11m", "alertname": "KapellLatencyDrift", "exp_alerts": []},
+                {"eval_time": "12m", "alertname": "KapellLatencyDrift",
                  "exp_alerts": [alert("latency_s", "output", "info",
-                                          "Latency of chat drifts", "0.300")]},
+                                          "Latency of chat drifts", "2.50")]},
             ],
         }],
     }  # fmt: skip

@@ -32,7 +32,8 @@ def drift(
     state_dir: StateDir = DEFAULT_STATE_DIR,
 ) -> None:
     """Drift per model and prompt version: each feature's PSI of the last compared window
-    against the reference, its threshold, the window sizes, and whether it drifts."""
+    against the reference, its threshold, the shift of its median or p90, the window sizes,
+    and whether it drifts."""
     report = call(state_dir, "GET", "/drift")
     if as_json:
         typer.echo(json.dumps(report, indent=2))
@@ -45,9 +46,9 @@ def drift(
     table = Table(
         title=f"Drift (reference {settings['referenceRequests']} requests, windows of "
         f"{settings['windowRequests']}, false-alarm rate {settings['falseAlarmRate']:g} per "
-        "feature and window)"
+        f"feature and window, latency drifts at {1 + settings['latencyShift']:g}× or more)"
     )
-    for header in ("MODEL", "PROMPT", "VERSION", "FEATURE", "PSI", "THRESHOLD"):
+    for header in ("MODEL", "PROMPT", "VERSION", "FEATURE", "PSI", "THRESHOLD", "SHIFT"):
         table.add_column(header, no_wrap=True)
     for header in ("REFERENCE", "CURRENT", "WINDOWS", "STATE"):
         table.add_column(header, no_wrap=True)
@@ -59,11 +60,12 @@ def drift(
             str(key["windowsCompared"]),
         )
         if not key["features"]:
-            table.add_row(*ids, "-", "-", "-", *sizes, "warming up")
+            table.add_row(*ids, "-", "-", "-", "-", *sizes, "warming up")
         for f in key["features"]:
+            shift = "-" if f["shift"] is None else f"{f['shift']:.2f}×"
             table.add_row(
-                *ids, f["feature"], f"{f['statistic']:.4f}", f"{f['threshold']:.4f}", *sizes,
-                _state(f),
+                *ids, f["feature"], f"{f['statistic']:.4f}", f"{f['threshold']:.4f}", shift,
+                *sizes, _state(f),
             )  # fmt: skip
     console.print(table if report["keys"] else "no request tracked yet")
 
@@ -82,7 +84,8 @@ def bench_drift(
 ) -> None:
     """False alarms on stationary replays and detections of a shift (longer, mostly Cyrillic
     prompts) and of a subtle one (prompts 30 % longer), against the rule of thumb PSI > 0.25
-    measured on the same windows. JSON out."""
+    measured on the same windows; then the same on a loaded machine (latency times an
+    autocorrelated load factor), stationary and with replicas three times slower. JSON out."""
     from kapell.bench.drift import run_drift_bench
     from kapell.policy.drift import DriftSettings
 

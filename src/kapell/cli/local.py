@@ -142,6 +142,14 @@ def up(
             "--drift-false-alarm-rate", help="Share of stationary windows a feature may alarm on."
         ),
     ] = 0.001,
+    drift_latency_shift: Annotated[
+        float,
+        typer.Option(
+            "--drift-latency-shift",
+            help="Relative change of median or p90 latency below which a significant "
+            "difference is not drift (1.0: doubled or halved).",
+        ),
+    ] = 1.0,
     otlp_endpoint: OtlpEndpoint = None,
     trace_content: TraceContent = False,
 ) -> None:
@@ -174,7 +182,11 @@ def up(
         serving_gpus,
     )
     drift = DriftSettings(
-        drift_reference, drift_window, drift_false_alarm_rate, warmup_requests=drift_warmup
+        drift_reference,
+        drift_window,
+        drift_false_alarm_rate,
+        warmup_requests=drift_warmup,
+        latency_shift=drift_latency_shift,
     )
     config = GatewayConfig(drift=drift, otlp_endpoint=otlp_endpoint, trace_content=trace_content)
     serve = run(resources, state_dir, port, intensity, carbon_intensity, training, config)

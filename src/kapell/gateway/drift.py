@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from kapell.policy.drift import (
+    Comparison,
     DriftSettings,
     DriftWindows,
     RequestSample,
@@ -33,6 +34,15 @@ def prompt_key(payload: dict[str, Any]) -> tuple[str, str]:
     return prompt["id"], "" if version is None else str(version)
 
 
+def _feature(comparison: Comparison) -> dict[str, Any]:
+    c = comparison
+    return {
+        "feature": c.feature, "direction": c.direction, "statistic": c.statistic,
+        "threshold": c.threshold, "bins": c.bins, "shift": c.shift, "shiftFloor": c.shift_floor,
+        "drifting": c.drifting,
+    }  # fmt: skip
+
+
 class DriftMonitor:
     """The drift windows of every traffic key seen (up to ``settings.max_keys``)."""
 
@@ -43,9 +53,16 @@ class DriftMonitor:
         """Requests not tracked because ``max_keys`` keys were tracked already."""
 
     def observe(
-        self, key: DriftKey, prompt_text: str, output_tokens: int, latency_s: float, status: int
+        self,
+        key: DriftKey,
+        prompt_text: str,
+        output_tokens: int,
+        latency_s: float,
+        status: int,
+        arrived_s: float = 0.0,
     ) -> None:
-        """Add one finished request to its key's windows."""
+        """Add one finished request (it arrived at ``arrived_s``, any clock) to its key's
+        windows."""
         windows = self._windows.get(key)
         if windows is None:
             if len(self._windows) >= self.settings.max_keys:
@@ -53,7 +70,12 @@ class DriftMonitor:
                 return
             windows = self._windows[key] = DriftWindows(self.settings)
         sample = RequestSample(
-            len(prompt_text), text_script(prompt_text), output_tokens, latency_s, outcome_of(status)
+            len(prompt_text),
+            text_script(prompt_text),
+            output_tokens,
+            latency_s,
+            outcome_of(status),
+            arrived_s,
         )
         windows.add(sample)
 
@@ -68,7 +90,7 @@ class DriftMonitor:
                 "referenceRequests": len(w.reference), "currentRequests": len(w.current),
                 "windowsCompared": w.windows_compared,
                 "drifting": w.drifting if w.windows_compared else None,
-                "features": [c._asdict() | {"drifting": c.drifting} for c in w.last],
+                "features": [_feature(c) for c in w.last],
             })  # fmt: skip
         return {
             "settings": {
@@ -77,6 +99,7 @@ class DriftMonitor:
                 "windowRequests": s.window_requests,
                 "falseAlarmRate": s.false_alarm_rate,
                 "bins": s.bins,
+                "latencyShift": s.latency_shift,
             },
             "untrackedRequests": self.untracked,
             "keys": keys,

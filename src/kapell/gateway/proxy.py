@@ -207,6 +207,7 @@ class ProxyRoute:
             exchange.generated_tokens,
             latency_s,
             status,
+            arrived,
         )
         if gateway.tracer is not None:
             start_ns = int(arrived * 1e9)

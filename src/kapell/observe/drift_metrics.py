@@ -2,7 +2,9 @@
 
 Read at scrape time from the gateway's drift report (``gateway.drift.DriftMonitor.report``).
 A key's PSI and threshold appear once its first current window has been compared; an alert
-rule compares the two (``deploy/prometheus/kapell-drift-rules.yaml``).
+rule compares the two (``deploy/prometheus/kapell-drift-rules.yaml``). Latency drifts only when
+its shift also passes an effect floor (``policy.drift``), so its alert reads the policy's
+decision, ``kapell_drift_drifting``, and reports the shift.
 """
 
 from __future__ import annotations
@@ -37,6 +39,17 @@ class DriftCollector:
             f"{names.DRIFT_FALSE_ALARM_RATE})",
             labels=feature_labels,
         )
+        shift = GaugeMetricFamily(
+            names.DRIFT_SHIFT_RATIO,
+            "Current over reference of the median or p90, whichever moved more (numeric features)",
+            labels=feature_labels,
+        )
+        drifting = GaugeMetricFamily(
+            names.DRIFT_DRIFTING,
+            "1 when the feature drifts (above its threshold, and past the effect floor where "
+            "it has one), else 0",
+            labels=feature_labels,
+        )
         sizes = GaugeMetricFamily(
             names.DRIFT_WINDOW_REQUESTS,
             "Requests in the reference and in the filling current window",
@@ -53,11 +66,15 @@ class DriftCollector:
             sizes.add_metric([*ids, "current"], key["currentRequests"])
             compared.add_metric(ids, key["windowsCompared"])
             for f in key["features"]:
-                psi.add_metric([*ids, f["feature"], f["direction"]], f["statistic"])
-                limit.add_metric([*ids, f["feature"], f["direction"]], f["threshold"])
+                labels = [*ids, f["feature"], f["direction"]]
+                psi.add_metric(labels, f["statistic"])
+                limit.add_metric(labels, f["threshold"])
+                drifting.add_metric(labels, float(f["drifting"]))
+                if f["shift"] is not None:
+                    shift.add_metric(labels, f["shift"])
         alpha = GaugeMetricFamily(
             names.DRIFT_FALSE_ALARM_RATE,
             "Stated share of stationary windows on which one feature's PSI passes its threshold",
             value=report["settings"]["falseAlarmRate"],
         )
-        yield from (psi, limit, sizes, compared, alpha)
+        yield from (psi, limit, shift, drifting, sizes, compared, alpha)

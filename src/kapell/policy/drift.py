@@ -23,6 +23,19 @@ shifts, and says nothing of how often it is wrong). With five features a key's f
 window is at most 5α (the union bound). ``kapell.bench.drift`` measures both on stationary
 replays, and the unit tests check the measured rate stays below the stated one.
 
+The χ² threshold assumes independent requests. Requests that arrive close together are not:
+on a busy machine a stretch of slow requests follows a stretch of load. For numeric features
+each window's size is therefore cut to its effective sample size ``n·(1 − ρ)/(1 + ρ)``, with
+``ρ`` the lag-1 autocorrelation of the window's ranks in order of arrival (an AR(1) model; 0
+when negative), which widens the threshold as much as the dependence narrows the information.
+
+Latency also follows the load on the replicas, not only the traffic: a machine that got busier
+shifts it while the stream stays the same, and on a shared machine the median of a window
+moved by up to 1.9 times with no change in the traffic. So latency drifts only when the
+difference is also large in practice: the median or the p90 of the current window is at least
+``1 + latency_shift`` times (or at most ``1/(1 + latency_shift)`` times) the reference's.
+Statistical significance says the windows differ; the effect floor says it matters.
+
 Shares are smoothed by half a count per bin, so a bin empty in one window does not make PSI
 infinite, and a rare outcome (one error among hundreds) moves it little. Nothing here reads a
 clock or does I/O.
@@ -34,6 +47,7 @@ import math
 from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import pairwise
 from statistics import NormalDist
 from typing import NamedTuple
 
@@ -52,6 +66,9 @@ class RequestSample(NamedTuple):
     latency_s: float
     outcome: str
     """``ok``, ``client_error`` (4xx), ``server_error`` (5xx) or ``cancelled`` (client left)."""
+    arrived_s: float = 0.0
+    """When it arrived (any clock): windows fill in order of completion, which sorts
+    concurrent requests by their latency; autocorrelation is read in order of arrival."""
 
 
 @dataclass(frozen=True)
@@ -62,13 +79,16 @@ class Feature:
     direction: str
     """``input`` (what users send) or ``output`` (what the model gives back)."""
     numeric: bool
+    load_bound: bool = False
+    """Follows the serving machine's load as well as the traffic: drifting also needs a shift
+    of at least ``DriftSettings.latency_shift``."""
 
 
 FEATURES = (
     Feature("prompt_chars", "input", numeric=True),
     Feature("script", "input", numeric=False),
     Feature("output_tokens", "output", numeric=True),
-    Feature("latency_s", "output", numeric=True),
+    Feature("latency_s", "output", numeric=True, load_bound=True),
     Feature("outcome", "output", numeric=False),
 )
 
@@ -89,6 +109,9 @@ class DriftSettings:
     start meet cold replicas and new connections, whose latency no later window repeats."""
     max_keys: int = 512
     """Traffic keys tracked at most; requests of keys beyond it are not tracked."""
+    latency_shift: float = 1.0
+    """Effect floor of latency: the relative change of its median or p90 below which a
+    significant difference is not drift (1.0: doubled, or halved)."""
 
     def __post_init__(self) -> None:
         if self.warmup_requests < 0:
@@ -103,6 +126,11 @@ class DriftSettings:
                 f"drift windows need at least {least} requests each (five per bin: the χ² "
                 f"threshold assumes it); got reference {self.reference_requests}, window "
                 f"{self.window_requests}"
+            )
+        if self.latency_shift < 0:
+            raise KapellError(
+                f"the drift latency shift must be 0 or more (0.5: 1.5 times), got "
+                f"{self.latency_shift}"
             )
         if not 0.0 < self.false_alarm_rate < 0.5:
             raise KapellError(
@@ -145,7 +173,7 @@ def psi(reference_counts: Sequence[int], current_counts: Sequence[int]) -> float
 SMALL_SAMPLE_MARGIN = 2.0
 
 
-def threshold(n_reference: int, n_current: int, df: int, false_alarm_rate: float) -> float:
+def threshold(n_reference: float, n_current: float, df: int, false_alarm_rate: float) -> float:
     """The PSI above which two windows of these sizes differ, wrong on at most
     ``false_alarm_rate`` of stationary windows.
 
@@ -157,6 +185,72 @@ def threshold(n_reference: int, n_current: int, df: int, false_alarm_rate: float
     return (1 / n_reference + 1 / n_current) * chi2_quantile(p, max(1, df))
 
 
+MAX_AUTOCORRELATION = 0.9
+"""Largest lag-1 autocorrelation the effective sample size reads (a window is worth at least
+1/19 of its requests): above it a window is one stretch of a trend, not a sample."""
+
+
+def autocorrelation(values: Sequence[float]) -> float:
+    """Lag-1 autocorrelation of ``values``' ranks (ties get their mean rank), in
+    [0, ``MAX_AUTOCORRELATION``]: how much each request resembles the one before.
+
+    >>> autocorrelation([1, 2, 3, 4, 5, 6, 7, 8]), autocorrelation([1, 8, 2, 7, 3, 6, 4, 5])
+    (0.625, 0.0)
+    """
+    ranks = _mean_ranks(values)
+    centre = (len(ranks) - 1) / 2
+    deviations = [r - centre for r in ranks]
+    spread = sum(d * d for d in deviations)
+    if spread == 0:
+        return 0.0
+    lagged = sum(a * b for a, b in pairwise(deviations))
+    return min(MAX_AUTOCORRELATION, max(0.0, lagged / spread))
+
+
+def _mean_ranks(values: Sequence[float]) -> list[float]:
+    order = sorted(range(len(values)), key=values.__getitem__)
+    ranks = [0.0] * len(values)
+    start = 0
+    while start < len(order):
+        end = start
+        while end + 1 < len(order) and values[order[end + 1]] == values[order[start]]:
+            end += 1
+        for i in order[start : end + 1]:
+            ranks[i] = (start + end) / 2
+        start = end + 1
+    return ranks
+
+
+def effective_size(values: Sequence[float]) -> float:
+    """Independent requests ``values`` are worth under an AR(1) model: ``n·(1 − ρ)/(1 + ρ)``."""
+    rho = autocorrelation(values)
+    return len(values) * (1 - rho) / (1 + rho)
+
+
+def shift_ratio(reference: Sequence[float], current: Sequence[float]) -> float:
+    """Current over reference of the median or the p90, whichever moved more (by its log);
+    1.0 when a reference quantile is not positive.
+
+    >>> shift_ratio([1, 2, 3, 4, 5], [2, 4, 6, 8, 10]), shift_ratio([1, 2, 3, 4, 5], [1, 2, 3, 4, 9])
+    (2.0, 1.5217391304347827)
+    """
+    ratios = [1.0]
+    for q in (0.5, 0.9):
+        ref, cur = _quantile(reference, q), _quantile(current, q)
+        if ref > 0 and cur > 0:
+            ratios.append(cur / ref)
+    return max(ratios, key=lambda r: abs(math.log(r)))
+
+
+def _quantile(values: Sequence[float], q: float) -> float:
+    """The ``q`` quantile, linear between order statistics."""
+    ordered = sorted(values)
+    position = q * (len(ordered) - 1)
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
 class Comparison(NamedTuple):
     """One feature's reference against one current window."""
 
@@ -165,10 +259,16 @@ class Comparison(NamedTuple):
     statistic: float
     threshold: float
     bins: int
+    shift: float | None = None
+    """Current over reference of the median or p90 (``shift_ratio``); None for categories."""
+    shift_floor: float = 1.0
+    """The ``shift`` (or its inverse) a drifting window reaches: 1.0 where any will do."""
 
     @property
     def drifting(self) -> bool:
-        return self.statistic > self.threshold
+        if self.statistic <= self.threshold:
+            return False
+        return self.shift is None or max(self.shift, 1 / self.shift) >= self.shift_floor
 
 
 def _histograms(
@@ -234,20 +334,26 @@ def compare(
     Bins empty in both windows are left out and sparse ones pooled (``MIN_POOLED_COUNT``,
     ``MIN_POOLED_CATEGORY``); the
     degrees of freedom are the bins left minus one, so a category never seen does not loosen
-    the threshold.
+    the threshold. Numeric windows count by their effective sizes (``effective_size``), and a
+    load-bound feature's comparison carries its effect floor.
     """
-    if feature.numeric:
-        ref, cur = _histograms(
-            [float(v) for v in reference], [float(v) for v in current], settings.bins
-        )
-        ref, cur = _pool_sparse(ref, cur, MIN_POOLED_COUNT)
-    else:
+    if not feature.numeric:
         ref, cur = _category_counts([str(v) for v in reference], [str(v) for v in current])
         ref, cur = _pool_sparse(ref, cur, MIN_POOLED_CATEGORY)
+        limit = threshold(len(reference), len(current), len(ref) - 1, settings.false_alarm_rate)
+        statistic = psi(ref, cur) if len(ref) > 1 else 0.0
+        return Comparison(feature.name, feature.direction, statistic, limit, len(ref))
+    ref_values, cur_values = [float(v) for v in reference], [float(v) for v in current]
+    ref, cur = _histograms(ref_values, cur_values, settings.bins)
+    ref, cur = _pool_sparse(ref, cur, MIN_POOLED_COUNT)
     bins = len(ref)
     statistic = psi(ref, cur) if bins > 1 else 0.0
-    limit = threshold(len(reference), len(current), bins - 1, settings.false_alarm_rate)
-    return Comparison(feature.name, feature.direction, statistic, limit, bins)
+    limit = threshold(
+        effective_size(ref_values), effective_size(cur_values), bins - 1, settings.false_alarm_rate
+    )
+    floor = 1 + settings.latency_shift if feature.load_bound else 1.0
+    shift = shift_ratio(ref_values, cur_values)
+    return Comparison(feature.name, feature.direction, statistic, limit, bins, shift, floor)
 
 
 @dataclass
@@ -289,7 +395,9 @@ class DriftWindows:
 def compare_windows(
     reference: Sequence[RequestSample], current: Sequence[RequestSample], settings: DriftSettings
 ) -> tuple[Comparison, ...]:
-    """Every feature of ``FEATURES`` compared between two windows."""
+    """Every feature of ``FEATURES`` compared between two windows, each in order of arrival."""
+    reference = sorted(reference, key=lambda s: s.arrived_s)
+    current = sorted(current, key=lambda s: s.arrived_s)
     return tuple(
         compare(
             feature,

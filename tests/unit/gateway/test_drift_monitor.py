@@ -30,6 +30,7 @@ def test_each_key_warms_up_fills_its_reference_then_compares_windows() -> None:
     feed(monitor, ("chat", "greet", "2"), "hello there ", 30)
     report = monitor.report()
     assert report["settings"]["warmupRequests"] == 5
+    assert report["settings"]["latencyShift"] == 1.0
     first, second = report["keys"]
     assert (first["model"], first["prompt"], first["version"]) == ("chat", "", "")
     assert (first["referenceRequests"], first["currentRequests"]) == (50, 20)
@@ -39,6 +40,8 @@ def test_each_key_warms_up_fills_its_reference_then_compares_windows() -> None:
     }  # fmt: skip
     assert (second["prompt"], second["version"], second["referenceRequests"]) == ("greet", "2", 25)
     assert second["drifting"] is None and second["features"] == []
+    latency = next(f for f in first["features"] if f["feature"] == "latency_s")
+    assert latency["shiftFloor"] == 2.0 and latency["shift"] > 0
 
 
 def test_keys_beyond_the_limit_are_counted_not_tracked() -> None:
@@ -61,6 +64,11 @@ def test_a_shift_shows_on_metrics_with_its_threshold() -> None:
     psi = float(text.split(f"kapell_drift_psi{{{labels}}} ")[1].split()[0])
     limit = float(text.split(f"kapell_drift_psi_threshold{{{labels}}} ")[1].split()[0])
     assert psi > limit > 0
+    assert f"kapell_drift_drifting{{{labels}}} 1.0" in text
+    assert f"kapell_drift_shift_ratio{{{labels}}}" not in text  # a category has no median
+    latency = labels.replace('"input"', '"output"').replace('"script"', '"latency_s"')
+    assert f"kapell_drift_drifting{{{latency}}} 0.0" in text
+    assert float(text.split(f"kapell_drift_shift_ratio{{{latency}}} ")[1].split()[0]) > 0
     assert (
         'kapell_drift_windows_compared_total{model="chat",prompt="greet",version="2"} 2.0' in text
     )
