@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -77,7 +78,7 @@ class Placement:
             sharing=d["sharing"],
         )  # fmt: skip
         mig = MigSlice(d["mig"][0], d["mig"][1]) if d["mig"] else None
-        return cls(request, d["node"], tuple(d["gpus"]), mig)
+        return cls(request, sys.intern(d["node"]), tuple(d["gpus"]), mig)
 
 
 def gpu_model_name(product: str, memory_mib: int) -> str:

@@ -17,6 +17,7 @@ import contextlib
 import json
 import logging
 import statistics
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -152,16 +153,16 @@ def pod_view(raw: dict[str, Any]) -> PodView:
     ready_at = (
         _timestamp((conditions.get("Ready") or {}).get("lastTransitionTime")) if ready else None
     )
-    return PodView(
-        namespace=meta.get("namespace", ""),
+    return PodView(  # strings many pods share are interned: 10,000 pods keep one copy
+        namespace=sys.intern(meta.get("namespace", "")),
         name=meta["name"],
         uid=meta.get("uid", ""),
-        model=labels.get(pods.MODEL_LABEL, ""),
-        revision=labels.get(pods.REVISION_LABEL, ""),
+        model=sys.intern(labels.get(pods.MODEL_LABEL, "")),
+        revision=sys.intern(labels.get(pods.REVISION_LABEL, "")),
         phase=phase,
         ip=status.get("podIP") or "",
         restarts=restarts,
-        message=message,
+        message=sys.intern(message),
         placement=placement,
         created=_timestamp(meta.get("creationTimestamp")) or 0.0,
         ready_at=ready_at,
@@ -182,10 +183,14 @@ def claim_view(raw: dict[str, Any]) -> ClaimView:
     allocation = (raw.get("status") or {}).get("allocation") or {}
     results = (allocation.get("devices") or {}).get("results") or []
     return ClaimView(
-        namespace=meta.get("namespace", ""),
+        namespace=sys.intern(meta.get("namespace", "")),
         name=meta["name"],
         managed=(meta.get("labels") or {}).get("app.kubernetes.io/managed-by") == "kapell",
-        allocated=tuple((r["pool"], r["device"]) for r in results if r.get("driver") == DRIVER),
+        allocated=tuple(
+            (sys.intern(r["pool"]), sys.intern(r["device"]))
+            for r in results
+            if r.get("driver") == DRIVER
+        ),
         owners=frozenset(o["name"] for o in meta.get("ownerReferences") or []),
     )
 
