@@ -14,7 +14,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx2 as httpx  # the HTTP client lightkube 1.x is built on
@@ -22,6 +21,7 @@ from lightkube import ApiError, Client
 from lightkube.resources.core_v1 import Pod
 
 from kapell.api.jobenv import parse_progress
+from kapell.backends.kubernetes.writers import WriterPool
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +54,10 @@ class DriverLogs:
         self._read_at: dict[Key, float] = {}
         self._final: set[Key] = set()  # read after the job ended: nothing more to come
         self._reading: set[Key] = set()
-        self._reader = ThreadPoolExecutor(1, thread_name_prefix="kapell-driver-logs")
+        self._reader = WriterPool(1, "kapell-driver-logs")
 
     def close(self) -> None:
-        self._reader.shutdown(wait=False, cancel_futures=True)
+        self._reader.close()
 
     def records(
         self, job_key: str, rayjob: Key, cluster: str, finished: bool

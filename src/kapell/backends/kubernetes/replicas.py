@@ -21,7 +21,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import astuple, dataclass
 from datetime import datetime
 from typing import Any
@@ -51,6 +50,7 @@ from kapell.backends.kubernetes.inventory import (
     request_for,
 )
 from kapell.backends.kubernetes.store import StoredModel, server_side_apply
+from kapell.backends.kubernetes.writers import WriterPool
 from kapell.policy.placement.inventory import Decision
 from kapell.policy.placement.policies import Policy, make_policy
 from kapell.policy.placement.requests import PodRequest
@@ -247,7 +247,7 @@ class KubeReplicas:
         self._repairing: set[Key] = set()
         self._failures: dict[str, tuple[int, float, str]] = {}  # model -> (count, when, why)
         self._nodes_seen: dict[Key, NodeView] = {}
-        self._writers = ThreadPoolExecutor(WRITERS, thread_name_prefix="kapell-writer")
+        self._writers = WriterPool(WRITERS, "kapell-writer")
         self._policies: dict[frozenset[tuple[int, int, str | None]], Policy] = {}
         self.writes = 0
         self.pods: Informer[PodView] = Informer(
@@ -268,7 +268,7 @@ class KubeReplicas:
     def close(self) -> None:
         """Drop queued writes (a stopping operator's successor redoes what is still needed:
         reconciles are level-based) so the process exits at once, not after every write."""
-        self._writers.shutdown(wait=False, cancel_futures=True)
+        self._writers.close()
 
     @property
     def informers(self) -> list[Informer[Any]]:

@@ -15,7 +15,6 @@ import json
 import logging
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -29,6 +28,7 @@ from kapell.api import Model, Resource, TrainingJob
 from kapell.api.crd import plural_of
 from kapell.api.meta import API_GROUP, API_VERSION
 from kapell.backends.kubernetes.informer import Informer, Key
+from kapell.backends.kubernetes.writers import WriterPool
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +152,7 @@ class KubeStore(Generic[R]):
         self._scheduled: set[str] = set()
         self._finalizing: set[str] = set()
         self._acted_on: dict[Key, tuple[str, int, bool, tuple[str, ...]] | None] = {}
-        self._writer = ThreadPoolExecutor(STATUS_WRITERS, thread_name_prefix="kapell-status")
+        self._writer = WriterPool(STATUS_WRITERS, "kapell-status")
         self._lock = threading.Lock()
         self.writes = 0
         self.informer: Informer[Stored[R]] = Informer(
@@ -161,7 +161,7 @@ class KubeStore(Generic[R]):
 
     def close(self) -> None:
         """Drop queued status writes, as ``KubeReplicas.close`` does."""
-        self._writer.shutdown(wait=False, cancel_futures=True)
+        self._writer.close()
 
     def key(self, namespace: str, name: str) -> str:
         return f"{self._kind}/{namespace}/{name}"

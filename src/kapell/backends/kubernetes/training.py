@@ -24,7 +24,6 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -43,6 +42,7 @@ from kapell.backends.kubernetes.driver_log import DriverLogs
 from kapell.backends.kubernetes.informer import Informer, Key
 from kapell.backends.kubernetes.rayjob import RayJobOptions
 from kapell.backends.kubernetes.store import Stored, resource_body, server_side_apply
+from kapell.backends.kubernetes.writers import WriterPool
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +184,7 @@ class KubeRayJobs:
         self._names = _Names()
         self._jobs: dict[Key, str] = {}  # RayJob -> its TrainingJob, for deletions
         # One writer: a stop and the start after it are applied in that order.
-        self._writer = ThreadPoolExecutor(1, thread_name_prefix="kapell-rayjobs")
+        self._writer = WriterPool(1, "kapell-rayjobs")
         self._lock = threading.Lock()
         self.writes = 0
         self.informer: Informer[RayJobView] = Informer(
@@ -194,7 +194,7 @@ class KubeRayJobs:
 
     def close(self) -> None:
         """Drop queued writes (the next leader applies them again) and log reads."""
-        self._writer.shutdown(wait=False, cancel_futures=True)
+        self._writer.close()
         self.logs.close()
 
     def _changed(self, key: Key, view: RayJobView | None) -> None:
