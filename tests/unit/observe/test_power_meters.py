@@ -127,10 +127,19 @@ def test_the_sampler_feeds_the_meter_until_cancelled(nvml: FakePynvml) -> None:
 
 def test_parent_pid_reads_proc_and_owner_of_stops_at_init() -> None:
     import os
+    import subprocess
+    import sys
 
-    assert parent_pid(os.getpid()) == os.getppid()
-    assert owner_of(os.getpid(), {os.getppid(): "m"}) == "m"
-    assert owner_of(os.getpid(), {}) is None
+    # A child of this process, so the test holds wherever it runs (an orphaned test run's
+    # parent is init itself, where owner_of stops).
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        assert parent_pid(child.pid) == os.getpid()
+        assert owner_of(child.pid, {os.getpid(): "m"}) == "m"
+        assert owner_of(child.pid, {}) is None
+    finally:
+        child.kill()
+        child.wait()
 
 
 def test_without_nvml_the_reader_says_how_to_get_it(monkeypatch: pytest.MonkeyPatch) -> None:
