@@ -48,8 +48,12 @@ class ReconcileLoop:
             self._wake.clear()
             timeout = self._due[0][0] - self._clock() if self._due else None
             if timeout is None or timeout > 0:
+                # asyncio.timeout, not wait_for: on Python 3.11, wait_for returns the wake-up
+                # when it fires as this task is cancelled, losing the cancellation, and the
+                # loop (requeueing itself) then runs forever (the twin's replay never ended).
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout)
+                    async with asyncio.timeout(timeout):
+                        await self._wake.wait()
             else:
                 await asyncio.sleep(0)
 
