@@ -23,6 +23,7 @@ import pytest
 from kubeobjects import eventually
 from lightkube import ApiError, Client
 from operators import OperatorProcess, apply, as_kuberay
+from tests.clock import ManualClock
 
 from kapell.backends.kubernetes import rayjob
 from kapell.backends.kubernetes.informer import wait_synced
@@ -39,17 +40,6 @@ INTENSITY = (
     / "../shared/data/carbon-intensity/electricitymaps/DE_2022_hourly.csv"
 )
 WAIT_S = 30.0
-
-
-class Clock:
-    def __init__(self, epoch_s: float) -> None:
-        self.now = epoch_s
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, minutes: float) -> None:
-        self.now += minutes * 60
 
 
 @pytest.fixture
@@ -146,7 +136,7 @@ def test_a_deferred_job_is_a_suspended_rayjob_released_at_its_planned_start(
 ) -> None:  # fmt: skip
     # 10 February 2022, 00:10 UTC: the German grid is cleaner later that day (the unit test
     # of the deferral checks the plan itself against the file).
-    clock = Clock(datetime(2022, 2, 10, 0, 10, tzinfo=UTC).timestamp())
+    clock = ManualClock(datetime(2022, 2, 10, 0, 10, tzinfo=UTC).timestamp())
     plane = plane_of(Feeds(clock=clock, carbon=intensity_series(str(INTENSITY))))
     workers = [{"groupName": "cpu", "replicas": 2, "resources": {"cpu": "1", "memory": "1Gi"}}]
     apply(kubectl, _job("later", namespace, workerGroupSpecs=workers, deadline="24h",
@@ -198,7 +188,7 @@ def test_a_spot_reclaim_moves_the_rayjobs_workers_to_on_demand_nodes(
 ) -> None:  # fmt: skip
     flag = tmp_path / "spot"  # what `kapell operator --spot-availability FILE` reads
     flag.write_text("up\n")
-    clock = Clock(datetime(2026, 3, 1, tzinfo=UTC).timestamp())
+    clock = ManualClock(datetime(2026, 3, 1, tzinfo=UTC).timestamp())
     plane = plane_of(Feeds(clock=clock, spot_available=spot_availability(flag, clock.now)))
     pool = {
         "apiVersion": "kapell.dev/v1alpha1",

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from tests.clock import ManualClock
 from tests.unit.control.test_training_controller import RunTable
 
 from kapell.api import TrainingJob
@@ -65,17 +66,6 @@ class JobTable(RunTable):
         super().start(job, revision, attempt)
 
 
-class Clock:
-    def __init__(self, epoch_s: float) -> None:
-        self.now = epoch_s
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, minutes: float) -> None:
-        self.now += minutes * 60
-
-
 def apply(store: SQLiteStore, text: str) -> str:
     (job,) = load_text(text)
     store.apply(job)
@@ -102,7 +92,7 @@ def test_spot_moves_between_capacities_as_availability_and_the_deadline_demand(
 ) -> None:
     flag = tmp_path / "spot"
     flag.write_text("up\n")
-    clock = Clock(datetime(2026, 3, 1, tzinfo=UTC).timestamp())
+    clock = ManualClock(datetime(2026, 3, 1, tzinfo=UTC).timestamp())
     runs = JobTable()
     feeds = Feeds(clock=clock, spot_available=spot_availability(flag, clock.now))
     controller = TrainingJobController(store, runs, lambda: "t", feeds)
@@ -164,7 +154,7 @@ def test_a_job_without_deadline_or_spot_group_is_left_to_its_spec(
 ) -> None:
     flag = tmp_path / "spot"
     flag.write_text("down")
-    clock = Clock(1e9)
+    clock = ManualClock(1e9)
     runs = JobTable()
     feeds = Feeds(clock=clock, spot_available=spot_availability(flag, clock.now))
     key = apply(store, SPOT_JOB.replace("spot: true", "spot: false"))
@@ -199,7 +189,7 @@ def test_a_deferrable_job_waits_for_the_planned_start_on_the_intensity_file(
     best = min(range(len(sums)), key=lambda s: (sums[s], s))
     assert best > 0, "the chosen day must make the job wait for the test to mean anything"
 
-    clock = Clock(submit)
+    clock = ManualClock(submit)
     runs = JobTable()
     feeds = Feeds(clock=clock, carbon=intensity_series(str(INTENSITY)))
     controller = TrainingJobController(store, runs, lambda: "t", feeds)
@@ -233,7 +223,7 @@ def test_a_deferrable_job_starts_at_once_when_the_source_does_not_cover_now(
 ) -> None:
     runs = JobTable()
     feeds = Feeds(
-        clock=Clock(datetime(2030, 1, 1, tzinfo=UTC).timestamp()),
+        clock=ManualClock(datetime(2030, 1, 1, tzinfo=UTC).timestamp()),
         carbon=intensity_series(str(INTENSITY)),
     )
     key = apply(store, DEFER_JOB)

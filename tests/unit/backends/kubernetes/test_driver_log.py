@@ -15,6 +15,7 @@ from typing import Any
 
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Pod
+from tests.clock import ManualClock
 
 from kapell.api.jobenv import progress_line
 from kapell.api.training import RunPhase, TrainingRun, progress_changes
@@ -43,14 +44,6 @@ class HeadPodLogs:
         return list(self.lines)
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def _settled(logs: DriverLogs, changed: threading.Event, *args: Any) -> list[dict[str, Any]]:
     """Records after the read that ``records`` scheduled has reported a change."""
     logs.records(JOB, RAYJOB, *args)
@@ -68,7 +61,7 @@ def test_progress_is_read_from_the_head_pods_submitter_log_and_folds_into_the_ru
         "some other output\n",
         f"{progress_line(step=20, loss=2.1)}\n",
     ]
-    clock, changed = Clock(), threading.Event()
+    clock, changed = ManualClock(100.0), threading.Event()
     seen: list[str] = []
 
     def on_change(key: str) -> None:
