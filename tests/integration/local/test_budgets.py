@@ -8,12 +8,14 @@ running, and after a restart the accounted spend (and the refusal) are still the
 from __future__ import annotations
 
 import json
+import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
 import openai
 
+from kapell.cli.accounting import ACCOUNT_EVERY_S
 from tests.integration.local.conftest import Instance, stop
 
 SPEC = """\
@@ -38,6 +40,26 @@ StartFn = Callable[..., Instance]
 def spend(instance: Instance) -> dict[str, object]:
     with urllib.request.urlopen(instance.admin_url + "/admin/v1/spend", timeout=5) as r:
         return dict(json.loads(r.read()))
+
+
+def _tokens(report: dict[str, object]) -> list[tuple[object, ...]]:
+    rows = report["rows"]
+    assert isinstance(rows, list)
+    return [(r["tenant"], r["period"], r["tokensIn"], r["tokensOut"]) for r in rows]
+
+
+def settled_spend(instance: Instance) -> dict[str, object]:
+    """The spend report once the ledger has taken in every request's tokens: accounting writes
+    it once a second (``ACCOUNT_EVERY_S``), so two reports a tick and a half apart agree (energy
+    goes on growing while a replica runs)."""
+    report = spend(instance)
+    for _ in range(20):
+        time.sleep(ACCOUNT_EVERY_S * 1.5)
+        again = spend(instance)
+        if _tokens(again) == _tokens(report):
+            return again
+        report = again
+    raise AssertionError(f"the tokens in the spend ledger kept changing: {report}")
 
 
 def chat_until_refused(instance: Instance, limit: int = 200) -> tuple[int, openai.APIStatusError]:
@@ -78,7 +100,7 @@ def test_budget_refuses_new_work_at_its_cap_and_survives_a_restart(
     assert "from 1 to 3 replicas refused" in overbudget(instance)["message"]
     assert len(instance.replicas()) == 1, "the replica already running was stopped"
 
-    before = spend(instance)
+    before = settled_spend(instance)
     [row] = [r for r in before["rows"] if r["period"] == "day" and r["tenant"] == "anonymous"]  # type: ignore[attr-defined]
     assert row["tokensIn"] + row["tokensOut"] >= 300
     assert row["joules"] > 0 and row["energySource"] == "modelled"
