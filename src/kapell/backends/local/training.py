@@ -172,10 +172,11 @@ class LocalRayJobs:
                         os.kill(pid, signal.SIGKILL)
 
     async def shutdown(self) -> None:
-        """Stop every run and wait until every Ray process is gone."""
-        tasks = [r.task for r in self._runs.values() if r.task is not None]
+        """Stop every run and wait until every Ray process is gone, those of runs stopped
+        earlier (a GPU handed back, a spot move) whose teardown is still going on included."""
         for key in list(self._runs):
             self.stop(key)
+        tasks = [r.task for r in self._stopping if r.task is not None]
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
 
