@@ -107,7 +107,6 @@ class PodView:
 class _NewReplica:
     """A replica decided and not yet written: what the writer renders its Pod and claim from."""
 
-    model_key: str
     model: Model
     owner: str  # the Model's uid
     revision: str
@@ -266,8 +265,7 @@ class KubeReplicas:
         )
 
     def close(self) -> None:
-        """Drop queued writes (a stopping operator's successor redoes what is still needed:
-        reconciles are level-based) so the process exits at once, not after every write."""
+        """Drop queued writes (``WriterPool.close``), so a stopping operator exits at once."""
         self._writers.close()
 
     @property
@@ -399,7 +397,7 @@ class KubeReplicas:
     def start_replica(self, model: Model, revision: str) -> Replica:
         """Decide the replica's name and device now; its Pod and claim are written by the
         writer pool, and until the informer sees the Pod it counts as Starting."""
-        key = f"Model/{model.metadata.namespace}/{model.metadata.name}"
+        key = model.key
         stored = self._stored(key)
         if stored is None:
             raise BackendError(f"model {model.metadata.name}: not found on the cluster")
@@ -428,7 +426,7 @@ class KubeReplicas:
             )  # fmt: skip
             self._pending[(namespace, name)] = view
             self._pending_of.setdefault(view.model_key, set()).add((namespace, name))
-        new = _NewReplica(key, model, owner, revision, name, placement, claim_name, uuids)
+        new = _NewReplica(model, owner, revision, name, placement, claim_name, uuids)
         self._writers.submit(self._create, new)
         return view.replica()
 
@@ -438,7 +436,7 @@ class KubeReplicas:
         decides again. Rendering here, not when deciding, keeps a backlog of thousands of
         decided replicas small: a rendered Pod and claim take about 13 KiB as Python objects.
         """
-        model, placement, model_key = new.model, new.placement, new.model_key
+        model, placement, model_key = new.model, new.placement, new.model.key
         manifest = pods.replica_pod(
             model, new.revision, new.name, new.owner, placement, new.claim_name
         )
