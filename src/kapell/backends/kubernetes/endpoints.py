@@ -76,6 +76,7 @@ class KubeEndpointFeed:
     ) -> None:
         self._target = target
         self._call_soon = call_soon
+        self._namespace = namespace
         self.models: Informer[StoredModel] = Informer(
             client, ModelResource, parse_model, self._model_changed, namespace=namespace
         )
@@ -93,9 +94,10 @@ class KubeEndpointFeed:
         self._call_soon(self.publish if service is None else lambda: self._publish_one(service))
 
     def _models(self) -> dict[str, Model]:
-        stored = self.models.items()
         return {
-            s.resource.metadata.name: s.resource for s in stored if s.resource and not s.deleting
+            name: resource
+            for (_, name), s in self.models.entries()
+            if not s.deleting and (resource := s.resource) is not None
         }
 
     def publish(self) -> None:
@@ -107,7 +109,8 @@ class KubeEndpointFeed:
             self._target.set_endpoints(name, self._ready(name))
 
     def _publish_one(self, service: str) -> None:
-        if service in self._models():
+        stored = self.models.get((self._namespace, service))
+        if stored is not None and not stored.deleting and stored.body:
             self._target.set_endpoints(service, self._ready(service))
 
     def _ready(self, name: str) -> list[Endpoint]:

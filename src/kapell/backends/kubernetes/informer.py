@@ -10,6 +10,7 @@ them (pods by Model), so a reconcile reads its own objects without scanning ever
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -72,6 +73,11 @@ class Informer(Generic[T]):
     def items(self) -> list[T]:
         with self._lock:
             return list(self._cache.values())
+
+    def entries(self) -> list[tuple[Key, T]]:
+        """The objects with their keys (namespace, name)."""
+        with self._lock:
+            return list(self._cache.items())
 
     def indexed(self, value: str) -> list[T]:
         """The objects whose ``index`` is ``value`` (needs ``index``)."""
@@ -185,6 +191,7 @@ class Informer(Generic[T]):
                 self._on_change(key, value)
 
 
+@functools.cache  # one class per resource: writers call it for every write
 def as_dicts(resource: Any) -> Any:
     """The resource read as plain dicts: a typed lightkube resource decodes every object into
     nested classes, which ``convert`` then reads as a dict again; the informer skips both

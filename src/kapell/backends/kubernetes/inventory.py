@@ -30,7 +30,7 @@ _MEMORY_SLICE = re.compile(r"^memorySlice(\d+)$")
 _MEMORY = re.compile(r"(\d+)\s*GB", re.IGNORECASE)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Device:
     """One published device: a whole GPU or a MIG instance of GPU ``gpu``."""
 
@@ -113,7 +113,9 @@ def devices_of(slice_spec: dict[str, Any]) -> list[Device]:
             slices = [int(m.group(1)) for c in capacity if (m := _MEMORY_SLICE.match(c))]
             profile = (attrs.get(nv.PROFILE) or {}).get("string", "")
             mig = MigSlice(profile, min(slices, default=0))
-        out.append(Device(device["name"], minor, uuid, product, memory_mib, mig))
+        # Names and products repeat on every node: one copy each for 10,000 devices.
+        name, product = sys.intern(device["name"]), sys.intern(product)
+        out.append(Device(name, minor, uuid, product, memory_mib, mig))
     return out
 
 

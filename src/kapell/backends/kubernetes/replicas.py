@@ -38,7 +38,7 @@ from kapell.api.model import Model
 from kapell.api.replica import Replica, ReplicaPhase
 from kapell.api.units import parse_quantity
 from kapell.backends.kubernetes import dra, inferencepool, pods
-from kapell.backends.kubernetes.informer import Informer, Key
+from kapell.backends.kubernetes.informer import Informer, Key, as_dicts
 from kapell.backends.kubernetes.inventory import (
     DRIVER,
     PLACEMENT_ANNOTATION,
@@ -202,7 +202,11 @@ def node_view(raw: dict[str, Any]) -> NodeView:
         for c in status.get("conditions") or []
     )
     return NodeView(
-        labels=tuple(sorted((raw["metadata"].get("labels") or {}).items())),
+        # Nodes of a pool share their labels' keys and most values: one copy of each string.
+        labels=tuple(
+            (sys.intern(k), sys.intern(v))
+            for k, v in sorted((raw["metadata"].get("labels") or {}).items())
+        ),
         name=raw["metadata"]["name"],
         cpu_milli=int(parse_quantity(str(allocatable.get("cpu", "0"))) * 1000),
         memory_mib=int(parse_quantity(str(allocatable.get("memory", "0"))) // (1024 * 1024)),
@@ -559,7 +563,9 @@ class KubeReplicas:
     # --- writes -----------------------------------------------------------------------------
 
     def _apply(self, resource: Any, manifest: dict[str, Any]) -> dict[str, Any]:
-        obj = server_side_apply(self._client, resource, manifest)
+        # The answer read as plain dicts (``as_dicts``): a typed Pod decoded for each write was
+        # the largest passing allocation while thousands of pods are created.
+        obj = server_side_apply(self._client, as_dicts(resource), manifest)
         self._count_write()
         result: dict[str, Any] = obj.to_dict()
         return result

@@ -11,12 +11,13 @@ until its replicas are gone; the controller sees an object being deleted as abse
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 import httpx2 as httpx  # the HTTP client lightkube 1.x is built on
 from lightkube import ApiError, Client
@@ -42,18 +43,38 @@ TrainingJobResource = create_namespaced_resource(
 R = TypeVar("R", bound=Resource)
 
 
-@dataclass(frozen=True)
+PARSED_CACHE = 256
+"""Parsed objects kept for reuse; the rest are parsed again from their JSON on use."""
+
+
+@dataclass(frozen=True, slots=True)
 class Stored(Generic[R]):
-    """What the operator keeps of one object of a kapell kind."""
+    """What the operator keeps of one object of a kapell kind.
+
+    The object itself is kept as its JSON and parsed again on use (a small cache holds the
+    recent ones): a parsed Model is about 9 KiB of pydantic objects, its JSON under 1 KiB, and
+    an operator carries thousands of Models.
+    """
 
     uid: str
     generation: int
     deleting: bool
     finalizers: tuple[str, ...]
-    resource: R | None  # None when the object does not parse (reported in its status)
+    kind: type[R]
+    body: bytes  # the object as kapell's kind validates it; b"" when it does not parse
     error: str = ""
     status: str = ""  # the status as stored, JSON with sorted keys, to skip no-op writes
     observed_generation: int = 0
+
+    @property
+    def resource(self) -> R | None:
+        """The parsed object (None when it does not parse; ``error`` says why)."""
+        return cast("R", _parsed(self.kind, self.body)) if self.body else None
+
+
+@functools.lru_cache(maxsize=PARSED_CACHE)
+def _parsed(kind: type[Resource], body: bytes) -> Resource:
+    return kind.model_validate_json(body)
 
 
 StoredModel = Stored[Model]
@@ -99,20 +120,20 @@ def parse_stored(raw: dict[str, Any], kind: type[R]) -> Stored[R]:
     meta = raw["metadata"]
     status = raw.get("status") or {}
     comparable = {k: v for k, v in status.items() if k != "observedGeneration"}
-    body = resource_body(raw, kind.model_fields["kind"].default)
-    resource: R | None
+    body = json.dumps(resource_body(raw, kind.model_fields["kind"].default)).encode()
     error = ""
     try:
-        resource = kind.model_validate(body)
+        _parsed(kind, body)
     except ValidationError as exc:  # the CRD schema let through what kapell refuses
-        resource = None
+        body = b""
         error = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
     return Stored(
         uid=meta.get("uid", ""),
         generation=int(meta.get("generation") or 0),
         deleting=bool(meta.get("deletionTimestamp")),
         finalizers=tuple(meta.get("finalizers") or ()),
-        resource=resource,
+        kind=kind,
+        body=body,
         error=error,
         status=json.dumps(comparable, sort_keys=True),
         observed_generation=int(status.get("observedGeneration") or 0),
@@ -146,8 +167,9 @@ class KubeStore(Generic[R]):
         self._kind = kind.model_fields["kind"].default
         self._resource = resource
         self._on_change = on_change
-        self._written: dict[str, str] = {}
-        self._own: dict[str, tuple[int, str, dict[str, object]]] = {}  # last set, per key
+        # Per key: the (generation, status JSON) last written, and last set here.
+        self._written: dict[str, tuple[int, str]] = {}
+        self._own: dict[str, tuple[int, str]] = {}
         self._latest: dict[str, tuple[int, dict[str, object]]] = {}
         self._scheduled: set[str] = set()
         self._finalizing: set[str] = set()
@@ -187,11 +209,7 @@ class KubeStore(Generic[R]):
         return self.informer.get((namespace, name))
 
     def object_keys(self) -> list[str]:
-        return [
-            self.key(s.resource.metadata.namespace, s.resource.metadata.name)
-            for s in self.informer.items()
-            if s.resource is not None
-        ]
+        return [self.key(*key) for key, s in self.informer.entries() if s.body]
 
     def resources(self) -> list[R]:
         """Every live object of the kind as ``get`` reads it (the console lists them)."""
@@ -208,9 +226,9 @@ class KubeStore(Generic[R]):
             return stored.resource
         # The informer has not yet seen the status last set here: a controller whose status is
         # its memory (a TrainingJob's attempt) must read its own write, not act twice.
-        body = stored.resource.model_dump(mode="json", by_alias=True)
-        body["status"] = own[2]
-        return type(stored.resource).model_validate(body)
+        body = json.loads(stored.body)
+        body["status"] = json.loads(own[1])
+        return stored.kind.model_validate(body)
 
     def set_status(self, key: str, status: dict[str, object]) -> None:
         """Queue the status for a writer thread; writes of one object coalesce (latest wins),
@@ -221,9 +239,9 @@ class KubeStore(Generic[R]):
             return
         status = {k: v for k, v in status.items() if v is not None and k != "observedGeneration"}
         payload = json.dumps(status, sort_keys=True)
-        written = f"{stored.generation}|{payload}"
+        written = (stored.generation, payload)  # one string shared by both tables
         with self._lock:
-            self._own[key] = (stored.generation, payload, status)
+            self._own[key] = written
             if self._written.get(key) == written:
                 return
         if stored.status == payload and stored.observed_generation == stored.generation:
@@ -247,7 +265,7 @@ class KubeStore(Generic[R]):
             log.warning("status of %s: %s", key, exc)
 
     def _write_status(self, key: str, generation: int, status: dict[str, object]) -> None:
-        written = f"{generation}|{json.dumps(status, sort_keys=True)}"
+        written = (generation, json.dumps(status, sort_keys=True))
         _, namespace, name = key.split("/", 2)
         body = {
             "apiVersion": API_VERSION,
