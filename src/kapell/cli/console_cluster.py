@@ -10,6 +10,7 @@ the operator does not watch.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
@@ -100,21 +101,20 @@ class ClusterConsole:
         return CarbonView(None)
 
     def sample(self) -> None:
-        """One sample of every Model from the demand board (keyed ``namespace/name``)."""
+        """One sample of every Model from the demand board (keyed ``namespace/name``), read
+        from the stored objects without parsing them: at 1,000 Models a parsed copy of each,
+        every 5 s, was the operator's largest passing allocation."""
         now_s, monotonic_s = self._clock(), self._monotonic()
-        models = self._models()
-        for model in models:
-            ready = sum(v.phase is ReplicaPhase.READY for v in self._replicas.views(model.key))
-            demand = self._board.sample(
-                f"{model.metadata.namespace}/{model.metadata.name}", ready, monotonic_s
-            )
+        live = self._store.live()
+        for key, stored in live:
+            ready = sum(v.phase is ReplicaPhase.READY for v in self._replicas.views(key))
+            demand = self._board.sample(key.split("/", 1)[1], ready, monotonic_s)
+            desired = int(json.loads(stored.status or "{}").get("desiredReplicas", 0))
             self.ring.record(
-                model.key, now_s, Reading(
-                    demand.tokens_total, demand.queue_depth, demand.in_flight, ready,
-                    model.status.desired_replicas,
-                ),
+                key, now_s,
+                Reading(demand.tokens_total, demand.queue_depth, demand.in_flight, ready, desired),
             )  # fmt: skip
-        self.ring.retain(m.key for m in models)
+        self.ring.retain(key for key, _ in live)
 
     async def run(self, every_s: float = SAMPLE_EVERY_S) -> None:
         while True:

@@ -211,6 +211,13 @@ class KubeStore(Generic[R]):
     def object_keys(self) -> list[str]:
         return [self.key(*key) for key, s in self.informer.entries() if s.body]
 
+    def live(self) -> list[tuple[str, Stored[R]]]:
+        """Every object that parses and is not being deleted, by key, unparsed: a scan of
+        thousands of objects (the console's sampler) must not parse each one (``Stored``)."""
+        return [
+            (self.key(*key), s) for key, s in self.informer.entries() if s.body and not s.deleting
+        ]
+
     def resources(self) -> list[R]:
         """Every live object of the kind as ``get`` reads it (the console lists them)."""
         found = (self.get(key) for key in self.object_keys())
