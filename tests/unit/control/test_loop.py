@@ -102,3 +102,24 @@ def test_an_earlier_enqueue_overtakes_a_later_one_and_requeues_are_kept() -> Non
         return times
 
     assert _on_virtual_clock(scenario) == pytest.approx([2.0, 5.0], abs=1e-5)
+
+
+def test_an_event_for_a_key_waiting_in_the_same_batch_is_absorbed_by_its_run() -> None:
+    """A's reconcile changes what B depends on: B, due in the same batch and not yet run,
+    runs once with that change in view, not once more after."""
+
+    async def scenario() -> list[str]:
+        reconciled: list[str] = []
+
+        def reconcile(key: str) -> None:
+            reconciled.append(key)
+            if key == "Model/a":
+                loop.enqueue("Model/b")
+
+        loop = ReconcileLoop(reconcile, asyncio.get_running_loop().time)
+        loop.enqueue("Model/a")
+        loop.enqueue("Model/b")
+        await _run_for(loop, 1.0)
+        return reconciled
+
+    assert _on_virtual_clock(scenario) == ["Model/a", "Model/b"]
