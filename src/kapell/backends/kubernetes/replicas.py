@@ -253,6 +253,7 @@ class KubeReplicas:
         self._failures: dict[str, tuple[int, float, str]] = {}  # model -> (count, when, why)
         self._nodes_seen: dict[Key, NodeView] = {}
         self._writers = WriterPool(WRITERS, "kapell-writer")
+        self._last_json: tuple[Model, str] | None = None  # see _json_of
         self._policies: dict[frozenset[tuple[int, int, str | None]], Policy] = {}
         self.writes = 0
         self.pods: Informer[PodView] = Informer(
@@ -432,10 +433,17 @@ class KubeReplicas:
             )  # fmt: skip
             self._pending[(namespace, name)] = view
             self._pending_of.setdefault(view.model_key, set()).add((namespace, name))
-        model_json = model.model_dump_json(by_alias=True)
-        new = _NewReplica(model_json, owner, revision, name, placement, claim_name, uuids)
+        new = _NewReplica(self._json_of(model), owner, revision, name, placement, claim_name, uuids)
         self._writers.submit(self._create, new)
         return view.replica()
+
+    def _json_of(self, model: Model) -> str:
+        """The Model as JSON, one string for the replicas a reconcile starts together (the
+        controller starts a Model's replicas in a row: 10,000 decided at once share 1,000)."""
+        last = self._last_json
+        if last is None or last[0] is not model:
+            last = self._last_json = (model, model.model_dump_json(by_alias=True))
+        return last[1]
 
     def _create(self, new: _NewReplica) -> None:
         """In a writer thread: render, then write the Service (once), the Pod, then the claim
