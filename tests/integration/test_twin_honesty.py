@@ -15,8 +15,8 @@ distributions must agree within 15% at p50 and p90.
 The twin models replicas, not the HTTP path, and the shared 2-core test machine adds tens of
 milliseconds to every hop (client, gateway, engine: three processes), as much as an 8B model's
 modelled prefill. Two things keep that out of the comparison, both applied to every request
-alike: the replay runs in slow motion (engines take ``--speedup 0.2``, so every modelled
-duration is x5, arrivals are spread x5, and measured times are scaled back by 0.2), and the
+alike: the replay runs in slow motion (engines take ``--speedup 0.1``, so every modelled
+duration is x10, arrivals are spread x10, and measured times are scaled back by 0.1), and the
 path's own latency, measured just before with one-token requests on the idle cluster, is
 subtracted from each measured TTFT. Outputs are capped at 32 tokens (on both sides).
 """
@@ -56,7 +56,7 @@ TRACE = (
 PROFILE = "a100-llama3-8b"
 REPLICAS = 2
 SLICE_START_S, SLICE_S, MAX_OUTPUT = 600.0, 10.0, 32
-SPEEDUP = 0.2
+SPEEDUP = 0.1
 PROBES = 8
 TOLERANCE = 0.15
 
