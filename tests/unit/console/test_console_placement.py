@@ -21,4 +21,4 @@ PLACEMENTS = {
 
 @pytest.mark.parametrize(("annotation", "words"), PLACEMENTS.items())
 def test_a_placement_in_words(annotation: str, words: str) -> None:
-    assert describe_placement(Placement.from_json("pod", annotation)) == words
+    assert describe_placement(Placement.from_json(annotation)) == words

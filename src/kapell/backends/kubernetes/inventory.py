@@ -10,6 +10,7 @@ operator that restarts sees exactly what its predecessor placed.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import sys
@@ -70,15 +71,29 @@ class Placement:
         }, separators=(",", ":"))  # fmt: skip
 
     @classmethod
-    def from_json(cls, name: str, text: str) -> Placement:
+    def from_json(cls, text: str) -> Placement:
+        """The placement an annotation records; its request is the shape's, named after no
+        pod (``one_copy``)."""
         d = json.loads(text)
         request = PodRequest(
-            name=name, cpu_milli=d["cpuMilli"], memory_mib=d["memoryMiB"],
-            gpu_count=d["gpuCount"], gpu_milli=d["gpuMilli"], mig_profile=d["migProfile"],
-            sharing=d["sharing"],
+            "", d["cpuMilli"], d["memoryMiB"], d["gpuCount"], d["gpuMilli"],
+            mig_profile=d["migProfile"], sharing=d["sharing"],
         )  # fmt: skip
         mig = MigSlice(d["mig"][0], d["mig"][1]) if d["mig"] else None
-        return cls(request, sys.intern(d["node"]), tuple(d["gpus"]), mig)
+        return cls(one_copy(request), sys.intern(d["node"]), _gpus(tuple(d["gpus"])), mig)
+
+
+@functools.lru_cache(maxsize=1024)
+def one_copy(request: PodRequest) -> PodRequest:
+    """Equal requests as one object: a Model's replicas all ask the same, and 10,000 placed
+    pods keep one request per shape instead of one each."""
+    return request
+
+
+@functools.lru_cache(maxsize=1024)
+def _gpus(indices: tuple[int, ...]) -> tuple[int, ...]:
+    """One tuple per set of GPU indices (most pods hold one GPU of a node's ten)."""
+    return indices
 
 
 def gpu_model_name(product: str, memory_mib: int) -> str:

@@ -47,6 +47,7 @@ from kapell.backends.kubernetes.inventory import (
     NodeView,
     Placement,
     devices_of,
+    one_copy,
     request_for,
 )
 from kapell.backends.kubernetes.store import StoredModel, server_side_apply
@@ -115,7 +116,6 @@ class _NewReplica:
     name: str
     placement: Placement
     claim_name: str | None
-    uuids: dict[int, str]  # the decided devices' uuids, by GPU index
 
 
 def _timestamp(text: str | None) -> float | None:
@@ -150,7 +150,7 @@ def pod_view(raw: dict[str, Any]) -> PodView:
     placement = None
     if PLACEMENT_ANNOTATION in annotations:
         with contextlib.suppress(ValueError, KeyError, TypeError):
-            placement = Placement.from_json(meta["name"], annotations[PLACEMENT_ANNOTATION])
+            placement = Placement.from_json(annotations[PLACEMENT_ANNOTATION])
     ready_at = (
         _timestamp((conditions.get("Ready") or {}).get("lastTransitionTime")) if ready else None
     )
@@ -172,27 +172,36 @@ def pod_view(raw: dict[str, Any]) -> PodView:
 
 @dataclass(frozen=True, slots=True)
 class ClaimView:
+    """What the operator keeps of a claim. Of its own claims only the owners (what a repair
+    checks: their devices are counted through their pods); of others', the devices allocated,
+    which placement must leave alone."""
+
     namespace: str
     name: str
     managed: bool
-    allocated: tuple[tuple[str, str], ...]  # (node, device) of driver gpu.nvidia.com
+    allocated: tuple[tuple[str, str], ...] = ()  # (node, device) of driver gpu.nvidia.com
     owners: tuple[str, ...] = ()  # names of the pods that own it (a tuple: 10,000 claims)
 
 
 def claim_view(raw: dict[str, Any]) -> ClaimView:
     meta = raw["metadata"]
+    managed = (meta.get("labels") or {}).get("app.kubernetes.io/managed-by") == "kapell"
     allocation = (raw.get("status") or {}).get("allocation") or {}
-    results = (allocation.get("devices") or {}).get("results") or []
+    results = [] if managed else (allocation.get("devices") or {}).get("results") or []
     return ClaimView(
         namespace=sys.intern(meta.get("namespace", "")),
         name=meta["name"],
-        managed=(meta.get("labels") or {}).get("app.kubernetes.io/managed-by") == "kapell",
+        managed=managed,
         allocated=tuple(
             (sys.intern(r["pool"]), sys.intern(r["device"]))
             for r in results
             if r.get("driver") == DRIVER
         ),
-        owners=tuple(o["name"] for o in meta.get("ownerReferences") or []),
+        # A whole GPU's claim is named after its one owner: one string for both.
+        owners=tuple(
+            meta["name"] if o["name"] == meta["name"] else o["name"]
+            for o in meta.get("ownerReferences") or []
+        ),
     )
 
 
@@ -426,14 +435,13 @@ class KubeReplicas:
             name = f"{model.metadata.name}-{revision}-{slot}"
             placement = self._place(model, name)
             claim_name = self._claim_name(namespace, name, placement)
-            uuids = {} if claim_name is None else self._device_uuids(name, placement)
             view = PodView(
                 namespace, name, "", model.metadata.name, revision, ReplicaPhase.STARTING,
                 placement=placement, created=time.time(),
             )  # fmt: skip
             self._pending[(namespace, name)] = view
             self._pending_of.setdefault(view.model_key, set()).add((namespace, name))
-        new = _NewReplica(self._json_of(model), owner, revision, name, placement, claim_name, uuids)
+        new = _NewReplica(self._json_of(model), owner, revision, name, placement, claim_name)
         self._writers.submit(self._create, new)
         return view.replica()
 
@@ -450,6 +458,7 @@ class KubeReplicas:
         naming the Pod as owner. A failure forgets the replica and asks for a reconcile, which
         decides again. Rendering here, not when deciding, keeps a backlog of thousands of
         decided replicas small: a rendered Pod and claim take about 13 KiB as Python objects.
+        The claim pins the devices' uuids as the slices publish them at this moment.
         """
         model, placement = Model.model_validate_json(new.model_json), new.placement
         model_key = model.key
@@ -461,15 +470,15 @@ class KubeReplicas:
             manifest["spec"]["containers"][0]["env"].append(
                 {"name": "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE", "value": str(percent)}
             )
-        claim = (
-            None
-            if new.claim_name is None
-            else self._render_claim(
-                model.metadata.namespace, model.metadata.name, placement, new.claim_name, new.uuids
-            )
-        )
         namespace, name = model.metadata.namespace, new.name
         try:
+            claim = None
+            if new.claim_name is not None:
+                with self._lock:
+                    uuids = self._device_uuids(name, placement)
+                claim = self._render_claim(
+                    namespace, model.metadata.name, placement, new.claim_name, uuids
+                )
             self._ensure_service(model, new.owner)
             created = pod_view(self._apply(Pod, manifest))
             if claim is not None:
@@ -563,7 +572,8 @@ class KubeReplicas:
     def _place(self, model: Model, name: str) -> Placement:
         """Decide node and device, and count them taken at once (before the pod is seen)."""
         view = self._cluster()
-        request = request_for(model, name, view.inventory.models)
+        # Named after the Model: its replicas' requests are equal, kept as one (``one_copy``).
+        request = one_copy(request_for(model, model.metadata.name, view.inventory.models))
         decision = self._policy(view).select(view.inventory, request, np.random.default_rng(0))
         if decision is None:
             raise UnschedulableError(_unschedulable_message(model, request, view))

@@ -43,8 +43,9 @@ TrainingJobResource = create_namespaced_resource(
 R = TypeVar("R", bound=Resource)
 
 
-PARSED_CACHE = 256
-"""Parsed objects kept for reuse; the rest are parsed again from their JSON on use."""
+PARSED_CACHE = 64
+"""Parsed objects kept for reuse (a reconcile reads its Model a few times; a scan of every
+Model would miss any cache smaller than the fleet); the rest are parsed again on use."""
 
 
 @dataclass(frozen=True, slots=True)

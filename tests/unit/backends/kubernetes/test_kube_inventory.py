@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -103,10 +105,13 @@ def test_placements_take_their_devices_and_fourteen_slices_fill_two_gpus() -> No
 
 
 def test_a_rebuilt_view_counts_what_the_annotations_say_was_placed() -> None:
-    request = PodRequest("x", 2000, 4096, 8, GPU_MILLI)
+    request = PodRequest("", 2000, 4096, 8, GPU_MILLI)
     placed = Placement(request, "gpu-node-0000", tuple(range(8)))
-    encoded = Placement.from_json("x", placed.to_json())
+    encoded = Placement.from_json(placed.to_json())
     assert encoded == placed
+    # Pods of one shape share their request and GPU tuples (10,000 pods keep a handful).
+    again = Placement.from_json(replace(placed, node="gpu-node-0001").to_json())
+    assert again.request is encoded.request and again.gpus is encoded.gpus
     view = _cluster("h100:8", "h100:8", placements=(encoded,))
     assert list(view.inventory.gpu_left[0]) == [0] * 8
     assert list(view.inventory.gpu_left[1]) == [GPU_MILLI] * 8

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import kubernetes_validate
@@ -20,11 +21,13 @@ from kapell.backends.kubernetes.pods import (
     vector_store_claim,
     with_vector_store,
 )
-from kapell.backends.kubernetes.replicas import pod_view
+from kapell.backends.kubernetes.replicas import claim_view, pod_view
 from kapell.policy.placement.requests import GPU_MILLI, PodRequest
 
 K8S_VERSION = "1.34.0"
 PLACED = Placement(PodRequest("m-abc-0", 2000, 4096, 1, GPU_MILLI), "gpu-node-0001", (3,))
+READ_BACK = replace(PLACED, request=replace(PLACED.request, name=""))
+"""``PLACED`` as a pod's annotation gives it back: the request of the shape, named after no pod."""
 
 
 def _model(source: str, engine: str = "reference") -> Model:
@@ -58,10 +61,7 @@ def test_a_replica_pod_is_valid_pinned_and_owned(tmp_path: Path) -> None:
     assert container["resources"]["claims"] == [{"name": "gpu"}]
     [owner] = pod["metadata"]["ownerReferences"]
     assert (owner["kind"], owner["uid"], owner["controller"]) == ("Model", "uid-1", True)
-    assert (
-        Placement.from_json("m-abc-0", pod["metadata"]["annotations"]["kapell.dev/placement"])
-        == PLACED
-    )
+    assert Placement.from_json(pod["metadata"]["annotations"]["kapell.dev/placement"]) == READ_BACK
 
 
 def test_pvc_sources_are_mounted_and_relative_or_s3_sources_are_refused() -> None:
@@ -112,7 +112,28 @@ def test_pod_states_read_as_replica_phases() -> None:
         "type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "no GPU",
     }]))  # fmt: skip
     assert pending.phase is ReplicaPhase.STARTING and "no GPU" in pending.message
-    assert pending.placement == PLACED
+    assert pending.placement == READ_BACK
+
+
+def test_a_claim_view_keeps_the_devices_only_of_claims_kapell_did_not_make() -> None:
+    def claim(managed_by: str) -> dict[str, object]:
+        return {
+            "metadata": {
+                "name": "m-abc-0", "namespace": "team",
+                "labels": {"app.kubernetes.io/managed-by": managed_by},
+                "ownerReferences": [{"kind": "Pod", "name": "m-abc-0", "uid": "u"}],
+            },
+            "status": {"allocation": {"devices": {"results": [
+                {"driver": "gpu.nvidia.com", "pool": "gpu-node-0001", "device": "gpu-3"},
+                {"driver": "other.example.com", "pool": "gpu-node-0001", "device": "nic-0"},
+            ]}}},
+        }  # fmt: skip
+
+    foreign = claim_view(claim("someone-else"))
+    assert not foreign.managed and foreign.allocated == (("gpu-node-0001", "gpu-3"),)
+    own = claim_view(claim("kapell"))
+    assert own.managed and own.allocated == () and own.owners == ("m-abc-0",)
+    assert own.owners[0] is own.name  # one string for a whole GPU's claim and its one owner
 
 
 def _store(storage: str) -> VectorStore:
