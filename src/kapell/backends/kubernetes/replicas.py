@@ -14,6 +14,7 @@ so two starts in one reconcile never take the same slot or the same device.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import statistics
@@ -205,6 +206,13 @@ def claim_view(raw: dict[str, Any]) -> ClaimView:
     )
 
 
+@functools.lru_cache(maxsize=4096)
+def _label(key: str, value: str) -> tuple[str, str]:
+    """Nodes of a pool share most of their labels: one pair (and one copy of each string) for
+    all of them; only the per-node ones (hostname) are the nodes' own."""
+    return sys.intern(key), sys.intern(value)
+
+
 def node_view(raw: dict[str, Any]) -> NodeView:
     status, spec = raw.get("status") or {}, raw.get("spec") or {}
     allocatable = status.get("allocatable") or {}
@@ -213,10 +221,8 @@ def node_view(raw: dict[str, Any]) -> NodeView:
         for c in status.get("conditions") or []
     )
     return NodeView(
-        # Nodes of a pool share their labels' keys and most values: one copy of each string.
         labels=tuple(
-            (sys.intern(k), sys.intern(v))
-            for k, v in sorted((raw["metadata"].get("labels") or {}).items())
+            _label(k, v) for k, v in sorted((raw["metadata"].get("labels") or {}).items())
         ),
         name=raw["metadata"]["name"],
         cpu_milli=int(parse_quantity(str(allocatable.get("cpu", "0"))) * 1000),
@@ -654,13 +660,16 @@ class KubeReplicas:
             if self._pools.get(key) == applied:
                 return
             self._pools[key] = applied
-        self._writers.submit(self._apply_pool, model, key, applied)
+        # The key, not the parsed Model: 1,000 Models queued behind their pods held 9 MiB.
+        self._writers.submit(self._apply_pool, model_key, key, applied)
 
-    def _apply_pool(self, model: Model, key: Key, applied: tuple[str, int]) -> None:
-        """In a writer thread; a failure is logged and retried at a later reconcile, and never
-        holds up a replica."""
+    def _apply_pool(self, model_key: str, key: Key, applied: tuple[str, int]) -> None:
+        """In a writer thread, with the Model as stored now; a failure is logged and retried
+        at a later reconcile, and never holds up a replica."""
+        stored = self._stored(model_key)
+        model = None if stored is None or stored.deleting else stored.resource
         try:
-            if self._interop_installed():
+            if model is not None and self._interop_installed():
                 self._apply(InferencePool, inferencepool.inference_pool(model, applied[0]))
                 self._apply(
                     InferenceObjective, inferencepool.inference_objective(model, applied[0])
