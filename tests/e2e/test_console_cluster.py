@@ -42,7 +42,7 @@ def test_the_operator_console_shows_each_replica_where_it_was_placed(
     for name in ("slice", "share"):
         [pod] = pods_of(kube, namespace, name)
         meta = pod["metadata"]
-        placement = Placement.from_json(meta["name"], meta["annotations"]["kapell.dev/placement"])
+        placement = Placement.from_json(meta["annotations"]["kapell.dev/placement"])
         expected = describe_placement(placement)
         assert ("MIG 1g.10gb" if name == "slice" else "300/1000") in expected
         row = f"{namespace}/{meta['name']}"

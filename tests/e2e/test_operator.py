@@ -63,9 +63,7 @@ def test_gpu_models_are_placed_where_kapell_decided(
 
     claims = {c["metadata"]["name"]: c for c in claims_in(kube, namespace)}
     for pod in pods_of(kube, namespace):
-        placement = Placement.from_json(
-            pod["metadata"]["name"], pod["metadata"]["annotations"]["kapell.dev/placement"]
-        )
+        placement = Placement.from_json(pod["metadata"]["annotations"]["kapell.dev/placement"])
         assert pod["spec"]["nodeName"] == placement.node
         results = claims[_claim_of(pod)]["status"]["allocation"]["devices"]["results"]
         assert {r["pool"] for r in results} == {placement.node}

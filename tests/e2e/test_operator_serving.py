@@ -103,9 +103,7 @@ def test_mig_and_two_shared_gpu_models_see_the_devices_placement_chose(
     seen: dict[str, str] = {}
     for pod in pods_of(kube, namespace):
         name = pod["metadata"]["labels"]["kapell.dev/model"]
-        placement = Placement.from_json(
-            name, pod["metadata"]["annotations"]["kapell.dev/placement"]
-        )
+        placement = Placement.from_json(pod["metadata"]["annotations"]["kapell.dev/placement"])
         [claim_ref] = pod["spec"]["resourceClaims"]
         results = claims[claim_ref["resourceClaimName"]]["status"]["allocation"]["devices"][
             "results"
