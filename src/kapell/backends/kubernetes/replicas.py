@@ -667,7 +667,9 @@ class KubeReplicas:
         """In a writer thread, with the Model as stored now; a failure is logged and retried
         at a later reconcile, and never holds up a replica."""
         stored = self._stored(model_key)
-        model = None if stored is None or stored.deleting else stored.resource
+        model = None  # deleted, or made anew since (another uid): a later reconcile submits it
+        if stored is not None and not stored.deleting and stored.uid == applied[0]:
+            model = stored.resource
         try:
             if model is not None and self._interop_installed():
                 self._apply(InferencePool, inferencepool.inference_pool(model, applied[0]))
