@@ -392,9 +392,7 @@ class KubeReplicas:
     def _rewrite_claim(self, view: PodView, name: str, marker: Key) -> None:
         assert view.placement is not None
         try:
-            with self._lock:
-                uuids = self._device_uuids(name, view.placement)
-            claim = self._render_claim(view.namespace, view.model, view.placement, name, uuids)
+            claim = self._render_claim(view.namespace, view.model, view.placement, name)
             self._apply_claim(claim, view.placement, view.namespace, view.name, view.uid)
         except (ApiError, httpx.HTTPError, OSError, BackendError) as exc:
             log.warning("claim %s/%s: %s", view.namespace, name, exc)
@@ -464,7 +462,6 @@ class KubeReplicas:
         naming the Pod as owner. A failure forgets the replica and asks for a reconcile, which
         decides again. Rendering here, not when deciding, keeps a backlog of thousands of
         decided replicas small: a rendered Pod and claim take about 13 KiB as Python objects.
-        The claim pins the devices' uuids as the slices publish them at this moment.
         """
         model, placement = Model.model_validate_json(new.model_json), new.placement
         model_key = model.key
@@ -480,10 +477,8 @@ class KubeReplicas:
         try:
             claim = None
             if new.claim_name is not None:
-                with self._lock:
-                    uuids = self._device_uuids(name, placement)
                 claim = self._render_claim(
-                    namespace, model.metadata.name, placement, new.claim_name, uuids
+                    namespace, model.metadata.name, placement, new.claim_name
                 )
             self._ensure_service(model, new.owner)
             created = pod_view(self._apply(Pod, manifest))
@@ -695,17 +690,19 @@ class KubeReplicas:
 
     def _device_uuids(self, name: str, placement: Placement) -> dict[int, str]:
         """The uuids of the decided devices, by GPU index, as the slices publish them now."""
-        view = self._cluster()
-        devices = [view.device(placement.node, g, placement.mig) for g in placement.gpus]
+        with self._lock:
+            view = self._cluster()
+            devices = [view.device(placement.node, g, placement.mig) for g in placement.gpus]
         if any(d is None for d in devices):
             raise BackendError(f"{name}: a decided device is no longer published")
         return {g: d.uuid for g, d in zip(placement.gpus, devices, strict=True) if d}
 
-    @staticmethod
     def _render_claim(
-        namespace: str, model_name: str, placement: Placement, name: str, uuids: dict[int, str]
+        self, namespace: str, model_name: str, placement: Placement, name: str
     ) -> dict[str, Any]:
-        """The claim pinning the decided device(s) by uuid (owners are added when written)."""
+        """The claim pinning the decided device(s) by the uuids the slices publish now
+        (owners are added when written)."""
+        uuids = self._device_uuids(name, placement)
         decision = Decision(-1, placement.node, placement.gpus, placement.mig)
         claim = dra.resource_claim(
             placement.request,
