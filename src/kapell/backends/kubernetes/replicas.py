@@ -66,6 +66,7 @@ FAILURE_BACKOFF_S = 1.0  # a model whose last create failed waits this, doubling
 FAILURE_BACKOFF_MAX_S = 60.0
 DEFAULT_COLD_START_S = 30.0
 INTEROP_RECHECK_S = 60.0  # how often to look again for the Inference Extension's CRDs
+CLAIM_LOCK_STRIPES = 64  # shared claims hash onto these, so the locks do not grow with claims
 
 InferencePool = create_namespaced_resource(*astuple(inferencepool.POOL))
 InferenceObjective = create_namespaced_resource(*astuple(inferencepool.OBJECTIVE))
@@ -263,7 +264,7 @@ class KubeReplicas:
         self._pools: dict[Key, tuple[str, int]] = {}  # Model -> (uid, priority) applied
         self._interop_checked: tuple[float, bool] | None = None  # (when, CRDs installed)
         self._sharers: dict[Key, dict[str, tuple[str, int]]] = {}
-        self._claim_locks: dict[Key, threading.Lock] = {}
+        self._claim_locks = tuple(threading.Lock() for _ in range(CLAIM_LOCK_STRIPES))
         self._repairing: set[Key] = set()
         self._failures: dict[str, tuple[int, float, str]] = {}  # model -> (count, when, why)
         self._nodes_seen: dict[Key, NodeView] = {}
@@ -280,7 +281,9 @@ class KubeReplicas:
             labels=pods.MANAGED_BY,
             index=lambda view: view.model_key,
         )
-        self.claims: Informer[ClaimView] = Informer(client, ResourceClaim, claim_view, self._dirty)
+        self.claims: Informer[ClaimView] = Informer(
+            client, ResourceClaim, claim_view, self._claim_changed
+        )
         self.nodes: Informer[NodeView] = Informer(client, Node, node_view, self._node_changed)
         self.slices: Informer[tuple[str, list[Device]]] = Informer(
             client, ResourceSlice, slice_view, self._dirty
@@ -301,6 +304,23 @@ class KubeReplicas:
             return  # kapell's own claims are counted through their pods
         with self._lock:
             self._view = None
+
+    def _claim_changed(self, key: Key, claim: ClaimView | None) -> None:
+        if claim is None:
+            self._forget_sharers(key)
+        self._dirty(key, claim)
+
+    def _forget_sharers(self, key: Key) -> None:
+        """Drop a deleted claim's remembered sharers, unless one of them is still to be seen
+        (a pod just written that will write the claim anew)."""
+        namespace = key[0]
+        with self._lock:
+            known = self._sharers.get(key, {})
+            if not any(
+                (namespace, pod) in self._pending or self.pods.get((namespace, pod)) is not None
+                for pod in known
+            ):
+                self._sharers.pop(key, None)
 
     def _node_changed(self, key: Key, node: NodeView | None) -> None:
         with self._lock:  # most node events are heartbeats that change nothing placement sees
@@ -721,8 +741,8 @@ class KubeReplicas:
         """Write the claim owned by its pod, or, for a shared GPU, by every pod on it.
 
         Sharers are remembered per claim across writes (a pod written a moment ago may not be
-        in the informer yet), and one claim is written by one writer at a time, so no write
-        drops an owner another just added.
+        in the informer yet; forgotten when the claim is deleted), and one claim is written by
+        one writer at a time, so no write drops an owner another just added.
         """
         name = claim["metadata"]["name"]
         if not placement.request.is_share:
@@ -732,9 +752,7 @@ class KubeReplicas:
             self._apply(ResourceClaim, claim)
             return
         key = (namespace, name)
-        with self._lock:
-            lock = self._claim_locks.setdefault(key, threading.Lock())
-        with lock:
+        with self._claim_locks[hash(key) % CLAIM_LOCK_STRIPES]:
             live = {
                 v.name: (v.uid, v.placement.request.gpu_milli)
                 for v in self.pods.items()

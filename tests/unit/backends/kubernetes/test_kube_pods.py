@@ -7,6 +7,8 @@ from pathlib import Path
 
 import kubernetes_validate
 import pytest
+from lightkube import Client, KubeConfig
+from lightkube.config.kubeconfig import Cluster, User
 
 from kapell.api.errors import BackendError
 from kapell.api.images import KAPELL_IMAGE
@@ -21,7 +23,7 @@ from kapell.backends.kubernetes.pods import (
     vector_store_claim,
     with_vector_store,
 )
-from kapell.backends.kubernetes.replicas import claim_view, pod_view
+from kapell.backends.kubernetes.replicas import KubeReplicas, claim_view, pod_view
 from kapell.policy.placement.requests import GPU_MILLI, PodRequest
 
 K8S_VERSION = "1.34.0"
@@ -173,3 +175,21 @@ def test_a_pgvector_store_mounts_nothing() -> None:
     sidecar = pod["spec"]["containers"][1]
     assert sidecar["volumeMounts"] == [] and pod["spec"]["volumes"] == []
     assert sidecar["command"][-2:] == ["--pgvector-url", "postgresql://kapell@db:5432/vectors"]
+
+
+def test_a_deleted_shared_claim_is_forgotten_once_none_of_its_pods_is_left() -> None:
+    """The operator remembers a shared claim's pods between writes; that memory must not outlive
+    the claim (it grew with every shared claim ever made), nor be dropped while a pod that will
+    write the claim anew is still there."""
+    config = KubeConfig.from_one(cluster=Cluster(server="http://127.0.0.1:9"), user=User())
+    client = Client(config)  # never contacted
+    replicas = KubeReplicas(client, stored=lambda key: None, on_change=lambda key: None)
+    claim = ("team", "gpu-node-0001-gpu-3-shared")
+    replicas._sharers[claim] = {"m-abc-0": ("u", 500)}
+    replicas.pods._put(("team", "m-abc-0"), pod_view(_pod()))
+    replicas._claim_changed(claim, None)
+    assert claim in replicas._sharers
+    replicas.pods._put(("team", "m-abc-0"), None)
+    replicas._claim_changed(claim, None)
+    assert claim not in replicas._sharers
+    replicas.close()
