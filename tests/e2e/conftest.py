@@ -47,6 +47,21 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.timeout(900))  # the first test also starts the cluster
 
 
+OPERATOR_LOG_TAIL_LINES = 40
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A failing test that ran the operator reports the tail of its log (CI keeps only the
+    output's end, and the log's temporary directory is gone by the time anyone looks)."""
+    outcome = yield
+    report = outcome.get_result()
+    operator = getattr(item, "funcargs", {}).get("operator")
+    if report.failed and isinstance(operator, OperatorProcess) and operator.log.is_file():
+        tail = operator.text().splitlines()[-OPERATOR_LOG_TAIL_LINES:]
+        report.sections.append(("operator log, last lines", "\n".join(tail)))
+
+
 @pytest.fixture(scope="session")
 def dev_cluster() -> Iterator[DevCluster]:
     running = os.environ.get("KAPELL_E2E_CLUSTER")
