@@ -198,7 +198,9 @@ class ScalingSpec(Spec):
     min_replicas: Annotated[int, Field(ge=0, le=1000)] = 1
     max_replicas: Annotated[int, Field(ge=1, le=1000)] = 1
     target_tokens_per_second: Annotated[float | None, Field(gt=0)] = Field(
-        default=None, description="Per-replica token throughput to aim for (prompt + generated)"
+        default=None,
+        description="Per-replica token throughput to aim for (prompt + generated); with "
+        "resources.gpu auto, per whole GPU (a slice's replicas aim for its share)",
     )
     scale_to_zero_after: Duration = "5m"
     warm_pool: Annotated[int, Field(ge=0, le=100)] = 0

@@ -135,7 +135,8 @@ def _steady(window: deque[tuple[float, DemandSample]]) -> SteadyDemand | None:
 
 def sized(model: Model, size: str) -> Model:
     """``model`` with its replicas' GPU request made concrete: ``size`` is ``gpu`` (one whole
-    GPU) or a MIG profile."""
+    GPU) or a MIG profile. An ``auto`` Model's ``targetTokensPerSecond`` is per whole GPU (its
+    author does not know the size), so a slice's replicas aim for their share of it."""
     gpu = model.spec.resources.gpu or GPURequest()
     concrete = (
         gpu.model_copy(update={"auto": False, "count": 1})
@@ -143,4 +144,9 @@ def sized(model: Model, size: str) -> Model:
         else gpu.model_copy(update={"auto": False, "mig_profile": size})
     )
     resources = model.spec.resources.model_copy(update={"gpu": concrete})
-    return model.model_copy(update={"spec": model.spec.model_copy(update={"resources": resources})})
+    scaling = model.spec.scaling
+    if scaling.target_tokens_per_second is not None:
+        per_replica = scaling.target_tokens_per_second * concrete.milli_gpus / 1000
+        scaling = scaling.model_copy(update={"target_tokens_per_second": per_replica})
+    spec = model.spec.model_copy(update={"resources": resources, "scaling": scaling})
+    return model.model_copy(update={"spec": spec})

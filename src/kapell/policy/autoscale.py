@@ -79,6 +79,9 @@ class AutoscaleConfig:
     """Requests per replica the concurrency (KPA) policy aims for."""
     default_tokens_per_request: float = 512.0
     """Tokens assumed per queued request before any request has been measured."""
+    replica_gpu_share: float = 1.0
+    """The share of a GPU each replica runs on (a MIG slice: its compute fraction); a learned
+    capacity follows it when the replicas are resized."""
 
 
 @dataclass(frozen=True)
@@ -122,6 +125,12 @@ class Autoscaler(Protocol):
 
     def desired(self, now_s: float) -> ScaleDecision:
         """The replica count wanted at ``now_s`` given everything observed so far."""
+        ...
+
+    def reconfigure(self, config: AutoscaleConfig) -> None:
+        """Take new knobs (an edited ``spec.scaling``, a resize, a re-measured cold start)
+        and keep what was observed: a policy built anew knows no demand, and asked for the
+        minimum in the middle of a load."""
         ...
 
 
@@ -193,12 +202,12 @@ class _Window:
     """Timestamped samples of a cumulative counter, or of a gauge, kept for ``span_s``."""
 
     def __init__(self, span_s: float) -> None:
-        self._span_s = span_s
+        self.span_s = span_s
         self._points: deque[tuple[float, float]] = deque()
 
     def add(self, now_s: float, value: float) -> None:
         self._points.append((now_s, value))
-        while len(self._points) > 2 and self._points[1][0] <= now_s - self._span_s:
+        while len(self._points) > 2 and self._points[1][0] <= now_s - self.span_s:
             self._points.popleft()
 
     def rate(self, now_s: float, window_s: float, *, ago_s: float = 0.0) -> float:
@@ -250,6 +259,10 @@ class WindowedHysteresis:
         self._last_active_s = -math.inf
         self._last_wanted = 0
         self._recommended: deque[tuple[float, int]] = deque()
+
+    def reconfigure(self, config: AutoscaleConfig, *, scale_down_delay_s: float) -> None:
+        self._config = config
+        self._scale_down_delay_s = scale_down_delay_s
 
     def mark_active(self, now_s: float) -> None:
         """Note that requests were seen at ``now_s`` (postpones scale to zero)."""
@@ -316,19 +329,34 @@ class TokenAutoscaler:
         self._waiting = _Window(config.panic_window_s)
         self._admitted = _Window(span_s)
         self._requests = _Window(span_s)
-        delay_s = config.scale_down_delay_s
-        if delay_s is None:
-            delay_s = max(config.stable_window_s, config.cold_start_s)
-        self._hysteresis = WindowedHysteresis(config, scale_down_delay_s=delay_s)
-        memory_s = config.burst_memory_s
-        if memory_s is None:
-            memory_s = BURST_MEMORY_COLD_STARTS * max(config.cold_start_s, config.stable_window_s)
+        self._hysteresis = WindowedHysteresis(config, scale_down_delay_s=_scale_down_delay(config))
+        memory_s = _burst_memory(config)
         self._bursts = _Window(memory_s) if memory_s > 0 else None
         self._sample = DemandSample(tokens_total=0.0)
         self._first_s: float | None = None
         self.capacity_tokens_per_s = (
             config.capacity_tokens_per_s or config.initial_capacity_tokens_per_s
         )
+
+    def reconfigure(self, config: AutoscaleConfig) -> None:
+        """New knobs over the same history. A set target is the capacity; a learned capacity
+        carries over, scaled by the change in the replicas' GPU share (a resize)."""
+        previous = self._config
+        self._config = config
+        self._hysteresis.reconfigure(config, scale_down_delay_s=_scale_down_delay(config))
+        memory_s = _burst_memory(config)
+        if memory_s <= 0:
+            self._bursts = None
+        elif self._bursts is None:
+            self._bursts = _Window(memory_s)
+        else:
+            self._bursts.span_s = memory_s
+        if config.capacity_tokens_per_s is not None:
+            self.capacity_tokens_per_s = config.capacity_tokens_per_s
+        elif previous.capacity_tokens_per_s is not None:
+            self.capacity_tokens_per_s = config.initial_capacity_tokens_per_s
+        else:
+            self.capacity_tokens_per_s *= config.replica_gpu_share / previous.replica_gpu_share
 
     def observe(self, now_s: float, sample: DemandSample) -> None:
         config = self._config
@@ -406,6 +434,20 @@ class TokenAutoscaler:
         return max(config.panic_window_s, config.cold_start_s)
 
 
+def _scale_down_delay(config: AutoscaleConfig) -> float:
+    """The token policy's scale-down delay: as set, else a cold start (a stable window at least)."""
+    if config.scale_down_delay_s is not None:
+        return config.scale_down_delay_s
+    return max(config.stable_window_s, config.cold_start_s)
+
+
+def _burst_memory(config: AutoscaleConfig) -> float:
+    """Seconds of burst memory: as set, else ``BURST_MEMORY_COLD_STARTS`` cold starts."""
+    if config.burst_memory_s is not None:
+        return config.burst_memory_s
+    return BURST_MEMORY_COLD_STARTS * max(config.cold_start_s, config.stable_window_s)
+
+
 class ConcurrencyAutoscaler:
     """Knative KPA's policy: mean in-flight + queued requests over ``target_concurrency``."""
 
@@ -423,6 +465,10 @@ class ConcurrencyAutoscaler:
             self._hysteresis.mark_active(now_s)
         self._concurrency.add(now_s, float(concurrency))
         self._sample = sample
+
+    def reconfigure(self, config: AutoscaleConfig) -> None:
+        self._config = config
+        self._hysteresis.reconfigure(config, scale_down_delay_s=config.scale_down_delay_s or 0.0)
 
     def desired(self, now_s: float) -> ScaleDecision:
         config = self._config
@@ -450,6 +496,9 @@ class StaticAutoscaler:
         del now_s
         return ScaleDecision(replicas=self._replicas, reason="static")
 
+    def reconfigure(self, config: AutoscaleConfig) -> None:
+        self._replicas = config.max_replicas
+
 
 def config_from_model(model: Model, *, cold_start_s: float = 0.0) -> AutoscaleConfig:
     """The autoscaler knobs a Model's ``spec.scaling`` sets; windows keep their defaults."""
@@ -461,11 +510,29 @@ def config_from_model(model: Model, *, cold_start_s: float = 0.0) -> AutoscaleCo
         warm_pool=scaling.warm_pool,
         cold_start_s=cold_start_s,
         capacity_tokens_per_s=scaling.target_tokens_per_second,
+        replica_gpu_share=_gpu_share(model),
     )
+
+
+def _gpu_share(model: Model) -> float:
+    """The GPUs one replica requests (a slice or share: a fraction); 1 for a CPU replica or a
+    size not yet picked."""
+    gpu = model.spec.resources.gpu
+    if gpu is None or gpu.auto:
+        return 1.0
+    return gpu.milli_gpus / 1000 or 1.0
 
 
 Tune = Callable[[AutoscaleConfig], AutoscaleConfig]
 """Changes to the knobs a Model sets (a benchmark's sweep; the default is none)."""
+
+
+def tuned_config(
+    model: Model, *, cold_start_s: float = 0.0, tune: Tune | None = None
+) -> AutoscaleConfig:
+    """``config_from_model``, then ``tune``d."""
+    config = config_from_model(model, cold_start_s=cold_start_s)
+    return tune(config) if tune is not None else config
 
 
 def autoscaler_for(
@@ -473,9 +540,7 @@ def autoscaler_for(
 ) -> Autoscaler:
     """The policy ``model.spec.scaling.autoscaler`` names, configured from the Model (then
     ``tune``d). The one factory of autoscalers: the control loop and the twin both use it."""
-    config = config_from_model(model, cold_start_s=cold_start_s)
-    if tune is not None:
-        config = tune(config)
+    config = tuned_config(model, cold_start_s=cold_start_s, tune=tune)
     factories: dict[str, Callable[[], Autoscaler]] = {
         "tokens": lambda: TokenAutoscaler(config),
         "concurrency": lambda: ConcurrencyAutoscaler(config),

@@ -134,3 +134,13 @@ def test_without_a_sizer_an_auto_model_runs_on_whole_gpus(tmp_path: Path) -> Non
     stored = store.get(m.key)
     assert isinstance(stored, Model) and stored.status.replica_size == "gpu"
     assert {r.revision for r in table.rows.values()} == {revision_of(sized(m, "gpu"))}
+
+
+def test_an_auto_models_target_is_per_gpu_and_a_slice_aims_for_its_share() -> None:
+    [m] = load_text(
+        AUTO.replace("scaleToZeroAfter", "targetTokensPerSecond: 7000, scaleToZeroAfter")
+    )
+    assert isinstance(m, Model)
+    assert sized(m, "gpu").spec.scaling.target_tokens_per_second == 7000
+    assert sized(m, "3g.40gb").spec.scaling.target_tokens_per_second == 7000 * 428 / 1000
+    assert sized(_auto(), "3g.40gb").spec.scaling.target_tokens_per_second is None

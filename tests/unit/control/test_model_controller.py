@@ -173,19 +173,57 @@ def test_deleted_model_stops_its_replicas(setup) -> None:  # type: ignore[no-unt
     assert table.rows == {}
 
 
-def test_the_autoscaler_keeps_its_history_while_the_measured_cold_start_wobbles() -> None:
+def test_the_autoscaler_follows_the_cold_start_only_when_it_moves_by_2x() -> None:
     cold_start = [0.0]
     scaler = PolicyScaler(lambda m, ready: DemandSample(tokens_total=0.0), lambda m: cold_start[0])
     m = model(1)
-    first = scaler._scaler(m)
+    policy = scaler._scaler(m)
     cold_start[0] = 3.0  # first measurement: the horizon it looks ahead changes from none
-    measured = scaler._scaler(m)
-    assert measured is not first
+    assert scaler._scaler(m) is policy and scaler._scalers[m.key].cold_start_s == 3.0
     for wobble in (3.4, 4.0, 2.6, 5.9):  # each start re-measures it, within 2x
         cold_start[0] = wobble
-        assert scaler._scaler(m) is measured
+        scaler._scaler(m)
+        assert scaler._scalers[m.key].cold_start_s == 3.0
     cold_start[0] = 6.5
-    assert scaler._scaler(m) is not measured
+    assert scaler._scaler(m) is policy and scaler._scalers[m.key].cold_start_s == 6.5
+
+
+def _scaled(target: float, autoscaler: str = "tokens") -> Model:
+    [m] = load_text(
+        SPEC.replace("MIN", "1").replace("maxReplicas: 4", "maxReplicas: 20")
+        .replace("scaleToZeroAfter", f"autoscaler: {autoscaler}, targetTokensPerSecond: {target}, scaleToZeroAfter")
+    )  # fmt: skip
+    assert isinstance(m, Model)
+    return m
+
+
+def test_an_edited_scaling_spec_keeps_the_autoscalers_history() -> None:
+    """A loaded fleet whose target is edited keeps its count (a policy built anew knows no
+    demand and asked for one replica), and follows the new target."""
+    admitted = [0.0]
+    scaler = PolicyScaler(
+        lambda m, ready: DemandSample(
+            tokens_total=admitted[0], admitted_tokens_total=admitted[0], in_flight=10,
+            ready_replicas=ready,
+        ),
+        lambda m: 60.0,
+    )  # fmt: skip
+    now_s, replicas = 0.0, 1
+    for _ in range(300):  # 8,000 tokens/s at 1,000 per replica
+        now_s += 1.0
+        admitted[0] += 8000.0
+        replicas = scaler.desired_replicas(_scaled(1000), replicas, now_s)
+    assert replicas == 8
+    now_s += 1.0
+    admitted[0] += 8000.0
+    assert scaler.desired_replicas(_scaled(2000), replicas, now_s) == 8  # held: scale-down delay
+    for _ in range(120):
+        now_s += 1.0
+        admitted[0] += 8000.0
+        replicas = scaler.desired_replicas(_scaled(2000), replicas, now_s)
+    assert replicas == 4
+    policy = scaler._scaler(_scaled(2000))
+    assert scaler._scaler(_scaled(2000, "concurrency")) is not policy  # another policy: built anew
 
 
 def test_over_budget_holds_the_replicas_running_and_says_why(tmp_path: Path) -> None:

@@ -243,3 +243,14 @@ def test_concurrency_baseline_scales_down_without_delay() -> None:
     for now in range(121, 182):
         scaler.observe(now, DemandSample(tokens_total=0, in_flight=4, ready_replicas=5))
     assert scaler.desired(181).replicas == 1
+
+
+def test_a_resize_scales_a_learned_capacity_and_a_set_target_replaces_it() -> None:
+    config = AutoscaleConfig(max_replicas=50, initial_capacity_tokens_per_s=7000)
+    scaler = TokenAutoscaler(dc_replace(config, replica_gpu_share=1.0))
+    scaler.reconfigure(dc_replace(config, replica_gpu_share=3 / 7))  # onto 3g.40gb slices
+    assert round(scaler.capacity_tokens_per_s) == 3000
+    scaler.reconfigure(dc_replace(config, capacity_tokens_per_s=5000, replica_gpu_share=3 / 7))
+    assert scaler.capacity_tokens_per_s == 5000
+    scaler.reconfigure(dc_replace(config, replica_gpu_share=3 / 7))  # the target unset: learn
+    assert scaler.capacity_tokens_per_s == 7000
