@@ -21,6 +21,8 @@ class ModelDemand(BaseModel):
     requests_total: float = Field(0.0, ge=0)
     tokens_total: float = Field(0.0, ge=0)
     admitted_tokens_total: float = Field(0.0, ge=0)
+    prompt_tokens_total: float = Field(0.0, ge=0)
+    """The prompt part of ``tokens_total`` (the sizing policy reads the mean prompt from it)."""
     in_flight: int = Field(0, ge=0)
     queue_depth: int = Field(0, ge=0)
 

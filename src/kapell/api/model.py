@@ -53,6 +53,8 @@ RoutingStrategy = Literal["least-tokens", "prefix-affinity", "round-robin"]
 
 _ONE_SOURCE = "set exactly one of 'uri' (weights to serve) or 'url' (external)"
 _ONE_GPU_KIND = "set only one of 'count', 'migProfile', 'milli' or 'auto'"
+WHOLE_GPU = "gpu"
+"""The replica size of one whole GPU (``status.replicaSize``); every other size is a MIG profile."""
 _AUTO_NEEDS_SIM = (
     "resources.gpu.auto sizes replicas from the engine's latency model, which only engine "
     "'sim' has: set engine.name: sim, or a size (count, migProfile or milli)"

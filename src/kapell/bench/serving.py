@@ -26,9 +26,9 @@ import numpy as np
 
 from kapell.api import ObjectMeta
 from kapell.api.errors import KapellError
-from kapell.api.model import Model, ModelSpec, RoutingStrategy
+from kapell.api.model import WHOLE_GPU, Model, ModelSpec, RoutingStrategy
 from kapell.backends.sim.sizing import candidate_sizes, peak_tokens_per_s, size_option
-from kapell.backends.sim.slices import WHOLE_GPU, ReplicaSize, replica_size
+from kapell.backends.sim.slices import ReplicaSize, replica_size
 from kapell.backends.sim.twin import SimSettings
 from kapell.bench.traces import Trace, TraceRequest
 from kapell.bench.twin_replay import TroughTwin, Twin, TwinConfig, TwinRun

@@ -179,6 +179,7 @@ async def _run(
     from kapell.backends.kubernetes.replicas import KubeReplicas
     from kapell.backends.kubernetes.store import KubeStore, ModelResource, model_key, parse_model
     from kapell.backends.local.store import utc_now
+    from kapell.backends.sim.sizing import LatencyModelSizes
     from kapell.cli.console_cluster import ClusterConsole
     from kapell.cli.operator_api import operator_app
     from kapell.cli.operator_training import training_plane
@@ -188,6 +189,7 @@ async def _run(
     from kapell.control.loop import ReconcileLoop
     from kapell.control.model import ModelController
     from kapell.control.scaling import PolicyScaler
+    from kapell.control.sizing import OfferedSizes, PolicySizer
     from kapell.observe.allocations import log_top_allocations
     from kapell.observe.operator_metrics import OperatorMetrics
     from kapell.policy.autoscale import DemandSample
@@ -242,11 +244,19 @@ async def _run(
     store = KubeStore(client, enqueue, namespace, Model, ModelResource, parse_model)
     replicas = KubeReplicas(client, store.stored, enqueue, namespace)
     board = DemandBoard()
-    scaler = PolicyScaler(demand, lambda model: replicas.cold_start_s(model.key))
+
+    def cold_start_s(model: Model) -> float:
+        return replicas.cold_start_s(model.key)
+
+    scaler = PolicyScaler(demand, cold_start_s)
+    # `resources.gpu: auto` Models get the size the policy picks among the slices the nodes
+    # publish, measured in the latency model (as `kapell up` does).
+    sizes = OfferedSizes(LatencyModelSizes(), replicas.offered_sizes)
+    sizer = PolicySizer(lambda model: demand(model, 0), sizes, cold_start_s)
     # Informers turn every change of a pod or Model into a reconcile, so polling can be rare.
     controller = ModelController(
         store, replicas, scaler, time.monotonic, utc_now, progress_s=EVENT_DRIVEN_PROGRESS_S,
-        resync_s=EVENT_DRIVEN_RESYNC_S,
+        resync_s=EVENT_DRIVEN_RESYNC_S, sizer=sizer,
     )  # fmt: skip
     training = training_plane(
         client, enqueue, namespace, training_gang, utc_now, feeds, replicas.nodes.items

@@ -24,6 +24,7 @@ class _Totals:
     requests: float = 0.0
     tokens: float = 0.0
     admitted_tokens: float = 0.0
+    prompt_tokens: float = 0.0
 
 
 @dataclass
@@ -57,6 +58,9 @@ class DemandBoard:
                 totals.admitted_tokens += _increment(
                     demand.admitted_tokens_total, before.admitted_tokens_total
                 )
+                totals.prompt_tokens += _increment(
+                    demand.prompt_tokens_total, before.prompt_tokens_total
+                )
                 replica.models[model] = demand
             for gone in [g for g, r in self._replicas.items() if self._stale(r, now_s)]:
                 del self._replicas[gone]
@@ -80,6 +84,7 @@ class DemandBoard:
                 queue_depth=sum(d.queue_depth for d in current),
                 ready_replicas=ready_replicas,
                 admitted_tokens_total=totals.admitted_tokens,
+                prompt_tokens_total=totals.prompt_tokens,
             )
 
     def gateways(self, now_s: float) -> int:

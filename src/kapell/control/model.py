@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from kapell.api import Condition, KapellError, TrainingJob
 from kapell.api.errors import UnschedulableError
-from kapell.api.model import Model
+from kapell.api.model import WHOLE_GPU, Model
 from kapell.control.protocol import (
     Replica,
     ReplicaBackend,
@@ -24,7 +24,7 @@ from kapell.control.protocol import (
     Store,
     condition,
 )
-from kapell.control.sizing import WHOLE_GPU, sized
+from kapell.control.sizing import sized
 from kapell.policy.sizing import SizeChoice
 
 RESYNC_S = 2.0  # also the autoscaler's sampling period when nothing else happens

@@ -15,11 +15,11 @@ change gets. The measurement is injected: ``kapell up`` gives the latency model'
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from kapell.api.model import GPURequest, Model
+from kapell.api.model import WHOLE_GPU, GPURequest, Model
 from kapell.policy.autoscale import DemandSample
 from kapell.policy.sizing import (
     SizeChoice,
@@ -30,8 +30,6 @@ from kapell.policy.sizing import (
     resize_hold_s,
 )
 
-WHOLE_GPU = "gpu"
-"""The size name of one whole GPU; every other size is a MIG profile."""
 EVALUATE_EVERY_S = 30.0
 """How often the demand is re-sized (each evaluation replays it in the latency model)."""
 DEMAND_WINDOW_S = 120.0
@@ -52,6 +50,28 @@ class SizeMeasure(Protocol):
     def serves(self, model: Model, option: SizeOption, demand: SteadyDemand, replicas: int) -> bool:
         """Whether ``replicas`` replicas of ``option`` serve ``demand`` within the SLO."""
         ...
+
+
+class OfferedSizes:
+    """A ``SizeMeasure`` limited to the slices a backend can place (a cluster publishes MIG
+    instances of some profiles only), so the sizing policy picks among what exists. The whole
+    GPU stays the fallback even where none is offered: the Model then says it is
+    unschedulable, rather than the policy having nothing to pick."""
+
+    def __init__(self, measure: SizeMeasure, offered: Callable[[], Collection[str]]) -> None:
+        self._measure = measure
+        self._offered = offered
+
+    def candidates(self, model: Model, prompt_tokens: int) -> Sequence[SizeOption]:
+        offered = self._offered()
+        return [
+            c
+            for c in self._measure.candidates(model, prompt_tokens)
+            if c.name == WHOLE_GPU or c.name in offered
+        ]
+
+    def serves(self, model: Model, option: SizeOption, demand: SteadyDemand, replicas: int) -> bool:
+        return self._measure.serves(model, option, demand, replicas)
 
 
 @dataclass

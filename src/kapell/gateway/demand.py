@@ -35,6 +35,7 @@ def reported_demand(usage: ModelUsage) -> ModelDemand:
         requests_total=sample.requests_total,
         tokens_total=sample.tokens_total,
         admitted_tokens_total=sample.admitted_tokens_total or 0.0,
+        prompt_tokens_total=sample.prompt_tokens_total,
         in_flight=sample.in_flight,
         queue_depth=sample.queue_depth,
     )

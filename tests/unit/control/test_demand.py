@@ -11,8 +11,9 @@ MODEL = "team/llama"
 
 def report(gateway: str, tokens: float = 0, requests: float = 0, queue: int = 0, flight: int = 0):
     demand = ModelDemand(
-        tokens_total=tokens, requests_total=requests, queue_depth=queue, in_flight=flight
-    )
+        tokens_total=tokens, requests_total=requests, queue_depth=queue, in_flight=flight,
+        prompt_tokens_total=tokens * 0.75,
+    )  # fmt: skip
     return DemandReport(gateway=gateway, models={MODEL: demand})
 
 
@@ -23,6 +24,7 @@ def test_counters_of_two_gateways_add_up_and_gauges_are_summed() -> None:
     board.record(report("a", tokens=160, requests=3, queue=0, flight=1), now_s=1)
     sample = board.sample(MODEL, ready_replicas=2, now_s=1)
     assert (sample.tokens_total, sample.requests_total) == (210, 4)
+    assert sample.prompt_tokens_total == 210 * 0.75  # the sizer's mean prompt
     assert (sample.queue_depth, sample.in_flight, sample.ready_replicas) == (2, 1, 2)
 
 

@@ -14,3 +14,4 @@ def test_a_reported_demand_carries_the_same_fields_as_the_local_sample() -> None
     )  # fmt: skip
     assert (reported.in_flight, reported.queue_depth) == (3, 2)
     assert reported.tokens_total == 200
+    assert reported.prompt_tokens_total == local.prompt_tokens_total == 120

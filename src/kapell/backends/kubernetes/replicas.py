@@ -35,7 +35,7 @@ from lightkube.resources.core_v1 import Node, Pod, Service
 from lightkube.resources.resource_v1 import ResourceClaim, ResourceSlice
 
 from kapell.api.errors import BackendError, UnschedulableError
-from kapell.api.model import Model
+from kapell.api.model import WHOLE_GPU, Model
 from kapell.api.replica import Replica, ReplicaPhase
 from kapell.api.units import parse_quantity
 from kapell.backends.kubernetes import dra, inferencepool, pods
@@ -549,6 +549,18 @@ class KubeReplicas:
             counted = self._counted.pop((namespace, name), None)
             if counted is not None and self._view is not None:
                 self._view.release(counted)
+
+    def offered_sizes(self) -> frozenset[str]:
+        """The replica sizes the cluster's nodes publish: ``gpu`` where a node has a whole GPU,
+        and the profile of every MIG instance (the sizes the sizing policy may pick from)."""
+        with self._lock:
+            lost = set(self._lost)
+        return frozenset(
+            device.mig.profile if device.mig is not None else WHOLE_GPU
+            for node, devices in self.slices.items()
+            if node and node not in lost
+            for device in devices
+        )
 
     def cold_start_s(self, model_key: str) -> float:
         """Median seconds from pod creation to Ready over the model's ready replicas."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kapell.api.model import Model
+from kapell.api.model import WHOLE_GPU, Model
 from kapell.engines.sim.latency import (
     LatencyProfile,
     ReplicaSizeError,
@@ -18,8 +18,6 @@ from kapell.engines.sim.latency import (
     slice_profile,
 )
 from kapell.policy.placement.mig import COMPUTE_SLICES, MEMORY_SLICES, MigProfile, profiles_for
-
-WHOLE_GPU = "gpu"
 
 
 @dataclass(frozen=True)
