@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import signal
 import time
@@ -12,7 +13,7 @@ from typing import Any
 from kubeobjects import eventually
 from lightkube import Client
 from lightkube.resources.coordination_v1 import Lease
-from lightkube.resources.core_v1 import Service
+from lightkube.resources.core_v1 import Node, Service
 from lightkube.resources.resource_v1 import ResourceSlice
 from operators import (
     LEASE_S,
@@ -29,6 +30,10 @@ from operators import (
 from kapell.backends.kubernetes.inventory import Placement, devices_of
 from kapell.backends.kubernetes.store import ModelResource
 from kapell.devcluster import DevCluster
+from kapell.devcluster.gpus import GpuPool, node_manifest, node_name, resource_slice
+
+AUTO_NODE_INDEX = 90
+"""A node the sizing test adds and removes (the session's cluster has nodes 0-5)."""
 
 
 def _expected_devices(kube: Client, placement: Placement) -> set[str]:
@@ -78,6 +83,43 @@ def test_gpu_models_are_placed_where_kapell_decided(
     assert owners == {a["metadata"]["name"], b["metadata"]["name"]}
     assert '"share-a-' in shared["metadata"]["annotations"]["kapell.dev/shares"]
     assert status(kube, "whole", namespace)["observedGeneration"] == 1
+
+
+def test_an_auto_model_runs_on_the_slice_the_sizing_policy_picks_among_those_published(
+    operator: OperatorProcess, kube: Client, kubectl: Callable[..., str], namespace: str
+) -> None:
+    """Before any demand the sizing policy picks the smallest size that meets the SLO for short
+    prompts; the cluster's 1g.10gb instances cannot hold the 8B model, so it takes a 3g.40gb
+    instance of a node that publishes them (added here), and the claim allocates one."""
+    pool = GpuPool.parse("h100:1:3g.40gb")
+    node, slice_ = node_manifest(AUTO_NODE_INDEX, pool), resource_slice(AUTO_NODE_INDEX, pool)
+    apply(kubectl, node, slice_)
+    try:
+        eventually(
+            lambda: True if _node_ready(kube, node_name(AUTO_NODE_INDEX)) else None,
+            "the 3g.40gb node Ready",
+        )
+        apply(kubectl, model("sized", namespace, {"auto": True}))
+        wait_ready(kube, "sized", namespace)
+        found = status(kube, "sized", namespace)
+        assert found["replicaSize"] == "3g.40gb", found
+        assert condition(kube, "sized", namespace, "Sized")["reason"] == "SizingPolicy"
+        [pod] = pods_of(kube, namespace, "sized")
+        placement = Placement.from_json(pod["metadata"]["annotations"]["kapell.dev/placement"])
+        assert placement.node == node_name(AUTO_NODE_INDEX) and placement.mig is not None
+        assert placement.mig.profile == "3g.40gb"
+        claims = {c["metadata"]["name"]: c for c in claims_in(kube, namespace)}
+        results = claims[_claim_of(pod)]["status"]["allocation"]["devices"]["results"]
+        assert {r["device"] for r in results} == _expected_devices(kube, placement)
+    finally:
+        kubectl("delete", "--ignore-not-found", "--wait=false", "-f", "-", stdin=json.dumps(
+            {"apiVersion": "v1", "kind": "List", "items": [slice_, node]}
+        ))  # fmt: skip
+
+
+def _node_ready(kube: Client, name: str) -> bool:
+    conditions = kube.get(Node, name).to_dict().get("status", {}).get("conditions") or []
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
 
 
 def test_a_model_that_fits_nowhere_is_unschedulable_and_nothing_is_created(
