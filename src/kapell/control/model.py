@@ -117,7 +117,10 @@ class ModelController:
         if self._sizer is None:
             choice = SizeChoice(WHOLE_GPU, "whole GPUs: this control plane has no sizing policy")
         else:
-            choice = self._sizer.size_for(model, self._clock())
+            try:
+                choice = self._sizer.size_for(model, self._clock())
+            except KapellError as exc:  # e.g. a source that names no latency profile
+                choice = SizeChoice(WHOLE_GPU, f"whole GPUs: cannot size: {exc}")
         return sized(model, choice.size), choice
 
     def _step(

@@ -12,6 +12,7 @@ from tests.unit.control.test_model_controller import SPEC, ReplicaTable
 from kapell.api import Model
 from kapell.api.loader import load_text
 from kapell.backends.local.store import SQLiteStore
+from kapell.backends.sim.sizing import LatencyModelSizes
 from kapell.control.model import ModelController, revision_of
 from kapell.control.scaling import PolicyScaler
 from kapell.control.sizing import PolicySizer, sized
@@ -144,3 +145,20 @@ def test_an_auto_models_target_is_per_gpu_and_a_slice_aims_for_its_share() -> No
     assert sized(m, "gpu").spec.scaling.target_tokens_per_second == 7000
     assert sized(m, "3g.40gb").spec.scaling.target_tokens_per_second == 7000 * 428 / 1000
     assert sized(_auto(), "3g.40gb").spec.scaling.target_tokens_per_second is None
+
+
+def test_a_model_the_latency_model_cannot_size_runs_on_whole_gpus_and_says_why(
+    tmp_path: Path,
+) -> None:
+    store, table = SQLiteStore(tmp_path / "state.db"), ReplicaTable()
+    sizer = PolicySizer(Meter(), LatencyModelSizes(), cold_start_s=lambda m: 60.0)
+    scaler = PolicyScaler(lambda m, ready: DemandSample(tokens_total=0.0), lambda m: 0.0)
+    controller = ModelController(store, table, scaler, lambda: 0.0, lambda: "t", sizer=sizer)
+    [m] = load_text(AUTO.replace("h100-llama3-8b", "no-such-profile"))
+    assert isinstance(m, Model)
+    store.apply(m)
+    controller.reconcile(m.key)
+    stored = store.get(m.key)
+    assert isinstance(stored, Model) and stored.status.replica_size == "gpu"
+    [why] = [c for c in stored.status.conditions if c.type == "Sized"]
+    assert "cannot size" in why.message and "no-such-profile" in why.message
