@@ -81,6 +81,9 @@ class ModelController:
         if not isinstance(resource, Model):
             for replica in replicas:
                 self._backend.stop_replica(replica.id)
+            self._scaler.forget(key)
+            if self._sizer is not None:
+                self._sizer.forget(key)
             return None
         source = trained_source(self._store, resource)
         if isinstance(source, Untrained):

@@ -50,11 +50,19 @@ class Scaler(Protocol):
 
     def desired_replicas(self, model: Model, ready: int, now_s: float) -> int: ...
 
+    def forget(self, model_key: str) -> None:
+        """Drop what is kept for a Model that is gone."""
+        ...
+
 
 class Sizer(Protocol):
     """Picks the GPU size of a ``resources.gpu: auto`` Model's replicas (``control.sizing``)."""
 
     def size_for(self, model: Model, now_s: float) -> SizeChoice: ...
+
+    def forget(self, model_key: str) -> None:
+        """Drop what is kept for a Model that is gone."""
+        ...
 
 
 def condition(type_: str, ok: bool, reason: str, message: str, now: str) -> Condition:

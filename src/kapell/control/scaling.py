@@ -69,6 +69,9 @@ class PolicyScaler:
             built.config = config
         return built.autoscaler
 
+    def forget(self, model_key: str) -> None:
+        self._scalers.pop(model_key, None)
+
     def desired_replicas(self, model: Model, ready: int, now_s: float) -> int:
         scaler = self._scaler(model)
         scaler.observe(now_s, self._sample(model, ready))

@@ -95,6 +95,9 @@ class PolicySizer:
         self._cold_start_s = cold_start_s
         self._models: dict[str, _Sized] = {}
 
+    def forget(self, model_key: str) -> None:
+        self._models.pop(model_key, None)
+
     def size_for(self, model: Model, now_s: float) -> SizeChoice:
         """The size ``model``'s replicas should run at now, and why."""
         state = self._models.get(model.key)

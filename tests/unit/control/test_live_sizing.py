@@ -162,3 +162,19 @@ def test_a_model_the_latency_model_cannot_size_runs_on_whole_gpus_and_says_why(
     assert isinstance(stored, Model) and stored.status.replica_size == "gpu"
     [why] = [c for c in stored.status.conditions if c.type == "Sized"]
     assert "cannot size" in why.message and "no-such-profile" in why.message
+
+
+def test_a_deleted_model_leaves_nothing_in_the_scaler_or_the_sizer(tmp_path: Path) -> None:
+    """Each Model's autoscaler and sizing window are kept between reconciles; a Model that is
+    gone must not keep them (an operator sees Models come and go for months)."""
+    store, table = SQLiteStore(tmp_path / "state.db"), ReplicaTable()
+    sizer = PolicySizer(Meter(), Measure(), cold_start_s=lambda m: 60.0)
+    scaler = PolicyScaler(lambda m, ready: DemandSample(tokens_total=0.0), lambda m: 0.0)
+    controller = ModelController(store, table, scaler, lambda: 0.0, lambda: "t", sizer=sizer)
+    m = _auto()
+    store.apply(m)
+    controller.reconcile(m.key)
+    assert m.key in scaler._scalers and m.key in sizer._models
+    assert store.delete(m.key)
+    controller.reconcile(m.key)
+    assert m.key not in scaler._scalers and m.key not in sizer._models
