@@ -150,8 +150,8 @@ def test_a_worker_killed_mid_training_redoes_at_most_one_checkpoint_interval(
     redone = max(trained_before) - resumed
     assert resumed == newest_checkpoint
     assert trained_after[0] == resumed + 1 and trained_after[-1] == 149
-    # Killed half an interval past a checkpoint, but a loaded machine may deliver the signal
-    # only as the next checkpoint is written: then nothing is redone.
+    # The kill is sent half an interval past a checkpoint by the progress log, yet it can land
+    # just after the next checkpoint (seen once: resumed at 39, newest step before it 39).
     assert 0 <= redone <= interval, (resumed, max(trained_before))
     # Ray Train restarted the worker group inside the same run: no resubmission was needed.
     status = job_status(instance, "preempted")
