@@ -100,7 +100,7 @@ class TwinConfig:
     """Replicas ready when the replay begins (a static fleet is born at full size)."""
     gateway: GatewayConfig = field(default_factory=GatewayConfig)
     tune: Tune | None = None
-    """Autoscaler knobs beyond the Model's spec (``autoscaler_for``'s ``tune``)."""
+    """Autoscaler knobs beyond the Model's spec (``tuned_config``'s ``tune``)."""
     trough: TroughTwin | None = None
     """An opportunistic TrainingJob on the serving fleet's idle GPUs (None: serving alone)."""
 

@@ -17,7 +17,7 @@ from kapell.policy.autoscale import (
     Autoscaler,
     DemandSample,
     Tune,
-    autoscaler_for,
+    build_autoscaler,
     tuned_config,
 )
 
@@ -39,7 +39,7 @@ class PolicyScaler:
         on_decision: Callable[[Model, int], None] | None = None,
         tune: Tune | None = None,
     ) -> None:
-        """``tune``: changes to the knobs each Model's spec sets (``autoscaler_for``)."""
+        """``tune``: changes to the knobs each Model's spec sets (``tuned_config``)."""
         self._sample = sample
         self._tune = tune
         self._cold_start_s = cold_start_s
@@ -60,9 +60,7 @@ class PolicyScaler:
         config = tuned_config(model, cold_start_s=cold_start_s, tune=self._tune)
         kind = model.spec.scaling.autoscaler
         if built is None or built.kind != kind:
-            built = _Built(
-                kind, config, autoscaler_for(model, cold_start_s=cold_start_s, tune=self._tune)
-            )
+            built = _Built(kind, config, build_autoscaler(kind, config))
             self._scalers[model.key] = built
         elif built.config != config:
             built.autoscaler.reconfigure(config)

@@ -539,11 +539,17 @@ def autoscaler_for(
     model: Model, *, cold_start_s: float = 0.0, tune: Tune | None = None
 ) -> Autoscaler:
     """The policy ``model.spec.scaling.autoscaler`` names, configured from the Model (then
-    ``tune``d). The one factory of autoscalers: the control loop and the twin both use it."""
+    ``tune``d)."""
     config = tuned_config(model, cold_start_s=cold_start_s, tune=tune)
+    return build_autoscaler(model.spec.scaling.autoscaler, config)
+
+
+def build_autoscaler(kind: str, config: AutoscaleConfig) -> Autoscaler:
+    """The policy ``kind`` (``scaling.autoscaler``) with ``config``. The one factory of
+    autoscalers: the control loop and the twin both use it."""
     factories: dict[str, Callable[[], Autoscaler]] = {
         "tokens": lambda: TokenAutoscaler(config),
         "concurrency": lambda: ConcurrencyAutoscaler(config),
         "static": lambda: StaticAutoscaler(config.max_replicas),
     }
-    return factories[model.spec.scaling.autoscaler]()
+    return factories[kind]()
