@@ -105,6 +105,12 @@ def wait_ready(kube: Client, name: str, namespace: str, replicas: int = 1) -> di
     return eventually(probe, f"Model {namespace}/{name} with {replicas} ready", MODEL_WAIT_S)
 
 
+def node_ready(kubectl: Any, node: str) -> bool:
+    """Whether the Node's Ready condition is True."""
+    jsonpath = "{.status.conditions[?(@.type=='Ready')].status}"
+    return bool(kubectl("get", "node", node, "-o", f"jsonpath={jsonpath}").strip() == "True")
+
+
 def pods_of(kube: Client, namespace: str, model_name: str | None = None) -> list[dict[str, Any]]:
     labels = {"app.kubernetes.io/managed-by": "kapell"}
     if model_name is not None:

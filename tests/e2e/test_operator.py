@@ -13,7 +13,7 @@ from typing import Any
 from kubeobjects import eventually
 from lightkube import Client
 from lightkube.resources.coordination_v1 import Lease
-from lightkube.resources.core_v1 import Node, Service
+from lightkube.resources.core_v1 import Service
 from lightkube.resources.resource_v1 import ResourceSlice
 from operators import (
     LEASE_S,
@@ -22,6 +22,7 @@ from operators import (
     claims_in,
     condition,
     model,
+    node_ready,
     pods_of,
     status,
     wait_ready,
@@ -96,7 +97,7 @@ def test_an_auto_model_runs_on_the_slice_the_sizing_policy_picks_among_those_pub
     apply(kubectl, node, slice_)
     try:
         eventually(
-            lambda: True if _node_ready(kube, node_name(AUTO_NODE_INDEX)) else None,
+            lambda: True if node_ready(kubectl, node_name(AUTO_NODE_INDEX)) else None,
             "the 3g.40gb node Ready",
         )
         apply(kubectl, model("sized", namespace, {"auto": True}))
@@ -115,11 +116,6 @@ def test_an_auto_model_runs_on_the_slice_the_sizing_policy_picks_among_those_pub
         kubectl("delete", "--ignore-not-found", "--wait=false", "-f", "-", stdin=json.dumps(
             {"apiVersion": "v1", "kind": "List", "items": [slice_, node]}
         ))  # fmt: skip
-
-
-def _node_ready(kube: Client, name: str) -> bool:
-    conditions = kube.get(Node, name).to_dict().get("status", {}).get("conditions") or []
-    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
 
 
 def test_a_model_that_fits_nowhere_is_unschedulable_and_nothing_is_created(

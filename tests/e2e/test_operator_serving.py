@@ -19,7 +19,16 @@ from kubeobjects import eventually
 from lightkube import Client
 from lightkube.resources.resource_v1 import ResourceSlice
 from openai import APIConnectionError, OpenAI
-from operators import OperatorProcess, apply, claims_in, model, pods_of, status, wait_ready
+from operators import (
+    OperatorProcess,
+    apply,
+    claims_in,
+    model,
+    node_ready,
+    pods_of,
+    status,
+    wait_ready,
+)
 
 from conftest import REPO
 from kapell.backends.kubernetes.inventory import Placement, devices_of
@@ -249,9 +258,6 @@ def test_a_lost_serving_node_has_its_replicas_replaced_on_another_node(
     finally:
         dev_cluster.processes.relaunch("node-agent", agent)
         kubectl("label", "node", serving, spare, "e2e.kapell.dev/pool-")
-        eventually(lambda: True if _ready(kubectl, serving) else None, f"{serving} Ready again", 90)
-
-
-def _ready(kubectl: Callable[..., str], node: str) -> bool:
-    jsonpath = "{.status.conditions[?(@.type=='Ready')].status}"
-    return kubectl("get", "node", node, "-o", f"jsonpath={jsonpath}").strip() == "True"
+        eventually(
+            lambda: True if node_ready(kubectl, serving) else None, f"{serving} Ready again", 90
+        )
