@@ -3,7 +3,7 @@
 Three policies share one interface, so the control loop and the discrete-event simulator
 drive them the same way::
 
-    scaler = autoscaler_for(model, cold_start_s=20.0)
+    scaler = build_autoscaler(model.spec.scaling.autoscaler, tuned_config(model, cold_start_s=20.0))
     scaler.observe(now_s, DemandSample(tokens_total=..., in_flight=..., ready_replicas=...))
     decision = scaler.desired(now_s)          # ScaleDecision(replicas, panicking, reason)
 
@@ -533,15 +533,6 @@ def tuned_config(
     """``config_from_model``, then ``tune``d."""
     config = config_from_model(model, cold_start_s=cold_start_s)
     return tune(config) if tune is not None else config
-
-
-def autoscaler_for(
-    model: Model, *, cold_start_s: float = 0.0, tune: Tune | None = None
-) -> Autoscaler:
-    """The policy ``model.spec.scaling.autoscaler`` names, configured from the Model (then
-    ``tune``d)."""
-    config = tuned_config(model, cold_start_s=cold_start_s, tune=tune)
-    return build_autoscaler(model.spec.scaling.autoscaler, config)
 
 
 def build_autoscaler(kind: str, config: AutoscaleConfig) -> Autoscaler:

@@ -15,10 +15,11 @@ from kapell.policy.autoscale import (
     DemandSample,
     StaticAutoscaler,
     TokenAutoscaler,
-    autoscaler_for,
+    build_autoscaler,
     forecast_rate,
     learn_capacity,
     replicas_for_rate,
+    tuned_config,
 )
 
 
@@ -175,13 +176,14 @@ def test_concurrency_baseline_and_static() -> None:
     assert StaticAutoscaler(4).desired(0).replicas == 4
 
 
-def test_autoscaler_for_reads_the_model() -> None:
+def test_the_factory_builds_the_policy_the_model_names() -> None:
     model = Model.model_validate({
         "metadata": {"name": "m"},
         "spec": {"source": {"uri": "hf://org/m"},
                  "scaling": {"minReplicas": 0, "maxReplicas": 3, "autoscaler": "concurrency"}},
     })  # fmt: skip
-    assert isinstance(autoscaler_for(model), ConcurrencyAutoscaler)
+    built = build_autoscaler(model.spec.scaling.autoscaler, tuned_config(model))
+    assert isinstance(built, ConcurrencyAutoscaler)
 
 
 def test_a_short_spike_is_not_extrapolated() -> None:
