@@ -115,9 +115,8 @@ class PolicySizer:
         assert state.hold.current is not None
         return state.hold.current
 
-    def _pick(self, model: Model, demand: SteadyDemand | None) -> SizeChoice:
-        if demand is None:
-            demand = SteadyDemand(0.0, UNSEEN_PROMPT_TOKENS, UNSEEN_OUTPUT_TOKENS)
+    def _pick(self, model: Model, seen_demand: SteadyDemand | None) -> SizeChoice:
+        demand = seen_demand or SteadyDemand(0.0, UNSEEN_PROMPT_TOKENS, UNSEEN_OUTPUT_TOKENS)
         candidates = self._measure.candidates(model, demand.prompt_tokens)
 
         def serves(option: SizeOption, replicas: int) -> bool:
@@ -135,14 +134,16 @@ class PolicySizer:
         )
         if demand.requests_per_s <= 0:
             seen = "no demand yet"
+        provisional = seen_demand is None
         if chosen.name == WHOLE_GPU:
-            return SizeChoice(chosen.name, f"whole GPUs: no slice serves {seen} below one GPU")
+            reason = f"whole GPUs: no slice serves {seen} below one GPU"
+            return SizeChoice(chosen.name, reason, provisional)
         replicas = round(share / chosen.gpu_fraction)
-        return SizeChoice(
-            chosen.name,
+        reason = (
             f"{chosen.name}: least GPU share for {seen}: {replicas} x {chosen.gpu_fraction:.2f} "
-            f"= {share:.2f} GPU",
+            f"= {share:.2f} GPU"
         )
+        return SizeChoice(chosen.name, reason, provisional)
 
 
 def _steady(window: deque[tuple[float, DemandSample]]) -> SteadyDemand | None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 
 @dataclass(frozen=True)
@@ -113,12 +113,16 @@ class SizeChoice:
 
     size: str
     reason: str
+    provisional: bool = False
+    """Picked before any demand was seen (a guess): the first pick made from demand replaces it
+    at once instead of holding against it."""
 
 
 class SizeHold:
-    """Hysteresis over picks: the first pick applies at once; after that, a different pick
-    applies only once every pick of the last ``hold_s`` seconds was that same size (time is an
-    argument, so the control loop and the twin drive it alike)."""
+    """Hysteresis over picks: the first pick applies at once, and so does the first one made
+    from demand after provisional ones; after that, a different pick applies only once every
+    pick of the last ``hold_s`` seconds was that same size (time is an argument, so the control
+    loop and the twin drive it alike)."""
 
     def __init__(self, hold_s: float) -> None:
         self.hold_s = hold_s
@@ -127,20 +131,25 @@ class SizeHold:
 
     def offer(self, now_s: float, pick: SizeChoice) -> SizeChoice:
         """Record ``pick`` (the size chosen for the demand now) and return the size to run."""
-        if self.current is None or pick.size == self.current.size:
+        current = self.current
+        if current is None or (current.provisional and not pick.provisional):
             self.current, self._pending = pick, None
             return pick
+        if pick.size == current.size:  # a guess stays a guess until demand confirms it
+            self.current = replace(pick, provisional=current.provisional and pick.provisional)
+            self._pending = None
+            return self.current
         if self._pending is None or self._pending[1].size != pick.size:
             self._pending = (now_s, pick)
         since_s = self._pending[0]
         if now_s - since_s >= self.hold_s:
             held_s = now_s - since_s
-            self.current = SizeChoice(pick.size, f"{pick.reason} (held {held_s:.0f}s)")
+            self.current = replace(pick, reason=f"{pick.reason} (held {held_s:.0f}s)")
             self._pending = None
             return self.current
         left_s = self.hold_s - (now_s - since_s)
-        return SizeChoice(
-            self.current.size,
-            f"{self.current.reason}; {pick.size} picked for the demand now, "
+        return replace(
+            current,
+            reason=f"{current.reason}; {pick.size} picked for the demand now, "
             f"resizing if it holds {left_s:.0f}s more",
         )

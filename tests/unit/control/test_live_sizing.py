@@ -72,7 +72,7 @@ def test_the_pick_follows_metered_demand_after_the_hold(tmp_path: Path) -> None:
     sizer = PolicySizer(meter, measure, cold_start_s=lambda m: 60.0)  # hold: 300 s
     m = _auto()
     first = sizer.size_for(m, 0.0)
-    assert first.size == "3g.40gb" and "no demand" in first.reason
+    assert first.size == "3g.40gb" and "no demand" in first.reason and first.provisional
     now_s = 0.0
     for _ in range(20):  # 0.5 requests/s of 1,200 tokens: 600 tokens/s, one slice
         now_s += 10.0
@@ -110,8 +110,9 @@ def test_the_controller_runs_replicas_at_the_picked_size_and_says_why(tmp_path: 
     assert stored.status.replica_size == "3g.40gb"
     [why] = [c for c in stored.status.conditions if c.type == "Sized"]
     assert why.reason == "SizingPolicy" and "no demand" in why.message
-    # Long prompts rule the slice out; once that pick has held, the fleet rolls onto GPUs,
-    # one surge replica at a time, never below its ready count.
+    # Long prompts rule the slice out; the first pick made from demand replaces the guess made
+    # before any (no hold), and the fleet rolls onto GPUs, one surge replica at a time, never
+    # below its ready count.
     for _ in range(80):
         clock[0] += 10.0
         meter.run(10.0, 0.5, prompt=6000)

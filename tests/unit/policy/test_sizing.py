@@ -83,6 +83,21 @@ def test_a_pick_that_flips_back_within_the_hold_resizes_nothing() -> None:
     assert hold.offer(530.0, SizeChoice("gpu", "burst")).size == "gpu"
 
 
+def test_a_guess_made_before_any_demand_gives_way_at_once_to_the_first_informed_pick() -> None:
+    hold = SizeHold(hold_s=300.0)
+    guess = hold.offer(0.0, SizeChoice("1g", "no demand yet", provisional=True))
+    assert guess.size == "1g" and guess.provisional
+    # Still nothing seen: the guess stays a guess, even past the hold.
+    assert hold.offer(400.0, SizeChoice("1g", "no demand yet", provisional=True)).provisional
+    informed = hold.offer(430.0, SizeChoice("gpu", "big demand"))
+    assert informed.size == "gpu" and not informed.provisional
+    # From here on the hold applies, to demand and to guesses alike.
+    assert hold.offer(460.0, SizeChoice("1g", "no demand yet", provisional=True)).size == "gpu"
+    assert hold.offer(490.0, SizeChoice("3g", "small demand")).size == "gpu"
+    # A guess of the size already running does not make it a guess again.
+    assert not hold.offer(520.0, SizeChoice("gpu", "no demand yet", provisional=True)).provisional
+
+
 def test_the_hold_is_five_cold_starts_and_at_least_five_minutes() -> None:
     assert resize_hold_s(10.0) == 300.0
     assert resize_hold_s(120.0) == 600.0
