@@ -7,8 +7,9 @@ from frugal to generous and keeps the cheapest setting that meets the SLO for 99
 one setting after its first success (the extra one guards against a non-monotone policy).
 
 An autoscaler may be named with a replica size: ``kapell@3g.40gb`` (a MIG slice, billed g/7 of
-a GPU), ``kapell@gpu`` (whole GPUs) or ``kapell@auto`` (the SLO-feasible size with the least
-expected GPU share for the demand seen in the warm-up, see ``resolve_size``). A bare name takes
+a GPU), ``kapell@gpu`` (whole GPUs) or ``kapell@auto`` (a ``gpu: auto`` Model: the sizing
+policy of ``kapell up`` picks the size from the demand it meters, and re-picks when the demand
+moves for long enough, see ``control.sizing``). A bare name takes
 its policy's default size: ``auto`` for kapell, which sizes replicas as it deploys them, and a
 whole GPU for the peers, as KServe/Knative deployments request ``nvidia.com/gpu: 1``.
 """
@@ -27,14 +28,13 @@ import numpy as np
 from kapell.api import ObjectMeta
 from kapell.api.errors import KapellError
 from kapell.api.model import WHOLE_GPU, Model, ModelSpec, RoutingStrategy
-from kapell.backends.sim.sizing import candidate_sizes, peak_tokens_per_s, size_option
-from kapell.backends.sim.slices import ReplicaSize, replica_size
+from kapell.backends.sim.sizing import peak_tokens_per_s
+from kapell.backends.sim.slices import replica_size
 from kapell.backends.sim.twin import SimSettings
-from kapell.bench.traces import Trace, TraceRequest
+from kapell.bench.traces import Trace
 from kapell.bench.twin_replay import TroughTwin, Twin, TwinConfig, TwinRun
 from kapell.engines.sim.latency import load_profile
 from kapell.policy.autoscale import Tune
-from kapell.policy.sizing import SizeOption, choose_size
 
 AUTOSCALERS = ("kapell", "kpa", "static")
 POLICIES = {"kapell": "tokens", "kpa": "concurrency", "static": "static"}
@@ -52,8 +52,6 @@ KNOB_NAMES = {"kapell": "target_tokens_per_s", "kpa": "target_concurrency", "sta
 AUTO_SIZE = "auto"
 DEFAULT_SIZES = {"kapell": AUTO_SIZE, "kpa": WHOLE_GPU, "static": WHOLE_GPU}
 """The replica size of a bare autoscaler name."""
-SIZE_PROMPT_PERCENTILE = 99
-"""``@auto`` checks the TTFT target at this percentile of the warm-up's prompt lengths."""
 
 
 class ServingBenchError(KapellError):
@@ -97,88 +95,41 @@ def base_name(label: str) -> str:
     return label.partition("@")[0]
 
 
-def resolve_size(trace: Trace, options: ServeOptions, label: str) -> ReplicaSize:
-    """The replica size a label asks for; a bare name takes ``DEFAULT_SIZES``.
-
-    ``auto`` looks only at the warm-up (the replayed, uncounted first ``warmup_for`` seconds).
-    Candidates are the MIG slices that prefill its p99 prompt at idle within half the TTFT
-    target and meet the TPOT target (``slo_feasible``). The choice is the sizing policy's
-    (``policy.sizing.choose_size``), with the twin as its measurement (``warmup_serves``):
-    each is tried on the warm-up as a static fleet of the fewest replicas that could carry it,
-    then more; the slice whose smallest fleet serves the warm-up at the attainment goal with
-    less than one GPU's share, and the least share, wins (ties: the smaller slice); if none
-    does, the whole GPU. Slices are for models that do not
-    fill a GPU: once demand needs a GPU or more, every slice still pays the full weights out of
-    its memory and a whole step's overhead, while a GPU fleet's rounding waste shrinks with
-    its size, so whole GPUs cost less (on the conversation trace at 10x, nine 3g.40gb slices
-    served the warm-up but the hour needed 0.51 GPU-hours on slices against 0.39 on GPUs).
-    Measured in the twin rather than from a capacity formula, so batching, KV limits and
-    burstiness count as they will in the replay.
-    """
+def label_size(options: ServeOptions, label: str) -> str:
+    """The replica size a label asks for (``gpu``, a MIG profile or ``auto``); a bare name takes
+    ``DEFAULT_SIZES``. A size the profile's GPU has no slice for, or whose slice cannot hold
+    the model, is a ``ReplicaSizeError``."""
     size = label.partition("@")[2] or DEFAULT_SIZES[base_name(label)]
-    profile = load_profile(options.profile)
     if size != AUTO_SIZE:
-        return replica_size(profile, size)
-    warmup_s = warmup_for(options, trace.duration_s)
-    warmup = [r for r in trace.requests if r.arrival_s < warmup_s]
-    prompts = [r.prompt_tokens for r in warmup] or [1]
-    prompt = int(np.percentile(prompts, SIZE_PROMPT_PERCENTILE))
-    candidates = candidate_sizes(profile, prompt, options.slo_ttft_s, options.slo_tpot_s)
-    if not warmup:
-        return candidates[-1]  # nothing seen, nothing to size for: whole GPUs, as the peers
-    span_s = max(warmup_s, warmup[-1].arrival_s, 1e-9)
-    mean_tokens_per_s = sum(r.prompt_tokens + r.output_tokens for r in warmup) / span_s
-    sizes = {c.name: c for c in candidates}
-
-    def serves(option: SizeOption, replicas: int) -> bool:
-        return warmup_serves(trace, options, warmup, sizes[option.name], replicas)
-
-    chosen, _ = choose_size(
-        [size_option(c) for c in candidates],
-        mean_tokens_per_s,
-        serves,
-        max_replicas=options.max_replicas,
-    )
-    return sizes[chosen.name]
-
-
-def warmup_serves(
-    trace: Trace,
-    options: ServeOptions,
-    warmup: Sequence[TraceRequest],
-    size: ReplicaSize,
-    replicas: int,
-) -> bool:
-    """Whether a static fleet of ``replicas`` of ``size`` serves ``warmup`` at the goal (in the
-    twin): the measurement ``policy.sizing`` decides on."""
-    config = twin_config(trace, options, size, replicas)
-    run = Twin(config, warmup, twin_model(options, "static", replicas)).replay()
-    return bool(summarize(run, options)["slo_attainment"] >= ATTAINMENT_GOAL)
+        replica_size(load_profile(options.profile), size)
+    return size
 
 
 def twin_config(
     trace: Trace,
     options: ServeOptions,
-    size: ReplicaSize,
     initial_replicas: int,
     cold_start_s: float | None = None,
     tune: Tune | None = None,
 ) -> TwinConfig:
-    """The twin's settings for ``trace`` under ``options`` on replicas of ``size``."""
+    """The twin's settings for ``trace`` under ``options`` (the replicas' size is the Model's)."""
     replicas = SimSettings(
-        profile=size.profile,
+        profile=load_profile(options.profile),
         prefix_block_tokens=trace.block_tokens,
         cold_start_s=cold_start_s,
         warm_tier=options.warm_tier,
         seed=options.seed,
-        gpu_fraction=size.gpu_fraction,
     )
     return TwinConfig(replicas=replicas, initial_replicas=initial_replicas, tune=tune)
 
 
-def twin_model(options: ServeOptions, name: str, knob: float | None) -> Model:
+def twin_model(
+    options: ServeOptions, name: str, knob: float | None, size: str = WHOLE_GPU
+) -> Model:
     """The ``sim`` Model a replay serves: autoscaler ``name`` with its main knob at ``knob``
-    where the Model's spec holds it (kapell's tokens/s, static's replica count)."""
+    where the Model's spec holds it (kapell's tokens/s, static's replica count), replicas of
+    ``size`` (``auto``: the sizing policy picks, and kapell's tokens/s are per whole GPU) and
+    the options' SLO (what the sizing policy sizes for)."""
     scaling: dict[str, Any] = {
         "autoscaler": POLICIES[name],
         "minReplicas": options.min_replicas,
@@ -190,26 +141,41 @@ def twin_model(options: ServeOptions, name: str, knob: float | None) -> Model:
         scaling.update(minReplicas=min(options.min_replicas, count), maxReplicas=count)
     elif name == "kapell" and knob is not None:
         scaling["targetTokensPerSecond"] = knob
+    gpu: dict[str, Any] = (
+        {"auto": True}
+        if size == AUTO_SIZE
+        else {"count": 1}
+        if size == WHOLE_GPU
+        else {"migProfile": size}
+    )
     spec = {
         "source": {"uri": options.profile},
         "engine": {"name": "sim"},
+        "resources": {"gpu": gpu},
         "scaling": scaling,
         "routing": {"strategy": options.router},
+        "slo": {
+            "ttft": f"{round(options.slo_ttft_s * 1000)}ms",
+            "tpot": f"{round(options.slo_tpot_s * 1000)}ms",
+        },
     }
     return Model(metadata=ObjectMeta(name="twin"), spec=ModelSpec.model_validate(spec))
 
 
-def tuning(name: str, knob: float | None, size: ReplicaSize) -> Tune | None:
+def tuning(options: ServeOptions, name: str, knob: float | None) -> Tune | None:
     """What a replay sets beyond the Model's spec: KPA's target concurrency (its knob), and
-    where kapell learns a replica's capacity, the start of that estimate: ``size``'s
-    ``peak_tokens_per_s`` (an overestimate, which saturated replicas correct downward) rather
-    than the policy's cautious 1,000 tokens/s, which an H100 exceeds thirty-fold: started low,
-    the fleet is so large that no replica ever saturates and the estimate never rises."""
+    where kapell learns a replica's capacity, the start of that estimate: the whole GPU's
+    ``peak_tokens_per_s`` times the replica's GPU share (an overestimate, which saturated
+    replicas correct downward) rather than the policy's cautious 1,000 tokens/s, which an H100
+    exceeds thirty-fold: started low, the fleet is so large that no replica ever saturates and
+    the estimate never rises."""
     if name == "kpa" and knob is not None:
         return lambda config: dc_replace(config, target_concurrency=knob)
     if name == "kapell" and knob is None:
-        peak = peak_tokens_per_s(size)
-        return lambda config: dc_replace(config, initial_capacity_tokens_per_s=peak)
+        peak = peak_tokens_per_s(replica_size(load_profile(options.profile), WHOLE_GPU))
+        return lambda config: dc_replace(
+            config, initial_capacity_tokens_per_s=peak * config.replica_gpu_share
+        )
     return None
 
 
@@ -219,15 +185,14 @@ def replay(
     label: str,
     knob: float | None,
     progress: Callable[[float], None] | None = None,
-    size: ReplicaSize | None = None,
     trough: TroughTwin | None = None,
 ) -> tuple[TwinRun, float]:
     """One replay of ``trace`` under autoscaler ``name`` at ``knob``, after a pre-roll.
 
     The first ``warmup`` seconds of the trace are played once before the trace itself, so every
     policy meets the measured part in its steady state (a static fleet is born at full size,
-    dynamic ones at ``min_replicas``). ``size``: the label's, if already resolved;
-    ``trough``: an opportunistic job sharing the fleet's GPUs. Returns the run and when its
+    dynamic ones at ``min_replicas``; an ``auto`` fleet is sized by the policy from the
+    pre-roll's demand on). ``trough``: an opportunistic job sharing the fleet's GPUs. Returns the run and when its
     measured part begins.
     """
     if options.router not in ROUTERS:
@@ -235,21 +200,16 @@ def replay(
             f"--router: unknown {options.router!r}: expected one of {', '.join(ROUTERS)}"
         )
     name = base_name(label)
-    size = size or resolve_size(trace, options, label)
-    cold_start_s = (
-        options.cold_start_s if options.cold_start_s is not None else size.profile.cold_start_s
-    )
     initial = int(knob) if name == "static" and knob is not None else max(options.min_replicas, 1)
     config = twin_config(
         trace,
         options,
-        size,
         min(initial, options.max_replicas),
-        cold_start_s,
-        tuning(name, knob, size),
+        options.cold_start_s,
+        tuning(options, name, knob),
     )
     config = dc_replace(config, trough=trough)
-    model = twin_model(options, name, knob)
+    model = twin_model(options, name, knob, label_size(options, label))
     preroll_s = warmup_for(options, trace.duration_s)
     requests = [r for r in trace.requests if r.arrival_s < preroll_s]
     requests += [dc_replace(r, arrival_s=r.arrival_s + preroll_s) for r in trace.requests]
@@ -285,6 +245,7 @@ def summarize(run: TwinRun, options: ServeOptions, measured_from_s: float = 0.0)
         "waited_ttft_p50_s": _pct(ttft[waited], 50),
         "prefix_cache_hit_rate": round(hits / queries, 4) if queries else 0.0,
         "max_replicas_used": max((t[2] for t in run.timeline), default=0),
+        "sizes": _sizes_between(run, warmup_s),
         "measured_from_s": round(warmup_s, 1),
         "duration_s": round(end_s - warmup_s, 1),
     }
@@ -314,6 +275,13 @@ def _gpu_seconds_between(run: TwinRun, start_s: float, end_s: float) -> float:
     return float(np.interp(end_s, times, totals) - np.interp(start_s, times, totals))
 
 
+def _sizes_between(run: TwinRun, start_s: float) -> list[list[Any]]:
+    """``[t_s, size]`` of an ``auto`` Model from ``start_s`` on: the size it ran at then, and
+    each resize after (empty for a fixed size)."""
+    before = [[round(t_s, 1), size] for t_s, size in run.sizes if t_s <= start_s][-1:]
+    return before + [[round(t_s, 1), size] for t_s, size in run.sizes if t_s > start_s]
+
+
 def _pct(values: np.ndarray, q: float) -> float:
     return round(float(np.percentile(values, q)), 4) if len(values) else 0.0
 
@@ -334,11 +302,9 @@ def sweep(
     options: ServeOptions,
     label: str,
     progress: Callable[[str, float], None] | None = None,
-    size: ReplicaSize | None = None,
 ) -> tuple[list[dict[str, Any]], TwinRun | None]:
     """Every knob tried for ``label`` with its summary, and the run at the cheapest 99% knob."""
     name = base_name(label)
-    size = size or resolve_size(trace, options, label)
     points: list[dict[str, Any]] = []
     best: tuple[float, TwinRun] | None = None
     successes = 0
@@ -346,7 +312,7 @@ def sweep(
         if name == "static" and knob > options.max_replicas:
             break
         step = f"{label} {KNOB_NAMES[name]}={knob:g}"
-        run, measured_from_s = replay(trace, options, label, knob, _bind(progress, step), size)
+        run, measured_from_s = replay(trace, options, label, knob, _bind(progress, step))
         summary = summarize(run, options, measured_from_s)
         points.append({KNOB_NAMES[name]: knob, **summary})
         if summary["slo_attainment"] >= ATTAINMENT_GOAL:
@@ -385,13 +351,12 @@ def serve_report(
         "autoscalers": {},
     }
     runs: dict[str, TwinRun] = {}
-    # Each label's size once, before any replay: a bad one fails early, @auto trials run once.
-    sizes = {label: resolve_size(trace, options, label) for label in autoscalers}
+    sizes = {label: label_size(options, label) for label in autoscalers}  # bad ones fail early
     for label in autoscalers:
         name = base_name(label)
         size = sizes[label]
         if do_sweep:
-            points, best = sweep(trace, options, label, progress, size)
+            points, best = sweep(trace, options, label, progress)
             cheapest = min(
                 (p for p in points if p["slo_attainment"] >= ATTAINMENT_GOAL),
                 key=lambda p: p["gpu_hours"],
@@ -415,10 +380,12 @@ def serve_report(
             run = best
         else:
             knob = options.knobs.get(name)
-            run, measured_from_s = replay(trace, options, label, knob, _bind(progress, label), size)
+            run, measured_from_s = replay(trace, options, label, knob, _bind(progress, label))
             entry = {KNOB_NAMES[name]: knob, **summarize(run, options, measured_from_s)}
-        entry["replica_size"] = size.name
-        entry["gpu_fraction"] = round(size.gpu_fraction, 4)
+        entry["replica_size"] = size
+        if size != AUTO_SIZE:
+            gpu_fraction = replica_size(load_profile(options.profile), size).gpu_fraction
+            entry["gpu_fraction"] = round(gpu_fraction, 4)
         if run is not None:
             entry["timeline"] = timeline(run)
             runs[label] = run

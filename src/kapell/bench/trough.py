@@ -18,7 +18,7 @@ from typing import Any
 
 from kapell.api import TrainingJob
 from kapell.backends.sim.training import SimTrainingSettings
-from kapell.bench.serving import ServeOptions, replay, resolve_size, summarize
+from kapell.bench.serving import ServeOptions, replay, summarize
 from kapell.bench.traces import Trace
 from kapell.bench.twin_replay import TroughTwin, TwinRun
 
@@ -62,13 +62,12 @@ def trough_report(
 ) -> dict[str, Any]:
     """Both replays' numbers (see the module doc)."""
     serve = replace(serve, max_replicas=options.pool_gpus)
-    size = resolve_size(trace, serve, LABEL)
     knob = serve.knobs.get("kapell")
 
     def bound(step: str) -> Callable[[float], None] | None:
         return None if progress is None else (lambda f: progress(step, f))
 
-    alone, measured_from_s = replay(trace, serve, LABEL, knob, bound("serving alone"), size)
+    alone, measured_from_s = replay(trace, serve, LABEL, knob, bound("serving alone"))
     # A job longer than the replay: it is still training when the trace ends.
     total_steps = int(options.steps_per_s * 10 * (trace.duration_s + measured_from_s)) + 1
     settings = SimTrainingSettings(
@@ -77,7 +76,7 @@ def trough_report(
     trough = TroughTwin(
         options.pool_gpus, trough_job(options, total_steps), settings, options.reserve_gpus
     )
-    shared, _ = replay(trace, serve, LABEL, knob, bound("serving + training"), size, trough=trough)
+    shared, _ = replay(trace, serve, LABEL, knob, bound("serving + training"), trough=trough)
     end_s = _end_s(alone)
     serving_gpu_h = alone.gpu_seconds_by_window[-1][1] / 3600 if alone.gpu_seconds_by_window else 0
     idle_gpu_h = options.pool_gpus * end_s / 3600 - serving_gpu_h

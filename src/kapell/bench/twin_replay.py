@@ -2,7 +2,8 @@
 
 The serving twin is a composition, like ``kapell up``: the same ``ModelController`` driven by
 the same ``ReconcileLoop``, the same ``PolicyScaler`` (with the one autoscaler factory and the
-one ``demand_sample``), the same activator (``gateway.activator.ModelGate``) over the same
+one ``demand_sample``), the same ``PolicySizer`` for ``gpu: auto`` Models (measuring in the
+latency model, as ``kapell up`` does), the same activator (``gateway.activator.ModelGate``) over the same
 ``StaticEndpointSource``, and the same ``gateway.balancer.Balancer``, all unchanged, on a
 ``VirtualClockLoop``. Only the replicas are simulated (``backends.sim.twin.SimReplicas``) and
 the HTTP path is left out: a trace request enters where the gateway's proxy would hand it to
@@ -22,11 +23,13 @@ from kapell.api.kinds import TrainingJobStatus
 from kapell.api.model import Model
 from kapell.backends.sim.clock import VirtualClockLoop
 from kapell.backends.sim.gpus import SimGpuPool
+from kapell.backends.sim.sizing import LatencyModelSizes
 from kapell.backends.sim.training import SimTraining, SimTrainingSettings, SimTrainingStats
 from kapell.backends.sim.twin import SimReplicas, SimSettings
 from kapell.control.loop import ReconcileLoop
 from kapell.control.model import ModelController, revision_of
 from kapell.control.scaling import PolicyScaler
+from kapell.control.sizing import PolicySizer
 from kapell.control.training import TrainingJobController
 from kapell.control.training_schedule import Feeds, job_gpus
 from kapell.control.trough import TroughArbiter, replica_gpus
@@ -38,7 +41,7 @@ from kapell.gateway.demand import demand_sample
 from kapell.gateway.endpoints import StaticEndpointSource
 from kapell.gateway.errors import GatewayError
 from kapell.gateway.metering import Meter
-from kapell.policy.autoscale import Tune
+from kapell.policy.autoscale import DemandSample, Tune
 
 _EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
 """What virtual time 0 is in status timestamps."""
@@ -79,6 +82,9 @@ class TwinRun:
     requests: list[RequestRecord]
     timeline: list[tuple[float, int, int, int]]
     """``(t_s, ready, gpu_holding, desired)`` after every reconcile."""
+    sizes: list[tuple[float, str]] = field(default_factory=list)
+    """``(t_s, replica size)`` whenever the Model's size changed (``status.replicaSize``: only
+    a ``gpu: auto`` Model has one)."""
     gpu_seconds_by_window: list[tuple[float, float]] = field(default_factory=list)
     """``(t_s, gpu_seconds so far)`` after every reconcile, to integrate any window."""
     sleeping_gpu_seconds: float = 0.0
@@ -189,6 +195,9 @@ class Twin:
             requeue_after_s = controller.reconcile(key)
             ready = len(backend.ready_endpoints(key))
             now_s = loop.time()
+            size = store.statuses.get(key, {}).get("replicaSize")
+            if isinstance(size, str) and (not self.run.sizes or self.run.sizes[-1][1] != size):
+                self.run.sizes.append((now_s, size))
             self.run.timeline.append((now_s, ready, backend.holding(key), self.desired))
             self.run.gpu_seconds_by_window.append((now_s, backend.gpu_seconds()))
             return requeue_after_s
@@ -223,15 +232,20 @@ class Twin:
         source = StaticEndpointSource(
             models=[model], on_capacity_request=lambda _: reconciler.enqueue(model.key)
         )
-        scaler = PolicyScaler(
-            lambda m, ready: demand_sample(
+
+        def demand(m: Model, ready: int) -> DemandSample:
+            return demand_sample(
                 meter.snapshot(m.metadata.name), ready, backend.engine_waiting(m.key)
-            ),
-            lambda m: backend.cold_start_s(m.key),
-            on_decision=decided,
-            tune=config.tune,
+            )
+
+        def cold_start_s(m: Model) -> float:
+            return backend.cold_start_s(m.key)
+
+        scaler = PolicyScaler(demand, cold_start_s, on_decision=decided, tune=config.tune)
+        sizer = PolicySizer(lambda m: demand(m, 0), LatencyModelSizes(), cold_start_s)
+        controller = ModelController(
+            store, backend, scaler, loop.time, _timestamp(loop), sizer=sizer
         )
-        controller = ModelController(store, backend, scaler, loop.time, _timestamp(loop))
         reconciler = ReconcileLoop(reconcile, clock=loop.time)
         gateway = config.gateway
         gate = ModelGate(

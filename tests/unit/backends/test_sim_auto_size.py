@@ -1,110 +1,85 @@
-"""``kapell@auto``: the replica size is chosen from the warm-up's demand, and only from it."""
+"""``kapell@auto`` in the twin: a ``gpu: auto`` Model sized by the live sizing policy.
+
+The twin runs the ``PolicySizer`` that ``kapell up`` and the operator run, measuring in the
+latency model, so a replay's replicas take the size the policy picks from the demand it meters
+and roll onto another when a new pick has held.
+"""
 
 from __future__ import annotations
 
-import math
+import pytest
 
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
-from kapell.backends.sim.sizing import size_option
-from kapell.backends.sim.slices import ReplicaSize, slo_feasible, smallest_fitting
+from kapell.backends.sim.slices import replica_size, smallest_fitting
 from kapell.bench import serving
 from kapell.bench.traces import Trace, TraceRequest
+from kapell.control.sizing import DEMAND_WINDOW_S, EVALUATE_EVERY_S
 from kapell.engines.sim.latency import load_profile
-from kapell.policy.sizing import SizeOption, fleet_share
+from kapell.policy.sizing import resize_hold_s
 
 WARMUP_S = 300.0
 OPTIONS = serving.ServeOptions(profile="h100-llama3-8b", warmup_s=WARMUP_S)
 PROFILE = load_profile("h100-llama3-8b")
 
 
-def _arrivals(start_s: float, end_s: float, per_s: float) -> list[TraceRequest]:
-    """Requests of 1,000 prompt and 200 output tokens, ``per_s`` a second, in [start, end)."""
+def _arrivals(start_s: float, end_s: float, per_s: float, prompt: int = 1000) -> list[TraceRequest]:
+    """Requests of ``prompt`` prompt and 200 output tokens, ``per_s`` a second, in [start, end)."""
     count = round((end_s - start_s) * per_s)
-    return [TraceRequest(start_s + i / per_s, 1000, 200) for i in range(count)]
+    return [TraceRequest(start_s + i / per_s, prompt, 200) for i in range(count)]
 
 
-def _trace(warmup_per_s: float, after_per_s: float) -> Trace:
-    requests = _arrivals(0.0, WARMUP_S, warmup_per_s)
-    requests += _arrivals(WARMUP_S, 3 * WARMUP_S, after_per_s)
-    return Trace("synthetic", tuple(requests))
+def _sizes(trace: Trace, label: str = "kapell", knob: float | None = 20_000.0) -> list[list]:
+    run, measured_from_s = serving.replay(trace, OPTIONS, label, knob)
+    return serving.summarize(run, OPTIONS, measured_from_s)["sizes"]
 
 
-def _auto(trace: Trace) -> str:
-    return serving.resolve_size(trace, OPTIONS, "kapell@auto").name
-
-
-def test_light_demand_picks_the_smallest_slo_feasible_slice() -> None:
-    smallest = smallest_fitting(PROFILE, 1000, OPTIONS.slo_ttft_s, OPTIONS.slo_tpot_s)
-    assert smallest.gpu_fraction < 1.0
-    assert _auto(_trace(warmup_per_s=0.5, after_per_s=0.5)) == smallest.name
-
-
-def test_a_bare_kapell_sizes_itself_and_bare_peers_use_whole_gpus() -> None:
-    trace = _trace(warmup_per_s=0.5, after_per_s=0.5)
-    assert serving.resolve_size(trace, OPTIONS, "kapell").name == _auto(trace) != "gpu"
+def test_bare_kapell_is_sized_automatically_and_bare_peers_run_whole_gpus() -> None:
+    assert serving.label_size(OPTIONS, "kapell") == "auto"
     for label in ("kpa", "static", "kapell@gpu"):
-        assert serving.resolve_size(trace, OPTIONS, label).name == "gpu"
+        assert serving.label_size(OPTIONS, label) == "gpu"
+    assert serving.label_size(OPTIONS, "static@3g.40gb") == "3g.40gb"
 
 
-def test_a_slice_that_only_just_prefills_the_long_prompts_in_time_is_refused() -> None:
-    # Prompts whose idle prefill on the smallest feasible slice takes 60-90% of the TTFT target:
-    # fine idle, a miss behind one more prompt, so auto must pick a larger size.
-    slice_ = smallest_fitting(PROFILE, 1000, OPTIONS.slo_ttft_s, OPTIONS.slo_tpot_s)
+def test_light_demand_runs_on_the_smallest_slo_feasible_slice() -> None:
+    smallest = smallest_fitting(PROFILE, 1000, OPTIONS.slo_ttft_s / 2, OPTIONS.slo_tpot_s)
+    assert smallest.gpu_fraction < 1.0
+    trace = Trace("light", tuple(_arrivals(0.0, 900.0, 0.5)))
+    run, measured_from_s = serving.replay(trace, OPTIONS, "kapell", 20_000.0)
+    summary = serving.summarize(run, OPTIONS, measured_from_s)
+    assert summary["sizes"] == [[pytest.approx(summary["sizes"][0][0]), smallest.name]]
+    assert summary["slo_attainment"] >= 0.99
+    # Billed at the slice's share: one replica held all along costs its fraction of the hour.
+    hours = summary["duration_s"] / 3600
+    assert summary["gpu_hours"] == pytest.approx(smallest.gpu_fraction * hours, rel=0.05)
+
+
+def test_a_fixed_size_reports_no_resizes() -> None:
+    trace = Trace("light", tuple(_arrivals(0.0, 400.0, 0.5)))
+    assert _sizes(trace, "kapell@gpu") == []
+
+
+def test_demand_that_outgrows_the_slice_resizes_to_whole_gpus_after_the_hold() -> None:
+    # 0.5 requests/s of 1,200 tokens for ten minutes, then 20/s (24k tokens/s: more than any
+    # fleet of slices below one GPU's share carries): the pick moves to whole GPUs within an
+    # evaluation or a window of the change, and applies once it has held.
+    change_s = 600.0
+    requests = _arrivals(0.0, change_s, 0.5) + _arrivals(change_s, change_s + 720.0, 20.0)
+    sizes = _sizes(Trace("step", tuple(requests)))
+    assert [size for _, size in sizes][-1] == "gpu" and sizes[0][1] != "gpu", sizes
+    resized_s = next(t_s for t_s, size in sizes if size == "gpu") - WARMUP_S  # trace time
+    hold_s = resize_hold_s(PROFILE.cold_start_s)
+    assert change_s + hold_s <= resized_s <= change_s + hold_s + DEMAND_WINDOW_S + EVALUATE_EVERY_S
+
+
+def test_long_prompts_rule_out_a_slice_that_prefills_them_only_just_in_time() -> None:
+    # Prompts whose idle prefill on the smallest slice takes 60-90% of the TTFT target: fine
+    # idle, a miss behind one more prompt, so the policy must pick a larger size.
+    smallest = smallest_fitting(PROFILE, 1000, OPTIONS.slo_ttft_s, OPTIONS.slo_tpot_s)
     prompt = 1000
-    while slice_.profile.prefill_s(prompt) < 0.6 * OPTIONS.slo_ttft_s:
+    while smallest.profile.prefill_s(prompt) < 0.6 * OPTIONS.slo_ttft_s:
         prompt += 500
-    assert slice_.profile.prefill_s(prompt) < 0.9 * OPTIONS.slo_ttft_s
-    trace = Trace("long-prompts", tuple(TraceRequest(i * 20.0, prompt, 50) for i in range(30)))
-    chosen = serving.resolve_size(trace, OPTIONS, "kapell@auto")
-    assert chosen.profile.prefill_s(prompt) <= 0.5 * OPTIONS.slo_ttft_s
-    assert chosen.name != slice_.name
-
-
-def test_without_a_warmup_auto_runs_whole_gpus() -> None:
-    options = serving.ServeOptions(profile="h100-llama3-8b", warmup_s=0.0)
-    trace = _trace(warmup_per_s=0.5, after_per_s=0.5)
-    assert serving.resolve_size(trace, options, "kapell").name == "gpu"
-
-
-def test_heavy_demand_picks_a_whole_gpu() -> None:
-    # 40 requests/s x 1,200 tokens = 48k tokens/s: two GPUs, or five 3g.40gb slices (15/7).
-    assert _auto(_trace(warmup_per_s=40.0, after_per_s=40.0)) == "gpu"
-
-
-@settings(max_examples=6, deadline=None)
-@given(
-    warmup_per_s=st.sampled_from([0.5, 6.0]),
-    after_per_s=st.floats(min_value=0.1, max_value=80.0),
-)
-def test_only_warmup_arrivals_decide(warmup_per_s: float, after_per_s: float) -> None:
-    reference = _auto(_trace(warmup_per_s, warmup_per_s))
-    assert _auto(_trace(warmup_per_s, after_per_s)) == reference
-
-
-def _share(trace: Trace, warmup: list[TraceRequest], size: ReplicaSize, below: float) -> float:
-    """The share ``policy.sizing.fleet_share`` gives ``size``, measured in the twin."""
-
-    def serves(_: SizeOption, replicas: int) -> bool:
-        return serving.warmup_serves(trace, OPTIONS, warmup, size, replicas)
-
-    mean = sum(r.prompt_tokens + r.output_tokens for r in warmup) / WARMUP_S
-    option = size_option(size)
-    return fleet_share(option, mean, serves, below_share=below, max_replicas=64)
-
-
-def test_the_choice_is_the_least_share_that_serves_the_warmup() -> None:
-    # 6 requests/s x 1,200 tokens: one slice is not enough, two are, and two 3g slices cost
-    # less than a GPU; the chosen fleet must serve the warm-up and one replica fewer must not.
-    trace = _trace(warmup_per_s=6.0, after_per_s=6.0)
-    warmup = [r for r in trace.requests if r.arrival_s < WARMUP_S]
-    chosen = serving.resolve_size(trace, OPTIONS, "kapell@auto")
-    share = _share(trace, warmup, chosen, math.inf)
-    replicas = round(share / chosen.gpu_fraction)
-    assert share < 1.0 and chosen.name != "gpu"
-    if replicas > 1:
-        fewer = _share(trace, warmup, chosen, (replicas - 1) * chosen.gpu_fraction + 1e-9)
-        assert fewer == math.inf
-    for other in slo_feasible(PROFILE, 1000, 0.5, 0.1):
-        assert _share(trace, warmup, other, math.inf) >= share
+    assert smallest.profile.prefill_s(prompt) < 0.9 * OPTIONS.slo_ttft_s
+    trace = Trace("long-prompts", tuple(_arrivals(0.0, 600.0, 0.05, prompt=prompt)))
+    picked = {size for _, size in _sizes(trace)}
+    assert picked and smallest.name not in picked
+    for size in picked:
+        assert replica_size(PROFILE, size).profile.prefill_s(prompt) <= OPTIONS.slo_ttft_s / 2

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import pytest
 
 from kapell.api.errors import KapellError
@@ -18,21 +16,17 @@ def _trace() -> Trace:
 
 
 def test_gpu_seconds_count_the_replica_share() -> None:
+    # Two static replicas held all along: at every reconcile the bill is 2 x their share x the
+    # time so far, for a slice as for a whole GPU.
     trace = _trace()
     options = serving.ServeOptions(profile="h100-llama3-8b")
-    model = serving.twin_model(options, "static", 2)
-
-    whole_gpu = serving.resolve_size(trace, options, "static@gpu")
-
-    def gpu_seconds(fraction: float) -> list[tuple[float, float]]:
-        size = replace(whole_gpu, gpu_fraction=fraction)  # same speed, another bill
-        config = serving.twin_config(trace, options, size, 2)
-        return Twin(config, list(trace.requests), model).replay().gpu_seconds_by_window
-
-    whole, sliced = gpu_seconds(1.0), gpu_seconds(3 / 7)
-    assert [t for t, _ in whole] == [t for t, _ in sliced] and whole[-1][1] > 0
-    for (_, w), (_, s) in zip(whole, sliced, strict=True):
-        assert s == pytest.approx(w * 3 / 7)
+    for size, share in (("gpu", 1.0), ("3g.40gb", 3 / 7), ("4g.40gb", 4 / 7)):
+        model = serving.twin_model(options, "static", 2, size)
+        config = serving.twin_config(trace, options, 2)
+        run = Twin(config, list(trace.requests), model).replay()
+        assert run.gpu_seconds_by_window[-1][0] > 100.0
+        for t_s, gpu_s in run.gpu_seconds_by_window:
+            assert gpu_s == pytest.approx(2 * share * t_s), size
 
 
 def test_sized_labels_report_their_size_and_ratios() -> None:

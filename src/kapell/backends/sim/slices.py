@@ -83,6 +83,13 @@ def replica_size(profile: LatencyProfile, size: str) -> ReplicaSize:
     return ReplicaSize(size, sliced, compute)
 
 
+def size_name(model: Model) -> str:
+    """The size one replica of ``model`` runs at: the MIG profile its ``resources.gpu`` names,
+    else ``gpu`` (a whole GPU; the latency model has no time-sliced shares)."""
+    gpu = model.spec.resources.gpu
+    return (gpu.mig_profile if gpu is not None else None) or WHOLE_GPU
+
+
 def slo_feasible(profile: LatencyProfile, prompt_tokens: int, slo_ttft_s: float,
                  slo_tpot_s: float) -> list[ReplicaSize]:  # fmt: skip
     """The slices whose modelled capacity meets the SLO, smallest GPU share first, then the GPU.

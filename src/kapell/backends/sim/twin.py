@@ -12,7 +12,11 @@ there is one, else cold starts a new one in ``cold_start_s`` (jittered by up to 
 seed). Stopping a ready replica drains it (it takes no new request, finishes the ones it
 holds), then it sleeps if the warm tier has room, else it is gone; stopping one that is not
 ready yet cancels it. GPU-seconds are integrated over every replica that holds a GPU (or
-slice), sleeping ones apart.
+slice, billed at its share), sleeping ones apart.
+
+Each replica runs at the size its Model's ``resources.gpu`` names when it starts (a MIG slice
+of the profile's GPU, else the whole GPU), so a Model the sizing policy resizes rolls onto
+replicas of the new size as it would on a cluster.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from kapell.api.model import Model
 from kapell.api.replica import Endpoint, Replica, ReplicaPhase
 from kapell.backends.sim.gpus import SimGpuPool
 from kapell.backends.sim.replica import PendingStep, ReplicaState, SimReplica
+from kapell.backends.sim.slices import ReplicaSize, replica_size, size_name
 from kapell.engines.sim.batcher import SimSequence
 from kapell.engines.sim.latency import LatencyProfile
 
@@ -43,6 +48,7 @@ class SimSettings:
     """What the simulated replicas are: their latency model, starts and billing."""
 
     profile: LatencyProfile
+    """The whole GPU's; a replica on a MIG slice runs the slice's share of it."""
     prefix_block_tokens: int = 512
     cold_start_s: float | None = None
     """None: the profile's cold start."""
@@ -51,8 +57,6 @@ class SimSettings:
     warm_tier: int = 0
     """Replicas kept asleep after a stop, to wake in ``wake_s`` instead of a cold start."""
     seed: int = 0
-    gpu_fraction: float = 1.0
-    """Share of a GPU one replica is billed (a MIG slice: g/7); GPU-seconds count by it."""
 
 
 @dataclass
@@ -63,6 +67,8 @@ class _Held:
     model_key: str
     model_name: str
     revision: str
+    gpu_fraction: float
+    """The share of a GPU it is billed (a MIG slice: g/7)."""
     has_gpu: bool = False
     """Whether it took a GPU of the shared pool (with one, a start may wait for its GPU)."""
 
@@ -95,6 +101,7 @@ class SimReplicas:
         self._on_first_token = on_first_token
         self._rng = random.Random(settings.seed)
         self._held: dict[str, _Held] = {}
+        self._sizes: dict[str, ReplicaSize] = {}
         self._finished: dict[SimSequence, asyncio.Future[None]] = {}
         self._created = 0
         self._last_account_s = 0.0
@@ -239,12 +246,20 @@ class SimReplicas:
     def _new(self, model: Model, revision: str) -> _Held:
         self._created += 1
         replica_id = f"{model.metadata.name}-{revision[:5]}-{self._created}"
+        size = self._size(model)
         replica = SimReplica(
-            replica_id, self.settings.profile, prefix_block_tokens=self.settings.prefix_block_tokens
+            replica_id, size.profile, prefix_block_tokens=self.settings.prefix_block_tokens
         )
-        held = _Held(replica, model.key, model.metadata.name, revision)
+        held = _Held(replica, model.key, model.metadata.name, revision, size.gpu_fraction)
         self._held[replica_id] = held
         return held
+
+    def _size(self, model: Model) -> ReplicaSize:
+        """The size ``model``'s replicas run at (slice profiles derived once per size)."""
+        name = size_name(model)
+        if name not in self._sizes:
+            self._sizes[name] = replica_size(self.settings.profile, name)
+        return self._sizes[name]
 
     def _begin(self, held: _Held, state: ReplicaState, delay_s: float) -> None:
         self._set_state(held, state)
@@ -294,11 +309,12 @@ class SimReplicas:
         dt = now_s - self._last_account_s
         if dt <= 0:
             return
-        holding = sleeping = 0
+        holding = sleeping = 0.0
         for held in self._held.values():
-            holding += held.replica.state.holds_gpu and (held.has_gpu or self._gpus is None)
-            sleeping += held.replica.state is ReplicaState.SLEEPING
-        fraction = self.settings.gpu_fraction
-        self._gpu_seconds += holding * dt * fraction
-        self.sleeping_gpu_seconds += sleeping * dt * fraction
+            state = held.replica.state
+            if state.holds_gpu and (held.has_gpu or self._gpus is None):
+                holding += held.gpu_fraction
+            sleeping += held.gpu_fraction * (state is ReplicaState.SLEEPING)
+        self._gpu_seconds += holding * dt
+        self.sleeping_gpu_seconds += sleeping * dt
         self._last_account_s = now_s
