@@ -21,7 +21,8 @@ def serve(
         typer.Option(
             help="Comma list of kapell, kpa, static; NAME@SIZE runs replicas on a MIG slice "
             "(e.g. kapell@3g.40gb, billed g/7 of a GPU), whole GPUs (@gpu) or @auto (the "
-            "SLO-feasible size with the least expected GPU share for the warm-up's demand). "
+            "sizing policy of kapell up picks the size from the metered demand, and re-picks "
+            "as it moves). "
             "Bare kapell is kapell@auto; bare kpa and static use whole GPUs."
         ),
     ] = "kapell,kpa,static",
