@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import pytest
 from tests.unit.control.test_model_controller import SPEC, ReplicaTable
 
 from kapell.api import Model
@@ -44,20 +45,25 @@ class Measure:
 class Meter:
     """Cumulative counters as the gateway's meter reports them, driven at a set rate."""
 
-    def __init__(self) -> None:
-        self.requests = self.prompt = self.tokens = 0.0
+    def __init__(self, counts_arrivals: bool = False) -> None:
+        self.requests = self.prompt = self.tokens = self.admitted = 0.0
+        self.counts_arrivals = counts_arrivals
 
-    def run(self, seconds: float, per_s: float, prompt: int = 1000, output: int = 200) -> None:
+    def run(self, seconds: float, per_s: float, prompt: int = 1000, output: int = 200,
+            arriving_per_s: float | None = None) -> None:  # fmt: skip
+        """``per_s`` requests complete a second; ``arriving_per_s`` arrive (default: as many)."""
         n = seconds * per_s
         self.requests += n
         self.prompt += n * prompt
         self.tokens += n * (prompt + output)
+        self.admitted += seconds * (arriving_per_s or per_s) * (prompt + output)
 
     def __call__(self, model: Model) -> DemandSample:
         return DemandSample(
             tokens_total=self.tokens,
             requests_total=self.requests,
             prompt_tokens_total=self.prompt,
+            admitted_tokens_total=self.admitted if self.counts_arrivals else None,
         )
 
 
@@ -89,6 +95,43 @@ def test_the_pick_follows_metered_demand_after_the_hold(tmp_path: Path) -> None:
     assert choice.size == "gpu" and "held" in choice.reason, choice
     # Picked at the first evaluation whose window is mostly the new load, held 300 s.
     assert 300.0 <= now_s - 200.0 <= 300.0 + 120.0 + 30.0, now_s
+
+
+def test_demand_is_measured_over_a_minute_of_arrivals_not_a_backlog_s_completions() -> None:
+    # A fleet too small for its load completes 1 request/s while 5 arrive: sized by completions
+    # the demand would fit one slice; by arrivals it needs whole GPUs (6,000 tokens/s).
+    meter, measure = Meter(counts_arrivals=True), Measure()
+    sizer = PolicySizer(meter, measure, cold_start_s=lambda m: 60.0)
+    m = _auto()
+    now_s = 0.0
+    sizer.size_for(m, now_s)
+    for _ in range(5):  # less than a minute: still a guess, nothing measured
+        now_s += 10.0
+        meter.run(10.0, 1.0, arriving_per_s=5.0)
+        choice = sizer.size_for(m, now_s)
+        assert choice.provisional and "no demand measured" in choice.reason
+    assert all(asked.requests_per_s == 0 for asked in measure.asked)
+    now_s += 30.0
+    meter.run(30.0, 1.0, arriving_per_s=5.0)
+    choice = sizer.size_for(m, now_s)
+    assert measure.asked[-1] == SteadyDemand(5.0, 1000, 200)
+    assert choice.size == "gpu" and not choice.provisional  # the guess gives way at once
+
+
+def test_bursty_demand_is_sized_for_its_busiest_half_minute_not_its_mean() -> None:
+    # 40 s of 5 requests/s, then 80 s idle: a mean of 1.67/s, which one slice would carry, but
+    # the fleet must carry 5/s while the burst lasts.
+    meter, measure = Meter(counts_arrivals=True), Measure()
+    sizer = PolicySizer(meter, measure, cold_start_s=lambda m: 60.0)
+    m = _auto()
+    now_s = 0.0
+    sizer.size_for(m, now_s)
+    for second in range(120):
+        meter.run(1.0, 5.0 if second < 40 else 0.0)
+        now_s += 1.0
+        sizer.size_for(m, now_s)
+    informed = [d for d in measure.asked if d.requests_per_s > 0]
+    assert informed and informed[-1].requests_per_s == pytest.approx(5.0)
 
 
 def test_the_controller_runs_replicas_at_the_picked_size_and_says_why(tmp_path: Path) -> None:
