@@ -7,7 +7,8 @@ tokens, as the gateway meters them). Every ``EVALUATE_EVERY_S`` the window becom
 pick is a guess), and ``policy.sizing.choose_size`` picks the size whose smallest serving fleet
 has the least GPU share, among the candidates a ``SizeMeasure`` offers and by its measurement of
 whether a fleet serves. ``SizeHold`` keeps the running size until another pick has held for
-``resize_hold_s`` (five cold starts, at least five minutes). The controller applies the choice
+``resize_hold_s`` (five cold starts, at least five minutes; a larger size ``grow_hold_s``, one
+cold start, at least a minute). The controller applies the choice
 by writing it into the replicas' ``resources.gpu``, so a resize is the rolling update any spec
 change gets. The measurement is injected: ``kapell up`` gives the latency model's
 (``backends.sim.sizing``).
@@ -28,12 +29,13 @@ from kapell.policy.sizing import (
     SizeOption,
     SteadyDemand,
     choose_size,
+    grow_hold_s,
     resize_hold_s,
 )
 
 EVALUATE_EVERY_S = 30.0
 """How often the demand is re-sized (each evaluation replays it in the latency model)."""
-DEMAND_WINDOW_S = 120.0
+DEMAND_WINDOW_S = 300.0
 """The demand a pick is made for: the last two minutes."""
 PEAK_SPAN_S = 30.0
 """The rate sized for is the window's busiest span this long: slices sized for a two-minute mean
@@ -110,7 +112,8 @@ class PolicySizer:
         """The size ``model``'s replicas should run at now, and why."""
         state = self._models.get(model.key)
         if state is None:
-            state = _Sized(SizeHold(resize_hold_s(self._cold_start_s(model))))
+            cold_start_s = self._cold_start_s(model)
+            state = _Sized(SizeHold(resize_hold_s(cold_start_s), grow_hold_s(cold_start_s)))
             self._models[model.key] = state
         window = state.window
         window.append((now_s, self._sample(model)))
@@ -145,13 +148,13 @@ class PolicySizer:
         provisional = seen_demand is None
         if chosen.name == WHOLE_GPU:
             reason = f"whole GPUs: no slice serves {seen} below one GPU"
-            return SizeChoice(chosen.name, reason, provisional)
+            return SizeChoice(chosen.name, reason, chosen.gpu_fraction, provisional)
         replicas = round(share / chosen.gpu_fraction)
         reason = (
             f"{chosen.name}: least GPU share for {seen}: {replicas} x {chosen.gpu_fraction:.2f} "
             f"= {share:.2f} GPU"
         )
-        return SizeChoice(chosen.name, reason, provisional)
+        return SizeChoice(chosen.name, reason, chosen.gpu_fraction, provisional)
 
 
 def _steady(window: deque[tuple[float, DemandSample]]) -> SteadyDemand | None:

@@ -95,16 +95,27 @@ def choose_size(
 # --- live re-sizing ----------------------------------------------------------------------------
 
 RESIZE_HOLD_COLD_STARTS = 5.0
-"""A new size applies once it has been the pick for this many cold starts (at least
+"""A smaller size applies once it has been the pick for this many cold starts (at least
 ``MIN_RESIZE_HOLD_S``): a resize is a rolling update, one cold start per replica, so a pick that
 flips back sooner costs more GPU time than it saves (the same ski-rental bound as the
 autoscaler's scale-down delay)."""
 MIN_RESIZE_HOLD_S = 300.0
+GROW_HOLD_COLD_STARTS = 1.0
+"""A larger size applies once it has been the pick for one cold start (at least
+``MIN_GROW_HOLD_S``): replicas too small for the demand cost more than GPU time (more of them,
+each slower, while the burst that outgrew them lasts); on a bursty trace whose trickles
+resized the fleet to slices, waiting five minutes to grow back cost 1.44x a static fleet."""
+MIN_GROW_HOLD_S = 60.0
 
 
 def resize_hold_s(cold_start_s: float) -> float:
-    """How long a new pick must hold before replicas are resized: 5 cold starts, >= 5 min."""
+    """How long a smaller pick must hold before replicas are resized: 5 cold starts, >= 5 min."""
     return max(MIN_RESIZE_HOLD_S, RESIZE_HOLD_COLD_STARTS * cold_start_s)
+
+
+def grow_hold_s(cold_start_s: float) -> float:
+    """How long a larger pick must hold before replicas are resized: a cold start, >= 1 min."""
+    return max(MIN_GROW_HOLD_S, GROW_HOLD_COLD_STARTS * cold_start_s)
 
 
 @dataclass(frozen=True)
@@ -113,6 +124,8 @@ class SizeChoice:
 
     size: str
     reason: str
+    gpu_fraction: float = 1.0
+    """The share of a GPU one replica of this size takes (which way a resize goes)."""
     provisional: bool = False
     """Picked before any demand was seen (a guess): the first pick made from demand replaces it
     at once instead of holding against it."""
@@ -121,11 +134,12 @@ class SizeChoice:
 class SizeHold:
     """Hysteresis over picks: the first pick applies at once, and so does the first one made
     from demand after provisional ones; after that, a different pick applies only once every
-    pick of the last ``hold_s`` seconds was that same size (time is an argument, so the control
-    loop and the twin drive it alike)."""
+    pick of the last ``hold_s`` seconds (``grow_hold_s`` for a larger size) was that same size
+    (time is an argument, so the control loop and the twin drive it alike)."""
 
-    def __init__(self, hold_s: float) -> None:
+    def __init__(self, hold_s: float, grow_hold_s: float | None = None) -> None:
         self.hold_s = hold_s
+        self.grow_hold_s = hold_s if grow_hold_s is None else grow_hold_s
         self.current: SizeChoice | None = None
         self._pending: tuple[float, SizeChoice] | None = None
 
@@ -142,12 +156,13 @@ class SizeHold:
         if self._pending is None or self._pending[1].size != pick.size:
             self._pending = (now_s, pick)
         since_s = self._pending[0]
-        if now_s - since_s >= self.hold_s:
+        hold_s = self.grow_hold_s if pick.gpu_fraction > current.gpu_fraction else self.hold_s
+        if now_s - since_s >= hold_s:
             held_s = now_s - since_s
             self.current = replace(pick, reason=f"{pick.reason} (held {held_s:.0f}s)")
             self._pending = None
             return self.current
-        left_s = self.hold_s - (now_s - since_s)
+        left_s = hold_s - (now_s - since_s)
         return replace(
             current,
             reason=f"{current.reason}; {pick.size} picked for the demand now, "

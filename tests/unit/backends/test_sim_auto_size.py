@@ -12,9 +12,9 @@ import pytest
 from kapell.backends.sim.slices import replica_size, smallest_fitting
 from kapell.bench import serving
 from kapell.bench.traces import Trace, TraceRequest
-from kapell.control.sizing import DEMAND_WINDOW_S, EVALUATE_EVERY_S
+from kapell.control.sizing import EVALUATE_EVERY_S, PEAK_SPAN_S
 from kapell.engines.sim.latency import load_profile
-from kapell.policy.sizing import resize_hold_s
+from kapell.policy.sizing import grow_hold_s
 
 WARMUP_S = 300.0
 OPTIONS = serving.ServeOptions(profile="h100-llama3-8b", warmup_s=WARMUP_S)
@@ -59,15 +59,16 @@ def test_a_fixed_size_reports_no_resizes() -> None:
 
 def test_demand_that_outgrows_the_slice_resizes_to_whole_gpus_after_the_hold() -> None:
     # 0.5 requests/s of 1,200 tokens for ten minutes, then 20/s (24k tokens/s: more than any
-    # fleet of slices below one GPU's share carries): the pick moves to whole GPUs within an
-    # evaluation or a window of the change, and applies once it has held.
+    # fleet of slices below one GPU's share carries): the pick moves to whole GPUs once half a
+    # minute of it is metered, at the next evaluation, and applies once it has held.
     change_s = 600.0
     requests = _arrivals(0.0, change_s, 0.5) + _arrivals(change_s, change_s + 720.0, 20.0)
     sizes = _sizes(Trace("step", tuple(requests)))
     assert [size for _, size in sizes][-1] == "gpu" and sizes[0][1] != "gpu", sizes
     resized_s = next(t_s for t_s, size in sizes if size == "gpu") - WARMUP_S  # trace time
-    hold_s = resize_hold_s(PROFILE.cold_start_s)
-    assert change_s + hold_s <= resized_s <= change_s + hold_s + DEMAND_WINDOW_S + EVALUATE_EVERY_S
+    hold_s = grow_hold_s(PROFILE.cold_start_s)
+    latest_s = change_s + PEAK_SPAN_S + EVALUATE_EVERY_S + hold_s + EVALUATE_EVERY_S
+    assert change_s + hold_s <= resized_s <= latest_s
 
 
 def test_long_prompts_rule_out_a_slice_that_prefills_them_only_just_in_time() -> None:

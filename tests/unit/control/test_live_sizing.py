@@ -16,7 +16,7 @@ from kapell.backends.local.store import SQLiteStore
 from kapell.backends.sim.sizing import LatencyModelSizes
 from kapell.control.model import ModelController, revision_of
 from kapell.control.scaling import PolicyScaler
-from kapell.control.sizing import PolicySizer, sized
+from kapell.control.sizing import DEMAND_WINDOW_S, PolicySizer, sized
 from kapell.policy.autoscale import DemandSample
 from kapell.policy.sizing import SizeOption, SteadyDemand
 
@@ -75,7 +75,7 @@ def _auto() -> Model:
 
 def test_the_pick_follows_metered_demand_after_the_hold(tmp_path: Path) -> None:
     meter, measure = Meter(), Measure()
-    sizer = PolicySizer(meter, measure, cold_start_s=lambda m: 60.0)  # hold: 300 s
+    sizer = PolicySizer(meter, measure, cold_start_s=lambda m: 60.0)  # holds: 60 s up, 300 down
     m = _auto()
     first = sizer.size_for(m, 0.0)
     assert first.size == "3g.40gb" and "no demand" in first.reason and first.provisional
@@ -86,15 +86,31 @@ def test_the_pick_follows_metered_demand_after_the_hold(tmp_path: Path) -> None:
         choice = sizer.size_for(m, now_s)
     assert choice.size == "3g.40gb" and "600 tokens/s" in choice.reason, choice
     assert measure.asked[-1] == SteadyDemand(0.5, 1000, 200)
-    for _ in range(60):  # 5 requests/s: 6,000 tokens/s, three slices > one GPU
+
+    def run_until(size: str, per_s: float) -> float:
+        """Seconds of ``per_s`` requests/s until the pick applied is ``size``."""
+        started_s = now_s
+        for _ in range(200):
+            step(per_s)
+            if choice.size == size:
+                break
+        assert choice.size == size and "held" in choice.reason, choice
+        return now_s - started_s
+
+    def step(per_s: float) -> None:
+        nonlocal now_s, choice
         now_s += 10.0
-        meter.run(10.0, 5.0)
+        meter.run(10.0, per_s)
         choice = sizer.size_for(m, now_s)
-        if choice.size == "gpu":
-            break
-    assert choice.size == "gpu" and "held" in choice.reason, choice
-    # Picked at the first evaluation whose window is mostly the new load, held 300 s.
-    assert 300.0 <= now_s - 200.0 <= 300.0 + 120.0 + 30.0, now_s
+
+    # 5 requests/s: 6,000 tokens/s, three slices > one GPU. Picked once a half-minute of it
+    # is metered, at the next evaluation, and applied after holding a cold start.
+    grew_s = run_until("gpu", 5.0)
+    assert 60.0 <= grew_s <= 30.0 + 30.0 + 60.0 + 10.0, grew_s
+    # Back to 0.5/s: the slice is picked once the burst has left the window, and applied
+    # only after holding five minutes.
+    shrank_s = run_until("3g.40gb", 0.5)
+    assert DEMAND_WINDOW_S + 300.0 <= shrank_s <= DEMAND_WINDOW_S + 300.0 + 30.0 + 10.0, shrank_s
 
 
 def test_demand_is_measured_over_a_minute_of_arrivals_not_a_backlog_s_completions() -> None:

@@ -13,6 +13,7 @@ from kapell.policy.sizing import (
     SizeOption,
     choose_size,
     fleet_share,
+    grow_hold_s,
     resize_hold_s,
 )
 
@@ -83,6 +84,18 @@ def test_a_pick_that_flips_back_within_the_hold_resizes_nothing() -> None:
     assert hold.offer(530.0, SizeChoice("gpu", "burst")).size == "gpu"
 
 
+def test_a_larger_size_applies_after_the_short_hold_a_smaller_one_after_the_long() -> None:
+    hold = SizeHold(hold_s=300.0, grow_hold_s=60.0)
+    slice_, gpu = SizeChoice("3g", "small", 3 / 7), SizeChoice("gpu", "burst", 1.0)
+    hold.offer(0.0, slice_)
+    assert hold.offer(30.0, gpu).size == "3g"
+    assert hold.offer(89.0, gpu).size == "3g"
+    assert hold.offer(90.0, gpu).size == "gpu"
+    assert hold.offer(120.0, slice_).size == "gpu"
+    assert hold.offer(419.0, slice_).size == "gpu"
+    assert hold.offer(420.0, slice_).size == "3g"
+
+
 def test_a_guess_made_before_any_demand_gives_way_at_once_to_the_first_informed_pick() -> None:
     hold = SizeHold(hold_s=300.0)
     guess = hold.offer(0.0, SizeChoice("1g", "no demand yet", provisional=True))
@@ -101,3 +114,5 @@ def test_a_guess_made_before_any_demand_gives_way_at_once_to_the_first_informed_
 def test_the_hold_is_five_cold_starts_and_at_least_five_minutes() -> None:
     assert resize_hold_s(10.0) == 300.0
     assert resize_hold_s(120.0) == 600.0
+    assert grow_hold_s(10.0) == 60.0
+    assert grow_hold_s(120.0) == 120.0
