@@ -67,6 +67,13 @@ class Meter:
         )
 
 
+def _sizer(counts_arrivals: bool = False) -> tuple[Meter, Measure, PolicySizer]:
+    """A meter, the fake measurement and a sizer over them (cold start 60 s: holds of 60 s to
+    grow, 300 s to shrink)."""
+    meter, measure = Meter(counts_arrivals), Measure()
+    return meter, measure, PolicySizer(meter, measure, cold_start_s=lambda m: 60.0)
+
+
 def _auto() -> Model:
     [m] = load_text(AUTO)
     assert isinstance(m, Model)
@@ -74,8 +81,7 @@ def _auto() -> Model:
 
 
 def test_the_pick_follows_metered_demand_after_the_hold(tmp_path: Path) -> None:
-    meter, measure = Meter(), Measure()
-    sizer = PolicySizer(meter, measure, cold_start_s=lambda m: 60.0)  # holds: 60 s up, 300 down
+    meter, measure, sizer = _sizer()
     m = _auto()
     first = sizer.size_for(m, 0.0)
     assert first.size == "3g.40gb" and "no demand" in first.reason and first.provisional
@@ -116,8 +122,7 @@ def test_the_pick_follows_metered_demand_after_the_hold(tmp_path: Path) -> None:
 def test_demand_is_measured_over_a_minute_of_arrivals_not_a_backlog_s_completions() -> None:
     # A fleet too small for its load completes 1 request/s while 5 arrive: sized by completions
     # the demand would fit one slice; by arrivals it needs whole GPUs (6,000 tokens/s).
-    meter, measure = Meter(counts_arrivals=True), Measure()
-    sizer = PolicySizer(meter, measure, cold_start_s=lambda m: 60.0)
+    meter, measure, sizer = _sizer(counts_arrivals=True)
     m = _auto()
     now_s = 0.0
     sizer.size_for(m, now_s)
@@ -137,8 +142,7 @@ def test_demand_is_measured_over_a_minute_of_arrivals_not_a_backlog_s_completion
 def test_bursty_demand_is_sized_for_its_busiest_half_minute_not_its_mean() -> None:
     # 40 s of 5 requests/s, then 80 s idle: a mean of 1.67/s, which one slice would carry, but
     # the fleet must carry 5/s while the burst lasts.
-    meter, measure = Meter(counts_arrivals=True), Measure()
-    sizer = PolicySizer(meter, measure, cold_start_s=lambda m: 60.0)
+    meter, measure, sizer = _sizer(counts_arrivals=True)
     m = _auto()
     now_s = 0.0
     sizer.size_for(m, now_s)
