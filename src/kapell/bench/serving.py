@@ -141,17 +141,10 @@ def twin_model(
         scaling.update(minReplicas=min(options.min_replicas, count), maxReplicas=count)
     elif name == "kapell" and knob is not None:
         scaling["targetTokensPerSecond"] = knob
-    gpu: dict[str, Any] = (
-        {"auto": True}
-        if size == AUTO_SIZE
-        else {"count": 1}
-        if size == WHOLE_GPU
-        else {"migProfile": size}
-    )
     spec = {
         "source": {"uri": options.profile},
         "engine": {"name": "sim"},
-        "resources": {"gpu": gpu},
+        "resources": {"gpu": _gpu_request(size)},
         "scaling": scaling,
         "routing": {"strategy": options.router},
         "slo": {
@@ -160,6 +153,13 @@ def twin_model(
         },
     }
     return Model(metadata=ObjectMeta(name="twin"), spec=ModelSpec.model_validate(spec))
+
+
+def _gpu_request(size: str) -> dict[str, Any]:
+    """``spec.resources.gpu`` for a replica size: sized by the policy, a whole GPU or a slice."""
+    if size == AUTO_SIZE:
+        return {"auto": True}
+    return {"count": 1} if size == WHOLE_GPU else {"migProfile": size}
 
 
 def tuning(options: ServeOptions, name: str, knob: float | None) -> Tune | None:
@@ -192,8 +192,8 @@ def replay(
     The first ``warmup`` seconds of the trace are played once before the trace itself, so every
     policy meets the measured part in its steady state (a static fleet is born at full size,
     dynamic ones at ``min_replicas``; an ``auto`` fleet is sized by the policy from the
-    pre-roll's demand on). ``trough``: an opportunistic job sharing the fleet's GPUs. Returns the run and when its
-    measured part begins.
+    pre-roll's demand on). ``trough``: an opportunistic job sharing the fleet's GPUs. Returns
+    the run and when its measured part begins.
     """
     if options.router not in ROUTERS:
         raise ServingBenchError(
