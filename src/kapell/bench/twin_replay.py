@@ -262,7 +262,8 @@ class Twin:
             clock=loop.time,
         )
         exchange = _Exchange(model, source, gate, meter, balancer, backend)
-        backend.preload(model, revision_of(model), config.initial_replicas)
+        born, _ = controller.with_size(model)  # an auto fleet is born at the size picked now
+        backend.preload(born, revision_of(born), config.initial_replicas)
         reconciler.enqueue(model.key)
         if trough is not None:
             reconciler.enqueue(trough.job.key)

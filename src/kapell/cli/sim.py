@@ -234,8 +234,18 @@ def _print_table(report: dict[str, Any]) -> None:
     for header in columns:
         table.add_column(header, justify="right")
     for name, entry in report["autoscalers"].items():
-        table.add_row(name, *(_cell(entry.get(key)) for key in columns.values()))
+        cells = [_cell(entry.get(key)) for key in columns.values()]
+        table.add_row(name, _size_cell(entry), *cells[1:])
     Console(width=max(Console().width, 150)).print(table)
+
+
+def _size_cell(entry: dict[str, Any]) -> str:
+    """The replica size; for ``auto``, the sizes the policy ran in the measured part, in order
+    (``auto: 3g.40gb→gpu``)."""
+    sizes = [size for _, size in entry.get("sizes", [])]
+    if entry.get("replica_size") != "auto" or not sizes:
+        return _cell(entry.get("replica_size"))
+    return "auto: " + "→".join(sizes)
 
 
 def _cell(value: Any) -> str:

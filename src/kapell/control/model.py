@@ -91,7 +91,7 @@ class ModelController:
                 self._backend.stop_replica(replica.id)
             self._write_waiting(resource, source)
             return self._resync_s
-        resource, size = self._size(source)
+        resource, size = self.with_size(source)
         revision = revision_of(resource)
         current = [r for r in replicas if r.revision == revision]
         old = [r for r in replicas if r.revision != revision]
@@ -112,9 +112,9 @@ class ModelController:
         busy = changed or old or any(not r.ready for r in current)
         return self._progress_s if busy else self._resync_s
 
-    def _size(self, model: Model) -> tuple[Model, SizeChoice | None]:
-        """``model`` with an ``auto`` GPU request made the size the sizer picks (a changed pick
-        changes the revision: a rolling resize), and that pick; others as they are."""
+    def with_size(self, model: Model) -> tuple[Model, SizeChoice | None]:
+        """``model`` with an ``auto`` GPU request made the size the sizer picks now (a changed
+        pick changes the revision: a rolling resize), and that pick; others as they are."""
         if not model.spec.sized_automatically:
             return model, None
         if self._sizer is None:

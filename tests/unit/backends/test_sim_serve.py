@@ -83,6 +83,15 @@ def test_cli_prints_json_and_writes_a_plot(tmp_path: Path) -> None:
     assert gated.exit_code == 0, gated.output
     kept = json.loads(gated.stdout)["autoscalers"]["kpa"]["requests"]
     assert 0 < kept < report["autoscalers"]["kpa"]["requests"]
+    table = CliRunner().invoke(
+        app, [*base[:-3], "--autoscaler", "kapell,static", "--warmup-s", "5"]
+    )
+    assert table.exit_code == 0, table.output
+    # The sized kapell row names the sizes the policy ran; the static row its fixed size.
+    [kapell_row] = [line for line in table.stdout.splitlines() if "│ kapell" in line]
+    assert "auto: " in kapell_row and "gpu" in next(
+        line for line in table.stdout.splitlines() if "│ static" in line
+    )
     bad = CliRunner().invoke(app, [*base, "--gate-s", "10"])
     assert isinstance(bad.exception, KapellError)
     assert "--gate-s: expected ON,OFF" in str(bad.exception)
