@@ -1,14 +1,16 @@
 """The Model controller: keep the right number of replicas of the current revision running.
 
 Level-based: every call reads the Model and the replicas that exist and moves one step toward
-the desired set, whatever happened before. A changed spec is rolled out one replica at a time
-(surge one, never fewer ready replicas than before), so re-applying a Model fails no request.
+the desired set, whatever happened before. A changed spec is rolled out a quarter of the fleet
+at a time (at least one replica; never fewer ready replicas than before), so re-applying a
+Model fails no request.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -29,6 +31,18 @@ from kapell.policy.sizing import SizeChoice
 
 RESYNC_S = 2.0  # also the autoscaler's sampling period when nothing else happens
 PROGRESS_S = 0.5
+
+
+ROLLING_SURGE = 0.25
+"""New replicas a rolling update starts at a time, as a share of the fleet (Kubernetes
+Deployments' default ``maxSurge``): one at a time, a resize of ten replicas took ten cold
+starts, and a fleet mid-roll cannot grow."""
+
+
+def rolling_surge(desired: int) -> int:
+    """How many new replicas may be starting at once in a rolling update: a quarter of the
+    desired fleet, rounded up, at least one (a fleet of four or fewer rolls one at a time)."""
+    return max(1, math.ceil(desired * ROLLING_SURGE))
 
 
 REPLICA_FIELDS = {"source", "engine", "resources", "node_selector"}
@@ -136,11 +150,13 @@ class ModelController:
                 return True
         ready_current = [r for r in current if r.ready]
         if old:
-            # Rolling update: surge one new replica, retire one old once it is ready.
+            # Rolling update: surge new replicas (a quarter of the fleet at a time, at least
+            # one), retire an old one for each that is ready.
             if len(ready_current) + len(old) > desired and ready_current:
                 self._backend.stop_replica(old[0].id)
                 return True
-            if len(current) < desired and len(current) == len(ready_current):
+            starting = len(current) - len(ready_current)
+            if len(current) < desired and starting < rolling_surge(desired):
                 self._backend.start_replica(model, revision)
                 return True
             return False

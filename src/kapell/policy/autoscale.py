@@ -261,6 +261,15 @@ class WindowedHysteresis:
         self._recommended: deque[tuple[float, int]] = deque()
 
     def reconfigure(self, config: AutoscaleConfig, *, scale_down_delay_s: float) -> None:
+        """New knobs. On a resize the counts it holds on to (the last decision, the
+        recommendations the scale-down delay keeps) are converted to the new size, GPU share
+        for GPU share: ten 3g.40gb slices held through a resize to whole GPUs would otherwise
+        become ten GPUs until the delay ran out (at 5x the conversation trace, a fleet rolled
+        from its first guess onto GPUs asked for 10 where 2 served)."""
+        factor = self._config.replica_gpu_share / config.replica_gpu_share
+        if factor != 1.0:
+            self._last_wanted = _converted(self._last_wanted, factor)
+            self._recommended = deque((t_s, _converted(n, factor)) for t_s, n in self._recommended)
         self._config = config
         self._scale_down_delay_s = scale_down_delay_s
 
@@ -305,6 +314,12 @@ class WindowedHysteresis:
             wanted += config.warm_pool
         replicas = min(max(wanted, config.min_replicas), config.max_replicas)
         return ScaleDecision(replicas=replicas, panicking=panicking, reason=reason)
+
+
+def _converted(replicas: int, factor: float) -> int:
+    """``replicas`` of one size as replicas of another whose GPU share is 1/``factor`` of it,
+    rounded up (``1e-9`` absorbs the float error of shares such as 3/7)."""
+    return math.ceil(replicas * factor - 1e-9)
 
 
 # --- policies --------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ spec:
 
 def model(min_replicas: int = 2, args: tuple[str, ...] = ()) -> Model:
     text = SPEC.replace("MIN", str(min_replicas))
+    text = text.replace("maxReplicas: 4", f"maxReplicas: {max(4, min_replicas)}")
     if args:
         text = text.replace("{name: sim}", "{name: sim, args: [" + ", ".join(args) + "]}")
     [m] = load_text(text)
@@ -123,6 +124,27 @@ def test_changed_spec_rolls_one_at_a_time_without_losing_ready_replicas(setup) -
         table.make_ready()
     revisions = {r.revision for r in table.rows.values()}
     assert revisions == {revision_of(new)} and len(table.rows) == 2
+
+
+def test_a_larger_fleet_rolls_a_quarter_at_a_time(setup) -> None:  # type: ignore[no-untyped-def]
+    store, table, controller, _ = setup
+    old = model(8)
+    store.apply(old)
+    controller.reconcile(old.key)
+    table.make_ready()
+    new = model(8, args=("--speedup", "'2'"))
+    store.apply(new)
+    rounds = 0  # cold starts the roll waits for
+    while True:
+        for _ in range(20):  # settle: retire what the ready new replicas replace, surge more
+            controller.reconcile(new.key)
+            assert table.ready() >= 8, "a rollout step dropped below the ready count"
+            assert len(table.rows) <= 10, "surged more than a quarter of the fleet"
+        if {r.revision for r in table.rows.values()} == {revision_of(new)}:
+            break
+        table.make_ready()
+        rounds += 1
+    assert rounds == 4 and len(table.rows) == 8  # two at a time: four cold starts, not eight
 
 
 def test_a_scaling_change_rolls_no_replica(setup) -> None:  # type: ignore[no-untyped-def]

@@ -256,3 +256,21 @@ def test_a_resize_scales_a_learned_capacity_and_a_set_target_replaces_it() -> No
     assert scaler.capacity_tokens_per_s == 5000
     scaler.reconfigure(dc_replace(config, replica_gpu_share=3 / 7))  # the target unset: learn
     assert scaler.capacity_tokens_per_s == 7000
+
+
+def test_a_resize_converts_the_counts_held_through_the_scale_down_delay() -> None:
+    # Ten 3g.40gb slices (30/7 GPUs) busy, then the fleet is resized to whole GPUs at the same
+    # tokens per GPU: the count held through the delay becomes 5 GPUs (ceil 4.29), not 10.
+    share = 3 / 7
+    sliced = AutoscaleConfig(max_replicas=50, capacity_tokens_per_s=3000, replica_gpu_share=share,
+                             cold_start_s=60.0)  # fmt: skip
+    scaler = TokenAutoscaler(sliced)
+    for now in range(1, 61):
+        scaler.observe(now, DemandSample(tokens_total=0, ready_replicas=10,
+                                         admitted_tokens_total=30_000.0 * now))  # fmt: skip
+    assert scaler.desired(60).replicas == 10
+    scaler.reconfigure(dc_replace(sliced, capacity_tokens_per_s=7000, replica_gpu_share=1.0))
+    for now in range(61, 71):  # demand gone: only the scale-down delay holds the count
+        scaler.observe(now, DemandSample(tokens_total=0, ready_replicas=10,
+                                         admitted_tokens_total=30_000.0 * 60))  # fmt: skip
+    assert scaler.desired(70).replicas == 5
