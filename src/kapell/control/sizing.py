@@ -3,8 +3,8 @@ demand.
 
 Each Model sized ``auto`` keeps a window of its demand counters (requests, prompt and output
 tokens, as the gateway meters them). Every ``EVALUATE_EVERY_S`` the window becomes a
-``SteadyDemand`` at its busiest half-minute (once it spans ``MIN_MEASURED_S``; before that the
-pick is a guess), and ``policy.sizing.choose_size`` picks the size whose smallest serving fleet
+``SteadyDemand`` at its busiest half-minute (a pick from less than ``MIN_MEASURED_S`` of demand
+is a guess, re-made every ``GUESS_EVALUATE_EVERY_S`` and replaced at once), and ``policy.sizing.choose_size`` picks the size whose smallest serving fleet
 has the least GPU share, among the candidates a ``SizeMeasure`` offers and by its measurement of
 whether a fleet serves. ``SizeHold`` keeps the running size until another pick has held for
 ``resize_hold_s`` (five cold starts, at least five minutes; a larger size ``grow_hold_s``, one
@@ -42,8 +42,11 @@ PEAK_SPAN_S = 30.0
 miss the bursts within it (gated traffic at 5x, one minute on and two off: 68% of requests met
 the SLO on the slices its mean picked)."""
 MIN_MEASURED_S = 60.0
-"""Demand is measured once the window spans this long; picks before are guesses (a mean over a
-few seconds of a starting fleet's completions once picked a slice for a GPU's load)."""
+"""Demand is measured once the window spans this long; picks from less are guesses, which the
+next pick replaces at once (a mean over the first 30 s once picked slices for a GPU's load)."""
+GUESS_EVALUATE_EVERY_S = 10.0
+"""How often a guess is re-made: a fleet born on a guess under load grows at its size until the
+next pick (on Mooncake's long prompts, 32 slices in the first minute)."""
 UNSEEN_PROMPT_TOKENS = 512
 UNSEEN_OUTPUT_TOKENS = 128
 """The request assumed before any was seen (it sets which sizes meet the TTFT target)."""
@@ -119,14 +122,19 @@ class PolicySizer:
         window.append((now_s, self._sample(model)))
         while len(window) > 2 and window[1][0] <= now_s - DEMAND_WINDOW_S:
             window.popleft()
-        due = state.evaluated_s is None or now_s - state.evaluated_s >= EVALUATE_EVERY_S
-        if due:
+        current = state.hold.current
+        every_s = (
+            GUESS_EVALUATE_EVERY_S if current is None or current.provisional else EVALUATE_EVERY_S
+        )
+        if state.evaluated_s is None or now_s - state.evaluated_s >= every_s:
             state.evaluated_s = now_s
-            state.hold.offer(now_s, self._pick(model, _steady(window)))
+            state.hold.offer(now_s, self._pick(model, *_steady(window)))
         assert state.hold.current is not None
         return state.hold.current
 
-    def _pick(self, model: Model, seen_demand: SteadyDemand | None) -> SizeChoice:
+    def _pick(self, model: Model, seen_demand: SteadyDemand | None, seen_s: float) -> SizeChoice:
+        """The size for the demand seen over ``seen_s`` (None: no request seen); a pick from
+        less than ``MIN_MEASURED_S`` of demand is provisional."""
         demand = seen_demand or SteadyDemand(0.0, UNSEEN_PROMPT_TOKENS, UNSEEN_OUTPUT_TOKENS)
         candidates = self._measure.candidates(model, demand.prompt_tokens)
 
@@ -143,54 +151,60 @@ class PolicySizer:
             f"{demand.tokens_per_s:,.0f} tokens/s ({demand.requests_per_s:.2f} requests/s, "
             f"{demand.prompt_tokens}-token prompts, {demand.output_tokens}-token outputs)"
         )
+        provisional = seen_demand is None or seen_s < MIN_MEASURED_S
         if seen_demand is None:
-            seen = f"no demand measured yet (it takes {MIN_MEASURED_S:.0f} s)"
-        provisional = seen_demand is None
+            seen = f"no demand seen in the last {DEMAND_WINDOW_S:.0f} s"
         if chosen.name == WHOLE_GPU:
             reason = f"whole GPUs: no slice serves {seen} below one GPU"
-            return SizeChoice(chosen.name, reason, chosen.gpu_fraction, provisional)
-        replicas = round(share / chosen.gpu_fraction)
-        reason = (
-            f"{chosen.name}: least GPU share for {seen}: {replicas} x {chosen.gpu_fraction:.2f} "
-            f"= {share:.2f} GPU"
-        )
+        else:
+            replicas = round(share / chosen.gpu_fraction)
+            reason = (
+                f"{chosen.name}: least GPU share for {seen}: {replicas} x "
+                f"{chosen.gpu_fraction:.2f} = {share:.2f} GPU"
+            )
+        if seen_demand is not None and provisional:
+            reason += f" (a guess from {seen_s:.0f} s of demand)"
         return SizeChoice(chosen.name, reason, chosen.gpu_fraction, provisional)
 
 
-def _steady(window: deque[tuple[float, DemandSample]]) -> SteadyDemand | None:
-    """The window's demand at its busiest ``PEAK_SPAN_S``; None until the window spans
-    ``MIN_MEASURED_S`` with a request completed in it.
+def _steady(window: deque[tuple[float, DemandSample]]) -> tuple[SteadyDemand | None, float]:
+    """The window's demand at its busiest ``PEAK_SPAN_S`` (or all of it, if shorter), and how
+    many seconds it spans; None before a request has completed in it.
 
     The mix (mean prompt and output) is the completed requests'. The rate is the arrivals'
     (admitted tokens over the mean request) where the source counts them: completions lag
     arrivals, and behind a backlog they count the fleet's throughput, not the demand.
     """
     (first_s, first), (last_s, last) = window[0], window[-1]
+    span_s = last_s - first_s
     requests = last.requests_total - first.requests_total
-    if requests <= 0 or last_s - first_s < MIN_MEASURED_S:
-        return None
+    if requests <= 0 or span_s <= 0:
+        return None, span_s
     prompt = (last.prompt_tokens_total - first.prompt_tokens_total) / requests
     output = (last.tokens_total - first.tokens_total) / requests - prompt
+    peak_s = min(PEAK_SPAN_S, span_s)
     if first.admitted_tokens_total is not None and last.admitted_tokens_total is not None:
-        admitted = _peak_rate(window, lambda s: s.admitted_tokens_total or 0.0)
+        admitted = _peak_rate(window, lambda s: s.admitted_tokens_total or 0.0, peak_s)
         rate = admitted / max(prompt + output, 1.0)
     else:
-        rate = _peak_rate(window, lambda s: s.requests_total)
-    return SteadyDemand(rate, max(1, round(prompt)), max(1, round(output)))
+        rate = _peak_rate(window, lambda s: s.requests_total, peak_s)
+    return SteadyDemand(rate, max(1, round(prompt)), max(1, round(output))), span_s
 
 
 def _peak_rate(
-    window: deque[tuple[float, DemandSample]], count: Callable[[DemandSample], float]
+    window: deque[tuple[float, DemandSample]],
+    count: Callable[[DemandSample], float],
+    span_s: float,
 ) -> float:
-    """The highest rate of a counter over the window's spans of ``PEAK_SPAN_S`` or more, each
-    from the latest sample that long before its end."""
+    """The highest rate of a counter over the window's spans of ``span_s`` or more, each from
+    the latest sample that long before its end."""
     points = list(window)
     best, start = 0.0, 0
     for end_s, end in points:
-        while start + 1 < len(points) and end_s - points[start + 1][0] >= PEAK_SPAN_S:
+        while start + 1 < len(points) and end_s - points[start + 1][0] >= span_s:
             start += 1
         start_s, begin = points[start]
-        if end_s - start_s >= PEAK_SPAN_S:
+        if end_s - start_s >= span_s:
             best = max(best, (count(end) - count(begin)) / (end_s - start_s))
     return best
 

@@ -127,13 +127,13 @@ class SizeChoice:
     gpu_fraction: float = 1.0
     """The share of a GPU one replica of this size takes (which way a resize goes)."""
     provisional: bool = False
-    """Picked before any demand was seen (a guess): the first pick made from demand replaces it
-    at once instead of holding against it."""
+    """A guess (picked before demand was measured): the next pick replaces it at once instead
+    of holding against it."""
 
 
 class SizeHold:
-    """Hysteresis over picks: the first pick applies at once, and so does the first one made
-    from demand after provisional ones; after that, a different pick applies only once every
+    """Hysteresis over picks: the first pick applies at once, and so does any pick after a
+    provisional one (a guess); after that, a different pick applies only once every
     pick of the last ``hold_s`` seconds (``grow_hold_s`` for a larger size) was that same size
     (time is an argument, so the control loop and the twin drive it alike)."""
 
@@ -146,7 +146,7 @@ class SizeHold:
     def offer(self, now_s: float, pick: SizeChoice) -> SizeChoice:
         """Record ``pick`` (the size chosen for the demand now) and return the size to run."""
         current = self.current
-        if current is None or (current.provisional and not pick.provisional):
+        if current is None or current.provisional:
             self.current, self._pending = pick, None
             return pick
         if pick.size == current.size:  # a guess stays a guess until demand confirms it

@@ -125,18 +125,34 @@ def test_demand_is_measured_over_a_minute_of_arrivals_not_a_backlog_s_completion
     meter, measure, sizer = _sizer(counts_arrivals=True)
     m = _auto()
     now_s = 0.0
-    sizer.size_for(m, now_s)
-    for _ in range(5):  # less than a minute: still a guess, nothing measured
+    assert sizer.size_for(m, now_s).provisional  # nothing seen: the smallest size
+    for _ in range(5):  # less than a minute: guesses from what was seen, re-made every 10 s
         now_s += 10.0
         meter.run(10.0, 1.0, arriving_per_s=5.0)
         choice = sizer.size_for(m, now_s)
-        assert choice.provisional and "no demand measured" in choice.reason
-    assert all(asked.requests_per_s == 0 for asked in measure.asked)
-    now_s += 30.0
-    meter.run(30.0, 1.0, arriving_per_s=5.0)
+        assert choice.size == "gpu" and choice.provisional, choice
+        assert f"a guess from {now_s:.0f} s of demand" in choice.reason
+    now_s += 10.0
+    meter.run(10.0, 1.0, arriving_per_s=5.0)
     choice = sizer.size_for(m, now_s)
     assert measure.asked[-1] == SteadyDemand(5.0, 1000, 200)
-    assert choice.size == "gpu" and not choice.provisional  # the guess gives way at once
+    assert choice.size == "gpu" and not choice.provisional and "guess" not in choice.reason
+
+
+def test_a_guess_gives_way_at_once_even_to_a_smaller_size() -> None:
+    # The first seconds look heavy (a guess of whole GPUs); measured over a minute the demand
+    # fits a slice, and the guess is replaced without the five-minute hold.
+    meter, _, sizer = _sizer(counts_arrivals=True)
+    m = _auto()
+    sizer.size_for(m, 0.0)
+    meter.run(10.0, 5.0)
+    assert sizer.size_for(m, 10.0).size == "gpu"
+    now_s = 10.0
+    for _ in range(5):
+        now_s += 10.0
+        meter.run(10.0, 0.2)
+        choice = sizer.size_for(m, now_s)
+    assert now_s == 60.0 and choice.size == "3g.40gb" and not choice.provisional, choice
 
 
 def test_bursty_demand_is_sized_for_its_busiest_half_minute_not_its_mean() -> None:
