@@ -151,12 +151,16 @@ class ModelController:
         ready_current = [r for r in current if r.ready]
         if old:
             # Rolling update: surge new replicas (a quarter of the fleet at a time, at least
-            # one), retire an old one for each that is ready.
+            # one), retire an old one for each that is ready. A fleet smaller than desired
+            # grows at once: a rollout replaces replicas gradually, it does not hold back a
+            # scale-up (a resize under a rising load would otherwise add a quarter per cold
+            # start).
             if len(ready_current) + len(old) > desired and ready_current:
                 self._backend.stop_replica(old[0].id)
                 return True
             starting = len(current) - len(ready_current)
-            if len(current) < desired and starting < rolling_surge(desired):
+            short = len(current) + len(old) < desired
+            if len(current) < desired and (short or starting < rolling_surge(desired)):
                 self._backend.start_replica(model, revision)
                 return True
             return False

@@ -147,6 +147,22 @@ def test_a_larger_fleet_rolls_a_quarter_at_a_time(setup) -> None:  # type: ignor
     assert rounds == 4 and len(table.rows) == 8  # two at a time: four cold starts, not eight
 
 
+def test_a_fleet_rolling_onto_a_new_revision_still_grows_at_once(setup) -> None:  # type: ignore[no-untyped-def]
+    store, table, controller, demand = setup
+    old = model(2)
+    store.apply(old)
+    controller.reconcile(old.key)
+    table.make_ready()
+    new = model(2, args=("--speedup", "'2'"))
+    store.apply(new)
+    controller.reconcile(new.key)  # the roll begins: one surge replica
+    demand.queue_depth = 400  # a backlog that wants the whole fleet (4)
+    for _ in range(5):
+        controller.reconcile(new.key)
+    starting = [r for r in table.rows.values() if r.revision == revision_of(new) and not r.ready]
+    assert len(starting) == 2 and table.ready() == 2  # grown to 4 at once, old ones kept
+
+
 def test_a_scaling_change_rolls_no_replica(setup) -> None:  # type: ignore[no-untyped-def]
     store, table, controller, _ = setup
     old = model(2)
