@@ -108,15 +108,22 @@ def test_scales_up_to_min_replicas_and_reports_ready(setup) -> None:  # type: ig
     assert ready.status == "True"
 
 
-def test_changed_spec_rolls_one_at_a_time_without_losing_ready_replicas(setup) -> None:  # type: ignore[no-untyped-def]
-    store, table, controller, _ = setup
-    old = model(2)
+def _changed(store: SQLiteStore, table: ReplicaTable, controller: ModelController,
+             replicas: int) -> Model:  # fmt: skip
+    """A Model of ``replicas`` ready replicas, then its spec changed (another revision)."""
+    old = model(replicas)
     store.apply(old)
     controller.reconcile(old.key)
     table.make_ready()
-    new = model(2, args=("--speedup", "'2'"))
+    new = model(replicas, args=("--speedup", "'2'"))
     assert revision_of(new) != revision_of(old)
     store.apply(new)
+    return new
+
+
+def test_changed_spec_rolls_one_at_a_time_without_losing_ready_replicas(setup) -> None:  # type: ignore[no-untyped-def]
+    store, table, controller, _ = setup
+    new = _changed(store, table, controller, 2)
     for _ in range(20):
         controller.reconcile(new.key)
         assert table.ready() >= 2, "a rollout step dropped below the ready count"
@@ -128,12 +135,7 @@ def test_changed_spec_rolls_one_at_a_time_without_losing_ready_replicas(setup) -
 
 def test_a_larger_fleet_rolls_a_quarter_at_a_time(setup) -> None:  # type: ignore[no-untyped-def]
     store, table, controller, _ = setup
-    old = model(8)
-    store.apply(old)
-    controller.reconcile(old.key)
-    table.make_ready()
-    new = model(8, args=("--speedup", "'2'"))
-    store.apply(new)
+    new = _changed(store, table, controller, 8)
     rounds = 0  # cold starts the roll waits for
     while True:
         for _ in range(20):  # settle: retire what the ready new replicas replace, surge more
@@ -149,12 +151,7 @@ def test_a_larger_fleet_rolls_a_quarter_at_a_time(setup) -> None:  # type: ignor
 
 def test_a_fleet_rolling_onto_a_new_revision_still_grows_at_once(setup) -> None:  # type: ignore[no-untyped-def]
     store, table, controller, demand = setup
-    old = model(2)
-    store.apply(old)
-    controller.reconcile(old.key)
-    table.make_ready()
-    new = model(2, args=("--speedup", "'2'"))
-    store.apply(new)
+    new = _changed(store, table, controller, 2)
     controller.reconcile(new.key)  # the roll begins: one surge replica
     demand.queue_depth = 400  # a backlog that wants the whole fleet (4)
     for _ in range(5):
