@@ -149,8 +149,8 @@ class SizeHold:
         if current is None or current.provisional:
             self.current, self._pending = pick, None
             return pick
-        if pick.size == current.size:  # a guess stays a guess until demand confirms it
-            self.current = replace(pick, provisional=current.provisional and pick.provisional)
+        if pick.size == current.size:  # a guess of the running size does not make it a guess
+            self.current = replace(pick, provisional=False)
             self._pending = None
             return self.current
         if self._pending is None or self._pending[1].size != pick.size:
