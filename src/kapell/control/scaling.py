@@ -1,8 +1,9 @@
 """The replica count the Model controller aims for: ``policy.autoscale`` fed live demand.
 
-One autoscaler per Model (reconfigured, not rebuilt, when its knobs change), fed a ``DemandSample``
-each time the controller asks (and told the cold start the backend measured), so scale-from-zero reacts the moment the gateway's activator
-reports a waiting request rather than at the next sampling tick. The sample source is injected:
+One autoscaler per Model (reconfigured, not rebuilt, when its knobs change), fed a
+``DemandSample`` each time the controller asks (and told the cold start the backend measured),
+so scale-from-zero reacts the moment the gateway's activator reports a waiting request rather
+than at the next sampling tick. The sample source is injected:
 locally it reads the gateway's meter, in the simulator the twin's counters.
 """
 

@@ -149,13 +149,14 @@ class PolicySizer:
             serves,
             max_replicas=model.spec.scaling.max_replicas,
         )
-        seen = (
-            f"{demand.tokens_per_s:,.0f} tokens/s ({demand.requests_per_s:.2f} requests/s, "
-            f"{demand.prompt_tokens}-token prompts, {demand.output_tokens}-token outputs)"
-        )
         provisional = seen_demand is None or seen_s < MIN_MEASURED_S
         if seen_demand is None:
             seen = f"no demand seen in the last {DEMAND_WINDOW_S:.0f} s"
+        else:
+            seen = (
+                f"{demand.tokens_per_s:,.0f} tokens/s ({demand.requests_per_s:.2f} requests/s, "
+                f"{demand.prompt_tokens}-token prompts, {demand.output_tokens}-token outputs)"
+            )
         if chosen.name == WHOLE_GPU:
             reason = f"whole GPUs: no slice serves {seen} below one GPU"
         else:
