@@ -5,6 +5,10 @@ in the twin (which runs the same controller, scaler, activator and balancer on a
 clock); the desired replica counts, sampled every 0.5 s, must agree within
 ``TIMELINE_TOLERANCE`` replicas on average, reach the same peak, within ``PEAK_LAG_S``.
 
+Sizing: a Model sized ``auto`` starts on the sizing policy's first guess and is resized by a
+load the guess cannot serve; `kapell up` and the twin must pick the same sizes, in the same
+order, the resize within ``SIZE_LAG_S`` of each other.
+
 Latencies:
 
 A short slice of the Azure conversation trace is sent in real time, with its own arrival
@@ -29,6 +33,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -241,3 +246,88 @@ def test_twin_scales_like_kapell_up(kapell_up: StartFn) -> None:  # noqa: F811
     assert max(twin) == max(live) == 3, report
     assert abs(_first_at(twin, 3) - _first_at(live, 3)) <= PEAK_LAG_S, report
     assert difference <= TIMELINE_TOLERANCE, report
+
+
+# --- sizing decisions: an `auto` Model resized by the same load through both --------------
+
+AUTO_SPEC = """\
+apiVersion: kapell.dev/v1alpha1
+kind: Model
+metadata: {name: sized}
+spec:
+  source: {uri: h100-llama3-8b}
+  engine: {name: sim, args: ["--cold-start-s", "1"]}
+  resources: {gpu: auto}
+  scaling: {minReplicas: 1, maxReplicas: 1, scaleToZeroAfter: 10m}
+"""
+AUTO_LOAD_S, AUTO_RATE, AUTO_PROMPT, AUTO_OUTPUT = 40.0, 4.0, 4000, 16
+"""16k tokens/s of 4,000-token prompts: more than one 3g.40gb slice (the first guess, with no
+demand seen) serves within the SLO, less than one GPU; ``maxReplicas: 1`` leaves the sizing
+policy one way to serve it, a whole GPU."""
+SIZE_LAG_S = 3.5
+"""How far apart the two resizes may fall: the live Model's first sizing is known to the second
+(its condition's timestamp), the sizer evaluates at reconciles (up to 2 s apart), and the live
+size is sampled every ``SAMPLE_S`` over HTTP (1.2-2.3 s apart in three runs here)."""
+
+
+def _auto_requests(lead_s: float) -> list[_StepRequest]:
+    """The load, starting ``lead_s`` after the Model was sized first."""
+    count = round(AUTO_LOAD_S * AUTO_RATE)
+    return [_StepRequest(lead_s + i / AUTO_RATE, AUTO_PROMPT, AUTO_OUTPUT) for i in range(count)]
+
+
+async def _drive_sized(
+    gateway_url: str, admin_url: str, requests: list[_StepRequest], lead_s: float
+) -> list[tuple[float, str]]:
+    """Send ``requests`` (arrivals counted from ``lead_s`` ago); the Model's size, sampled
+    every ``SAMPLE_S``, as ``(seconds since the Model was sized first, size)`` at each change."""
+    client = AsyncOpenAI(base_url=gateway_url + "/v1", api_key="unused", max_retries=0, timeout=60)
+    prompt = "tok " * AUTO_PROMPT
+    start_s = time.perf_counter() - lead_s
+
+    async def one(request: _StepRequest) -> None:
+        await asyncio.sleep(max(0.0, start_s + request.arrival_s - time.perf_counter()))
+        await client.completions.create(model="sized", prompt=prompt, max_tokens=AUTO_OUTPUT)
+
+    async def sample() -> list[tuple[float, str]]:
+        sizes: list[tuple[float, str]] = []
+        async with httpx.AsyncClient() as http:
+            while (now_s := time.perf_counter() - start_s) < lead_s + AUTO_LOAD_S:
+                status = (await http.get(admin_url + "/admin/v1/status")).json()
+                [model] = [r for r in status["resources"] if r["metadata"]["name"] == "sized"]
+                size = model["status"]["replicaSize"]
+                if not sizes or sizes[-1][1] != size:
+                    sizes.append((now_s, size))
+                await asyncio.sleep(SAMPLE_S)
+        return sizes
+
+    try:
+        sampler = asyncio.create_task(sample())
+        await asyncio.gather(*(one(r) for r in requests))
+        return await sampler
+    finally:
+        await client.close()
+
+
+def _sized_since_s(instance: Instance) -> float:
+    """Seconds since the live Model was first sized (its ``Sized`` condition's transition)."""
+    [model] = [r for r in instance.status()["resources"] if r["metadata"]["name"] == "sized"]
+    [sized] = [c for c in model["status"]["conditions"] if c["type"] == "Sized"]
+    at = datetime.fromisoformat(sized["lastTransitionTime"].replace("Z", "+00:00"))
+    return (datetime.now(UTC) - at).total_seconds()
+
+
+@pytest.mark.slow
+def test_twin_resizes_an_auto_model_like_kapell_up(kapell_up: StartFn) -> None:  # noqa: F811
+    instance = kapell_up(AUTO_SPEC, 1)
+    lead_s = _sized_since_s(instance)
+    requests = _auto_requests(lead_s)
+    live = asyncio.run(_drive_sized(instance.gateway_url, instance.admin_url, requests, lead_s))
+    [model] = load_text(AUTO_SPEC)
+    assert isinstance(model, Model)
+    config = TwinConfig(SimSettings(profile=load_profile("h100-llama3-8b"), cold_start_s=1.0))
+    twin = Twin(config, requests, model).replay().sizes
+    report = {"lead_s": round(lead_s, 2), "live": live, "twin": twin}
+    print(report)
+    assert [size for _, size in live] == [size for _, size in twin] == ["3g.40gb", "gpu"], report
+    assert abs(live[1][0] - twin[1][0]) <= SIZE_LAG_S, report
