@@ -262,12 +262,12 @@ spec:
 """
 AUTO_LOAD_S, AUTO_RATE, AUTO_PROMPT, AUTO_OUTPUT = 40.0, 4.0, 4000, 16
 """16k tokens/s of 4,000-token prompts: more than one 3g.40gb slice (the first guess, with no
-demand seen) serves within the SLO, less than one GPU; ``maxReplicas: 1`` leaves the sizing
-policy one way to serve it, a whole GPU."""
+demand seen) or 4g.40gb slice serves within the SLO, less than one GPU; ``maxReplicas: 1``
+leaves the sizing policy one way to serve it, a whole GPU."""
 SIZE_LAG_S = 3.5
 """How far apart the two resizes may fall: the live Model's first sizing is known to the second
 (its condition's timestamp), the sizer evaluates at reconciles (up to 2 s apart), and the live
-size is sampled every ``SAMPLE_S`` over HTTP (1.2-2.3 s apart in three runs here)."""
+size is sampled every ``SAMPLE_S`` over HTTP (1.2-2.3 s apart in four runs here)."""
 
 
 def _auto_requests(lead_s: float) -> list[_StepRequest]:
