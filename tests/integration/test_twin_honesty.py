@@ -35,6 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -181,33 +182,45 @@ def _step_requests() -> list[_StepRequest]:
     return [_StepRequest(t) for t in arrivals]
 
 
-async def _drive(gateway_url: str, admin_url: str, requests: list[_StepRequest]) -> list[float]:
-    """Send ``requests`` at their times; the desired count every ``SAMPLE_S`` meanwhile."""
+async def _drive(
+    gateway_url: str,
+    admin_url: str,
+    name: str,
+    requests: list[_StepRequest],
+    end_s: float,
+    lead_s: float = 0.0,
+) -> list[tuple[float, dict[str, Any]]]:
+    """Send ``requests`` to Model ``name`` at their times (counted from ``lead_s`` ago); its
+    status every ``SAMPLE_S`` meanwhile, from ``lead_s`` until ``end_s``, as ``(seconds on
+    the requests' clock when read, status)``."""
     client = AsyncOpenAI(base_url=gateway_url + "/v1", api_key="unused", max_retries=0, timeout=60)
-    prompt = "tok " * STEP_PROMPT  # the sim engine counts words, the gateway 4 chars a token
-    start_s = time.perf_counter()
-    end_s = PHASES[-1][1]
+    start_s = time.perf_counter() - lead_s
 
     async def one(request: _StepRequest) -> None:
         await asyncio.sleep(max(0.0, start_s + request.arrival_s - time.perf_counter()))
+        # The sim engine counts words, the gateway 4 characters a token.
+        prompt = "tok " * request.prompt_tokens
         reply = await client.completions.create(
-            model="step", prompt=prompt, max_tokens=request.output_tokens
+            model=name, prompt=prompt, max_tokens=request.output_tokens
         )
-        assert reply.usage is not None and reply.usage.completion_tokens == STEP_OUTPUT
+        assert reply.usage is not None
+        assert reply.usage.completion_tokens == request.output_tokens
 
-    async def sample() -> list[float]:
-        desired: list[float] = []
+    async def sample() -> list[tuple[float, dict[str, Any]]]:
+        samples: list[tuple[float, dict[str, Any]]] = []
         async with httpx.AsyncClient() as http:
-            for i in range(int(end_s / SAMPLE_S)):
-                await asyncio.sleep(max(0.0, start_s + i * SAMPLE_S - time.perf_counter()))
+            for i in range(int((end_s - lead_s) / SAMPLE_S)):
+                due_s = start_s + lead_s + i * SAMPLE_S
+                await asyncio.sleep(max(0.0, due_s - time.perf_counter()))
                 status = (await http.get(admin_url + "/admin/v1/status")).json()
-                [model] = [r for r in status["resources"] if r["metadata"]["name"] == "step"]
-                desired.append(float(model["status"]["desiredReplicas"]))
-        return desired
+                [model] = [r for r in status["resources"] if r["metadata"]["name"] == name]
+                samples.append((time.perf_counter() - start_s, model["status"]))
+        return samples
 
     try:
-        sampled, *_ = await asyncio.gather(sample(), *(one(r) for r in requests))
-        return list(sampled)
+        sampler = asyncio.create_task(sample())
+        await asyncio.gather(*(one(r) for r in requests))
+        return await sampler
     finally:
         await client.close()
 
@@ -233,7 +246,10 @@ def test_twin_scales_like_kapell_up(kapell_up: StartFn) -> None:  # noqa: F811
     requests = _step_requests()
     twin = _twin_desired(requests)
     instance = kapell_up(STEP_SPEC, 1)
-    live = asyncio.run(_drive(instance.gateway_url, instance.admin_url, requests))
+    sampled = asyncio.run(
+        _drive(instance.gateway_url, instance.admin_url, "step", requests, PHASES[-1][1])
+    )
+    live = [float(status["desiredReplicas"]) for _, status in sampled]
     difference = float(np.mean(np.abs(np.array(live) - np.array(twin))))
     report = {
         "mean_abs_difference": round(difference, 3),
@@ -276,39 +292,6 @@ def _auto_requests(lead_s: float) -> list[_StepRequest]:
     return [_StepRequest(lead_s + i / AUTO_RATE, AUTO_PROMPT, AUTO_OUTPUT) for i in range(count)]
 
 
-async def _drive_sized(
-    gateway_url: str, admin_url: str, requests: list[_StepRequest], lead_s: float
-) -> list[tuple[float, str]]:
-    """Send ``requests`` (arrivals counted from ``lead_s`` ago); the Model's size, sampled
-    every ``SAMPLE_S``, as ``(seconds since the Model was sized first, size)`` at each change."""
-    client = AsyncOpenAI(base_url=gateway_url + "/v1", api_key="unused", max_retries=0, timeout=60)
-    prompt = "tok " * AUTO_PROMPT
-    start_s = time.perf_counter() - lead_s
-
-    async def one(request: _StepRequest) -> None:
-        await asyncio.sleep(max(0.0, start_s + request.arrival_s - time.perf_counter()))
-        await client.completions.create(model="sized", prompt=prompt, max_tokens=AUTO_OUTPUT)
-
-    async def sample() -> list[tuple[float, str]]:
-        sizes: list[tuple[float, str]] = []
-        async with httpx.AsyncClient() as http:
-            while (now_s := time.perf_counter() - start_s) < lead_s + AUTO_LOAD_S:
-                status = (await http.get(admin_url + "/admin/v1/status")).json()
-                [model] = [r for r in status["resources"] if r["metadata"]["name"] == "sized"]
-                size = model["status"]["replicaSize"]
-                if not sizes or sizes[-1][1] != size:
-                    sizes.append((now_s, size))
-                await asyncio.sleep(SAMPLE_S)
-        return sizes
-
-    try:
-        sampler = asyncio.create_task(sample())
-        await asyncio.gather(*(one(r) for r in requests))
-        return await sampler
-    finally:
-        await client.close()
-
-
 def _sized_since_s(instance: Instance) -> float:
     """Seconds since the live Model was first sized (its ``Sized`` condition's transition)."""
     [model] = [r for r in instance.status()["resources"] if r["metadata"]["name"] == "sized"]
@@ -322,7 +305,14 @@ def test_twin_resizes_an_auto_model_like_kapell_up(kapell_up: StartFn) -> None: 
     instance = kapell_up(AUTO_SPEC, 1)
     lead_s = _sized_since_s(instance)
     requests = _auto_requests(lead_s)
-    live = asyncio.run(_drive_sized(instance.gateway_url, instance.admin_url, requests, lead_s))
+    end_s = lead_s + AUTO_LOAD_S
+    sampled = asyncio.run(
+        _drive(instance.gateway_url, instance.admin_url, "sized", requests, end_s, lead_s)
+    )
+    live: list[tuple[float, str]] = []
+    for t_s, status in sampled:
+        if not live or live[-1][1] != status["replicaSize"]:
+            live.append((t_s, status["replicaSize"]))
     [model] = load_text(AUTO_SPEC)
     assert isinstance(model, Model)
     config = TwinConfig(SimSettings(profile=load_profile("h100-llama3-8b"), cold_start_s=1.0))
