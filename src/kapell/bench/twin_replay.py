@@ -5,9 +5,10 @@ the same ``ReconcileLoop``, the same ``PolicyScaler`` (with the one autoscaler f
 one ``demand_sample``), the same ``PolicySizer`` for ``gpu: auto`` Models (measuring in the
 latency model, as ``kapell up`` does), the same activator (``gateway.activator.ModelGate``)
 over the same ``StaticEndpointSource``, and the same ``gateway.balancer.Balancer``, all
-unchanged, on a ``VirtualClockLoop``. Only the replicas are simulated (``backends.sim.twin.SimReplicas``) and
-the HTTP path is left out: a trace request enters where the gateway's proxy would hand it to
-the activator, with the prompt and output lengths the trace gives.
+unchanged, on a ``VirtualClockLoop``. Only the replicas are simulated
+(``backends.sim.twin.SimReplicas``) and the HTTP path is left out: a trace request enters where
+the gateway's proxy would hand it to the activator, with the prompt and output lengths the
+trace gives.
 """
 
 from __future__ import annotations

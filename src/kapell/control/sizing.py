@@ -10,8 +10,8 @@ share, among the candidates a ``SizeMeasure`` offers and by its measurement of w
 serves. ``SizeHold`` keeps the running size until another pick has held for ``resize_hold_s``
 (five cold starts, at least five minutes; a larger size ``grow_hold_s``, one cold start, at
 least a minute). The controller applies the choice by writing it into the replicas'
-``resources.gpu``, so a resize is the rolling update any spec change gets. The measurement is injected: ``kapell up`` gives the latency model's
-(``backends.sim.sizing``).
+``resources.gpu``, so a resize is the rolling update any spec change gets. The measurement is
+injected: ``kapell up`` gives the latency model's (``backends.sim.sizing``).
 """
 
 from __future__ import annotations

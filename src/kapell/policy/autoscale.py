@@ -332,9 +332,9 @@ class TokenAutoscaler:
     no admission counts) plus the backlog (queued requests times the measured tokens per
     request) drained over the panic window (a cold start when no replica is ready). The
     stable count looks ``cold_start_s`` ahead on a sustained rise (``forecast_rate``), so a
-    replica starts early enough to be ready when demand crosses capacity, and covers at least the ``burst_quantile`` of the panic-window rates of
-    the last ``burst_memory_s``; a lower count waits ``scale_down_delay_s`` (default: a cold
-    start).
+    replica starts early enough to be ready when demand crosses capacity, and covers at least
+    the ``burst_quantile`` of the panic-window rates of the last ``burst_memory_s``; a lower
+    count waits ``scale_down_delay_s`` (default: a cold start).
     """
 
     def __init__(self, config: AutoscaleConfig) -> None:
